@@ -1,0 +1,209 @@
+"""The benchmark session: builds models and engines outside the timed region, times cases with
+pytest-benchmark, and records every case's numbers and roofline in extra_info.
+
+The pytest plugin only parses options and delegates here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from harness import roofline
+from harness.cases import WORKLOADS, Case
+from harness.engines import BUILTIN_ENGINES, EngineConfig, EngineSource, GenerateResult, load_engine_class
+from harness.engines.base import StepCase
+from harness.hardware import HardwareInfo, NvmlSampler, NvmlUnavailable, load_nvml, probe
+from harness.models import LoadedModel, build_model, canonical_dtype, default_dtype, load_model, resolve_device
+from harness.specs import get_spec
+from harness.timing import injected_slowdown, synchronize
+from harness.workloads import Request, fixed_requests, mixed_requests
+
+STEP_KINDS = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    models: tuple[str, ...] = ("small",)
+    engines: tuple[str, ...] | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    model_path: str | None = None
+    tier: str = "default"
+    rounds: int = 5
+    warmup_rounds: int = 1
+    strict_health: bool = False
+    kv_cache_mem: float | None = None
+    preemption: str = "recompute"
+    max_batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class CaseRecord:
+    """What the terminal summary shows for one case."""
+
+    case_id: str
+    kind: str
+    tokens_per_s: float
+    pct_of_roofline: float
+    bound: str
+
+
+@dataclass
+class PerfSession:
+    options: PerfOptions
+    engine_sources: dict[str, EngineSource] = field(default_factory=lambda: {
+        n: EngineSource(n, t, "builtin") for n, t in BUILTIN_ENGINES.items()})
+    records: list[CaseRecord] = field(default_factory=list)
+    _loaded: dict[str, LoadedModel] = field(default_factory=dict)
+    _engines: dict[tuple[str, str], object] = field(default_factory=dict)
+
+    @cached_property
+    def device(self):
+        return resolve_device(self.options.device)
+
+    @cached_property
+    def dtype(self) -> str:
+        return canonical_dtype(self.options.dtype) if self.options.dtype else default_dtype(self.device)
+
+    @cached_property
+    def hardware(self) -> HardwareInfo:
+        return probe(self.device, self.dtype)
+
+    @cached_property
+    def nvml(self):
+        try:
+            return load_nvml() if self.device.type == "cuda" else None
+        except NvmlUnavailable:
+            return None
+
+    def model_names(self) -> list[str]:
+        if self.options.model_path:
+            from harness.specs import ModelSpec
+
+            return [ModelSpec.from_pretrained(self.options.model_path).name]
+        for name in self.options.models:
+            get_spec(name)  # unknown names fail here, listing the valid ones
+        return list(self.options.models)
+
+    def model(self, name: str) -> LoadedModel:
+        """One model in memory at a time: switching models frees the last one and its engines."""
+        if name not in self._loaded:
+            self._loaded.clear()
+            self._engines.clear()
+            if self.options.model_path:
+                self._loaded[name] = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
+            else:
+                self._loaded[name] = build_model(get_spec(name), dtype=self.dtype, device=self.device,
+                                                 seed=self.options.seed)
+        return self._loaded[name]
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(max_batch_size=self.options.max_batch_size, kv_cache_mem=self.options.kv_cache_mem,
+                            preemption=self.options.preemption, slowdown=injected_slowdown())
+
+    def engine_class(self, name: str) -> type:
+        return load_engine_class(name, self.engine_sources)
+
+    def engine_ok(self, name: str, kind: str) -> bool:
+        cls = self.engine_class(name)
+        return kind not in STEP_KINDS or hasattr(cls, f"{kind}_case")
+
+    def unavailable_reason(self, name: str) -> str | None:
+        check = getattr(self.engine_class(name), "unavailable_reason", None)
+        return check(self.device) if check else None
+
+    def engine(self, case: Case):
+        key = (case.model, case.engine)
+        if key not in self._engines:
+            self._engines[key] = self.engine_class(case.engine)(self.model(case.model), self.engine_config())
+        return self._engines[key]
+
+    def requests(self, case: Case) -> list[Request]:
+        vocab = self.model(case.model).spec.vocab_size
+        if case.workload:
+            w = WORKLOADS[case.workload]
+            return mixed_requests(w.num_requests, w.prompt_range, w.output_range, vocab, seed=w.seed)
+        return fixed_requests(case.batch_size, case.prompt_len, case.new_tokens, vocab, seed=self.options.seed)
+
+    # --- timing -------------------------------------------------------------------------------
+
+    def _pedantic(self, benchmark, target, setup=None) -> None:
+        def timed() -> None:
+            target()
+            synchronize(self.device)  # the round ends when the device is done, not when launches are
+
+        kwargs = {"rounds": self.options.rounds, "warmup_rounds": self.options.warmup_rounds, "iterations": 1}
+        if setup is not None:
+            kwargs["setup"] = setup
+        benchmark.pedantic(timed, **kwargs)
+
+    def _sampled(self, benchmark, target, setup=None) -> dict[str, float]:
+        """Time `target`; on a GPU sample utilisation and power while it runs."""
+        if self.nvml is None:
+            self._pedantic(benchmark, target, setup)
+            return {}
+        with NvmlSampler(self.nvml, self.device.index or 0) as sampler:
+            self._pedantic(benchmark, target, setup)
+        return sampler.summary(0) | {"_energy_j": sampler.energy_j() or 0.0}
+
+    def bench_step(self, benchmark, case: Case, step: StepCase) -> None:
+        loaded = self.model(case.model)
+        spec, dtype = loaded.spec, self.dtype
+        if case.kind == "prefill":
+            cost, tokens = roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len), case.batch_size * case.prompt_len
+        else:
+            cost, tokens = roofline.decode_cost(spec, dtype, case.batch_size, case.context_len), case.batch_size
+        sampled = self._sampled(benchmark, step.run, step.setup)
+        self.record(benchmark, case, tokens, cost, sampled, {})
+
+    def bench_generate(self, benchmark, case: Case, requests: Sequence[Request]) -> GenerateResult:
+        engine = self.engine(case)
+        results: list[GenerateResult] = []
+        sampled = self._sampled(benchmark, lambda: results.append(engine.generate(requests)))
+        last = results[-1]
+        failed = [o for o in last.outputs if o.error]
+        lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
+        spec = self.model(case.model).spec
+        if case.kind == "serving":
+            cost = roofline.serving_cost(spec, self.dtype, lengths, self.options.max_batch_size)
+        else:
+            cost = roofline.generation_cost(spec, self.dtype, case.prompt_len, case.new_tokens, case.batch_size)
+        extra = {**last.metrics, **last.phase_ms, **last.latency_summary(), "num_requests": len(requests),
+                 "failed_requests": len(failed)}
+        self.record(benchmark, case, last.generated_tokens, cost, sampled, extra)
+        return last
+
+    def record(self, benchmark, case: Case, tokens: int, cost: roofline.PhaseCost, sampled: dict, extra: dict) -> None:
+        if benchmark.disabled or benchmark.stats is None:
+            return
+        median_s = benchmark.stats.stats.median
+        hw = self.hardware
+        peaks = hw.peaks()
+        info = {
+            "kind": case.kind, "model": case.model, "engine": case.engine, "device": hw.name, "dtype": self.dtype,
+            "batch_size": case.batch_size, "prompt_len": case.prompt_len, "context_len": case.context_len,
+            "new_tokens": case.new_tokens, "workload": case.workload, "tokens": tokens,
+            "tokens_per_s": roofline.tokens_per_s(tokens, median_s), "median_ms": median_s * 1e3,
+            "peak_bw_gbps": peaks.bw_bytes_s / 1e9, "peak_bw_source": peaks.bw_source,
+            "peak_tflops": peaks.flops_s / 1e12, "peak_flops_source": peaks.flops_source,
+            "theoretical_bw_gbps": hw.theoretical_bw_gbps, "measured_bw_gbps": hw.measured_bw_gbps,
+            "theoretical_tflops": hw.theoretical_tflops, "measured_tflops": hw.measured_tflops,
+            "bw_warning": hw.bw_warning, "gpu_healthy": None if hw.health is None else hw.health.healthy,
+            "health_problems": [] if hw.health is None else hw.health.problems,
+        }
+        if case.kind in STEP_KINDS:
+            info[f"{case.kind}_ms"] = median_s * 1e3
+        info.update(roofline.utilisation(cost, peaks, median_s))
+        energy = sampled.pop("_energy_j", None)
+        info.update(sampled)
+        if energy:
+            rounds_run = self.options.rounds + self.options.warmup_rounds
+            info["j_per_token"] = energy / (tokens * rounds_run)
+        info.update(extra)
+        benchmark.extra_info.update(info)
+        self.records.append(CaseRecord(f"{benchmark.name}", case.kind, info["tokens_per_s"],
+                                       info["pct_of_roofline"], info["bound"]))

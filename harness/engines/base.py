@@ -1,0 +1,116 @@
+"""What an engine is, what it returns, and how engines are found.
+
+An engine joins the generate and serving cases by implementing `generate(requests)`. It may also
+implement `prefill_case` and `decode_case` to join the prefill and decode cases. Everything an
+engine reports is in the records below, so every engine is measured the same way.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from harness.workloads import Request
+
+
+@dataclass
+class RequestOutput:
+    """One request's tokens and timestamps (seconds on one monotonic clock)."""
+
+    request_id: int
+    prompt_len: int
+    token_ids: list[int] = field(default_factory=list)
+    arrival_s: float = 0.0
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    error: str | None = None  # set when the engine could not serve this request; the others go on
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first (vLLM's TPOT)."""
+        if self.first_token_s is None or self.finish_s is None or len(self.token_ids) < 2:
+            return None
+        return (self.finish_s - self.first_token_s) / (len(self.token_ids) - 1)
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.finish_s is None else self.finish_s - self.arrival_s
+
+
+@dataclass
+class GenerateResult:
+    outputs: list[RequestOutput]
+    elapsed_s: float
+    metrics: dict[str, float] = field(default_factory=dict)  # engine metrics: kv_utilisation, preemptions...
+    phase_ms: dict[str, float] = field(default_factory=dict)  # prefill_ms, decode_ms_per_token where known
+    step_ms: list[float] = field(default_factory=list)  # per decode step, where the engine clocks steps
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(o.token_ids) for o in self.outputs)
+
+    def latency_summary(self) -> dict[str, float]:
+        """TTFT / TPOT / end-to-end latency p50 and p99 in milliseconds, over requests that finished."""
+        summary: dict[str, float] = {}
+        for name in ("ttft", "tpot", "latency"):
+            values = [v * 1e3 for o in self.outputs if o.error is None and (v := getattr(o, f"{name}_s")) is not None]
+            if values:
+                summary[f"{name}_ms_p50"] = statistics.median(values)
+                summary[f"{name}_ms_p99"] = percentile(values, 99)
+        return summary
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), without numpy for bookkeeping code."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * pct / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Options every engine receives; each engine reads the ones that apply to it."""
+
+    ignore_eos: bool = True
+    max_batch_size: int = 16  # static-batch: requests per padded batch; paged: max_num_seqs
+    block_size: int = 16
+    kv_cache_mem: float | None = None  # paged: bytes (> 1) or a fraction of free memory (<= 1)
+    preemption: str = "recompute"
+    max_num_batched_tokens: int = 4096
+    enable_prefix_caching: bool = True
+    slowdown: float = 0.0  # PERF_INJECT_SLOWDOWN: extra work, proportional to real work
+
+
+@dataclass
+class StepCase:
+    """A prefill or decode case: `setup` (untimed) then `run` (timed) does the same work every round."""
+
+    run: Callable[[], object]
+    setup: Callable[[], object] | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        """Greedy-decode every request (exactly max_new_tokens tokens when ignore_eos)."""
+
+
+@runtime_checkable
+class StepEngine(Engine, Protocol):
+    def prefill_case(self, batch_size: int, prompt_len: int, seed: int = 0) -> StepCase: ...
+
+    def decode_case(self, batch_size: int, context_len: int, seed: int = 0) -> StepCase: ...
+
+
+def supports_steps(engine: object) -> bool:
+    return isinstance(engine, StepEngine)

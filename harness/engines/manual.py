@@ -1,0 +1,87 @@
+"""`manual`: the tutorial's loop. One prefill forward, then one decode forward per token on the HF
+KV cache, clocking the prefill and every decode step."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from harness.engines.base import EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.models import LoadedModel
+from harness.timing import WorkClock, now
+from harness.workloads import Request
+
+
+def crop_to(cache: DynamicCache, length: int) -> None:
+    # A negative argument means "remove that many tokens" in both transformers 4 and 5 (5 refuses a
+    # positive one); crop(0) would empty the cache in 4, so it is never called with 0.
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class ManualEngine:
+    name = "manual"
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+        self.model, self.device, self.config = loaded.model, loaded.device, config
+        self.vocab_size = loaded.spec.vocab_size
+        self.eos_token_id = loaded.spec.eos_token_id
+        self.clock = WorkClock(loaded.device, config.slowdown)
+
+    def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """(B, T) ids -> (B,) greedy next ids; logits only for the last position, as generate does."""
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        return logits[:, -1].argmax(dim=-1)
+
+    def _generate_one(self, req: Request, start: float, step_ms: list[float]) -> tuple[RequestOutput, float]:
+        out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
+        t0 = now(self.device)
+        next_id = self.clock.run(lambda: self._forward(ids, cache))
+        out.first_token_s = now(self.device)
+        prefill_ms = (out.first_token_s - t0) * 1e3
+        out.token_ids.append(int(next_id[0]))
+        while len(out.token_ids) < req.max_new_tokens and not self._stopped(out.token_ids[-1]):
+            t_step = now(self.device)
+            next_id = self.clock.run(lambda n=next_id: self._forward(n[:, None], cache))
+            out.token_ids.append(int(next_id[0]))  # int() waits for the device
+            out.finish_s = now(self.device)
+            step_ms.append((out.finish_s - t_step) * 1e3)
+        out.finish_s = out.finish_s or out.first_token_s
+        return out, prefill_ms
+
+    def _stopped(self, token: int) -> bool:
+        return not self.config.ignore_eos and token == self.eos_token_id
+
+    def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        start = now(self.device)
+        outputs, prefill_ms, step_ms = [], [], []
+        for req in requests:
+            out, ms = self._generate_one(req, start, step_ms)
+            outputs.append(out)
+            prefill_ms.append(ms)
+        phases = {"prefill_ms": statistics.mean(prefill_ms)}
+        if step_ms:
+            phases["decode_ms_per_token"] = statistics.median(step_ms)
+        return GenerateResult(outputs, now(self.device) - start, phase_ms=phases, step_ms=step_ms)
+
+    def _random_ids(self, batch_size: int, length: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(1, self.vocab_size, (batch_size, length), generator=gen).to(self.device)
+
+    def prefill_case(self, batch_size: int, prompt_len: int, seed: int = 0) -> StepCase:
+        ids = self._random_ids(batch_size, prompt_len, seed)
+        return StepCase(run=lambda: self.clock.run(lambda: self._forward(ids, DynamicCache(config=self.model.config))))
+
+    def decode_case(self, batch_size: int, context_len: int, seed: int = 0) -> StepCase:
+        """One decode step on a cache holding context_len tokens; setup crops the step's token back off."""
+        cache = DynamicCache(config=self.model.config)
+        next_ids = self._forward(self._random_ids(batch_size, context_len, seed), cache)[:, None]
+        return StepCase(run=lambda: self.clock.run(lambda: self._forward(next_ids, cache)),
+                        setup=lambda: crop_to(cache, context_len))

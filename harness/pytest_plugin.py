@@ -1,0 +1,115 @@
+"""pytest options, fixtures and hooks. Thin: parsing and printing here, the work in harness.bench."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.bench import PerfOptions, PerfSession
+from harness.cases import KINDS, TIERS, build_cases
+from harness.errors import PerfSuiteError
+
+SESSION_KEY = pytest.StashKey[PerfSession]()
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("llm-perf-suite")
+    g.addoption("--models", default="small", help="comma-separated model specs (default: small); "
+                "see `python -m harness info --models`")
+    g.addoption("--engines", default=None, help="comma-separated engines (default: each case kind's own list)")
+    g.addoption("--batch-sizes", default=None, help="comma-separated batch sizes, replacing each kind's list")
+    g.addoption("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    g.addoption("--dtype", default=None, help="float32/bfloat16/float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    g.addoption("--model-path", default=None, help="a local HF checkpoint folder to use instead of --models")
+    g.addoption("--perf-tier", default="default", choices=TIERS, help="case matrix: quick, default or full")
+    g.addoption("--perf-rounds", type=int, default=5, help="timed rounds per case (default 5)")
+    g.addoption("--perf-warmup", type=int, default=1, help="untimed warm-up rounds per case (default 1)")
+    g.addoption("--perf-strict-health", action="store_true", help="refuse to benchmark on an unhealthy GPU")
+    g.addoption("--kv-cache-mem", type=float, default=None,
+                help="paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1)")
+    g.addoption("--preemption", default="recompute", choices=("recompute", "swap"),
+                help="paged engine: how to preempt when KV blocks run out")
+    g.addoption("--max-batch-size", type=int, default=16, help="static-batch batch size and paged max_num_seqs")
+
+
+def _options(config: pytest.Config) -> PerfOptions:
+    opt = config.getoption
+    batch_sizes = _csv(opt("--batch-sizes"))
+    return PerfOptions(
+        models=_csv(opt("--models")) or ("small",), engines=_csv(opt("--engines")),
+        batch_sizes=tuple(int(b) for b in batch_sizes) if batch_sizes else None,
+        device=opt("--device"), dtype=opt("--dtype"), model_path=opt("--model-path"), tier=opt("--perf-tier"),
+        rounds=opt("--perf-rounds"), warmup_rounds=opt("--perf-warmup"), strict_health=opt("--perf-strict-health"),
+        kv_cache_mem=opt("--kv-cache-mem"), preemption=opt("--preemption"), max_batch_size=opt("--max-batch-size"),
+    )
+
+
+def _runs_perf_tests(config: pytest.Config) -> bool:
+    return any("perf_tests" in str(a) for a in config.args)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[SESSION_KEY] = PerfSession(_options(config))
+    except PerfSuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if not _runs_perf_tests(config):
+        return None
+    session = config.stash[SESSION_KEY]
+    try:
+        hw = session.hardware
+    except PerfSuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if session.options.strict_health and hw.health is not None and not hw.health.healthy:
+        pytest.exit("--perf-strict-health: refusing to benchmark on an unhealthy GPU: "
+                    + "; ".join(hw.health.problems), returncode=3)
+    return [f"llm-perf-suite {line}" for line in hw.header_lines()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" not in metafunc.fixturenames:
+        return
+    kind = metafunc.function.__name__.removeprefix("test_")
+    if kind not in KINDS:
+        raise pytest.UsageError(f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {KINDS}")
+    session = metafunc.config.stash[SESSION_KEY]
+    opts = session.options
+    try:
+        cases = build_cases(kind, opts.tier, session.model_names(), list(opts.engines) if opts.engines else None,
+                            list(opts.batch_sizes) if opts.batch_sizes else None, session.engine_ok)
+    except PerfSuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def perf(request: pytest.FixtureRequest) -> PerfSession:
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
+    """The engine of this case, built (with its model) outside the timed region; skipped when unavailable."""
+    case = request.getfixturevalue("case")
+    reason = perf.unavailable_reason(case.engine)
+    if reason:
+        pytest.skip(f"engine {case.engine} unavailable: {reason}")
+    return perf.engine(case)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if not session or not session.records:
+        return
+    tr = terminalreporter
+    tr.section("llm-perf-suite: throughput and roofline")
+    width = max(len(r.case_id) for r in session.records)
+    tr.write_line(f"{'case':<{width}}  {'tokens/s':>12}  {'% roofline':>10}  bound")
+    for r in session.records:
+        tr.write_line(f"{r.case_id:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}")

@@ -157,7 +157,11 @@ class PerfSession:
             cost, tokens = roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len), case.batch_size * case.prompt_len
         else:
             cost, tokens = roofline.decode_cost(spec, dtype, case.batch_size, case.context_len), case.batch_size
-        sampled = self._sampled(benchmark, step.run, step.setup)
+        try:
+            sampled = self._sampled(benchmark, step.run, step.setup)
+        finally:
+            if step.teardown is not None:
+                step.teardown()
         self.record(benchmark, case, tokens, cost, sampled, {})
 
     def bench_generate(self, benchmark, case: Case, requests: Sequence[Request]) -> GenerateResult:

@@ -73,8 +73,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "case" not in metafunc.fixturenames:
-        return
+    if "case" not in metafunc.fixturenames or "perf" not in metafunc.fixturenames:
+        return  # only perf cases (which take both fixtures) are parametrized here
     kind = metafunc.function.__name__.removeprefix("test_")
     if kind not in KINDS:
         raise pytest.UsageError(f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {KINDS}")

@@ -95,6 +95,7 @@ class StepCase:
 
     run: Callable[[], object]
     setup: Callable[[], object] | None = None
+    teardown: Callable[[], object] | None = None  # after timing: give back what the case holds
 
 
 @runtime_checkable

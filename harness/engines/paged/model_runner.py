@@ -1,0 +1,210 @@
+"""The paged engine's own forward for Qwen3 and Llama decoders, reading and writing K/V through
+block tables. Pure torch: runs on CPU and CUDA.
+
+Weights are the HF model's own tensors (built by harness/models.py or loaded from a checkpoint);
+the forward is written here: RMSNorm, RoPE, grouped-query attention over a paged cache, SwiGLU,
+and Qwen3's q/k norms. Each op follows the order of operations of transformers' modeling_qwen3 /
+modeling_llama (RMSNorm in float32, weight applied after casting back), so greedy tokens match.
+
+KV pool layout per layer: (num_blocks * block_size, n_kv, head_dim); token slot = block * bs + offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.models import DTYPES, LoadedModel
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Zhang & Sennrich 2019; computed in float32 as transformers' Qwen3RMSNorm/LlamaRMSNorm do.
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # RoPE (Su et al. 2021), the rotate-half form used by Llama and Qwen. x: (T, heads, d); cos/sin: (T, 1, d)
+    return x * cos + rotate_half(x) * sin
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    q_proj: torch.Tensor
+    k_proj: torch.Tensor
+    v_proj: torch.Tensor
+    o_proj: torch.Tensor
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    post_norm: torch.Tensor
+    gate_proj: torch.Tensor
+    up_proj: torch.Tensor
+    down_proj: torch.Tensor
+
+
+def _layer_weights(layer) -> LayerWeights:
+    attn, mlp = layer.self_attn, layer.mlp
+    q_norm = getattr(attn, "q_norm", None)
+    k_norm = getattr(attn, "k_norm", None)
+    return LayerWeights(
+        layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
+        None if q_norm is None else q_norm.weight, None if k_norm is None else k_norm.weight,
+        layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+
+
+@dataclass
+class PrefillChunk:
+    token_ids: list[int]  # the tokens to compute (those after any prefix-cache hit)
+    start_pos: int  # position of token_ids[0]; the KV of positions < start_pos is already cached
+    block_table: list[int]
+
+
+class PagedModelRunner:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0) -> None:
+        spec, hf = loaded.spec, loaded.model
+        if getattr(hf.config, "attention_bias", False) or getattr(hf.config, "mlp_bias", False):
+            raise ValueError("the paged engine supports bias-free Qwen3/Llama attention and MLP only")
+        self.spec, self.device, self.block_size = spec, loaded.device, block_size
+        self.dtype = DTYPES[loaded.dtype]
+        self.n_heads, self.n_kv, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.eps = spec.rms_norm_eps
+        self.embed = hf.model.embed_tokens.weight
+        self.final_norm = hf.model.norm.weight
+        self.lm_head = hf.lm_head.weight
+        self.layers = [_layer_weights(layer) for layer in hf.model.layers]
+        self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
+        shape = (spec.num_layers, num_blocks * block_size, self.n_kv, self.head_dim)
+        # zeros, not empty: padded gather slots must never hold NaN (0 * NaN poisons a masked softmax row)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        cpu_shape = (spec.num_layers, num_cpu_blocks * block_size, self.n_kv, self.head_dim)
+        pin = self.device.type == "cuda"
+        self.k_cpu = torch.zeros(cpu_shape, dtype=self.dtype, pin_memory=pin)
+        self.v_cpu = torch.zeros(cpu_shape, dtype=self.dtype, pin_memory=pin)
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for these positions, (T, 1, d), from a table grown on demand."""
+        need = int(positions.max()) + 1
+        if self._rope_cache is None or self._rope_cache[0].shape[0] < need:
+            size = max(need, 2 * (0 if self._rope_cache is None else self._rope_cache[0].shape[0]), 1024)
+            pos = torch.arange(size, device=self.device)[None]
+            dummy = torch.empty(1, dtype=self.dtype, device=self.device)
+            cos, sin = self.rotary(dummy, pos)
+            self._rope_cache = (cos[0], sin[0])
+        cos, sin = self._rope_cache
+        return cos[positions][:, None, :], sin[positions][:, None, :]
+
+    def _slots(self, block_tables: torch.Tensor) -> torch.Tensor:
+        """(B, max_blocks) block ids -> (B, max_blocks * bs) token slots."""
+        offsets = torch.arange(self.block_size, device=block_tables.device)
+        return (block_tables[:, :, None] * self.block_size + offsets).flatten(1)
+
+    def _qkv(self, w: LayerWeights, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = rms_norm(x, w.input_norm, self.eps)
+        q = F.linear(h, w.q_proj).view(-1, self.n_heads, self.head_dim)  # (T, nh, d)
+        k = F.linear(h, w.k_proj).view(-1, self.n_kv, self.head_dim)  # (T, n_kv, d)
+        v = F.linear(h, w.v_proj).view(-1, self.n_kv, self.head_dim)
+        if w.q_norm is not None:  # Qwen3: RMSNorm over head_dim before RoPE
+            q, k = rms_norm(q, w.q_norm, self.eps), rms_norm(k, w.k_norm, self.eps)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _mlp_residual(self, w: LayerWeights, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        x = x + F.linear(attn, w.o_proj)
+        h = rms_norm(x, w.post_norm, self.eps)
+        return x + F.linear(F.silu(F.linear(h, w.gate_proj)) * F.linear(h, w.up_proj), w.down_proj)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                causal: bool) -> torch.Tensor:
+        # q: (B, nh, Tq, d); k, v: (B, n_kv, Tk, d). GQA: each KV head serves nh / n_kv query heads.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5,
+                                              enable_gqa=self.n_heads != self.n_kv)
+
+    def _logits_argmax(self, x: torch.Tensor) -> list[int]:
+        x = rms_norm(x, self.final_norm, self.eps)
+        return F.linear(x, self.lm_head).argmax(dim=-1).tolist()
+
+    # --- the two kinds of step -------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, chunks: list[PrefillChunk]) -> list[int]:
+        """Packed prefill of several sequences: linears over all tokens at once, attention per sequence."""
+        ids = torch.tensor([t for c in chunks for t in c.token_ids], device=self.device)
+        positions = torch.tensor([c.start_pos + i for c in chunks for i in range(len(c.token_ids))], device=self.device)
+        tables = [torch.tensor(c.block_table, device=self.device) for c in chunks]
+        slot_ids = torch.cat([self._slots(t[None])[0, c.start_pos:c.start_pos + len(c.token_ids)]
+                              for c, t in zip(chunks, tables, strict=True)])
+        cos, sin = self._rope(positions)
+        bounds = torch.tensor([0] + [len(c.token_ids) for c in chunks]).cumsum(0).tolist()
+        x = self.embed[ids]  # (T, H)
+        for layer, w in enumerate(self.layers):
+            q, k, v = self._qkv(w, x, cos, sin)
+            self.k_cache[layer, slot_ids] = k
+            self.v_cache[layer, slot_ids] = v
+            outs = [self._prefill_attention(layer, c, t, q[a:b]) for c, t, a, b in
+                    zip(chunks, tables, bounds, bounds[1:], strict=False)]
+            x = self._mlp_residual(w, x, torch.cat(outs))
+        return self._logits_argmax(x[[b - 1 for b in bounds[1:]]])
+
+    def _prefill_attention(self, layer: int, chunk: PrefillChunk, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        n_new, total = len(chunk.token_ids), chunk.start_pos + len(chunk.token_ids)
+        slots = self._slots(table[None])[0, :total]
+        k = self.k_cache[layer, slots].transpose(0, 1)[None]  # (1, n_kv, total, d)
+        v = self.v_cache[layer, slots].transpose(0, 1)[None]
+        q = q.transpose(0, 1)[None]  # (1, nh, n_new, d)
+        if chunk.start_pos == 0:
+            out = self._attend(q, k, v, None, causal=True)
+        else:  # cached prefix: query i (position start + i) sees keys 0 .. start + i
+            mask = torch.ones(n_new, total, dtype=torch.bool, device=self.device).tril(diagonal=chunk.start_pos)
+            out = self._attend(q, k, v, mask, causal=False)
+        return out[0].transpose(0, 1).reshape(n_new, -1)
+
+    @torch.inference_mode()
+    def decode(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> list[int]:
+        """One token for each of B sequences; sequence b attends to its positions 0 .. positions[b]."""
+        batch = len(token_ids)
+        width = max(len(t) for t in block_tables)
+        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], device=self.device)
+        pos = torch.tensor(positions, device=self.device)
+        all_slots = self._slots(tables)  # (B, width * bs)
+        ctx = int(max(positions)) + 1
+        gather = all_slots[:, :ctx]  # (B, ctx)
+        write = all_slots[torch.arange(batch, device=self.device), pos]  # (B,)
+        mask = None
+        if min(positions) != max(positions):  # ragged contexts: hide each row's padding
+            mask = (torch.arange(ctx, device=self.device)[None] <= pos[:, None])[:, None, None, :]
+        cos, sin = self._rope(pos)
+        x = self.embed[torch.tensor(token_ids, device=self.device)]  # (B, H)
+        for layer, w in enumerate(self.layers):
+            q, k, v = self._qkv(w, x, cos, sin)
+            self.k_cache[layer, write] = k
+            self.v_cache[layer, write] = v
+            keys = self.k_cache[layer][gather].transpose(1, 2)  # (B, n_kv, ctx, d)
+            values = self.v_cache[layer][gather].transpose(1, 2)
+            out = self._attend(q[:, :, None], keys, values, mask, causal=False)  # (B, nh, 1, d)
+            x = self._mlp_residual(w, x, out.reshape(batch, -1))
+        return self._logits_argmax(x)
+
+    # --- swap --------------------------------------------------------------------------------
+    def _copy_blocks(self, src_k, src_v, dst_k, dst_v, pairs: list[tuple[int, int]]) -> None:
+        if not pairs:
+            return
+        src = self._slots(torch.tensor([s for s, _ in pairs], device=src_k.device)[None]).flatten()
+        dst = self._slots(torch.tensor([d for _, d in pairs], device=dst_k.device)[None]).flatten()
+        dst_k[:, dst] = src_k[:, src].to(dst_k.device, non_blocking=True)
+        dst_v[:, dst] = src_v[:, src].to(dst_v.device, non_blocking=True)
+
+    def swap_out(self, pairs: list[tuple[int, int]]) -> None:
+        self._copy_blocks(self.k_cache, self.v_cache, self.k_cpu, self.v_cpu, pairs)
+
+    def swap_in(self, pairs: list[tuple[int, int]]) -> None:
+        self._copy_blocks(self.k_cpu, self.v_cpu, self.k_cache, self.v_cache, pairs)

@@ -1,0 +1,74 @@
+"""Scheduler decisions, without torch."""
+
+import subprocess
+import sys
+
+from harness.engines.paged.block_manager import BlockManager
+from harness.engines.paged.scheduler import Scheduler, SchedulerConfig
+from harness.engines.paged.sequence import Sequence, SeqStatus
+
+
+def make(num_blocks=8, block_size=4, **config):
+    return Scheduler(SchedulerConfig(**config), BlockManager(num_blocks, block_size, num_cpu_blocks=num_blocks))
+
+
+def seq(i, n, priority=0):
+    return Sequence(i, list(range(100 * i + 1, 100 * i + 1 + n)), 50, priority, arrival=i)
+
+
+def test_bookkeeping_never_imports_torch():
+    code = ("import sys; import harness.engines.paged.scheduler, harness.engines.paged.block_manager; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_waiting_join_within_limits_and_prefill_comes_first():
+    s = make(num_blocks=16, max_num_seqs=2)
+    for i in range(3):
+        s.add(seq(i, 5))
+    batch = s.schedule()
+    assert batch.is_prefill and [x.seq_id for x in batch.seqs] == [0, 1]
+    for x in batch.seqs:
+        x.output_ids.append(7)
+    batch = s.schedule()
+    assert not batch.is_prefill and len(batch.seqs) == 2  # max_num_seqs: the third waits
+    s.finish(batch.seqs[0])
+    batch = s.schedule()
+    assert batch.is_prefill and [x.seq_id for x in batch.seqs] == [2]  # joins as soon as a slot frees
+
+
+def test_token_budget_limits_a_prefill_batch():
+    s = make(num_blocks=32, max_num_seqs=8, max_num_batched_tokens=12)
+    for i in range(3):
+        s.add(seq(i, 5))
+    assert [x.seq_id for x in s.schedule().seqs] == [0, 1]
+
+
+def test_preemption_takes_the_lowest_priority_latest_arrival():
+    s = make(num_blocks=3, block_size=4, max_num_seqs=3)
+    a, b, c = seq(0, 4, priority=0), seq(1, 4, priority=1), seq(2, 4, priority=1)
+    for x in (a, b, c):
+        s.add(x)
+    assert len(s.schedule().seqs) == 3  # one full block each: the pool is full
+    for x in (a, b, c):
+        x.output_ids.append(9)  # each now needs a second block
+    batch = s.schedule()
+    assert c.status is SeqStatus.WAITING  # priority 1 and arrived last
+    assert b.status is SeqStatus.WAITING  # then the next least important, to make room for a
+    assert [x.seq_id for x in batch.seqs] == [0]
+    assert s.num_preemptions == 2
+
+
+def test_swap_preemption_moves_blocks_and_brings_them_back():
+    s = make(num_blocks=2, block_size=4, max_num_seqs=2, preemption="swap")
+    a, b = seq(0, 4), seq(1, 4)
+    s.add(a)
+    s.add(b)
+    s.schedule()
+    a.output_ids.append(1)
+    b.output_ids.append(1)
+    batch = s.schedule()
+    assert b.status is SeqStatus.SWAPPED and len(batch.swap_out) == 1 and b.cpu_block_table
+    s.finish(a)
+    batch = s.schedule()
+    assert b.status is SeqStatus.RUNNING and len(batch.swap_in) == 1 and batch.seqs == [b]

@@ -58,6 +58,8 @@ class PerfSession:
     engine_sources: dict[str, EngineSource] = field(default_factory=lambda: {
         n: EngineSource(n, t, "builtin") for n, t in BUILTIN_ENGINES.items()})
     records: list[CaseRecord] = field(default_factory=list)
+    gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
+    gate_lines: list[str] = field(default_factory=list)
     _loaded: dict[str, LoadedModel] = field(default_factory=dict)
     _engines: dict[tuple[str, str], object] = field(default_factory=dict)
 
@@ -211,3 +213,43 @@ class PerfSession:
         benchmark.extra_info.update(info)
         self.records.append(CaseRecord(f"{benchmark.name}", case.kind, info["tokens_per_s"],
                                        info["pct_of_roofline"], info["bound"]))
+
+    # --- the gate -------------------------------------------------------------------------------
+
+    def machine_info(self) -> dict:
+        from harness.baseline.storage import stable_machine_info
+        from harness.hardware import machine_slug
+
+        return stable_machine_info(self.hardware, self.dtype) | {"slug": machine_slug(self.hardware)}
+
+    def current_doc(self, benchmarks) -> dict:
+        done = [b.as_dict(include_data=True) for b in benchmarks if not b.has_error and b.stats is not None]
+        return {"machine_info": self.machine_info(), "benchmarks": done}
+
+    def run_gate(self, benchmarks) -> bool:
+        """Compare this run with the baseline; fills gate_lines; True when a case regressed."""
+        from pathlib import Path
+
+        from harness.baseline.gate import Thresholds, compare, format_table, has_regression
+        from harness.baseline.storage import baseline_path, load_results, write_json_atomic
+
+        current = self.current_doc(benchmarks)
+        slug = current["machine_info"]["slug"]
+        saved = Path("results") / slug / "latest.json"
+        write_json_atomic(saved, current)
+        explicit = self.gate_requested if isinstance(self.gate_requested, str) and \
+            self.gate_requested.endswith(".json") else None
+        base_file = Path(explicit) if explicit else baseline_path(slug)
+        if not base_file.exists():
+            self.gate_lines = [f"no baseline for this machine ({slug}): {base_file} does not exist; this run was "
+                               f"saved to {saved}. Record one with `python -m harness baseline update --from {saved}`."]
+            return False
+        baseline = load_results(base_file)
+        base_slug = baseline.get("machine_info", {}).get("slug")
+        if base_slug and base_slug != slug:
+            self.gate_lines = [f"not comparing: {base_file} was recorded on {base_slug}, this is {slug}"]
+            return False
+        thresholds = Thresholds.from_pyproject()
+        verdicts = compare(baseline, current, thresholds)
+        self.gate_lines = [f"baseline {base_file} vs this run (saved to {saved})", *format_table(verdicts, thresholds.alpha)]
+        return has_regression(verdicts)

@@ -6,7 +6,10 @@ import pytest
 
 from harness.bench import PerfOptions, PerfSession
 from harness.cases import KINDS, TIERS, build_cases
+from harness.baseline.gate import REGRESSION_EXIT_CODE
 from harness.errors import PerfSuiteError
+
+GATE_ERROR_EXIT_CODE = 11
 
 SESSION_KEY = pytest.StashKey[PerfSession]()
 
@@ -51,11 +54,42 @@ def _runs_perf_tests(config: pytest.Config) -> bool:
     return any("perf_tests" in str(a) for a in config.args)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        config.stash[SESSION_KEY] = PerfSession(_options(config))
+        session = PerfSession(_options(config))
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
+    # --benchmark-compare runs this suite's throughput gate against baselines/<machine slug>/ instead of
+    # pytest-benchmark's own time-only comparison (cleared before pytest-benchmark reads it).
+    compare = getattr(config.option, "benchmark_compare", None)
+    if compare:
+        session.gate_requested = compare
+        config.option.benchmark_compare = []
+    config.stash[SESSION_KEY] = session
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.records:
+        machine_info.clear()
+        machine_info.update(session.machine_info())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    perf = session.config.stash.get(SESSION_KEY, None)
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if perf is None or not perf.gate_requested or bench_session is None or not perf.records:
+        return
+    try:
+        failed = perf.run_gate(bench_session.benchmarks)
+    except PerfSuiteError as exc:
+        perf.gate_lines = [f"gate error: {exc}"]
+        session.exitstatus = GATE_ERROR_EXIT_CODE
+        return
+    if failed and session.exitstatus == 0:
+        session.exitstatus = REGRESSION_EXIT_CODE
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -108,6 +142,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not session or not session.records:
         return
     tr = terminalreporter
+    if session.gate_lines:
+        tr.section("llm-perf-suite: regression gate (tokens/s)")
+        for line in session.gate_lines:
+            tr.write_line(line)
     tr.section("llm-perf-suite: throughput and roofline")
     width = max(len(r.case_id) for r in session.records)
     tr.write_line(f"{'case':<{width}}  {'tokens/s':>12}  {'% roofline':>10}  bound")

@@ -1,0 +1,153 @@
+"""`python -m harness info|roofline|engines|compare|baseline|gate-check|report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.errors import PerfSuiteError
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from harness.hardware import machine_slug, probe
+    from harness.models import canonical_dtype, default_dtype, resolve_device
+
+    device = resolve_device(args.device)
+    hw = probe(device, canonical_dtype(args.dtype) if args.dtype else default_dtype(device))
+
+    def fmt(value, unit: str) -> str:
+        return f"{value:,.1f} {unit}" if value else "n/a"
+
+    rows = [("device", f"{hw.name} ({hw.device})"), ("machine slug", machine_slug(hw)),
+            ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
+            ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
+            ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
+            ("transformers", hw.transformers), ("dtype", hw.dtype),
+            ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
+            ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
+            (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
+            ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
+            ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)")]
+    if hw.health is not None:
+        h = hw.health
+        rows += [("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
+                 ("temperature", fmt(h.temperature_c, "C")), ("power limit", fmt(h.power_limit_w, "W")),
+                 ("other GPU processes", str(h.other_processes)),
+                 ("clock event reasons", ", ".join(h.clock_event_reasons) or "none")]
+    rows += [("note", n) for n in hw.notes]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_roofline(args: argparse.Namespace) -> int:
+    from harness.report.tables import roofline_tables
+
+    for line in roofline_tables(args.model, args.gpu, args.dtype, args.prompt_len, args.simple, args.device):
+        print(line)
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from harness.engines.registry import discover
+
+    rows = discover(args.engine_module or [])
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.origin:<28}  {'available' if r.available else 'unavailable: ' + r.reason}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare, format_table, has_regression
+    from harness.baseline.storage import load_results
+
+    baseline, current = load_results(args.baseline), load_results(args.current)
+    b_slug, c_slug = (d.get("machine_info", {}).get("slug") for d in (baseline, current))
+    if b_slug and c_slug and b_slug != c_slug and not args.any_machine:
+        raise PerfSuiteError(f"{args.baseline} was recorded on {b_slug} but {args.current} on {c_slug}: "
+                             "results from different machines are not compared (--any-machine to force)")
+    thresholds = Thresholds.from_pyproject(args.pyproject)
+    verdicts = compare(baseline, current, thresholds)
+    print("\n".join(format_table(verdicts, thresholds.alpha)))
+    return REGRESSION_EXIT_CODE if has_regression(verdicts) else 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.baseline.record import update_baseline
+
+    path = update_baseline(args.pytest_args, args.from_file)
+    print(f"baseline written: {path} (commit it to make it this machine's reference)")
+    return 0
+
+
+def cmd_gate_check(args: argparse.Namespace) -> int:
+    from harness.baseline.experiment import gate_check
+
+    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.render import write_report
+
+    path = write_report(args.results, args.out, args.compare)
+    print(f"report written: {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness", description="llm-perf-suite command line")
+    sub = p.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="probe this machine: peaks (theoretical and measured), bandwidth check, health")
+    info.add_argument("--device", default="auto")
+    info.add_argument("--dtype", default=None)
+    info.set_defaults(fn=cmd_info)
+    roof = sub.add_parser("roofline", help="prefill vs decode cost and decode bounds per model size")
+    roof.add_argument("--model", default="qwen3-0.6b")
+    roof.add_argument("--gpu", default=None, help="a known GPU (e.g. a100-80gb, h100-sxm, h200); default: this machine")
+    roof.add_argument("--dtype", default="float32", help="dtype of the prefill/decode table (default float32)")
+    roof.add_argument("--prompt-len", type=int, default=6)
+    roof.add_argument("--simple", action="store_true", help="the tutorial's estimates: 2 x params x tokens, bytes = params")
+    roof.add_argument("--device", default="auto", help="probed when --gpu is not given")
+    roof.set_defaults(fn=cmd_roofline)
+    eng = sub.add_parser("engines", help="list the engines found, where each came from, whether it can run here")
+    eng.add_argument("--engine-module", action="append", help="package.module:Class (repeatable)")
+    eng.set_defaults(fn=cmd_engines)
+    cmp_ = sub.add_parser("compare", help="apply the regression gate to two results files")
+    cmp_.add_argument("baseline")
+    cmp_.add_argument("current")
+    cmp_.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] thresholds are read")
+    cmp_.add_argument("--any-machine", action="store_true", help="compare even when the machine slugs differ")
+    cmp_.set_defaults(fn=cmd_compare)
+    base = sub.add_parser("baseline", help="record this machine's baseline")
+    base_sub = base.add_subparsers(dest="action", required=True)
+    upd = base_sub.add_parser("update", help="run perf_tests (extra args go to pytest) and store the result")
+    upd.add_argument("--from", dest="from_file", default=None, help="promote an existing results JSON instead")
+    upd.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    upd.set_defaults(fn=cmd_baseline)
+    gc = sub.add_parser("gate-check", help="experiment: how often the gate passes unchanged and fails a slowdown")
+    gc.add_argument("--trials", type=int, default=20)
+    gc.add_argument("--slowdown", type=float, default=0.10)
+    gc.add_argument("--tier", default="quick")
+    gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    gc.set_defaults(fn=cmd_gate_check)
+    rep = sub.add_parser("report", help="write report.md and figures from a results JSON")
+    rep.add_argument("results")
+    rep.add_argument("--compare", default=None, help="a baseline JSON to compare against")
+    rep.add_argument("--out", default="report")
+    rep.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except PerfSuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Baselines per machine and the throughput regression gate."""

@@ -18,22 +18,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     def fmt(value, unit: str) -> str:
         return f"{value:,.1f} {unit}" if value else "n/a"
 
-    rows = [("device", f"{hw.name} ({hw.device})"), ("machine slug", machine_slug(hw)),
-            ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
-            ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
-            ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
-            ("transformers", hw.transformers), ("dtype", hw.dtype),
-            ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
-            ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
-            (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
-            ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
-            ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)")]
+    rows = [
+        ("device", f"{hw.name} ({hw.device})"),
+        ("machine slug", machine_slug(hw)),
+        ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
+        ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
+        ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
+        ("transformers", hw.transformers),
+        ("dtype", hw.dtype),
+        ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
+        ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
+        (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
+        ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
+        ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)"),
+    ]
     if hw.health is not None:
         h = hw.health
-        rows += [("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
-                 ("temperature", fmt(h.temperature_c, "C")), ("power limit", fmt(h.power_limit_w, "W")),
-                 ("other GPU processes", str(h.other_processes)),
-                 ("clock event reasons", ", ".join(h.clock_event_reasons) or "none")]
+        rows += [
+            ("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
+            ("temperature", fmt(h.temperature_c, "C")),
+            ("power limit", fmt(h.power_limit_w, "W")),
+            ("other GPU processes", str(h.other_processes)),
+            ("clock event reasons", ", ".join(h.clock_event_reasons) or "none"),
+        ]
     rows += [("note", n) for n in hw.notes]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -66,8 +73,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline, current = load_results(args.baseline), load_results(args.current)
     b_slug, c_slug = (d.get("machine_info", {}).get("slug") for d in (baseline, current))
     if b_slug and c_slug and b_slug != c_slug and not args.any_machine:
-        raise PerfSuiteError(f"{args.baseline} was recorded on {b_slug} but {args.current} on {c_slug}: "
-                             "results from different machines are not compared (--any-machine to force)")
+        raise PerfSuiteError(
+            f"{args.baseline} was recorded on {b_slug} but {args.current} on {c_slug}: "
+            "results from different machines are not compared (--any-machine to force)"
+        )
     thresholds = Thresholds.from_pyproject(args.pyproject)
     verdicts = compare(baseline, current, thresholds)
     print("\n".join(format_table(verdicts, thresholds.alpha)))
@@ -108,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
     roof.add_argument("--gpu", default=None, help="a known GPU (e.g. a100-80gb, h100-sxm, h200); default: this machine")
     roof.add_argument("--dtype", default="float32", help="dtype of the prefill/decode table (default float32)")
     roof.add_argument("--prompt-len", type=int, default=6)
-    roof.add_argument("--simple", action="store_true", help="the tutorial's estimates: 2 x params x tokens, bytes = params")
+    roof.add_argument(
+        "--simple", action="store_true", help="the tutorial's estimates: 2 x params x tokens, bytes = params"
+    )
     roof.add_argument("--device", default="auto", help="probed when --gpu is not given")
     roof.set_defaults(fn=cmd_roofline)
     eng = sub.add_parser("engines", help="list the engines found, where each came from, whether it can run here")

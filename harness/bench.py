@@ -39,6 +39,9 @@ class PerfOptions:
     preemption: str = "recompute"
     max_batch_size: int = 16
     seed: int = 0
+    baselines_dir: str = "baselines"
+    results_dir: str = "results"
+    pyproject: str = "pyproject.toml"
 
 
 @dataclass
@@ -55,8 +58,9 @@ class CaseRecord:
 @dataclass
 class PerfSession:
     options: PerfOptions
-    engine_sources: dict[str, EngineSource] = field(default_factory=lambda: {
-        n: EngineSource(n, t, "builtin") for n, t in BUILTIN_ENGINES.items()})
+    engine_sources: dict[str, EngineSource] = field(
+        default_factory=lambda: {n: EngineSource(n, t, "builtin") for n, t in BUILTIN_ENGINES.items()}
+    )
     records: list[CaseRecord] = field(default_factory=list)
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
@@ -99,13 +103,18 @@ class PerfSession:
             if self.options.model_path:
                 self._loaded[name] = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
             else:
-                self._loaded[name] = build_model(get_spec(name), dtype=self.dtype, device=self.device,
-                                                 seed=self.options.seed)
+                self._loaded[name] = build_model(
+                    get_spec(name), dtype=self.dtype, device=self.device, seed=self.options.seed
+                )
         return self._loaded[name]
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(max_batch_size=self.options.max_batch_size, kv_cache_mem=self.options.kv_cache_mem,
-                            preemption=self.options.preemption, slowdown=injected_slowdown())
+        return EngineConfig(
+            max_batch_size=self.options.max_batch_size,
+            kv_cache_mem=self.options.kv_cache_mem,
+            preemption=self.options.preemption,
+            slowdown=injected_slowdown(),
+        )
 
     def engine_class(self, name: str) -> type:
         return load_engine_class(name, self.engine_sources)
@@ -156,7 +165,10 @@ class PerfSession:
         loaded = self.model(case.model)
         spec, dtype = loaded.spec, self.dtype
         if case.kind == "prefill":
-            cost, tokens = roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len), case.batch_size * case.prompt_len
+            cost, tokens = (
+                roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len),
+                case.batch_size * case.prompt_len,
+            )
         else:
             cost, tokens = roofline.decode_cost(spec, dtype, case.batch_size, case.context_len), case.batch_size
         try:
@@ -178,8 +190,13 @@ class PerfSession:
             cost = roofline.serving_cost(spec, self.dtype, lengths, self.options.max_batch_size)
         else:
             cost = roofline.generation_cost(spec, self.dtype, case.prompt_len, case.new_tokens, case.batch_size)
-        extra = {**last.metrics, **last.phase_ms, **last.latency_summary(), "num_requests": len(requests),
-                 "failed_requests": len(failed)}
+        extra = {
+            **last.metrics,
+            **last.phase_ms,
+            **last.latency_summary(),
+            "num_requests": len(requests),
+            "failed_requests": len(failed),
+        }
         self.record(benchmark, case, last.generated_tokens, cost, sampled, extra)
         return last
 
@@ -190,15 +207,29 @@ class PerfSession:
         hw = self.hardware
         peaks = hw.peaks()
         info = {
-            "kind": case.kind, "model": case.model, "engine": case.engine, "device": hw.name, "dtype": self.dtype,
-            "batch_size": case.batch_size, "prompt_len": case.prompt_len, "context_len": case.context_len,
-            "new_tokens": case.new_tokens, "workload": case.workload, "tokens": tokens,
-            "tokens_per_s": roofline.tokens_per_s(tokens, median_s), "median_ms": median_s * 1e3,
-            "peak_bw_gbps": peaks.bw_bytes_s / 1e9, "peak_bw_source": peaks.bw_source,
-            "peak_tflops": peaks.flops_s / 1e12, "peak_flops_source": peaks.flops_source,
-            "theoretical_bw_gbps": hw.theoretical_bw_gbps, "measured_bw_gbps": hw.measured_bw_gbps,
-            "theoretical_tflops": hw.theoretical_tflops, "measured_tflops": hw.measured_tflops,
-            "bw_warning": hw.bw_warning, "gpu_healthy": None if hw.health is None else hw.health.healthy,
+            "kind": case.kind,
+            "model": case.model,
+            "engine": case.engine,
+            "device": hw.name,
+            "dtype": self.dtype,
+            "batch_size": case.batch_size,
+            "prompt_len": case.prompt_len,
+            "context_len": case.context_len,
+            "new_tokens": case.new_tokens,
+            "workload": case.workload,
+            "tokens": tokens,
+            "tokens_per_s": roofline.tokens_per_s(tokens, median_s),
+            "median_ms": median_s * 1e3,
+            "peak_bw_gbps": peaks.bw_bytes_s / 1e9,
+            "peak_bw_source": peaks.bw_source,
+            "peak_tflops": peaks.flops_s / 1e12,
+            "peak_flops_source": peaks.flops_source,
+            "theoretical_bw_gbps": hw.theoretical_bw_gbps,
+            "measured_bw_gbps": hw.measured_bw_gbps,
+            "theoretical_tflops": hw.theoretical_tflops,
+            "measured_tflops": hw.measured_tflops,
+            "bw_warning": hw.bw_warning,
+            "gpu_healthy": None if hw.health is None else hw.health.healthy,
             "health_problems": [] if hw.health is None else hw.health.problems,
         }
         if case.kind in STEP_KINDS:
@@ -211,8 +242,9 @@ class PerfSession:
             info["j_per_token"] = energy / (tokens * rounds_run)
         info.update(extra)
         benchmark.extra_info.update(info)
-        self.records.append(CaseRecord(f"{benchmark.name}", case.kind, info["tokens_per_s"],
-                                       info["pct_of_roofline"], info["bound"]))
+        self.records.append(
+            CaseRecord(f"{benchmark.name}", case.kind, info["tokens_per_s"], info["pct_of_roofline"], info["bound"])
+        )
 
     # --- the gate -------------------------------------------------------------------------------
 
@@ -224,6 +256,9 @@ class PerfSession:
 
     def current_doc(self, benchmarks) -> dict:
         done = [b.as_dict(include_data=True) for b in benchmarks if not b.has_error and b.stats is not None]
+        for bench in done:  # params hold Case objects: store their ids, as pytest-benchmark's JSON does
+            bench["params"] = {k: str(v) for k, v in (bench.get("params") or {}).items()}
+            bench["param"] = str(bench.get("param"))
         return {"machine_info": self.machine_info(), "benchmarks": done}
 
     def run_gate(self, benchmarks) -> bool:
@@ -235,21 +270,29 @@ class PerfSession:
 
         current = self.current_doc(benchmarks)
         slug = current["machine_info"]["slug"]
-        saved = Path("results") / slug / "latest.json"
+        saved = Path(self.options.results_dir) / slug / "latest.json"
         write_json_atomic(saved, current)
-        explicit = self.gate_requested if isinstance(self.gate_requested, str) and \
-            self.gate_requested.endswith(".json") else None
-        base_file = Path(explicit) if explicit else baseline_path(slug)
+        explicit = (
+            self.gate_requested
+            if isinstance(self.gate_requested, str) and self.gate_requested.endswith(".json")
+            else None
+        )
+        base_file = Path(explicit) if explicit else baseline_path(slug, Path(self.options.baselines_dir))
         if not base_file.exists():
-            self.gate_lines = [f"no baseline for this machine ({slug}): {base_file} does not exist; this run was "
-                               f"saved to {saved}. Record one with `python -m harness baseline update --from {saved}`."]
+            self.gate_lines = [
+                f"no baseline for this machine ({slug}): {base_file} does not exist; this run was "
+                f"saved to {saved}. Record one with `python -m harness baseline update --from {saved}`."
+            ]
             return False
         baseline = load_results(base_file)
         base_slug = baseline.get("machine_info", {}).get("slug")
         if base_slug and base_slug != slug:
             self.gate_lines = [f"not comparing: {base_file} was recorded on {base_slug}, this is {slug}"]
             return False
-        thresholds = Thresholds.from_pyproject()
+        thresholds = Thresholds.from_pyproject(self.options.pyproject)
         verdicts = compare(baseline, current, thresholds)
-        self.gate_lines = [f"baseline {base_file} vs this run (saved to {saved})", *format_table(verdicts, thresholds.alpha)]
+        self.gate_lines = [
+            f"baseline {base_file} vs this run (saved to {saved})",
+            *format_table(verdicts, thresholds.alpha),
+        ]
         return has_regression(verdicts)

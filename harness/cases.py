@@ -47,6 +47,9 @@ class Case:
     new_tokens: int = 0
     workload: str = ""
 
+    def __str__(self) -> str:  # how results JSON shows the parameter
+        return self.id
+
     @property
     def id(self) -> str:
         head = f"{self.model}-{self.engine}"
@@ -73,17 +76,33 @@ MATRIX: dict[str, dict[str, dict]] = {
     },
     "batching": {
         "quick": {"engines": ["static-batch"], "batch_sizes": [1, 8], "prompt_lens": [32], "new_tokens": [16]},
-        "default": {"engines": ["static-batch", "paged"], "batch_sizes": [1, 2, 4, 8, 16], "prompt_lens": [32],
-                    "new_tokens": [32]},
-        "full": {"engines": ["static-batch", "paged"], "batch_sizes": [1, 2, 4, 8, 16, 32, 64], "prompt_lens": [128],
-                 "new_tokens": [128]},
+        "default": {
+            "engines": ["static-batch", "paged"],
+            "batch_sizes": [1, 2, 4, 8, 16],
+            "prompt_lens": [32],
+            "new_tokens": [32],
+        },
+        "full": {
+            "engines": ["static-batch", "paged"],
+            "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
+            "prompt_lens": [128],
+            "new_tokens": [128],
+        },
     },
     "generate": {
         "quick": {"engines": ["manual", "paged"], "batch_sizes": [1], "prompt_lens": [32], "new_tokens": [32]},
-        "default": {"engines": ["hf-generate", "manual", "static-batch", "paged"], "batch_sizes": [1, 4],
-                    "prompt_lens": [32], "new_tokens": [64]},
-        "full": {"engines": ["hf-generate", "manual", "static-batch", "paged"], "batch_sizes": [1, 4],
-                 "prompt_lens": [128], "new_tokens": [256]},
+        "default": {
+            "engines": ["hf-generate", "manual", "static-batch", "paged"],
+            "batch_sizes": [1, 4],
+            "prompt_lens": [32],
+            "new_tokens": [64],
+        },
+        "full": {
+            "engines": ["hf-generate", "manual", "static-batch", "paged"],
+            "batch_sizes": [1, 4],
+            "prompt_lens": [128],
+            "new_tokens": [256],
+        },
     },
     "serving": {
         "quick": {"engines": ["paged"], "workloads": ["mixed16"]},
@@ -93,8 +112,9 @@ MATRIX: dict[str, dict[str, dict]] = {
 }
 
 
-def build_cases(kind: str, tier: str, models: list[str], engines: list[str] | None,
-                batch_sizes: list[int] | None, engine_ok) -> list[Case]:
+def build_cases(
+    kind: str, tier: str, models: list[str], engines: list[str] | None, batch_sizes: list[int] | None, engine_ok
+) -> list[Case]:
     """Cases of one kind. `engines`/`batch_sizes` override the tier's; `engine_ok(name, kind)` filters
     engines that cannot run this kind (an engine without decode_case has no decode cases)."""
     if kind not in MATRIX:
@@ -115,6 +135,9 @@ def build_cases(kind: str, tier: str, models: list[str], engines: list[str] | No
                 elif kind == "decode":
                     cases += [Case(kind, model, engine, bs, context_len=n) for n in m["context_lens"]]
                 else:
-                    cases += [Case(kind, model, engine, bs, prompt_len=p, new_tokens=t)
-                              for p in m["prompt_lens"] for t in m["new_tokens"]]
+                    cases += [
+                        Case(kind, model, engine, bs, prompt_len=p, new_tokens=t)
+                        for p in m["prompt_lens"]
+                        for t in m["new_tokens"]
+                    ]
     return cases

@@ -25,8 +25,12 @@ HOT_GPU_C = 85
 # NVML clock-event (throttle) reason bits (nvml.h, nvmlClocksEventReason*). Idle, application
 # clocks and display clocks do not slow a benchmark down; the rest do.
 CLOCK_EVENT_NAMES = {
-    0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x10: "sync_boost", 0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown", 0x80: "hw_power_brake_slowdown",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
 }
 
 
@@ -88,8 +92,9 @@ def nvml_health(nvml: ModuleType, handle, notes: list[str], own_pid: int | None 
         health.other_processes = sum(1 for p in procs if p.pid != own_pid)
         if health.other_processes:
             health.problems.append(f"{health.other_processes} other process(es) using the GPU")
-    reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-        nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    reasons_fn = (
+        getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
     reasons = nvml_query(nvml, notes, "clock event reasons", reasons_fn, handle)
     if reasons is not None:
         health.clock_event_reasons = [n for bit, n in CLOCK_EVENT_NAMES.items() if reasons & bit]
@@ -138,7 +143,8 @@ class HardwareInfo:
         bw = self.theoretical_bw_gbps or self.measured_bw_gbps
         tf = self.theoretical_tflops or self.measured_tflops
         return Peaks(
-            bw_bytes_s=bw * 1e9, flops_s=tf * 1e12,
+            bw_bytes_s=bw * 1e9,
+            flops_s=tf * 1e12,
             bw_source="nvml" if self.theoretical_bw_gbps else "measured",
             flops_source="table" if self.theoretical_tflops else "measured",
             theoretical_bw_bytes_s=self.theoretical_bw_gbps and self.theoretical_bw_gbps * 1e9,
@@ -151,10 +157,14 @@ class HardwareInfo:
         def fmt(x: float | None, unit: str) -> str:
             return f"{x:,.1f} {unit}" if x else "n/a"
 
-        lines = [f"device: {self.name} ({self.device}, {self.dtype}); bandwidth peak {fmt(self.theoretical_bw_gbps, 'GB/s')}"
-                 f" measured {fmt(self.measured_bw_gbps, 'GB/s')}; compute peak {fmt(self.theoretical_tflops, 'TFLOP/s')}"
-                 f" measured {fmt(self.measured_tflops, 'TFLOP/s')}"]
-        checks = [self.bw_warning or ("bandwidth check ok" if self.theoretical_bw_gbps else "bandwidth check: no NVML peak")]
+        lines = [
+            f"device: {self.name} ({self.device}, {self.dtype}); bandwidth peak {fmt(self.theoretical_bw_gbps, 'GB/s')}"
+            f" measured {fmt(self.measured_bw_gbps, 'GB/s')}; compute peak {fmt(self.theoretical_tflops, 'TFLOP/s')}"
+            f" measured {fmt(self.measured_tflops, 'TFLOP/s')}"
+        ]
+        checks = [
+            self.bw_warning or ("bandwidth check ok" if self.theoretical_bw_gbps else "bandwidth check: no NVML peak")
+        ]
         if self.health is not None:
             checks.append("health ok" if self.health.healthy else "UNHEALTHY: " + "; ".join(self.health.problems))
         lines.append("; ".join(checks))
@@ -218,14 +228,21 @@ def _fill_from_nvml(info: HardwareInfo, nvml: ModuleType, index: int) -> None:
     info.health = nvml_health(nvml, handle, notes)
 
 
-def probe(device: str | torch.device = "cpu", dtype: str = "float32", nvml: ModuleType | None = None,
-          measure: bool = True) -> HardwareInfo:
+def probe(
+    device: str | torch.device = "cpu", dtype: str = "float32", nvml: ModuleType | None = None, measure: bool = True
+) -> HardwareInfo:
     """Describe `device`: names, versions, peaks (theoretical and measured), bandwidth check, health."""
     import transformers
 
     device = torch.device(device)
-    info = HardwareInfo(device=str(device), name=cpu_model_name(), dtype=dtype, cpu_model=cpu_model_name(),
-                        cpu_cores=cpu_cores(), transformers=transformers.__version__)
+    info = HardwareInfo(
+        device=str(device),
+        name=cpu_model_name(),
+        dtype=dtype,
+        cpu_model=cpu_model_name(),
+        cpu_cores=cpu_cores(),
+        transformers=transformers.__version__,
+    )
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
@@ -258,8 +275,10 @@ def bandwidth_warning(measured_gbps: float | None, theoretical_gbps: float | Non
         return None
     share = measured_gbps / theoretical_gbps
     if share < BW_CHECK_MIN_FRACTION:
-        return (f"WARNING: measured copy bandwidth {measured_gbps:,.0f} GB/s is {share:.0%} of the NVML peak "
-                f"{theoretical_gbps:,.0f} GB/s (< {BW_CHECK_MIN_FRACTION:.0%}): a busy, throttled or misconfigured GPU")
+        return (
+            f"WARNING: measured copy bandwidth {measured_gbps:,.0f} GB/s is {share:.0%} of the NVML peak "
+            f"{theoretical_gbps:,.0f} GB/s (< {BW_CHECK_MIN_FRACTION:.0%}): a busy, throttled or misconfigured GPU"
+        )
     return f"bandwidth check ok: copy reaches {share:.0%} of the NVML peak"
 
 
@@ -324,8 +343,11 @@ class NvmlSampler:
         if not self.samples:
             return {}
         n = len(self.samples)
-        out = {"gpu_util_pct": sum(x[1] for x in self.samples) / n, "mem_util_pct": sum(x[2] for x in self.samples) / n,
-               "power_w": sum(x[3] for x in self.samples) / n}
+        out = {
+            "gpu_util_pct": sum(x[1] for x in self.samples) / n,
+            "mem_util_pct": sum(x[2] for x in self.samples) / n,
+            "power_w": sum(x[3] for x in self.samples) / n,
+        }
         energy = self.energy_j()
         if energy is not None and generated_tokens:
             out["energy_j"] = energy

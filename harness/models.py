@@ -27,8 +27,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PerfSuiteError(f"--device {name} was asked for, but torch sees no CUDA device "
-                             f"(torch {torch.__version__}); use --device cpu or auto")
+        raise PerfSuiteError(
+            f"--device {name} was asked for, but torch sees no CUDA device "
+            f"(torch {torch.__version__}); use --device cpu or auto"
+        )
     if name.split(":")[0] not in ("cpu", "cuda"):
         raise PerfSuiteError(f"unknown device {name!r}; valid: auto, cpu, cuda")
     return torch.device(name)
@@ -40,12 +42,20 @@ def default_dtype(device: torch.device) -> str:
 
 def hf_config(spec: ModelSpec) -> PretrainedConfig:
     common = dict(
-        num_hidden_layers=spec.num_layers, hidden_size=spec.hidden_size,
-        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads, head_dim=spec.head_dim,
-        intermediate_size=spec.intermediate_size, vocab_size=spec.vocab_size,
-        tie_word_embeddings=spec.tie_embeddings, max_position_embeddings=spec.max_position,
-        rms_norm_eps=spec.rms_norm_eps, rope_theta=spec.rope_theta,
-        eos_token_id=spec.eos_token_id, bos_token_id=None, pad_token_id=0,
+        num_hidden_layers=spec.num_layers,
+        hidden_size=spec.hidden_size,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        head_dim=spec.head_dim,
+        intermediate_size=spec.intermediate_size,
+        vocab_size=spec.vocab_size,
+        tie_word_embeddings=spec.tie_embeddings,
+        max_position_embeddings=spec.max_position,
+        rms_norm_eps=spec.rms_norm_eps,
+        rope_theta=spec.rope_theta,
+        eos_token_id=spec.eos_token_id,
+        bos_token_id=None,
+        pad_token_id=0,
     )
     cls = Qwen3Config if spec.arch == "qwen3" else LlamaConfig
     return cls(**common)
@@ -64,7 +74,8 @@ def _check_fits(spec: ModelSpec, dtype: str, device: torch.device) -> None:
             raise ModelTooLargeError(
                 f"model {spec.name!r} needs {need / 2**30:.1f} GiB on {where} to build but only "
                 f"{free / 2**30:.1f} GiB is free; its roofline math works without building it "
-                f"(python -m harness roofline --model {spec.name})")
+                f"(python -m harness roofline --model {spec.name})"
+            )
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,9 @@ class LoadedModel:
     dtype: str
 
 
-def build_model(spec: ModelSpec, *, dtype: str = "float32", device: str | torch.device = "cpu",
-                seed: int = 0) -> LoadedModel:
+def build_model(
+    spec: ModelSpec, *, dtype: str = "float32", device: str | torch.device = "cpu", seed: int = 0
+) -> LoadedModel:
     """A model of `spec`'s shape with seeded random weights. Timing does not depend on the values."""
     device, dtype = torch.device(device), canonical_dtype(dtype)
     _check_fits(spec, dtype, device)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.baseline.gate import REGRESSION_EXIT_CODE
 from harness.bench import PerfOptions, PerfSession
 from harness.cases import KINDS, TIERS, build_cases
-from harness.baseline.gate import REGRESSION_EXIT_CODE
 from harness.errors import PerfSuiteError
 
 GATE_ERROR_EXIT_CODE = 11
@@ -20,8 +20,11 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("llm-perf-suite")
-    g.addoption("--models", default="small", help="comma-separated model specs (default: small); "
-                "see `python -m harness info --models`")
+    g.addoption(
+        "--models",
+        default="small",
+        help="comma-separated model specs (default: small); see `python -m harness info --models`",
+    )
     g.addoption("--engines", default=None, help="comma-separated engines (default: each case kind's own list)")
     g.addoption("--batch-sizes", default=None, help="comma-separated batch sizes, replacing each kind's list")
     g.addoption("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -31,22 +34,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-rounds", type=int, default=5, help="timed rounds per case (default 5)")
     g.addoption("--perf-warmup", type=int, default=1, help="untimed warm-up rounds per case (default 1)")
     g.addoption("--perf-strict-health", action="store_true", help="refuse to benchmark on an unhealthy GPU")
-    g.addoption("--kv-cache-mem", type=float, default=None,
-                help="paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1)")
-    g.addoption("--preemption", default="recompute", choices=("recompute", "swap"),
-                help="paged engine: how to preempt when KV blocks run out")
+    g.addoption(
+        "--kv-cache-mem",
+        type=float,
+        default=None,
+        help="paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1)",
+    )
+    g.addoption(
+        "--preemption",
+        default="recompute",
+        choices=("recompute", "swap"),
+        help="paged engine: how to preempt when KV blocks run out",
+    )
     g.addoption("--max-batch-size", type=int, default=16, help="static-batch batch size and paged max_num_seqs")
+    g.addoption(
+        "--perf-baselines-dir",
+        default=None,
+        help="where baselines/<machine slug>/baseline.json live (default: <rootdir>/baselines)",
+    )
+    g.addoption(
+        "--perf-results-dir", default=None, help="where --benchmark-compare saves this run (default: <rootdir>/results)"
+    )
 
 
 def _options(config: pytest.Config) -> PerfOptions:
     opt = config.getoption
     batch_sizes = _csv(opt("--batch-sizes"))
     return PerfOptions(
-        models=_csv(opt("--models")) or ("small",), engines=_csv(opt("--engines")),
+        models=_csv(opt("--models")) or ("small",),
+        engines=_csv(opt("--engines")),
         batch_sizes=tuple(int(b) for b in batch_sizes) if batch_sizes else None,
-        device=opt("--device"), dtype=opt("--dtype"), model_path=opt("--model-path"), tier=opt("--perf-tier"),
-        rounds=opt("--perf-rounds"), warmup_rounds=opt("--perf-warmup"), strict_health=opt("--perf-strict-health"),
-        kv_cache_mem=opt("--kv-cache-mem"), preemption=opt("--preemption"), max_batch_size=opt("--max-batch-size"),
+        device=opt("--device"),
+        dtype=opt("--dtype"),
+        model_path=opt("--model-path"),
+        tier=opt("--perf-tier"),
+        rounds=opt("--perf-rounds"),
+        warmup_rounds=opt("--perf-warmup"),
+        strict_health=opt("--perf-strict-health"),
+        kv_cache_mem=opt("--kv-cache-mem"),
+        preemption=opt("--preemption"),
+        max_batch_size=opt("--max-batch-size"),
+        baselines_dir=opt("--perf-baselines-dir") or str(config.rootpath / "baselines"),
+        results_dir=opt("--perf-results-dir") or str(config.rootpath / "results"),
+        pyproject=str(config.rootpath / "pyproject.toml"),
     )
 
 
@@ -58,6 +88,9 @@ def _runs_perf_tests(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     try:
         session = PerfSession(_options(config))
+        session.model_names()  # unknown models and engines stop the run here, listing the valid names
+        for name in session.options.engines or ():
+            session.engine_class(name)
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     # --benchmark-compare runs this suite's throughput gate against baselines/<machine slug>/ instead of
@@ -101,8 +134,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     if session.options.strict_health and hw.health is not None and not hw.health.healthy:
-        pytest.exit("--perf-strict-health: refusing to benchmark on an unhealthy GPU: "
-                    + "; ".join(hw.health.problems), returncode=3)
+        pytest.exit(
+            "--perf-strict-health: refusing to benchmark on an unhealthy GPU: " + "; ".join(hw.health.problems),
+            returncode=3,
+        )
     return [f"llm-perf-suite {line}" for line in hw.header_lines()]
 
 
@@ -115,8 +150,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = metafunc.config.stash[SESSION_KEY]
     opts = session.options
     try:
-        cases = build_cases(kind, opts.tier, session.model_names(), list(opts.engines) if opts.engines else None,
-                            list(opts.batch_sizes) if opts.batch_sizes else None, session.engine_ok)
+        cases = build_cases(
+            kind,
+            opts.tier,
+            session.model_names(),
+            list(opts.engines) if opts.engines else None,
+            list(opts.batch_sizes) if opts.batch_sizes else None,
+            session.engine_ok,
+        )
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])

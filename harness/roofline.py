@@ -58,7 +58,9 @@ def kv_bytes_per_token(spec: ModelSpec, dtype: str) -> int:
 
 
 def _linear_flops(spec: ModelSpec, tokens: int, logits_rows: int) -> int:
-    return 2 * spec.num_layers * layer_matmul_params(spec) * tokens + 2 * spec.vocab_size * spec.hidden_size * logits_rows
+    return (
+        2 * spec.num_layers * layer_matmul_params(spec) * tokens + 2 * spec.vocab_size * spec.hidden_size * logits_rows
+    )
 
 
 def _attention_flops(spec: ModelSpec, query_key_pairs: int) -> int:
@@ -159,8 +161,9 @@ class RooflinePoint:
 def bound(cost: PhaseCost, peaks: Peaks) -> RooflinePoint:
     t_compute = cost.flops / peaks.flops_s
     t_memory = cost.bytes / peaks.bw_bytes_s
-    return RooflinePoint(max(t_compute, t_memory), "compute" if t_compute > t_memory else "memory",
-                         cost.arith_intensity)
+    return RooflinePoint(
+        max(t_compute, t_memory), "compute" if t_compute > t_memory else "memory", cost.arith_intensity
+    )
 
 
 def tokens_per_s(generated_tokens: int, elapsed_s: float) -> float:

@@ -36,13 +36,22 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise UnknownNameError("architecture", self.arch, list(ARCHS))
-        sizes = (self.num_layers, self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim,
-                 self.intermediate_size, self.vocab_size, self.max_position)
+        sizes = (
+            self.num_layers,
+            self.hidden_size,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.intermediate_size,
+            self.vocab_size,
+            self.max_position,
+        )
         if min(sizes) <= 0:
             raise ValueError(f"spec {self.name!r}: every size must be positive, got {sizes}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"spec {self.name!r}: num_heads {self.num_heads} is not a multiple of "
-                             f"num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"spec {self.name!r}: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
 
     @property
     def qk_norm(self) -> bool:
@@ -58,26 +67,46 @@ class ModelSpec:
             raise PerfSuiteError(f"--model-path {path}: cannot read {cfg_file}: {exc}") from exc
         model_type = cfg.get("model_type", "")
         if model_type not in ARCHS:
-            raise PerfSuiteError(f"{cfg_file}: model_type {model_type!r} is not supported; supported: {', '.join(ARCHS)}")
+            raise PerfSuiteError(
+                f"{cfg_file}: model_type {model_type!r} is not supported; supported: {', '.join(ARCHS)}"
+            )
         heads = cfg["num_attention_heads"]
         eos = cfg.get("eos_token_id")
         return cls(
-            name=Path(path).name, arch=model_type, num_layers=cfg["num_hidden_layers"],
-            hidden_size=cfg["hidden_size"], num_heads=heads, num_kv_heads=cfg.get("num_key_value_heads", heads),
+            name=Path(path).name,
+            arch=model_type,
+            num_layers=cfg["num_hidden_layers"],
+            hidden_size=cfg["hidden_size"],
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads", heads),
             head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-            intermediate_size=cfg["intermediate_size"], vocab_size=cfg["vocab_size"],
+            intermediate_size=cfg["intermediate_size"],
+            vocab_size=cfg["vocab_size"],
             tie_embeddings=cfg.get("tie_word_embeddings", False),
             max_position=cfg.get("max_position_embeddings", 4096),
             rope_theta=cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0),
             rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-            eos_token_id=eos[0] if isinstance(eos, list) else eos, path=str(path),
+            eos_token_id=eos[0] if isinstance(eos, list) else eos,
+            path=str(path),
         )
 
 
 def _llama(name: str, layers: int, hidden: int, heads: int, kv_heads: int, inter: int) -> ModelSpec:
     # Llama 2 shapes (Touvron et al. 2023, table 1; the 70B uses grouped-query attention with 8 KV heads).
-    return ModelSpec(name, "llama", layers, hidden, heads, kv_heads, hidden // heads, inter, 32000,
-                     max_position=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
+    return ModelSpec(
+        name,
+        "llama",
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        hidden // heads,
+        inter,
+        32000,
+        max_position=4096,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+    )
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -86,8 +115,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("tiny", "qwen3", 2, 64, 4, 2, 16, 128, 512, tie_embeddings=True, max_position=2048),
         ModelSpec("small", "qwen3", 6, 512, 8, 4, 64, 1536, 32000, tie_embeddings=True),
         # Qwen3-0.6B's config.json: 596,049,920 parameters, KV cache 112 KiB per token in bf16.
-        ModelSpec("qwen3-0.6b", "qwen3", 28, 1024, 16, 8, 128, 3072, 151936, tie_embeddings=True,
-                  max_position=40960),
+        ModelSpec("qwen3-0.6b", "qwen3", 28, 1024, 16, 8, 128, 3072, 151936, tie_embeddings=True, max_position=40960),
         _llama("llama-7b", 32, 4096, 32, 32, 11008),
         _llama("llama-13b", 40, 5120, 40, 40, 13824),
         _llama("llama-70b", 80, 8192, 64, 8, 28672),
@@ -116,30 +144,62 @@ class GpuSpec:
 KNOWN_GPUS: dict[str, GpuSpec] = {
     g.key: g
     for g in (
-        GpuSpec("a100-40gb", ("A100-SXM4-40GB", "A100-PCIE-40GB"), 1555.0,
-                {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-                "NVIDIA A100 datasheet (2021), table 'A100 40GB'"),
-        GpuSpec("a100-80gb", ("A100-SXM4-80GB", "A100 80GB PCIe", "A100-PCIE-80GB"), 2039.0,
-                {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-                "NVIDIA A100 datasheet (2021), 'A100 80GB SXM' (PCIe: 1935 GB/s)"),
-        GpuSpec("h100-sxm", ("H100 80GB HBM3", "H100 SXM"), 3350.0,
-                {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-                "NVIDIA H100 datasheet, 'H100 SXM' (dense = half the sparsity figures)"),
-        GpuSpec("h100-pcie", ("H100 PCIe",), 2000.0,
-                {"float32": 51.0, "tf32": 378.0, "bfloat16": 756.0, "float16": 756.0},
-                "NVIDIA H100 datasheet, 'H100 PCIe'"),
-        GpuSpec("h200", ("H200",), 4800.0,
-                {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-                "NVIDIA H200 datasheet, 'H200 SXM'"),
-        GpuSpec("l4", ("NVIDIA L4",), 300.0,
-                {"float32": 30.3, "tf32": 60.0, "bfloat16": 121.0, "float16": 121.0},
-                "NVIDIA L4 datasheet"),
-        GpuSpec("l40s", ("L40S",), 864.0,
-                {"float32": 91.6, "tf32": 183.0, "bfloat16": 362.05, "float16": 362.05},
-                "NVIDIA L40S datasheet"),
-        GpuSpec("rtx-4090", ("RTX 4090",), 1008.0,
-                {"float32": 82.6, "tf32": 82.6, "bfloat16": 165.2, "float16": 165.2},
-                "NVIDIA Ada Lovelace architecture whitepaper, appendix table (FP32 accumulate)"),
+        GpuSpec(
+            "a100-40gb",
+            ("A100-SXM4-40GB", "A100-PCIE-40GB"),
+            1555.0,
+            {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0},
+            "NVIDIA A100 datasheet (2021), table 'A100 40GB'",
+        ),
+        GpuSpec(
+            "a100-80gb",
+            ("A100-SXM4-80GB", "A100 80GB PCIe", "A100-PCIE-80GB"),
+            2039.0,
+            {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0, "float16": 312.0},
+            "NVIDIA A100 datasheet (2021), 'A100 80GB SXM' (PCIe: 1935 GB/s)",
+        ),
+        GpuSpec(
+            "h100-sxm",
+            ("H100 80GB HBM3", "H100 SXM"),
+            3350.0,
+            {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+            "NVIDIA H100 datasheet, 'H100 SXM' (dense = half the sparsity figures)",
+        ),
+        GpuSpec(
+            "h100-pcie",
+            ("H100 PCIe",),
+            2000.0,
+            {"float32": 51.0, "tf32": 378.0, "bfloat16": 756.0, "float16": 756.0},
+            "NVIDIA H100 datasheet, 'H100 PCIe'",
+        ),
+        GpuSpec(
+            "h200",
+            ("H200",),
+            4800.0,
+            {"float32": 67.0, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+            "NVIDIA H200 datasheet, 'H200 SXM'",
+        ),
+        GpuSpec(
+            "l4",
+            ("NVIDIA L4",),
+            300.0,
+            {"float32": 30.3, "tf32": 60.0, "bfloat16": 121.0, "float16": 121.0},
+            "NVIDIA L4 datasheet",
+        ),
+        GpuSpec(
+            "l40s",
+            ("L40S",),
+            864.0,
+            {"float32": 91.6, "tf32": 183.0, "bfloat16": 362.05, "float16": 362.05},
+            "NVIDIA L40S datasheet",
+        ),
+        GpuSpec(
+            "rtx-4090",
+            ("RTX 4090",),
+            1008.0,
+            {"float32": 82.6, "tf32": 82.6, "bfloat16": 165.2, "float16": 165.2},
+            "NVIDIA Ada Lovelace architecture whitepaper, appendix table (FP32 accumulate)",
+        ),
     )
 }
 

@@ -31,24 +31,29 @@ def fixed_requests(num: int, prompt_len: int, new_tokens: int, vocab_size: int, 
     return [Request(_prompt(rng, prompt_len, vocab_size), new_tokens, request_id=i) for i in range(num)]
 
 
-def mixed_requests(num: int, prompt_range: tuple[int, int], output_range: tuple[int, int], vocab_size: int,
-                   seed: int = 0) -> list[Request]:
+def mixed_requests(
+    num: int, prompt_range: tuple[int, int], output_range: tuple[int, int], vocab_size: int, seed: int = 0
+) -> list[Request]:
     """Prompt and output lengths drawn uniformly from the inclusive ranges: a serving-like mix."""
     rng = np.random.default_rng(seed)
     prompt_lens = rng.integers(prompt_range[0], prompt_range[1] + 1, size=num)
     output_lens = rng.integers(output_range[0], output_range[1] + 1, size=num)
-    return [Request(_prompt(rng, int(p), vocab_size), int(n), request_id=i)
-            for i, (p, n) in enumerate(zip(prompt_lens, output_lens, strict=True))]
+    return [
+        Request(_prompt(rng, int(p), vocab_size), int(n), request_id=i)
+        for i, (p, n) in enumerate(zip(prompt_lens, output_lens, strict=True))
+    ]
 
 
-def shared_prefix_requests(num: int, prefix_len: int, suffix_range: tuple[int, int], new_tokens: int,
-                           vocab_size: int, seed: int = 0) -> list[Request]:
+def shared_prefix_requests(
+    num: int, prefix_len: int, suffix_range: tuple[int, int], new_tokens: int, vocab_size: int, seed: int = 0
+) -> list[Request]:
     """Requests that share one system-prompt-like prefix and differ after it."""
     rng = np.random.default_rng(seed)
     prefix = _prompt(rng, prefix_len, vocab_size)
     suffix_lens = rng.integers(suffix_range[0], suffix_range[1] + 1, size=num)
-    return [Request(prefix + _prompt(rng, int(s), vocab_size), new_tokens, request_id=i)
-            for i, s in enumerate(suffix_lens)]
+    return [
+        Request(prefix + _prompt(rng, int(s), vocab_size), new_tokens, request_id=i) for i, s in enumerate(suffix_lens)
+    ]
 
 
 def total_new_tokens(requests: list[Request]) -> int:

@@ -39,16 +39,22 @@ class Sim:
             assert block.ref_count >= 0
             assert block.ref_count == refs.get(block.block_id, 0)
             if block.ref_count > 1:  # shared only as a full, hashed prefix block
-                assert block.hash is not None and len(block.token_ids) == BS
+                assert block.hash is not None
+                assert len(block.token_ids) == BS
         free = list(self.bm.free_block_ids)
         assert len(free) == len(set(free))
         assert set(free) == {b.block_id for b in self.bm.blocks if b.ref_count == 0}
         assert self.bm.shared_extra_refs == sum(max(r - 1, 0) for r in refs.values())
 
 
-ops = st.lists(st.tuples(st.sampled_from(["add", "grow", "free", "swap_out", "swap_in"]),
-                         st.integers(0, 10), st.lists(st.integers(1, 3), min_size=1, max_size=14)),
-               max_size=40)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "grow", "free", "swap_out", "swap_in"]),
+        st.integers(0, 10),
+        st.lists(st.integers(1, 3), min_size=1, max_size=14),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -13,7 +13,8 @@ def test_a_saved_checkpoint_loads_back_with_the_same_shape_and_tokens(tiny, tmp_
     tiny.model.save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path))
     assert ModelSpec.from_pretrained(tmp_path).num_layers == tiny.spec.num_layers
-    assert loaded.spec.hidden_size == tiny.spec.hidden_size and loaded.spec.qk_norm
+    assert loaded.spec.hidden_size == tiny.spec.hidden_size
+    assert loaded.spec.qk_norm
     for a, b in zip(tiny.model.state_dict().values(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     reqs = fixed_requests(2, 9, 7, tiny.spec.vocab_size, seed=3)

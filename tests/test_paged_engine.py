@@ -77,7 +77,8 @@ def test_a_request_that_can_never_fit_fails_alone(tiny, reference):
     engine = paged(tiny, num_blocks=8, block_size=8)
     result = engine.generate([*reqs[:2], huge, *reqs[2:]])
     errors = [o.error for o in result.outputs]
-    assert errors[2] is not None and "199 prompt + 10 new tokens need 27 KV blocks" in errors[2]
+    assert errors[2] is not None
+    assert "199 prompt + 10 new tokens need 27 KV blocks" in errors[2]
     assert "whole pool has 8" in errors[2]
     ok = [o.token_ids for o in result.outputs if o.error is None]
     assert ok == reference(reqs)

@@ -5,7 +5,7 @@ import sys
 
 from harness.engines.paged.block_manager import BlockManager
 from harness.engines.paged.scheduler import Scheduler, SchedulerConfig
-from harness.engines.paged.sequence import Sequence, SeqStatus
+from harness.engines.paged.sequence import SeqStatus, Sequence
 
 
 def make(num_blocks=8, block_size=4, **config):
@@ -17,8 +17,10 @@ def seq(i, n, priority=0):
 
 
 def test_bookkeeping_never_imports_torch():
-    code = ("import sys; import harness.engines.paged.scheduler, harness.engines.paged.block_manager; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; import harness.engines.paged.scheduler, harness.engines.paged.block_manager; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -27,14 +29,17 @@ def test_waiting_join_within_limits_and_prefill_comes_first():
     for i in range(3):
         s.add(seq(i, 5))
     batch = s.schedule()
-    assert batch.is_prefill and [x.seq_id for x in batch.seqs] == [0, 1]
+    assert batch.is_prefill
+    assert [x.seq_id for x in batch.seqs] == [0, 1]
     for x in batch.seqs:
         x.output_ids.append(7)
     batch = s.schedule()
-    assert not batch.is_prefill and len(batch.seqs) == 2  # max_num_seqs: the third waits
+    assert not batch.is_prefill
+    assert len(batch.seqs) == 2
     s.finish(batch.seqs[0])
     batch = s.schedule()
-    assert batch.is_prefill and [x.seq_id for x in batch.seqs] == [2]  # joins as soon as a slot frees
+    assert batch.is_prefill
+    assert [x.seq_id for x in batch.seqs] == [2]
 
 
 def test_token_budget_limits_a_prefill_batch():
@@ -68,7 +73,11 @@ def test_swap_preemption_moves_blocks_and_brings_them_back():
     a.output_ids.append(1)
     b.output_ids.append(1)
     batch = s.schedule()
-    assert b.status is SeqStatus.SWAPPED and len(batch.swap_out) == 1 and b.cpu_block_table
+    assert b.status is SeqStatus.SWAPPED
+    assert len(batch.swap_out) == 1
+    assert b.cpu_block_table
     s.finish(a)
     batch = s.schedule()
-    assert b.status is SeqStatus.RUNNING and len(batch.swap_in) == 1 and batch.seqs == [b]
+    assert b.status is SeqStatus.RUNNING
+    assert len(batch.swap_in) == 1
+    assert batch.seqs == [b]

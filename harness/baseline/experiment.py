@@ -41,8 +41,11 @@ def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str]) 
                 bad = [v.name for v in verdicts if v.status == "regression"]
                 failed += has_regression(verdicts)
                 runtimes.append(runtime)
-                print(f"{label} trial {i + 1}/{trials}: {'FAIL' if bad else 'pass'} ({runtime:.0f} s)"
-                      f"{': ' + ', '.join(bad) if bad else ''}", flush=True)
+                print(
+                    f"{label} trial {i + 1}/{trials}: {'FAIL' if bad else 'pass'} ({runtime:.0f} s)"
+                    f"{': ' + ', '.join(bad) if bad else ''}",
+                    flush=True,
+                )
             tally[label] = (trials - failed, failed, sum(runtimes) / len(runtimes))
     print(f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}), alpha {thresholds.alpha}, tier {tier}")
     for label, (passed, failed, mean_s) in tally.items():

@@ -34,9 +34,12 @@ class Thresholds:
         if not path.exists():
             return cls()
         perf = tomllib.loads(path.read_text()).get("tool", {}).get("perf", {})
-        return cls(default=float(perf.get("threshold", 0.05)), alpha=float(perf.get("alpha", 0.01)),
-                   groups={k: float(v) for k, v in perf.get("groups", {}).items()},
-                   cases={k: float(v) for k, v in perf.get("cases", {}).items()})
+        return cls(
+            default=float(perf.get("threshold", 0.05)),
+            alpha=float(perf.get("alpha", 0.01)),
+            groups={k: float(v) for k, v in perf.get("groups", {}).items()},
+            cases={k: float(v) for k, v in perf.get("cases", {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -83,29 +86,51 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
     base = {b["name"]: b for b in baseline["benchmarks"]}
     now = {b["name"]: b for b in current["benchmarks"]}
     verdicts = [judge(name, base[name], now[name], thresholds) for name in sorted(base.keys() & now.keys())]
-    verdicts += [Verdict(name, "missing-now", note="in the baseline, not in this run") for name in sorted(base.keys() - now.keys())]
-    verdicts += [Verdict(name, "missing-in-baseline", note="new case: no baseline yet") for name in sorted(now.keys() - base.keys())]
+    verdicts += [
+        Verdict(name, "missing-now", note="in the baseline, not in this run")
+        for name in sorted(base.keys() - now.keys())
+    ]
+    verdicts += [
+        Verdict(name, "missing-in-baseline", note="new case: no baseline yet")
+        for name in sorted(now.keys() - base.keys())
+    ]
     return verdicts
 
 
-MARKS = {"regression": "REGRESSION", "improvement": "improved", "ok": "", "unreliable": "unreliable",
-         "missing-now": "missing now", "missing-in-baseline": "no baseline"}
+MARKS = {
+    "regression": "REGRESSION",
+    "improvement": "improved",
+    "ok": "",
+    "unreliable": "unreliable",
+    "missing-now": "missing now",
+    "missing-in-baseline": "no baseline",
+}
 
 
 def format_table(verdicts: list[Verdict], alpha: float) -> list[str]:
     width = max([len(v.name) for v in verdicts] + [4])
-    lines = [f"{'case':<{width}}  {'baseline tok/s':>14}  {'now tok/s':>12}  {'change':>8}  {'p':>8}  {'thr':>5}  verdict"]
+    lines = [
+        f"{'case':<{width}}  {'baseline tok/s':>14}  {'now tok/s':>12}  {'change':>8}  {'p':>8}  {'thr':>5}  verdict"
+    ]
     for v in verdicts:
-        nums = ("" if v.base_tok_s is None else f"{v.base_tok_s:,.1f}", "" if v.now_tok_s is None else f"{v.now_tok_s:,.1f}",
-                "" if v.change is None else f"{v.change:+.1%}", "" if v.p_value is None else f"{v.p_value:.4f}",
-                "" if v.threshold is None else f"{v.threshold:.0%}")
-        lines.append(f"{v.name:<{width}}  {nums[0]:>14}  {nums[1]:>12}  {nums[2]:>8}  {nums[3]:>8}  {nums[4]:>5}  "
-                     f"{MARKS[v.status]}{(' (' + v.note + ')') if v.note else ''}".rstrip())
+        nums = (
+            "" if v.base_tok_s is None else f"{v.base_tok_s:,.1f}",
+            "" if v.now_tok_s is None else f"{v.now_tok_s:,.1f}",
+            "" if v.change is None else f"{v.change:+.1%}",
+            "" if v.p_value is None else f"{v.p_value:.4f}",
+            "" if v.threshold is None else f"{v.threshold:.0%}",
+        )
+        lines.append(
+            f"{v.name:<{width}}  {nums[0]:>14}  {nums[1]:>12}  {nums[2]:>8}  {nums[3]:>8}  {nums[4]:>5}  "
+            f"{MARKS[v.status]}{(' (' + v.note + ')') if v.note else ''}".rstrip()
+        )
     counts = {s: sum(v.status == s for v in verdicts) for s in MARKS}
-    lines.append(f"gate: {counts['regression']} regression(s), {counts['improvement']} improvement(s), "
-                 f"{counts['ok']} unchanged, {counts['unreliable']} unreliable, "
-                 f"{counts['missing-now'] + counts['missing-in-baseline']} missing; a regression needs a drop above its "
-                 f"threshold with one-sided Mann-Whitney p < {alpha}")
+    lines.append(
+        f"gate: {counts['regression']} regression(s), {counts['improvement']} improvement(s), "
+        f"{counts['ok']} unchanged, {counts['unreliable']} unreliable, "
+        f"{counts['missing-now'] + counts['missing-in-baseline']} missing; a regression needs a drop above its "
+        f"threshold with one-sided Mann-Whitney p < {alpha}"
+    )
     return lines
 
 

@@ -30,7 +30,9 @@ def update_baseline(pytest_args: list[str], from_file: str | None = None) -> Pat
         doc = load_results(from_file)
     slug = (doc.get("machine_info") or {}).get("slug")
     if not slug:
-        raise BaselineError(f"{from_file or 'the run'}: machine_info has no slug: it was not recorded by llm-perf-suite")
+        raise BaselineError(
+            f"{from_file or 'the run'}: machine_info has no slug: it was not recorded by llm-perf-suite"
+        )
     path = baseline_path(slug)
     write_json_atomic(path, doc)
     return path

@@ -53,8 +53,9 @@ def load_results(path: str | Path) -> dict:
     for i, bench in enumerate(doc["benchmarks"]):
         problem = _bench_problem(bench)
         if problem:
-            raise BaselineError(f"{path}: benchmark #{i} ({bench.get('name', '?') if isinstance(bench, dict) else '?'})"
-                                f" {problem}")
+            raise BaselineError(
+                f"{path}: benchmark #{i} ({bench.get('name', '?') if isinstance(bench, dict) else '?'}) {problem}"
+            )
     return doc
 
 
@@ -72,5 +73,13 @@ def _bench_problem(bench: object) -> str | None:
 def stable_machine_info(hw, dtype: str) -> dict:
     """Only keys that identify the machine and stack: a mismatch warning about these means something."""
     driver = hw.driver.split(".")[0] if hw.driver else None
-    return {"slug": None, "gpu": hw.name if hw.device.startswith("cuda") else None, "driver_major": driver,
-            "cuda": hw.cuda, "torch": hw.torch, "transformers": hw.transformers, "dtype": dtype, "cpu": hw.cpu_model}
+    return {
+        "slug": None,
+        "gpu": hw.name if hw.device.startswith("cuda") else None,
+        "driver_major": driver,
+        "cuda": hw.cuda,
+        "torch": hw.torch,
+        "transformers": hw.transformers,
+        "dtype": dtype,
+        "cpu": hw.cpu_model,
+    }

@@ -8,8 +8,17 @@ from dataclasses import dataclass
 from harness.engines.base import Engine, EngineConfig, GenerateResult, RequestOutput, StepCase, supports_steps
 from harness.errors import UnknownNameError
 
-__all__ = ["BUILTIN_ENGINES", "Engine", "EngineConfig", "EngineSource", "GenerateResult", "RequestOutput",
-           "StepCase", "load_engine_class", "supports_steps"]
+__all__ = [
+    "BUILTIN_ENGINES",
+    "Engine",
+    "EngineConfig",
+    "EngineSource",
+    "GenerateResult",
+    "RequestOutput",
+    "StepCase",
+    "load_engine_class",
+    "supports_steps",
+]
 
 # name -> "module:Class". Appending keeps benchmark ids stable.
 BUILTIN_ENGINES: dict[str, str] = {

@@ -29,10 +29,15 @@ class HFGenerateEngine:
             out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)
             ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
             recorder = StepRecorder(self.device)
-            seq = self.clock.run(lambda ids=ids, req=req, rec=recorder: self.model.generate(
-                ids, max_new_tokens=req.max_new_tokens, streamer=rec,
-                **generate_kwargs(self.config, self.eos_token_id)))
-            tokens = trim_at_eos(seq[0, ids.shape[1]:].tolist(), self.eos_token_id, self.config.ignore_eos)
+            seq = self.clock.run(
+                lambda ids=ids, req=req, rec=recorder: self.model.generate(
+                    ids,
+                    max_new_tokens=req.max_new_tokens,
+                    streamer=rec,
+                    **generate_kwargs(self.config, self.eos_token_id),
+                )
+            )
+            tokens = trim_at_eos(seq[0, ids.shape[1] :].tolist(), self.eos_token_id, self.config.ignore_eos)
             fill_output(out, tokens, recorder.step_times, now(self.device))
             outputs.append(out)
         return GenerateResult(outputs, now(self.device) - start)

@@ -83,5 +83,7 @@ class ManualEngine:
         """One decode step on a cache holding context_len tokens; setup crops the step's token back off."""
         cache = DynamicCache(config=self.model.config)
         next_ids = self._forward(self._random_ids(batch_size, context_len, seed), cache)[:, None]
-        return StepCase(run=lambda: self.clock.run(lambda: self._forward(next_ids, cache)),
-                        setup=lambda: crop_to(cache, context_len))
+        return StepCase(
+            run=lambda: self.clock.run(lambda: self._forward(next_ids, cache)),
+            setup=lambda: crop_to(cache, context_len),
+        )

@@ -33,7 +33,9 @@ class EngineAvailability:
     reason: str = ""
 
 
-def discover(engine_modules: list[str] | tuple[str, ...] = (), device: torch.device | None = None) -> list[EngineAvailability]:
+def discover(
+    engine_modules: list[str] | tuple[str, ...] = (), device: torch.device | None = None
+) -> list[EngineAvailability]:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for source in engine_sources(engine_modules).values():

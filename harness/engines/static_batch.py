@@ -38,18 +38,24 @@ class StaticBatchEngine:
     def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
         """Arrival order, max_batch_size at a time: no reordering by length (that would be a scheduler)."""
         size = self.config.max_batch_size
-        return [list(requests[i:i + size]) for i in range(0, len(requests), size)]
+        return [list(requests[i : i + size]) for i in range(0, len(requests), size)]
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[Request], start: float) -> list[RequestOutput]:
         ids, mask = left_padded([r.prompt_ids for r in batch], self.device)
         recorder = StepRecorder(self.device)
         max_new = max(r.max_new_tokens for r in batch)
-        seqs = self.clock.run(lambda: self.model.generate(
-            ids, attention_mask=mask, max_new_tokens=max_new, streamer=recorder,
-            **generate_kwargs(self.config, self.eos_token_id)))
+        seqs = self.clock.run(
+            lambda: self.model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=max_new,
+                streamer=recorder,
+                **generate_kwargs(self.config, self.eos_token_id),
+            )
+        )
         finish = now(self.device)  # the whole batch returns at once
-        new = seqs[:, ids.shape[1]:].tolist()
+        new = seqs[:, ids.shape[1] :].tolist()
         outputs = []
         for req, row in zip(batch, new, strict=True):
             out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)

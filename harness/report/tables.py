@@ -29,8 +29,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*header), fmt.format(*["-" * w for w in widths]), *[fmt.format(*r) for r in rows]]
 
 
-def roofline_tables(model: str, gpu: str | None, dtype: str, prompt_len: int, simple: bool,
-                    device: str = "auto") -> list[str]:
+def roofline_tables(
+    model: str, gpu: str | None, dtype: str, prompt_len: int, simple: bool, device: str = "auto"
+) -> list[str]:
     spec, dtype = get_spec(model), canonical_dtype(dtype)
     if simple:
         params = roofline.param_count(spec)
@@ -38,21 +39,32 @@ def roofline_tables(model: str, gpu: str | None, dtype: str, prompt_len: int, si
     else:
         prefill = roofline.prefill_cost(spec, dtype, 1, prompt_len)
         decode = roofline.decode_cost(spec, dtype, 1, prompt_len)
-    mode = "simplified: FLOPs = 2 x params x tokens, bytes = params" if simple else \
-        "detailed: per-layer matmuls + causal attention; bytes = streamed weights + KV (+ embedding rows)"
+    mode = (
+        "simplified: FLOPs = 2 x params x tokens, bytes = params"
+        if simple
+        else "detailed: per-layer matmuls + causal attention; bytes = streamed weights + KV (+ embedding rows)"
+    )
     lines = [f"Prefill vs decode: {model}, {dtype}, prompt {prompt_len} tokens ({mode})"]
-    lines += _table(["phase", "tokens", "GFLOPs", "GB moved", "FLOPs/byte"], [
-        [name, str(tokens), f"{c.flops / 1e9:.2f}", f"{c.bytes / 1e9:.2f}", f"{c.arith_intensity:.1f}"]
-        for name, tokens, c in (("prefill", prompt_len, prefill), ("decode", 1, decode))])
+    lines += _table(
+        ["phase", "tokens", "GFLOPs", "GB moved", "FLOPs/byte"],
+        [
+            [name, str(tokens), f"{c.flops / 1e9:.2f}", f"{c.bytes / 1e9:.2f}", f"{c.arith_intensity:.1f}"]
+            for name, tokens, c in (("prefill", prompt_len, prefill), ("decode", 1, decode))
+        ],
+    )
     lines.append("")
     size_dtype = "float16"
     if simple:
         label, bw = "tutorial's 2 TB/s", roofline.SIMPLE_BW_BYTES_S
-        sizes = [(name, roofline.simple_cost(p, 1, size_dtype).bytes) for name, p in roofline.SIMPLE_MODEL_SIZES.items()]
+        sizes = [
+            (name, roofline.simple_cost(p, 1, size_dtype).bytes) for name, p in roofline.SIMPLE_MODEL_SIZES.items()
+        ]
     else:
         label, bw, _ = _peaks(gpu, size_dtype, device)
         sizes = [(name, roofline.decode_cost(get_spec(name), size_dtype, 1, prompt_len).bytes) for name in SIZE_SPECS]
     lines.append(f"Decode bound at batch 1, {size_dtype}, {bw / 1e12:.2f} TB/s ({label}): time >= bytes / bandwidth")
-    lines += _table(["model", "GB per token", "ms per token", "tokens/s upper bound"], [
-        [name, f"{b / 1e9:.1f}", f"{b / bw * 1e3:.1f}", f"{bw / b:.0f}"] for name, b in sizes])
+    lines += _table(
+        ["model", "GB per token", "ms per token", "tokens/s upper bound"],
+        [[name, f"{b / 1e9:.1f}", f"{b / bw * 1e3:.1f}", f"{bw / b:.0f}"] for name, b in sizes],
+    )
     return lines

@@ -24,8 +24,9 @@ class Block:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, num_cpu_blocks: int = 0,
-                 enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, num_cpu_blocks: int = 0, enable_prefix_caching: bool = True
+    ) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need at least one block of at least one token, got {num_blocks} x {block_size}")
         self.block_size = block_size
@@ -95,7 +96,9 @@ class BlockManager:
         for index in range(self.blocks_for(len(seq))):
             ids = seq.block_tokens(index, self.block_size)
             full = len(ids) == self.block_size
-            block = self._cached(prev_hash, ids) if hitting and full and (index + 1) * self.block_size < len(seq) else None
+            block = (
+                self._cached(prev_hash, ids) if hitting and full and (index + 1) * self.block_size < len(seq) else None
+            )
             if block is not None:
                 self._ref(block)
                 cached += self.block_size

@@ -52,8 +52,9 @@ class PagedEngine:
         num_cpu_blocks = num_blocks if config.preemption == "swap" else 0
         self.runner = PagedModelRunner(loaded, num_blocks, self.block_size, num_cpu_blocks)
         self.bm = BlockManager(num_blocks, self.block_size, num_cpu_blocks, config.enable_prefix_caching)
-        self.scheduler = Scheduler(SchedulerConfig(config.max_batch_size, config.max_num_batched_tokens,
-                                                   config.preemption), self.bm)
+        self.scheduler = Scheduler(
+            SchedulerConfig(config.max_batch_size, config.max_num_batched_tokens, config.preemption), self.bm
+        )
         self.clock = WorkClock(loaded.device, config.slowdown)
         self._ids = itertools.count()
         self._outputs: dict[int, RequestOutput] = {}
@@ -61,8 +62,9 @@ class PagedEngine:
         self._util_steps = 0
 
     # --- requests ----------------------------------------------------------------------------
-    def add_request(self, prompt_ids: Seq[int], max_new_tokens: int, priority: int = 0,
-                    request_id: int | None = None) -> int:
+    def add_request(
+        self, prompt_ids: Seq[int], max_new_tokens: int, priority: int = 0, request_id: int | None = None
+    ) -> int:
         """Queue a request; it joins at the next step that has room. Raises if it can never fit."""
         seq_id = next(self._ids)
         need = self.bm.blocks_for(len(prompt_ids) + max_new_tokens)
@@ -70,10 +72,12 @@ class PagedEngine:
             raise RequestTooLargeError(
                 f"request {seq_id if request_id is None else request_id}: {len(prompt_ids)} prompt + "
                 f"{max_new_tokens} new tokens need {need} KV blocks of {self.block_size} tokens, but the whole pool "
-                f"has {self.bm.num_blocks}; raise --kv-cache-mem or shorten the request")
+                f"has {self.bm.num_blocks}; raise --kv-cache-mem or shorten the request"
+            )
         seq = Sequence(seq_id, list(prompt_ids), max_new_tokens, priority, arrival=seq_id)
-        self._outputs[seq_id] = RequestOutput(seq_id if request_id is None else request_id, len(prompt_ids),
-                                              arrival_s=now(self.device))
+        self._outputs[seq_id] = RequestOutput(
+            seq_id if request_id is None else request_id, len(prompt_ids), arrival_s=now(self.device)
+        )
         self.scheduler.add(seq)
         return seq_id
 
@@ -93,10 +97,15 @@ class PagedEngine:
         self.runner.swap_in(batch.swap_in)  # before swap_out: swap-out may reuse the CPU blocks just read
         self.runner.swap_out(batch.swap_out)
         if batch.is_prefill:
-            return self.runner.prefill([PrefillChunk(s.token_ids[s.num_cached_tokens:], s.num_cached_tokens,
-                                                     s.block_table) for s in batch.seqs])
-        return self.runner.decode([s.last_token for s in batch.seqs], [len(s) - 1 for s in batch.seqs],
-                                  [s.block_table for s in batch.seqs])
+            return self.runner.prefill(
+                [
+                    PrefillChunk(s.token_ids[s.num_cached_tokens :], s.num_cached_tokens, s.block_table)
+                    for s in batch.seqs
+                ]
+            )
+        return self.runner.decode(
+            [s.last_token for s in batch.seqs], [len(s) - 1 for s in batch.seqs], [s.block_table for s in batch.seqs]
+        )
 
     def _postprocess(self, batch: ScheduledBatch, next_ids: list[int], t: float) -> list[RequestOutput]:
         finished = []
@@ -106,8 +115,9 @@ class PagedEngine:
             out.token_ids.append(token)
             if out.first_token_s is None:
                 out.first_token_s = t
-            if len(seq.output_ids) >= seq.max_new_tokens or (not self.config.ignore_eos
-                                                             and token == self.loaded.spec.eos_token_id):
+            if len(seq.output_ids) >= seq.max_new_tokens or (
+                not self.config.ignore_eos and token == self.loaded.spec.eos_token_id
+            ):
                 self.scheduler.finish(seq)
                 out.finish_s = t
                 finished.append(self._outputs.pop(seq.seq_id))
@@ -122,10 +132,13 @@ class PagedEngine:
 
     # --- whole workloads ---------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        return {"kv_utilisation": self._util_sum / self._util_steps if self._util_steps else 0.0,
-                "preemptions": float(self.scheduler.num_preemptions), "swaps": float(self.scheduler.num_swap_outs),
-                "prefix_cache_hit_tokens": float(self.bm.prefix_hit_tokens),
-                "kv_pool_blocks": float(self.bm.num_blocks)}
+        return {
+            "kv_utilisation": self._util_sum / self._util_steps if self._util_steps else 0.0,
+            "preemptions": float(self.scheduler.num_preemptions),
+            "swaps": float(self.scheduler.num_swap_outs),
+            "prefix_cache_hit_tokens": float(self.bm.prefix_hit_tokens),
+            "kv_pool_blocks": float(self.bm.num_blocks),
+        }
 
     def _reset_metrics(self) -> None:
         self._util_sum, self._util_steps = 0.0, 0
@@ -160,8 +173,10 @@ class PagedEngine:
             ids = torch.randint(1, self.loaded.spec.vocab_size, (length,), generator=gen).tolist()
             seq = Sequence(-1 - b, ids, 1)
             if not self.bm.can_allocate(seq):
-                raise PerfSuiteError(f"paged KV pool ({self.bm.num_blocks} blocks) cannot hold {batch_size} x {length}"
-                                     f" tokens; raise --kv-cache-mem")
+                raise PerfSuiteError(
+                    f"paged KV pool ({self.bm.num_blocks} blocks) cannot hold {batch_size} x {length}"
+                    f" tokens; raise --kv-cache-mem"
+                )
             self.bm.allocate(seq)
             seqs.append(seq)
         return seqs
@@ -173,13 +188,15 @@ class PagedEngine:
     def prefill_case(self, batch_size: int, prompt_len: int, seed: int = 0) -> StepCase:
         seqs = self._case_seqs(batch_size, prompt_len, seed)
         chunks = [PrefillChunk(s.prompt_ids, 0, s.block_table) for s in seqs]  # always the full prompt
-        return StepCase(run=lambda: self.clock.run(lambda: self.runner.prefill(chunks)),
-                        teardown=lambda: self._release(seqs))
+        return StepCase(
+            run=lambda: self.clock.run(lambda: self.runner.prefill(chunks)), teardown=lambda: self._release(seqs)
+        )
 
     def decode_case(self, batch_size: int, context_len: int, seed: int = 0) -> StepCase:
         """B sequences holding context_len tokens of KV; each round writes the same next slot."""
         seqs = self._case_seqs(batch_size, context_len + 1, seed)
         self.runner.prefill([PrefillChunk(s.prompt_ids[:-1], 0, s.block_table) for s in seqs])
         args = ([s.prompt_ids[-1] for s in seqs], [context_len] * batch_size, [s.block_table for s in seqs])
-        return StepCase(run=lambda: self.clock.run(lambda: self.runner.decode(*args)),
-                        teardown=lambda: self._release(seqs))
+        return StepCase(
+            run=lambda: self.clock.run(lambda: self.runner.decode(*args)), teardown=lambda: self._release(seqs)
+        )

@@ -58,9 +58,18 @@ def _layer_weights(layer) -> LayerWeights:
     q_norm = getattr(attn, "q_norm", None)
     k_norm = getattr(attn, "k_norm", None)
     return LayerWeights(
-        layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight,
-        None if q_norm is None else q_norm.weight, None if k_norm is None else k_norm.weight,
-        layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+        layer.input_layernorm.weight,
+        attn.q_proj.weight,
+        attn.k_proj.weight,
+        attn.v_proj.weight,
+        attn.o_proj.weight,
+        None if q_norm is None else q_norm.weight,
+        None if k_norm is None else k_norm.weight,
+        layer.post_attention_layernorm.weight,
+        mlp.gate_proj.weight,
+        mlp.up_proj.weight,
+        mlp.down_proj.weight,
+    )
 
 
 @dataclass
@@ -126,11 +135,13 @@ class PagedModelRunner:
         h = rms_norm(x, w.post_norm, self.eps)
         return x + F.linear(F.silu(F.linear(h, w.gate_proj)) * F.linear(h, w.up_proj), w.down_proj)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
         # q: (B, nh, Tq, d); k, v: (B, n_kv, Tk, d). GQA: each KV head serves nh / n_kv query heads.
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5,
-                                              enable_gqa=self.n_heads != self.n_kv)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5, enable_gqa=self.n_heads != self.n_kv
+        )
 
     def _logits_argmax(self, x: torch.Tensor) -> list[int]:
         x = rms_norm(x, self.final_norm, self.eps)
@@ -144,8 +155,10 @@ class PagedModelRunner:
         """(B, width) block ids -> K, V of shape (B, width * bs, n_kv, d)."""
         flat = tables.flatten()
         shape = (tables.shape[0], -1, self.n_kv, self.head_dim)
-        return (self.k_cache[layer].index_select(0, flat).view(shape),
-                self.v_cache[layer].index_select(0, flat).view(shape))
+        return (
+            self.k_cache[layer].index_select(0, flat).view(shape),
+            self.v_cache[layer].index_select(0, flat).view(shape),
+        )
 
     # --- the two kinds of step -------------------------------------------------------------
     @torch.inference_mode()
@@ -154,21 +167,28 @@ class PagedModelRunner:
         ids = torch.tensor([t for c in chunks for t in c.token_ids], device=self.device)
         positions = torch.tensor([c.start_pos + i for c in chunks for i in range(len(c.token_ids))], device=self.device)
         tables = [torch.tensor(c.block_table, device=self.device) for c in chunks]
-        slot_ids = torch.cat([self._slots(t[None])[0, c.start_pos:c.start_pos + len(c.token_ids)]
-                              for c, t in zip(chunks, tables, strict=True)])
+        slot_ids = torch.cat(
+            [
+                self._slots(t[None])[0, c.start_pos : c.start_pos + len(c.token_ids)]
+                for c, t in zip(chunks, tables, strict=True)
+            ]
+        )
         cos, sin = self._rope(positions)
         bounds = torch.tensor([0] + [len(c.token_ids) for c in chunks]).cumsum(0).tolist()
         x = self.embed[ids]  # (T, H)
         for layer, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)
             self._write_kv(layer, slot_ids, k, v)
-            outs = [self._prefill_attention(layer, c, t, q[a:b], k[a:b], v[a:b]) for c, t, a, b in
-                    zip(chunks, tables, bounds, bounds[1:], strict=False)]
+            outs = [
+                self._prefill_attention(layer, c, t, q[a:b], k[a:b], v[a:b])
+                for c, t, a, b in zip(chunks, tables, bounds, bounds[1:], strict=False)
+            ]
             x = self._mlp_residual(w, x, torch.cat(outs))
         return self._logits_argmax(x[[b - 1 for b in bounds[1:]]])
 
-    def _prefill_attention(self, layer: int, chunk: PrefillChunk, table: torch.Tensor, q: torch.Tensor,
-                           k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _prefill_attention(
+        self, layer: int, chunk: PrefillChunk, table: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
         """q, k, v: (n_new, heads, d) of this chunk's own tokens."""
         n_new, total = len(chunk.token_ids), chunk.start_pos + len(chunk.token_ids)
         q = q.transpose(0, 1)[None]  # (1, nh, n_new, d)

@@ -16,7 +16,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from harness.engines.paged.block_manager import BlockManager
-from harness.engines.paged.sequence import Sequence, SeqStatus
+from harness.engines.paged.sequence import SeqStatus, Sequence
 
 
 @dataclass(frozen=True)

@@ -43,4 +43,4 @@ class Sequence:
         return (self.priority, self.arrival)
 
     def block_tokens(self, index: int, block_size: int) -> list[int]:
-        return self.token_ids[index * block_size:(index + 1) * block_size]
+        return self.token_ids[index * block_size : (index + 1) * block_size]

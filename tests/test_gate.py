@@ -1,0 +1,163 @@
+"""The regression gate on synthetic samples, and its file handling."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.__main__ import main
+from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare
+from harness.baseline.storage import load_results, write_json_atomic
+from harness.errors import BaselineError
+
+TOKENS = 64
+
+
+def bench(name, seconds, kind="decode", healthy=None):
+    return {
+        "name": name,
+        "stats": {"data": list(seconds)},
+        "extra_info": {"tokens": TOKENS, "kind": kind, "gpu_healthy": healthy},
+    }
+
+
+def rounds(median_s, noise, seed, n=9):
+    return np.random.default_rng(seed).normal(median_s, noise * median_s, n).tolist()
+
+
+def doc(*benches):
+    return {"machine_info": {"slug": "test-machine"}, "benchmarks": list(benches)}
+
+
+def verdict(base_s, now_s, thresholds=None, kind="decode", name="test_decode[a]"):
+    thresholds = thresholds or Thresholds()
+    return compare(doc(bench(name, base_s, kind)), doc(bench(name, now_s, kind)), thresholds)[0]
+
+
+def test_a_clear_drop_fails():
+    v = verdict(rounds(1.0, 0.01, 1), rounds(1.15, 0.01, 2))  # 15% more time: ~13% fewer tokens/s
+    assert v.status == "regression"
+    assert v.change == pytest.approx(-0.13, abs=0.02)
+    assert v.p_value < 0.01
+
+
+def test_noise_passes():
+    for seed in range(20):
+        assert verdict(rounds(1.0, 0.03, seed), rounds(1.0, 0.03, seed + 100)).status == "ok"
+
+
+def test_an_improvement_passes_and_is_marked():
+    v = verdict(rounds(1.0, 0.01, 1), rounds(0.8, 0.01, 2))
+    assert v.status == "improvement"
+    assert v.change > 0.2
+
+
+def test_a_significant_drop_below_the_threshold_passes():
+    v = verdict(rounds(1.0, 0.002, 1), rounds(1.03, 0.002, 2))
+    assert v.status == "ok"
+    assert v.p_value < 0.01
+
+
+def test_a_large_drop_within_huge_noise_is_not_significant():
+    base = [1.0, 0.5, 1.5, 0.7, 1.3]
+    now = [1.2, 0.6, 1.7, 0.8, 1.4]
+    assert verdict(base, now).status == "ok"
+
+
+def test_thresholds_per_group_and_per_case():
+    base, now = rounds(1.0, 0.01, 1), rounds(1.12, 0.01, 2)  # about -11%
+    assert verdict(base, now).status == "regression"
+    loose_group = Thresholds(groups={"decode": 0.15})
+    assert verdict(base, now, loose_group).status == "ok"
+    assert verdict(base, now, loose_group, kind="prefill").status == "regression"
+    loose_case = Thresholds(cases={"test_decode[a]": 0.2})
+    assert verdict(base, now, loose_case).status == "ok"
+
+
+def test_thresholds_from_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.perf]\nthreshold = 0.07\nalpha = 0.05\n[tool.perf.groups]\nserving = 0.1\n"
+        '[tool.perf.cases]\n"test_decode[x]" = 0.2\n'
+    )
+    t = Thresholds.from_pyproject(tmp_path / "pyproject.toml")
+    assert (t.default, t.alpha) == (0.07, 0.05)
+    assert t.for_case("test_serving[y]", "serving") == 0.1
+    assert t.for_case("test_decode[x]", "decode") == 0.2
+    assert Thresholds.from_pyproject(tmp_path / "absent.toml") == Thresholds()
+
+
+def test_an_unhealthy_gpu_is_unreliable_not_a_regression():
+    base = doc(bench("c", rounds(1.0, 0.01, 1)))
+    now = doc(bench("c", rounds(2.0, 0.01, 2), healthy=False))
+    assert compare(base, now, Thresholds())[0].status == "unreliable"
+
+
+def test_missing_cases_are_listed():
+    base = doc(bench("old", rounds(1, 0.01, 1)), bench("both", rounds(1, 0.01, 2)))
+    now = doc(bench("both", rounds(1, 0.01, 3)), bench("new", rounds(1, 0.01, 4)))
+    statuses = {v.name: v.status for v in compare(base, now, Thresholds())}
+    assert statuses == {"both": "ok", "old": "missing-now", "new": "missing-in-baseline"}
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "empty"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a pytest-benchmark results file"),
+        ('{"benchmarks": [{"name": "x", "stats": {}}]}', "no raw rounds"),
+        (
+            '{"benchmarks": [{"name": "x", "stats": {"data": [1.0]}, "extra_info": {}}]}',
+            "not recorded by llm-perf-suite",
+        ),
+    ],
+)
+def test_bad_files_name_the_file_and_the_problem(tmp_path, content, problem):
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=problem) as info:
+        load_results(path)
+    assert str(path) in str(info.value)
+
+
+def test_atomic_write_is_sorted_indented_and_never_half_written(tmp_path):
+    path = tmp_path / "sub" / "b.json"
+    write_json_atomic(path, {"z": 1, "a": [1, 2]})
+    assert path.read_text().startswith('{\n  "a": [')
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})  # fails mid-serialisation
+    assert json.loads(path.read_text()) == {"z": 1, "a": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["b.json"]  # no temp file left behind
+
+
+def test_compare_cli_exit_codes_and_table(tmp_path, capsys):
+    base, slow, same = (tmp_path / f"{n}.json" for n in ("base", "slow", "same"))
+    write_json_atomic(base, doc(bench("test_decode[a]", rounds(1.0, 0.01, 1))))
+    write_json_atomic(slow, doc(bench("test_decode[a]", rounds(1.3, 0.01, 2))))
+    write_json_atomic(same, doc(bench("test_decode[a]", rounds(1.0, 0.01, 3))))
+    assert main(["compare", str(base), str(slow)]) == REGRESSION_EXIT_CODE
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out
+    assert "baseline tok/s" in out
+    assert "1 regression(s)" in out
+    assert main(["compare", str(base), str(same)]) == 0
+
+
+def test_compare_cli_on_a_corrupt_file_names_it_and_overwrites_nothing(tmp_path, capsys):
+    bad = tmp_path / "baseline.json"
+    bad.write_text("{oops")
+    good = tmp_path / "now.json"
+    write_json_atomic(good, doc(bench("c", [1.0])))
+    assert main(["compare", str(bad), str(good)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert bad.read_text() == "{oops"
+    assert main(["baseline", "update", "--from", str(bad)]) == 2
+    assert bad.read_text() == "{oops"
+
+
+def test_different_machines_are_not_compared(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_json_atomic(a, doc(bench("c", [1.0])) | {"machine_info": {"slug": "gpu-a"}})
+    write_json_atomic(b, doc(bench("c", [1.0])) | {"machine_info": {"slug": "gpu-b"}})
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "gpu-a" in capsys.readouterr().err

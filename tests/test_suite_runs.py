@@ -1,0 +1,115 @@
+"""The suite end to end through pytest, in subprocesses (as a user runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = [
+    "model",
+    "engine",
+    "device",
+    "dtype",
+    "batch_size",
+    "prompt_len",
+    "context_len",
+    "new_tokens",
+    "tokens",
+    "tokens_per_s",
+    "roofline_ms",
+    "pct_of_roofline",
+    "bound",
+    "arith_intensity",
+    "mbu",
+    "mfu",
+    "peak_bw_gbps",
+    "peak_tflops",
+    "theoretical_bw_gbps",
+    "measured_bw_gbps",
+    "measured_tflops",
+]
+
+
+def run_pytest(*args, env=None, cwd=ROOT):
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "perf_tests"), "-p", "no:cacheprovider", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out.json"
+    proc = run_pytest("--models", "tiny", "--perf-rounds", "2", "--perf-warmup", "0", "--benchmark-json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_every_kind_is_recorded_with_its_fields(tiny_results):
+    doc, _ = tiny_results
+    kinds = {b["extra_info"]["kind"] for b in doc["benchmarks"]}
+    assert kinds == {"prefill", "decode", "batching", "generate", "serving"}
+    for b in doc["benchmarks"]:
+        info = b["extra_info"]
+        missing = [f for f in FIELDS if f not in info]
+        assert not missing, (b["name"], missing)
+        assert info["tokens_per_s"] > 0
+        assert 0 < info["pct_of_roofline"] <= 1, (b["name"], info["pct_of_roofline"])
+        assert len(b["stats"]["data"]) == 2  # raw rounds are saved for the gate
+
+
+def test_ids_are_readable_and_stable(tiny_results):
+    doc, _ = tiny_results
+    names = {b["name"] for b in doc["benchmarks"]}
+    assert "test_decode[tiny-manual-bs8-ctx512]" in names
+    assert "test_prefill[tiny-paged-bs4-prompt256]" in names
+    assert "test_serving[tiny-paged-mixed32]" in names
+    assert "test_batching[tiny-static-batch-bs16-prompt32-new32]" in names
+
+
+def test_header_and_summary_table(tiny_results):
+    _, stdout = tiny_results
+    assert "llm-perf-suite device:" in stdout
+    assert "bandwidth peak" in stdout
+    assert "llm-perf-suite: throughput and roofline" in stdout
+    assert "% roofline" in stdout
+
+
+def test_an_unknown_model_stops_with_the_valid_names():
+    proc = run_pytest("--models", "nope")
+    assert proc.returncode != 0
+    assert "unknown model 'nope'" in proc.stderr
+    assert "qwen3-0.6b" in proc.stderr
+    assert "small" in proc.stderr
+
+
+def test_gate_through_pytest(tmp_path):
+    common = [
+        "--models",
+        "tiny",
+        "--perf-tier",
+        "quick",
+        "--perf-rounds",
+        "7",
+        "-k",
+        "decode",
+        "--perf-baselines-dir",
+        str(tmp_path / "baselines"),
+        "--perf-results-dir",
+        str(tmp_path / "results"),
+    ]
+    # no baseline for this machine: the run is recorded, one line says so, exit 0
+    proc = run_pytest(*common, "--benchmark-compare")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "no baseline for this machine" in proc.stdout
+    saved = next((tmp_path / "results").glob("*/latest.json"))
+    # promote it, then a run twice as slow fails with the gate's own exit code and table
+    slug = saved.parent.name
+    (tmp_path / "baselines" / slug).mkdir(parents=True)
+    (tmp_path / "baselines" / slug / "baseline.json").write_text(saved.read_text())
+    proc = run_pytest(*common, "--benchmark-compare", env={"PERF_INJECT_SLOWDOWN": "1.0"})
+    assert proc.returncode == 10, proc.stdout[-3000:]
+    assert "REGRESSION" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

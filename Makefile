@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 bench: $(STAMP)
 	@mkdir -p $(dir $(RESULTS))
 	$(PY) -m pytest perf_tests --benchmark-json $(RESULTS) $(BENCH_ARGS)
+	$(PY) -m harness report $(RESULTS) --out $(REPORT_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest tests perf_tests --models tiny --benchmark-disable $(TEST_ARGS)

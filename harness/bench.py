@@ -39,6 +39,8 @@ class PerfOptions:
     preemption: str = "recompute"
     max_batch_size: int = 16
     seed: int = 0
+    engine_modules: tuple[str, ...] = ()
+    parity: bool = True
     baselines_dir: str = "baselines"
     results_dir: str = "results"
     pyproject: str = "pyproject.toml"
@@ -61,6 +63,7 @@ class PerfSession:
     engine_sources: dict[str, EngineSource] = field(
         default_factory=lambda: {n: EngineSource(n, t, "builtin") for n, t in BUILTIN_ENGINES.items()}
     )
+    _parity: dict[tuple[str, str], str | None] = field(default_factory=dict)
     records: list[CaseRecord] = field(default_factory=list)
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
@@ -98,8 +101,9 @@ class PerfSession:
     def model(self, name: str) -> LoadedModel:
         """One model in memory at a time: switching models frees the last one and its engines."""
         if name not in self._loaded:
+            self.close_engines()
             self._loaded.clear()
-            self._engines.clear()
+            self._parity.clear()
             if self.options.model_path:
                 self._loaded[name] = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
             else:
@@ -107,6 +111,32 @@ class PerfSession:
                     get_spec(name), dtype=self.dtype, device=self.device, seed=self.options.seed
                 )
         return self._loaded[name]
+
+    def close_engines(self) -> None:
+        """Engines that hold threads or pools (transformers-cb's manager) release them here."""
+        for engine in self._engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        self._engines.clear()
+
+    def parity_problem(self, case: Case) -> str | None:
+        """None when the engine's greedy tokens on a probe workload equal hf-generate's; else the first
+        difference, described. Checked once per (model, engine), before any of its cases is timed."""
+        key = (case.model, case.engine)
+        if not self.options.parity or case.engine == "hf-generate":
+            return None
+        if key not in self._parity:
+            loaded = self.model(case.model)
+            probe_reqs = mixed_requests(4, (4, 24), (4, 12), loaded.spec.vocab_size, seed=1234)
+            reference = self.engine(Case("generate", case.model, "hf-generate")).generate(probe_reqs)
+            engine = self.engine(case)
+            prepare = getattr(engine, "prepare", None)
+            if prepare is not None:
+                prepare(probe_reqs)
+            got = engine.generate(probe_reqs)
+            self._parity[key] = first_difference(case.engine, reference, got)
+        return self._parity[key]
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -180,6 +210,9 @@ class PerfSession:
 
     def bench_generate(self, benchmark, case: Case, requests: Sequence[Request]) -> GenerateResult:
         engine = self.engine(case)
+        prepare = getattr(engine, "prepare", None)
+        if prepare is not None:  # untimed: start threads, size caches for this workload
+            prepare(requests)
         results: list[GenerateResult] = []
         sampled = self._sampled(benchmark, lambda: results.append(engine.generate(requests)))
         last = results[-1]
@@ -197,6 +230,8 @@ class PerfSession:
             "num_requests": len(requests),
             "failed_requests": len(failed),
         }
+        if last.step_ms:  # per decode step of the last round, for the report's per-step plot
+            extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
         self.record(benchmark, case, last.generated_tokens, cost, sampled, extra)
         return last
 
@@ -296,3 +331,19 @@ class PerfSession:
             *format_table(verdicts, thresholds.alpha),
         ]
         return has_regression(verdicts)
+
+
+def first_difference(engine: str, reference: GenerateResult, got: GenerateResult) -> str | None:
+    """Where `got` first departs from the reference tokens: request index, position, both tokens."""
+    if len(got.outputs) != len(reference.outputs):
+        return f"engine {engine} returned {len(got.outputs)} outputs for {len(reference.outputs)} requests"
+    for i, (want, have) in enumerate(zip(reference.outputs, got.outputs, strict=True)):
+        if want.token_ids == have.token_ids:
+            continue
+        pos = next((p for p, (a, b) in enumerate(zip(want.token_ids, have.token_ids, strict=False)) if a != b),
+                   min(len(want.token_ids), len(have.token_ids)))
+        return (f"parity check failed: engine {engine} differs from hf-generate on probe request {i} at token "
+                f"{pos}: expected {want.token_ids[pos:pos + 5]} (of {len(want.token_ids)} tokens), got "
+                f"{have.token_ids[pos:pos + 5]} (of {len(have.token_ids)}); a fast wrong engine is not timed "
+                f"(--no-parity skips this check for engines that sample)")
+    return None

@@ -95,7 +95,7 @@ MATRIX: dict[str, dict[str, dict]] = {
             "engines": ["hf-generate", "manual", "static-batch", "paged"],
             "batch_sizes": [1, 4],
             "prompt_lens": [32],
-            "new_tokens": [64],
+            "new_tokens": [32],
         },
         "full": {
             "engines": ["hf-generate", "manual", "static-batch", "paged"],
@@ -106,7 +106,7 @@ MATRIX: dict[str, dict[str, dict]] = {
     },
     "serving": {
         "quick": {"engines": ["paged"], "workloads": ["mixed16"]},
-        "default": {"engines": ["static-batch", "paged"], "workloads": ["mixed32"]},
+        "default": {"engines": ["static-batch", "paged"], "workloads": ["mixed16"]},
         "full": {"engines": ["static-batch", "paged", "transformers-cb"], "workloads": ["mixed64"]},
     },
 }

@@ -7,6 +7,7 @@ import pytest
 from harness.baseline.gate import REGRESSION_EXIT_CODE
 from harness.bench import PerfOptions, PerfSession
 from harness.cases import KINDS, TIERS, build_cases
+from harness.engines.registry import engine_sources
 from harness.errors import PerfSuiteError
 
 GATE_ERROR_EXIT_CODE = 11
@@ -47,6 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="paged engine: how to preempt when KV blocks run out",
     )
     g.addoption("--max-batch-size", type=int, default=16, help="static-batch batch size and paged max_num_seqs")
+    g.addoption("--engine-module", action="append", default=[],
+                help="add an engine class, package.module:Class (repeatable); see README 'Adding an engine'")
+    g.addoption("--no-parity", action="store_true",
+                help="time engines without first checking their greedy tokens against hf-generate")
     g.addoption(
         "--perf-baselines-dir",
         default=None,
@@ -74,6 +79,8 @@ def _options(config: pytest.Config) -> PerfOptions:
         kv_cache_mem=opt("--kv-cache-mem"),
         preemption=opt("--preemption"),
         max_batch_size=opt("--max-batch-size"),
+        engine_modules=tuple(opt("--engine-module")),
+        parity=not opt("--no-parity"),
         baselines_dir=opt("--perf-baselines-dir") or str(config.rootpath / "baselines"),
         results_dir=opt("--perf-results-dir") or str(config.rootpath / "results"),
         pyproject=str(config.rootpath / "pyproject.toml"),
@@ -87,7 +94,8 @@ def _runs_perf_tests(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        session = PerfSession(_options(config))
+        options = _options(config)
+        session = PerfSession(options, engine_sources=engine_sources(options.engine_modules))
         session.model_names()  # unknown models and engines stop the run here, listing the valid names
         for name in session.options.engines or ():
             session.engine_class(name)
@@ -112,6 +120,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     perf = session.config.stash.get(SESSION_KEY, None)
+    if perf is not None:
+        perf.close_engines()
     bench_session = getattr(session.config, "_benchmarksession", None)
     if perf is None or not perf.gate_requested or bench_session is None or not perf.records:
         return
@@ -175,6 +185,9 @@ def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
     reason = perf.unavailable_reason(case.engine)
     if reason:
         pytest.skip(f"engine {case.engine} unavailable: {reason}")
+    problem = perf.parity_problem(case)
+    if problem:
+        pytest.fail(problem, pytrace=False)
     return perf.engine(case)
 
 

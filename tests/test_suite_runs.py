@@ -65,7 +65,7 @@ def test_ids_are_readable_and_stable(tiny_results):
     names = {b["name"] for b in doc["benchmarks"]}
     assert "test_decode[tiny-manual-bs8-ctx512]" in names
     assert "test_prefill[tiny-paged-bs4-prompt256]" in names
-    assert "test_serving[tiny-paged-mixed32]" in names
+    assert "test_serving[tiny-paged-mixed16]" in names
     assert "test_batching[tiny-static-batch-bs16-prompt32-new32]" in names
 
 

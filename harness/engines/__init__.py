@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 
 from harness.engines.base import Engine, EngineConfig, GenerateResult, RequestOutput, StepCase, supports_steps
-from harness.errors import UnknownNameError
+from harness.errors import PerfSuiteError, UnknownNameError
 
 __all__ = [
     "BUILTIN_ENGINES",
@@ -26,6 +26,8 @@ BUILTIN_ENGINES: dict[str, str] = {
     "manual": "harness.engines.manual:ManualEngine",
     "static-batch": "harness.engines.static_batch:StaticBatchEngine",
     "paged": "harness.engines.paged.engine:PagedEngine",
+    "transformers-cb": "harness.engines.transformers_cb:TransformersCBEngine",
+    "vllm": "harness.engines.vllm_engine:VLLMEngine",
 }
 
 
@@ -39,8 +41,11 @@ class EngineSource:
 def import_target(target: str) -> type:
     module_name, _, attr = target.partition(":")
     if not attr:
-        raise ValueError(f"engine target {target!r} must look like package.module:Class")
-    return getattr(importlib.import_module(module_name), attr)
+        raise PerfSuiteError(f"engine {target!r} must look like package.module:Class")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise PerfSuiteError(f"cannot load engine {target!r}: {exc}") from None
 
 
 def load_engine_class(name: str, sources: dict[str, EngineSource] | None = None) -> type:

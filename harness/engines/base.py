@@ -1,8 +1,26 @@
-"""What an engine is, what it returns, and how engines are found.
+"""What an engine is and what it returns.
 
-An engine joins the generate and serving cases by implementing `generate(requests)`. It may also
-implement `prefill_case` and `decode_case` to join the prefill and decode cases. Everything an
-engine reports is in the records below, so every engine is measured the same way.
+The Engine protocol. A class joins the suite when it has:
+
+  name: str                                     the id used in --engines and in case ids
+  __init__(self, loaded: LoadedModel, config: EngineConfig)
+                                                built once per model, outside any timed region
+  generate(self, requests) -> GenerateResult    required: greedy-decode every Request (exactly
+                                                max_new_tokens tokens when config.ignore_eos), one
+                                                RequestOutput per request, in request order, with
+                                                token_ids and timestamps (arrival, first token,
+                                                finish) on one monotonic clock (time.perf_counter)
+
+and may have:
+
+  prefill_case(batch_size, prompt_len, seed) -> StepCase   joins the prefill cases
+  decode_case(batch_size, context_len, seed) -> StepCase   joins the decode cases
+  prepare(requests)                    untimed set-up for a workload (start threads, size caches)
+  close()                              release threads/memory when the suite is done with it
+  unavailable_reason(device) -> str | None   (staticmethod) why it cannot run here; its cases skip
+
+Before any of an engine's cases are timed, its greedy output on a small probe workload must equal
+hf-generate's token for token (harness/bench.py, parity_problem); --no-parity turns that off.
 """
 
 from __future__ import annotations

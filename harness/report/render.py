@@ -1,0 +1,245 @@
+"""`python -m harness report RESULTS.json [--compare BASELINE.json] --out DIR`: report.md + figures.
+
+Every figure is drawn from the results file alone (extra_info of each case), as PNG and SVG.
+A figure with no data in the results (say, no serving cases) is left out and report.md says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.baseline.gate import Thresholds, compare  # noqa: E402
+from harness.baseline.storage import load_results  # noqa: E402
+
+FIG_SIZE = (10, 6)  # inches; at DPI below: 1000 x 600 px
+DPI = 100
+
+
+def _by_kind(doc: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for b in doc["benchmarks"]:
+        out[b["extra_info"].get("kind", "?")].append(b)
+    return out
+
+
+def _short(name: str) -> str:
+    return name.split("[", 1)[-1].rstrip("]")
+
+
+def _save(fig, out: Path, stem: str) -> str:
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(out / f"{stem}.{ext}", dpi=DPI)
+    plt.close(fig)
+    return f"{stem}.png"
+
+
+def fig_prefill_vs_decode(kinds: dict, out: Path) -> str | None:
+    cases = [b for b in kinds.get("generate", []) if "prefill_ms" in b["extra_info"]]
+    if not cases:
+        return None
+    fig, ax = plt.subplots(figsize=FIG_SIZE)
+    labels = [_short(b["name"]) for b in cases]
+    prefill = [b["extra_info"]["prefill_ms"] for b in cases]
+    decode = [b["extra_info"]["decode_ms_per_token"] * (b["extra_info"]["new_tokens"] - 1) for b in cases]
+    height = min(0.6, 0.8 * len(cases) / 3)
+    ax.barh(labels, prefill, height=height, label="prefill (one forward over the prompt)", color="#4c72b0")
+    ax.barh(labels, decode, height=height, left=prefill, label="decode (one forward per new token)", color="#dd8452")
+    for y, (p, d, b) in enumerate(zip(prefill, decode, cases, strict=True)):
+        steps = b["extra_info"]["new_tokens"] - 1
+        ax.text(p + d, y, f"  prefill {p:,.1f} ms + decode {d:,.0f} ms ({steps} steps)", va="center", fontsize="small")
+    ax.set_xlim(0, max(p + d for p, d in zip(prefill, decode, strict=True)) * 1.6)
+    ax.set_xlabel("time per request (ms)")
+    ax.set_title("Where a generation's time goes: prefill vs decode")
+    ax.legend(loc="lower right")
+    return _save(fig, out, "prefill_vs_decode")
+
+
+def fig_decode_steps(kinds: dict, out: Path) -> str | None:
+    cases = [b for b in kinds.get("generate", []) if b["extra_info"].get("decode_step_ms")]
+    if not cases:
+        return None
+    fig, ax = plt.subplots(figsize=FIG_SIZE)
+    for b in cases:
+        steps = b["extra_info"]["decode_step_ms"]
+        ax.plot(range(1, len(steps) + 1), steps, marker=".", label=_short(b["name"]))
+    ax.set_xlabel("decode step (token index after the first)")
+    ax.set_ylabel("step latency (ms)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Per-step decode latency across a generation")
+    ax.legend()
+    return _save(fig, out, "decode_steps")
+
+
+def fig_batching(kinds: dict, out: Path) -> str | None:
+    cases = kinds.get("batching", [])
+    if not cases:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=FIG_SIZE)
+    series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    for b in cases:
+        e = b["extra_info"]
+        series[f"{e['model']} {e['engine']}"].append((e["batch_size"], e["tokens_per_s"], e.get("latency_ms_p50", 0)))
+    for label, points in sorted(series.items()):
+        points.sort()
+        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        right.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
+    for ax, ylabel, title in ((left, "throughput (generated tokens/s)", "Throughput vs batch size"),
+                              (right, "per-request latency p50 (ms)", "Latency vs batch size")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (requests)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+    return _save(fig, out, "batching")
+
+
+def fig_roofline(doc: dict, out: Path) -> str | None:
+    cases = [b for b in doc["benchmarks"] if "arith_intensity" in b["extra_info"]]
+    if not cases:
+        return None
+    info = cases[0]["extra_info"]
+    bw, peak = info["peak_bw_gbps"] * 1e9, info["peak_tflops"] * 1e12
+    fig, ax = plt.subplots(figsize=FIG_SIZE)
+    xs = [b["extra_info"]["arith_intensity"] for b in cases]
+    lo, hi = min(xs + [peak / bw]) / 4, max(xs + [peak / bw]) * 4
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", linewidth=2,
+            label=f"roofline: {info['peak_bw_gbps']:,.0f} GB/s ({info['peak_bw_source']}), "
+                  f"{info['peak_tflops']:,.2f} TFLOP/s ({info['peak_flops_source']})")
+    ridge = peak / bw
+    ax.axvline(ridge, color="gray", linestyle=":", linewidth=1)
+    ax.annotate(f"ridge point: {ridge:.1f} FLOPs/byte", (ridge, peak), textcoords="offset points", xytext=(5, -15),
+                fontsize="small", color="gray")
+    ax.text(ridge / 10, ridge / 10 * bw * 1.8, "memory-bound: bandwidth ceiling ", ha="right", fontsize="small")
+    ax.text(ridge * 1.5, peak * 1.1, "compute-bound: FLOP/s ceiling", fontsize="small", color="black")
+    markers = {"prefill": "o", "decode": "s", "batching": "^", "generate": "D", "serving": "*"}
+    for kind, marker in markers.items():
+        pts = [b["extra_info"] for b in cases if b["extra_info"].get("kind") == kind]
+        if pts:
+            ax.scatter([p["arith_intensity"] for p in pts], [p["achieved_tflops"] * 1e12 for p in pts],
+                       marker=marker, s=60, label=f"{kind} cases", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title(f"Every case against the roofline of {info['device']} ({info['dtype']})")
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, out, "roofline")
+
+
+ENGINE_METRICS = (("tokens_per_s", "output tokens/s"), ("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms)"),
+                  ("kv_utilisation", "KV utilisation"))
+
+
+def fig_engines(kinds: dict, out: Path) -> str | None:
+    cases = kinds.get("serving", [])
+    if not cases:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=FIG_SIZE)
+    labels = [f"{b['extra_info']['engine']}\n{b['extra_info']['workload']}" for b in cases]
+    colors = [f"C{i}" for i in range(len(cases))]
+    width = 0.6
+    for ax, (key, title) in zip(axes, ENGINE_METRICS, strict=True):
+        if key in ("ttft_ms", "tpot_ms"):  # p99 as a pale bar, p50 as a solid one in front of it
+            p50 = [b["extra_info"].get(f"{key}_p50", 0) for b in cases]
+            p99 = [b["extra_info"].get(f"{key}_p99", 0) for b in cases]
+            ax.bar(labels, p99, width=width, color=colors, alpha=0.35)
+            ax.bar(labels, p50, width=width, color=colors)
+            ax.set_ylabel("ms (solid p50, pale p99)")
+        else:
+            values = [b["extra_info"].get(key, 0) for b in cases]
+            ax.bar(labels, values, width=width, color=colors)
+            fmt = "{:.0%}" if key == "kv_utilisation" else "{:,.0f}"
+            for x, v in enumerate(values):
+                ax.text(x, v, fmt.format(v), ha="center", va="bottom", fontsize="small")
+        if key == "kv_utilisation":
+            ax.set_ylim(0, 1.1)
+        ax.set_xlim(-0.75, len(cases) - 0.25)
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize="small", rotation=30)
+    fig.suptitle("Engines side by side on the same serving workload")
+    return _save(fig, out, "engines")
+
+
+def fig_compare(verdicts: list, out: Path) -> str | None:
+    rows = [v for v in verdicts if v.change is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(FIG_SIZE[0], max(FIG_SIZE[1], 0.3 * len(rows) + 1.5)))
+    color = {"regression": "#c44e52", "improvement": "#55a868", "ok": "#8c8c8c", "unreliable": "#ccb974"}
+    ax.barh([_short(v.name) for v in rows], [v.change * 100 for v in rows], color=[color[v.status] for v in rows])
+    ax.axvline(0, color="black", linewidth=0.8)
+    for status, c in color.items():
+        ax.bar(0, 0, color=c, label=status)
+    ax.set_xlabel("tokens/s change vs baseline (%)")
+    ax.set_title("Baseline vs now (red: regression = drop above threshold and significant)")
+    ax.legend(fontsize="small")
+    ax.tick_params(axis="y", labelsize="small")
+    return _save(fig, out, "compare")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def _summary_rows(doc: dict) -> list[list[str]]:
+    return [[b["name"], f"{b['extra_info']['tokens_per_s']:,.1f}", f"{b['extra_info']['pct_of_roofline']:.1%}",
+             b["extra_info"]["bound"], f"{b['extra_info'].get('mbu', 0):.1%}", f"{b['extra_info'].get('mfu', 0):.1%}"]
+            for b in doc["benchmarks"]]
+
+
+def _engine_rows(kinds: dict) -> list[list[str]]:
+    def g(e: dict, k: str, fmt: str) -> str:
+        return format(e[k], fmt) if k in e else "-"
+
+    return [[e["engine"], e["workload"], g(e, "tokens_per_s", ",.1f"), g(e, "ttft_ms_p50", ",.0f"),
+             g(e, "ttft_ms_p99", ",.0f"), g(e, "tpot_ms_p50", ",.1f"), g(e, "tpot_ms_p99", ",.1f"),
+             g(e, "kv_utilisation", ".1%"), g(e, "preemptions", ".0f")]
+            for e in (b["extra_info"] for b in kinds.get("serving", []))]
+
+
+def write_report(results: str, out_dir: str, baseline: str | None = None) -> Path:
+    doc = load_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = _by_kind(doc)
+    figures: list[tuple[str, Callable[[], str | None]]] = [
+        ("Prefill vs decode", lambda: fig_prefill_vs_decode(kinds, out)),
+        ("Per-step decode latency", lambda: fig_decode_steps(kinds, out)),
+        ("Batch size vs throughput and latency", lambda: fig_batching(kinds, out)),
+        ("Roofline", lambda: fig_roofline(doc, out)),
+        ("Engine comparison", lambda: fig_engines(kinds, out)),
+    ]
+    mi = doc.get("machine_info", {})
+    lines = [f"# llm-perf-suite report: {Path(results).name}", "",
+             f"Machine: `{mi.get('slug', '?')}`, torch {mi.get('torch', '?')}, transformers "
+             f"{mi.get('transformers', '?')}, dtype {mi.get('dtype', '?')}.", "", "## Cases", "",
+             *_md_table(["case", "tokens/s", "% of roofline", "bound", "MBU", "MFU"], _summary_rows(doc)), ""]
+    if baseline:
+        thresholds = Thresholds()
+        verdicts = compare(load_results(baseline), doc, thresholds)
+        figures.append(("Baseline vs now", lambda: fig_compare(verdicts, out)))
+    for title, draw in figures:
+        lines += [f"## {title}", ""]
+        png = draw()
+        lines += [f"![{title}]({png})", ""] if png else ["(no cases of this kind in the results)", ""]
+        if title == "Engine comparison" and png:
+            lines += _md_table(["engine", "workload", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
+                                "TPOT p99 ms", "KV util", "preemptions"], _engine_rows(kinds)) + [""]
+        if title == "Baseline vs now" and png:
+            lines += _md_table(["case", "baseline tok/s", "now tok/s", "change", "p", "verdict"], [
+                [v.name, f"{v.base_tok_s:,.1f}" if v.base_tok_s else "-", f"{v.now_tok_s:,.1f}" if v.now_tok_s else "-",
+                 f"{v.change:+.1%}" if v.change is not None else "-",
+                 f"{v.p_value:.4f}" if v.p_value is not None else "-",
+                 f"**{v.status}**" if v.status == "regression" else v.status] for v in verdicts]) + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

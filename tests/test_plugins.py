@@ -1,0 +1,97 @@
+"""Engines the suite did not write: entry points, --engine-module, parity, transformers-cb."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.engines import EngineConfig
+from harness.engines.hf_generate import HFGenerateEngine
+from harness.engines.registry import discover, engine_sources
+from harness.engines.transformers_cb import TransformersCBEngine
+from harness.errors import PerfSuiteError
+from harness.workloads import mixed_requests
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def toy_dist(tmp_path):
+    """An installed-looking distribution that declares the toy engine under the suite's entry-point group."""
+    info = tmp_path / "toy_engines_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-engines-dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[llm_perf_suite.engines]\ntoy = toy_engines:ToyEngine\n")
+    return tmp_path
+
+
+def test_entry_point_and_engine_module_registration(toy_dist, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy_dist))
+    monkeypatch.syspath_prepend(str(TESTS))
+    sources = engine_sources(["examples.greedy_loop_engine:GreedyLoopEngine"])
+    assert sources["toy"].origin == "entry point (toy-engines-dist)"
+    assert sources["greedy-loop"].origin == "--engine-module"
+    assert sources["paged"].origin == "builtin"
+    rows = {r.name: r for r in discover(["examples.greedy_loop_engine:GreedyLoopEngine"])}
+    assert rows["toy"].available and rows["greedy-loop"].available
+    assert not rows["vllm"].available and rows["vllm"].reason  # says why
+
+
+def test_a_bad_engine_module_is_a_clear_error():
+    with pytest.raises(PerfSuiteError, match="no_such_module"):
+        engine_sources(["no_such_module:Engine"])
+    with pytest.raises(PerfSuiteError, match="package.module:Class"):
+        engine_sources(["just_a_name"])
+
+
+def run_suite(tmp_path, toy_dist, *args):
+    out = tmp_path / "out.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(toy_dist), str(TESTS), str(ROOT)])}
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "perf_tests"), "-p", "no:cacheprovider", "--models", "tiny",
+           "--perf-rounds", "1", "--perf-warmup", "0", "--benchmark-json", str(out), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    return proc, (json.loads(out.read_text()) if out.exists() and out.read_text().strip() else None)
+
+
+def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
+    proc, doc = run_suite(tmp_path, toy_dist, "--engines", "toy,greedy-loop", "-k", "generate or serving",
+                          "--engine-module", "examples.greedy_loop_engine:GreedyLoopEngine")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    names = {b["name"] for b in doc["benchmarks"]}
+    assert {"test_serving[tiny-toy-mixed16]", "test_serving[tiny-greedy-loop-mixed16]",
+            "test_generate[tiny-toy-bs1-prompt32-new32]"} <= names
+    assert "test_serving[tiny-toy-mixed16]" in proc.stdout  # the summary table
+
+
+def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
+    args = ["--engines", "wrong-toy", "-k", "generate", "--engine-module", "toy_engines:WrongToyEngine"]
+    proc, _ = run_suite(tmp_path, toy_dist, *args)
+    assert proc.returncode == 1
+    assert "parity check failed: engine wrong-toy differs from hf-generate on probe request 1 at token 3" in proc.stdout
+    proc, _ = run_suite(tmp_path, toy_dist, *args, "--no-parity")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_readme_shows_the_example_engine_verbatim():
+    example = (ROOT / "examples" / "greedy_loop_engine.py").read_text()
+    body = example[example.index("import torch"):]
+    assert body in (ROOT / "README.md").read_text()
+
+
+def test_transformers_cb_matches_hf(tiny):
+    reqs = mixed_requests(6, (3, 40), (2, 20), tiny.spec.vocab_size, seed=1)
+    reference = [o.token_ids for o in HFGenerateEngine(tiny, EngineConfig()).generate(reqs).outputs]
+    engine = TransformersCBEngine(tiny, EngineConfig())
+    try:
+        result = engine.generate(reqs)
+        again = engine.generate(reqs)  # the manager is reused across rounds
+    finally:
+        engine.close()
+    assert [o.token_ids for o in result.outputs] == reference
+    assert [o.token_ids for o in again.outputs] == reference
+    for out in result.outputs:
+        assert out.arrival_s <= out.first_token_s <= out.finish_s

@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests perf_tests --models tiny --benchmark-disable $(TEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check harness perf_tests tests
+	$(PY) -m ruff check harness perf_tests tests examples
 
 clean:
 	rm -rf $(VENV) results $(REPORT_DIR) *.egg-info

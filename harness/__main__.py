@@ -13,10 +13,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     from harness.models import canonical_dtype, default_dtype, resolve_device
 
     device = resolve_device(args.device)
-    hw = probe(device, canonical_dtype(args.dtype) if args.dtype else default_dtype(device))
+    dtype = canonical_dtype(args.dtype) if args.dtype else default_dtype(device)
+    if args.slug:  # names this machine's baseline folder; no measurement needed
+        print(machine_slug(probe(device, dtype, measure=False)))
+        return 0
+    hw = probe(device, dtype)
 
     def fmt(value, unit: str) -> str:
-        return f"{value:,.1f} {unit}" if value else "n/a"
+        return f"{value:,.4g} {unit}" if value else "n/a"
 
     rows = [
         ("device", f"{hw.name} ({hw.device})"),
@@ -111,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="probe this machine: peaks (theoretical and measured), bandwidth check, health")
     info.add_argument("--device", default="auto")
     info.add_argument("--dtype", default=None)
+    info.add_argument("--slug", action="store_true", help="print only the machine slug (baselines/<slug>/)")
     info.set_defaults(fn=cmd_info)
     roof = sub.add_parser("roofline", help="prefill vs decode cost and decode bounds per model size")
     roof.add_argument("--model", default="qwen3-0.6b")

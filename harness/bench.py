@@ -340,10 +340,14 @@ def first_difference(engine: str, reference: GenerateResult, got: GenerateResult
     for i, (want, have) in enumerate(zip(reference.outputs, got.outputs, strict=True)):
         if want.token_ids == have.token_ids:
             continue
-        pos = next((p for p, (a, b) in enumerate(zip(want.token_ids, have.token_ids, strict=False)) if a != b),
-                   min(len(want.token_ids), len(have.token_ids)))
-        return (f"parity check failed: engine {engine} differs from hf-generate on probe request {i} at token "
-                f"{pos}: expected {want.token_ids[pos:pos + 5]} (of {len(want.token_ids)} tokens), got "
-                f"{have.token_ids[pos:pos + 5]} (of {len(have.token_ids)}); a fast wrong engine is not timed "
-                f"(--no-parity skips this check for engines that sample)")
+        pos = next(
+            (p for p, (a, b) in enumerate(zip(want.token_ids, have.token_ids, strict=False)) if a != b),
+            min(len(want.token_ids), len(have.token_ids)),
+        )
+        return (
+            f"parity check failed: engine {engine} differs from hf-generate on probe request {i} at token "
+            f"{pos}: expected {want.token_ids[pos : pos + 5]} (of {len(want.token_ids)} tokens), got "
+            f"{have.token_ids[pos : pos + 5]} (of {len(have.token_ids)}); a fast wrong engine is not timed "
+            f"(--no-parity skips this check for engines that sample)"
+        )
     return None

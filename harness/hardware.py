@@ -255,7 +255,6 @@ def probe(
         if entry is not None:
             info.table_entry = entry.key
             info.theoretical_tflops = entry.peak_tflops.get(dtype)
-            info.theoretical_bw_gbps = info.theoretical_bw_gbps or None
         else:
             info.notes.append(f"{info.name!r} is not in the known-GPU table: compute peak is the measured figure")
     else:

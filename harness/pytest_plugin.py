@@ -48,10 +48,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="paged engine: how to preempt when KV blocks run out",
     )
     g.addoption("--max-batch-size", type=int, default=16, help="static-batch batch size and paged max_num_seqs")
-    g.addoption("--engine-module", action="append", default=[],
-                help="add an engine class, package.module:Class (repeatable); see README 'Adding an engine'")
-    g.addoption("--no-parity", action="store_true",
-                help="time engines without first checking their greedy tokens against hf-generate")
+    g.addoption(
+        "--engine-module",
+        action="append",
+        default=[],
+        help="add an engine class, package.module:Class (repeatable); see README 'Adding an engine'",
+    )
+    g.addoption(
+        "--no-parity",
+        action="store_true",
+        help="time engines without first checking their greedy tokens against hf-generate",
+    )
     g.addoption(
         "--perf-baselines-dir",
         default=None,

@@ -79,9 +79,6 @@ class PhaseCost:
     def __add__(self, other: PhaseCost) -> PhaseCost:
         return PhaseCost(self.flops + other.flops, self.bytes + other.bytes)
 
-    def scaled(self, k: float) -> PhaseCost:
-        return PhaseCost(self.flops * k, self.bytes * k)
-
 
 def prefill_cost(spec: ModelSpec, dtype: str, batch_size: int, prompt_len: int) -> PhaseCost:
     """One forward over B prompts of N tokens, causal; logits for the last position only."""
@@ -111,10 +108,9 @@ def generation_cost(spec: ModelSpec, dtype: str, prompt_len: int, new_tokens: in
 
 
 def requests_cost(spec: ModelSpec, dtype: str, lengths: list[tuple[int, int]]) -> PhaseCost:
-    """Lower bound for serving (prompt_len, new_tokens) pairs one at a time: no batching credit.
+    """Work of serving the (prompt_len, new_tokens) requests one at a time, without batching.
 
-    Weights are counted per request, so this bound is loose for batched engines; serving cases report
-    it with that caveat (see roofline_for_serving).
+    Weights are streamed once per forward of each request: serving_cost refines this for batched engines.
     """
     total = PhaseCost(0.0, 0.0)
     for prompt_len, new_tokens in lengths:

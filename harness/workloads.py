@@ -54,7 +54,3 @@ def shared_prefix_requests(
     return [
         Request(prefix + _prompt(rng, int(s), vocab_size), new_tokens, request_id=i) for i, s in enumerate(suffix_lens)
     ]
-
-
-def total_new_tokens(requests: list[Request]) -> int:
-    return sum(r.max_new_tokens for r in requests)

@@ -37,8 +37,10 @@ def test_entry_point_and_engine_module_registration(toy_dist, monkeypatch):
     assert sources["greedy-loop"].origin == "--engine-module"
     assert sources["paged"].origin == "builtin"
     rows = {r.name: r for r in discover(["examples.greedy_loop_engine:GreedyLoopEngine"])}
-    assert rows["toy"].available and rows["greedy-loop"].available
-    assert not rows["vllm"].available and rows["vllm"].reason  # says why
+    assert rows["toy"].available
+    assert rows["greedy-loop"].available
+    assert not rows["vllm"].available
+    assert rows["vllm"].reason
 
 
 def test_a_bad_engine_module_is_a_clear_error():
@@ -51,19 +53,45 @@ def test_a_bad_engine_module_is_a_clear_error():
 def run_suite(tmp_path, toy_dist, *args):
     out = tmp_path / "out.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(toy_dist), str(TESTS), str(ROOT)])}
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "perf_tests"), "-p", "no:cacheprovider", "--models", "tiny",
-           "--perf-rounds", "1", "--perf-warmup", "0", "--benchmark-json", str(out), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "perf_tests"),
+        "-p",
+        "no:cacheprovider",
+        "--models",
+        "tiny",
+        "--perf-rounds",
+        "1",
+        "--perf-warmup",
+        "0",
+        "--benchmark-json",
+        str(out),
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     return proc, (json.loads(out.read_text()) if out.exists() and out.read_text().strip() else None)
 
 
 def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
-    proc, doc = run_suite(tmp_path, toy_dist, "--engines", "toy,greedy-loop", "-k", "generate or serving",
-                          "--engine-module", "examples.greedy_loop_engine:GreedyLoopEngine")
+    proc, doc = run_suite(
+        tmp_path,
+        toy_dist,
+        "--engines",
+        "toy,greedy-loop",
+        "-k",
+        "generate or serving",
+        "--engine-module",
+        "examples.greedy_loop_engine:GreedyLoopEngine",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     names = {b["name"] for b in doc["benchmarks"]}
-    assert {"test_serving[tiny-toy-mixed16]", "test_serving[tiny-greedy-loop-mixed16]",
-            "test_generate[tiny-toy-bs1-prompt32-new32]"} <= names
+    assert {
+        "test_serving[tiny-toy-mixed16]",
+        "test_serving[tiny-greedy-loop-mixed16]",
+        "test_generate[tiny-toy-bs1-prompt32-new32]",
+    } <= names
     assert "test_serving[tiny-toy-mixed16]" in proc.stdout  # the summary table
 
 
@@ -78,7 +106,7 @@ def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
 
 def test_readme_shows_the_example_engine_verbatim():
     example = (ROOT / "examples" / "greedy_loop_engine.py").read_text()
-    body = example[example.index("import torch"):]
+    body = example[example.index("import torch") :]
     assert body in (ROOT / "README.md").read_text()
 
 

@@ -48,8 +48,12 @@ class TransformersCBEngine:
         if self._manager is not None and all(n <= h for n, h in zip(need, self._sized_for, strict=True)):
             return
         self.close()
-        gen = GenerationConfig(do_sample=False, max_new_tokens=need[1], pad_token_id=0,
-                               eos_token_id=None if self.config.ignore_eos else self.spec.eos_token_id)
+        gen = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=need[1],
+            pad_token_id=0,
+            eos_token_id=None if self.config.ignore_eos else self.spec.eos_token_id,
+        )
         hints = WorkloadHints(max_prompt_length=need[0], max_generated_length=need[1], num_requests=need[2])
         self._manager = self.model.init_continuous_batching(generation_config=gen, workload_hints=hints)
         self._manager.warmup()
@@ -68,8 +72,9 @@ class TransformersCBEngine:
         for req in requests:
             rid = f"r{next(self._ids)}"
             ids[rid] = req
-            self._manager.add_request(list(req.prompt_ids), request_id=rid, max_new_tokens=req.max_new_tokens,
-                                      record_timestamps=True)
+            self._manager.add_request(
+                list(req.prompt_ids), request_id=rid, max_new_tokens=req.max_new_tokens, record_timestamps=True
+            )
         results = {}
         while len(results) < len(ids):
             res = self._manager.get_result(timeout=RESULT_TIMEOUT_S)
@@ -83,8 +88,13 @@ class TransformersCBEngine:
         return GenerateResult(outputs, now(self.device) - start)
 
     def _output(self, req: Request, res, start: float) -> RequestOutput:
-        out = RequestOutput(req.request_id, len(req.prompt_ids), list(res.generated_tokens), arrival_s=start,
-                            error=None if res.error is None else str(res.error))
+        out = RequestOutput(
+            req.request_id,
+            len(req.prompt_ids),
+            list(res.generated_tokens),
+            arrival_s=start,
+            error=None if res.error is None else str(res.error),
+        )
         stamps = res.timestamps or []
         out.first_token_s = stamps[0] if stamps else None
         out.finish_s = stamps[-1] if stamps else res.lifespan[1]

@@ -39,16 +39,26 @@ class VLLMEngine:
             self._tmp = tempfile.TemporaryDirectory(prefix="llm-perf-vllm-")
             loaded.model.save_pretrained(self._tmp.name)
             path = self._tmp.name
-        self.llm = LLM(model=path, dtype=loaded.dtype, skip_tokenizer_init=True, max_num_seqs=config.max_batch_size,
-                       gpu_memory_utilization=0.5, seed=0)
+        self.llm = LLM(
+            model=path,
+            dtype=loaded.dtype,
+            skip_tokenizer_init=True,
+            max_num_seqs=config.max_batch_size,
+            gpu_memory_utilization=0.5,
+            seed=0,
+        )
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        params = [SamplingParams(temperature=0.0, max_tokens=r.max_new_tokens, ignore_eos=self.config.ignore_eos,
-                                 detokenize=False) for r in requests]
+        params = [
+            SamplingParams(
+                temperature=0.0, max_tokens=r.max_new_tokens, ignore_eos=self.config.ignore_eos, detokenize=False
+            )
+            for r in requests
+        ]
         start = now(self.device)
         results = self.llm.generate(prompts, params, use_tqdm=False)
         finish = now(self.device)
@@ -56,6 +66,14 @@ class VLLMEngine:
         for req, res in zip(requests, results, strict=True):
             metrics = getattr(res, "metrics", None)
             first = getattr(metrics, "first_token_time", None)
-            outputs.append(RequestOutput(req.request_id, len(req.prompt_ids), list(res.outputs[0].token_ids),
-                                         arrival_s=start, first_token_s=first if first else finish, finish_s=finish))
+            outputs.append(
+                RequestOutput(
+                    req.request_id,
+                    len(req.prompt_ids),
+                    list(res.outputs[0].token_ids),
+                    arrival_s=start,
+                    first_token_s=first if first else finish,
+                    finish_s=finish,
+                )
+            )
         return GenerateResult(outputs, finish - start)

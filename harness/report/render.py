@@ -91,8 +91,10 @@ def fig_batching(kinds: dict, out: Path) -> str | None:
         points.sort()
         left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
         right.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
-    for ax, ylabel, title in ((left, "throughput (generated tokens/s)", "Throughput vs batch size"),
-                              (right, "per-request latency p50 (ms)", "Latency vs batch size")):
+    for ax, ylabel, title in (
+        (left, "throughput (generated tokens/s)", "Throughput vs batch size"),
+        (right, "per-request latency p50 (ms)", "Latency vs batch size"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel(ylabel)
@@ -111,21 +113,38 @@ def fig_roofline(doc: dict, out: Path) -> str | None:
     xs = [b["extra_info"]["arith_intensity"] for b in cases]
     lo, hi = min(xs + [peak / bw]) / 4, max(xs + [peak / bw]) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", linewidth=2,
-            label=f"roofline: {info['peak_bw_gbps']:,.0f} GB/s ({info['peak_bw_source']}), "
-                  f"{info['peak_tflops']:,.2f} TFLOP/s ({info['peak_flops_source']})")
+    ax.plot(
+        grid,
+        [min(peak, x * bw) for x in grid],
+        color="black",
+        linewidth=2,
+        label=f"roofline: {info['peak_bw_gbps']:,.0f} GB/s ({info['peak_bw_source']}), "
+        f"{info['peak_tflops']:,.2f} TFLOP/s ({info['peak_flops_source']})",
+    )
     ridge = peak / bw
     ax.axvline(ridge, color="gray", linestyle=":", linewidth=1)
-    ax.annotate(f"ridge point: {ridge:.1f} FLOPs/byte", (ridge, peak), textcoords="offset points", xytext=(5, -15),
-                fontsize="small", color="gray")
+    ax.annotate(
+        f"ridge point: {ridge:.1f} FLOPs/byte",
+        (ridge, peak),
+        textcoords="offset points",
+        xytext=(5, -15),
+        fontsize="small",
+        color="gray",
+    )
     ax.text(ridge / 10, ridge / 10 * bw * 1.8, "memory-bound: bandwidth ceiling ", ha="right", fontsize="small")
     ax.text(ridge * 1.5, peak * 1.1, "compute-bound: FLOP/s ceiling", fontsize="small", color="black")
     markers = {"prefill": "o", "decode": "s", "batching": "^", "generate": "D", "serving": "*"}
     for kind, marker in markers.items():
         pts = [b["extra_info"] for b in cases if b["extra_info"].get("kind") == kind]
         if pts:
-            ax.scatter([p["arith_intensity"] for p in pts], [p["achieved_tflops"] * 1e12 for p in pts],
-                       marker=marker, s=60, label=f"{kind} cases", zorder=3)
+            ax.scatter(
+                [p["arith_intensity"] for p in pts],
+                [p["achieved_tflops"] * 1e12 for p in pts],
+                marker=marker,
+                s=60,
+                label=f"{kind} cases",
+                zorder=3,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
@@ -135,8 +154,12 @@ def fig_roofline(doc: dict, out: Path) -> str | None:
     return _save(fig, out, "roofline")
 
 
-ENGINE_METRICS = (("tokens_per_s", "output tokens/s"), ("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms)"),
-                  ("kv_utilisation", "KV utilisation"))
+ENGINE_METRICS = (
+    ("tokens_per_s", "output tokens/s"),
+    ("ttft_ms", "TTFT (ms)"),
+    ("tpot_ms", "TPOT (ms)"),
+    ("kv_utilisation", "KV utilisation"),
+)
 
 
 def fig_engines(kinds: dict, out: Path) -> str | None:
@@ -191,19 +214,37 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _summary_rows(doc: dict) -> list[list[str]]:
-    return [[b["name"], f"{b['extra_info']['tokens_per_s']:,.1f}", f"{b['extra_info']['pct_of_roofline']:.1%}",
-             b["extra_info"]["bound"], f"{b['extra_info'].get('mbu', 0):.1%}", f"{b['extra_info'].get('mfu', 0):.1%}"]
-            for b in doc["benchmarks"]]
+    return [
+        [
+            b["name"],
+            f"{b['extra_info']['tokens_per_s']:,.1f}",
+            f"{b['extra_info']['pct_of_roofline']:.1%}",
+            b["extra_info"]["bound"],
+            f"{b['extra_info'].get('mbu', 0):.1%}",
+            f"{b['extra_info'].get('mfu', 0):.1%}",
+        ]
+        for b in doc["benchmarks"]
+    ]
 
 
 def _engine_rows(kinds: dict) -> list[list[str]]:
     def g(e: dict, k: str, fmt: str) -> str:
         return format(e[k], fmt) if k in e else "-"
 
-    return [[e["engine"], e["workload"], g(e, "tokens_per_s", ",.1f"), g(e, "ttft_ms_p50", ",.0f"),
-             g(e, "ttft_ms_p99", ",.0f"), g(e, "tpot_ms_p50", ",.1f"), g(e, "tpot_ms_p99", ",.1f"),
-             g(e, "kv_utilisation", ".1%"), g(e, "preemptions", ".0f")]
-            for e in (b["extra_info"] for b in kinds.get("serving", []))]
+    return [
+        [
+            e["engine"],
+            e["workload"],
+            g(e, "tokens_per_s", ",.1f"),
+            g(e, "ttft_ms_p50", ",.0f"),
+            g(e, "ttft_ms_p99", ",.0f"),
+            g(e, "tpot_ms_p50", ",.1f"),
+            g(e, "tpot_ms_p99", ",.1f"),
+            g(e, "kv_utilisation", ".1%"),
+            g(e, "preemptions", ".0f"),
+        ]
+        for e in (b["extra_info"] for b in kinds.get("serving", []))
+    ]
 
 
 def write_report(results: str, out_dir: str, baseline: str | None = None) -> Path:
@@ -219,10 +260,17 @@ def write_report(results: str, out_dir: str, baseline: str | None = None) -> Pat
         ("Engine comparison", lambda: fig_engines(kinds, out)),
     ]
     mi = doc.get("machine_info", {})
-    lines = [f"# llm-perf-suite report: {Path(results).name}", "",
-             f"Machine: `{mi.get('slug', '?')}`, torch {mi.get('torch', '?')}, transformers "
-             f"{mi.get('transformers', '?')}, dtype {mi.get('dtype', '?')}.", "", "## Cases", "",
-             *_md_table(["case", "tokens/s", "% of roofline", "bound", "MBU", "MFU"], _summary_rows(doc)), ""]
+    lines = [
+        f"# llm-perf-suite report: {Path(results).name}",
+        "",
+        f"Machine: `{mi.get('slug', '?')}`, torch {mi.get('torch', '?')}, transformers "
+        f"{mi.get('transformers', '?')}, dtype {mi.get('dtype', '?')}.",
+        "",
+        "## Cases",
+        "",
+        *_md_table(["case", "tokens/s", "% of roofline", "bound", "MBU", "MFU"], _summary_rows(doc)),
+        "",
+    ]
     if baseline:
         thresholds = Thresholds()
         verdicts = compare(load_results(baseline), doc, thresholds)
@@ -232,14 +280,35 @@ def write_report(results: str, out_dir: str, baseline: str | None = None) -> Pat
         png = draw()
         lines += [f"![{title}]({png})", ""] if png else ["(no cases of this kind in the results)", ""]
         if title == "Engine comparison" and png:
-            lines += _md_table(["engine", "workload", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
-                                "TPOT p99 ms", "KV util", "preemptions"], _engine_rows(kinds)) + [""]
+            lines += _md_table(
+                [
+                    "engine",
+                    "workload",
+                    "tok/s",
+                    "TTFT p50 ms",
+                    "TTFT p99 ms",
+                    "TPOT p50 ms",
+                    "TPOT p99 ms",
+                    "KV util",
+                    "preemptions",
+                ],
+                _engine_rows(kinds),
+            ) + [""]
         if title == "Baseline vs now" and png:
-            lines += _md_table(["case", "baseline tok/s", "now tok/s", "change", "p", "verdict"], [
-                [v.name, f"{v.base_tok_s:,.1f}" if v.base_tok_s else "-", f"{v.now_tok_s:,.1f}" if v.now_tok_s else "-",
-                 f"{v.change:+.1%}" if v.change is not None else "-",
-                 f"{v.p_value:.4f}" if v.p_value is not None else "-",
-                 f"**{v.status}**" if v.status == "regression" else v.status] for v in verdicts]) + [""]
+            lines += _md_table(
+                ["case", "baseline tok/s", "now tok/s", "change", "p", "verdict"],
+                [
+                    [
+                        v.name,
+                        f"{v.base_tok_s:,.1f}" if v.base_tok_s else "-",
+                        f"{v.now_tok_s:,.1f}" if v.now_tok_s else "-",
+                        f"{v.change:+.1%}" if v.change is not None else "-",
+                        f"{v.p_value:.4f}" if v.p_value is not None else "-",
+                        f"**{v.status}**" if v.status == "regression" else v.status,
+                    ]
+                    for v in verdicts
+                ],
+            ) + [""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -93,7 +93,7 @@ MATRIX: dict[str, dict[str, dict]] = {
         "quick": {"engines": ["manual", "paged"], "batch_sizes": [1], "prompt_lens": [32], "new_tokens": [32]},
         "default": {
             "engines": ["hf-generate", "manual", "static-batch", "paged"],
-            "batch_sizes": [1, 4],
+            "batch_sizes": [1],
             "prompt_lens": [32],
             "new_tokens": [32],
         },

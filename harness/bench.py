@@ -6,6 +6,8 @@ The pytest plugin only parses options and delegates here.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +23,7 @@ from harness.timing import injected_slowdown, synchronize
 from harness.workloads import Request, fixed_requests, mixed_requests
 
 STEP_KINDS = ("prefill", "decode")
+MAX_ROUNDS = 200
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class PerfOptions:
     tier: str = "default"
     rounds: int = 5
     warmup_rounds: int = 1
+    min_time_s: float = 1.0
     strict_health: bool = False
     kv_cache_mem: float | None = None
     preemption: str = "recompute"
@@ -172,12 +176,27 @@ class PerfSession:
 
     # --- timing -------------------------------------------------------------------------------
 
+    def _rounds(self, timed, setup) -> tuple[int, int]:
+        """(rounds, warm-up rounds left). The first warm-up round is timed here (it never counts) to
+        size the run: at least --perf-rounds rounds, and enough to span --perf-min-time seconds, so a
+        millisecond decode step is not judged on a 0.1 s window that one stall on the host can shift."""
+        opts = self.options
+        if opts.warmup_rounds < 1 or opts.min_time_s <= 0:
+            return opts.rounds, opts.warmup_rounds
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        timed()
+        per_round = max(time.perf_counter() - start, 1e-6)
+        return max(opts.rounds, min(MAX_ROUNDS, math.ceil(opts.min_time_s / per_round))), opts.warmup_rounds - 1
+
     def _pedantic(self, benchmark, target, setup=None) -> None:
         def timed() -> None:
             target()
             synchronize(self.device)  # the round ends when the device is done, not when launches are
 
-        kwargs = {"rounds": self.options.rounds, "warmup_rounds": self.options.warmup_rounds, "iterations": 1}
+        rounds, warmup = self._rounds(timed, setup)
+        kwargs = {"rounds": rounds, "warmup_rounds": warmup, "iterations": 1}
         if setup is not None:
             kwargs["setup"] = setup
         benchmark.pedantic(timed, **kwargs)
@@ -273,7 +292,7 @@ class PerfSession:
         energy = sampled.pop("_energy_j", None)
         info.update(sampled)
         if energy:
-            rounds_run = self.options.rounds + self.options.warmup_rounds
+            rounds_run = len(benchmark.stats.stats.data) + self.options.warmup_rounds
             info["j_per_token"] = energy / (tokens * rounds_run)
         info.update(extra)
         benchmark.extra_info.update(info)

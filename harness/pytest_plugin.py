@@ -34,6 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-tier", default="default", choices=TIERS, help="case matrix: quick, default or full")
     g.addoption("--perf-rounds", type=int, default=5, help="timed rounds per case (default 5)")
     g.addoption("--perf-warmup", type=int, default=1, help="untimed warm-up rounds per case (default 1)")
+    g.addoption("--perf-min-time", type=float, default=1.0,
+                help="timed rounds span at least this many seconds (more rounds for fast cases; default 1.0)")
     g.addoption("--perf-strict-health", action="store_true", help="refuse to benchmark on an unhealthy GPU")
     g.addoption(
         "--kv-cache-mem",
@@ -82,6 +84,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         tier=opt("--perf-tier"),
         rounds=opt("--perf-rounds"),
         warmup_rounds=opt("--perf-warmup"),
+        min_time_s=opt("--perf-min-time"),
         strict_health=opt("--perf-strict-health"),
         kv_cache_mem=opt("--kv-cache-mem"),
         preemption=opt("--preemption"),

@@ -110,6 +110,12 @@ def test_readme_shows_the_example_engine_verbatim():
     assert body in (ROOT / "README.md").read_text()
 
 
+def test_transformers_cb_is_available_here():
+    import torch
+
+    assert TransformersCBEngine.unavailable_reason(torch.device("cpu")) is None
+
+
 def test_transformers_cb_matches_hf(tiny):
     reqs = mixed_requests(6, (3, 40), (2, 20), tiny.spec.vocab_size, seed=1)
     reference = [o.token_ids for o in HFGenerateEngine(tiny, EngineConfig()).generate(reqs).outputs]

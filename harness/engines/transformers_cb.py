@@ -32,9 +32,9 @@ class TransformersCBEngine:
 
     @staticmethod
     def unavailable_reason(device: torch.device) -> str | None:
-        from transformers import PreTrainedModel
+        from transformers import GenerationMixin  # every causal LM's generate() comes from here
 
-        if not hasattr(PreTrainedModel, "init_continuous_batching"):
+        if not hasattr(GenerationMixin, "init_continuous_batching"):
             import transformers
 
             return f"transformers {transformers.__version__} has no continuous batching (needs >= 4.56)"

@@ -68,8 +68,9 @@ def fig_decode_steps(kinds: dict, out: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=FIG_SIZE)
     for b in cases:
-        steps = b["extra_info"]["decode_step_ms"]
-        ax.plot(range(1, len(steps) + 1), steps, marker=".", label=_short(b["name"]))
+        # engines that run requests one after another clock all of them: show one generation
+        steps = b["extra_info"]["decode_step_ms"][: max(b["extra_info"]["new_tokens"] - 1, 1)]
+        ax.plot(range(1, len(steps) + 1), steps, marker=".", label=f"{_short(b['name'])} (first request)")
     ax.set_xlabel("decode step (token index after the first)")
     ax.set_ylabel("step latency (ms)")
     ax.set_ylim(bottom=0)
@@ -96,6 +97,8 @@ def fig_batching(kinds: dict, out: Path) -> str | None:
         (right, "per-request latency p50 (ms)", "Latency vs batch size"),
     ):
         ax.set_xscale("log", base=2)
+        sizes = sorted({p[0] for points in series.values() for p in points})
+        ax.set_xticks(sizes, [str(x) for x in sizes])
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -19,7 +19,7 @@ from harness.engines.base import StepCase
 from harness.hardware import HardwareInfo, NvmlSampler, NvmlUnavailable, load_nvml, probe
 from harness.models import LoadedModel, build_model, canonical_dtype, default_dtype, load_model, resolve_device
 from harness.specs import get_spec
-from harness.timing import ReferenceWorkload, injected_slowdown, synchronize
+from harness.timing import injected_slowdown, synchronize
 from harness.workloads import Request, fixed_requests, mixed_requests
 
 STEP_KINDS = ("prefill", "decode")
@@ -72,7 +72,6 @@ class PerfSession:
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
     _loaded: dict[str, LoadedModel] = field(default_factory=dict)
-    _reference_ms: list[float] = field(default_factory=list)
     _engines: dict[tuple[str, str], object] = field(default_factory=dict)
 
     @cached_property
@@ -86,10 +85,6 @@ class PerfSession:
     @cached_property
     def hardware(self) -> HardwareInfo:
         return probe(self.device, self.dtype)
-
-    @cached_property
-    def reference(self) -> ReferenceWorkload:
-        return ReferenceWorkload(self.device)
 
     @cached_property
     def nvml(self):
@@ -201,16 +196,10 @@ class PerfSession:
             synchronize(self.device)  # the round ends when the device is done, not when launches are
 
         rounds, warmup = self._rounds(timed, setup)
-        reference = self.reference
-
-        def round_setup() -> None:  # untimed: the reference, then the case's own setup
-            reference.measure()
-            if setup is not None:
-                setup()
-
-        reference.times_s.clear()
-        benchmark.pedantic(timed, setup=round_setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
-        self._reference_ms = [t * 1e3 for t in reference.times_s[-rounds:]]  # one per timed round
+        kwargs = {"rounds": rounds, "warmup_rounds": warmup, "iterations": 1}
+        if setup is not None:
+            kwargs["setup"] = setup
+        benchmark.pedantic(timed, **kwargs)
 
     def _sampled(self, benchmark, target, setup=None) -> dict[str, float]:
         """Time `target`; on a GPU sample utilisation and power while it runs."""
@@ -297,7 +286,6 @@ class PerfSession:
             "gpu_healthy": None if hw.health is None else hw.health.healthy,
             "health_problems": [] if hw.health is None else hw.health.problems,
         }
-        info["reference_ms"] = [round(ms, 4) for ms in self._reference_ms]
         if case.kind in STEP_KINDS:
             info[f"{case.kind}_ms"] = median_s * 1e3
         info.update(roofline.utilisation(cost, peaks, median_s))

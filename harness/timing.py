@@ -62,29 +62,3 @@ class WorkClock:
         while time.perf_counter() < deadline:
             pass
         return out
-
-
-class ReferenceWorkload:
-    """A small fixed workload (a matmul and a memory copy, a few ms) timed before every round of a
-    case, in the untimed setup. Its time tracks how fast the machine is during that case's window:
-    on a shared machine a neighbour's burst slows both the case and the reference, and the gate
-    divides that out (harness/baseline/gate.py). Engine code never runs it, so an engine regression
-    or PERF_INJECT_SLOWDOWN leaves it unchanged.
-    """
-
-    def __init__(self, device: torch.device, n: int = 384, copy_bytes: int = 16 << 20) -> None:
-        self.device = device
-        self.a = torch.randn(n, n, device=device)
-        self.b = torch.randn(n, n, device=device)
-        self.src = torch.ones(copy_bytes // 4, device=device)
-        self.dst = torch.empty_like(self.src)
-        self.times_s: list[float] = []
-
-    def measure(self) -> float:
-        start = now(self.device)
-        for _ in range(4):
-            self.a @ self.b
-        self.dst.copy_(self.src)
-        elapsed = now(self.device) - start
-        self.times_s.append(elapsed)
-        return elapsed

@@ -22,7 +22,6 @@ REGRESSION_EXIT_CODE = 10  # distinct from pytest's 0-5
 class Thresholds:
     default: float = 0.05
     alpha: float = 0.01
-    normalise: bool = True  # divide out machine speed measured by the reference workload
     groups: dict[str, float] = field(default_factory=dict)  # by case kind: prefill, decode, ...
     cases: dict[str, float] = field(default_factory=dict)  # by full case name
 
@@ -36,7 +35,6 @@ class Thresholds:
             return cls()
         perf = tomllib.loads(path.read_text()).get("tool", {}).get("perf", {})
         return cls(
-            normalise=bool(perf.get("normalise", True)),
             default=float(perf.get("threshold", 0.05)),
             alpha=float(perf.get("alpha", 0.01)),
             groups={k: float(v) for k, v in perf.get("groups", {}).items()},
@@ -62,63 +60,32 @@ def round_throughputs(bench: dict) -> list[float]:
     return [tokens / t for t in bench["stats"]["data"]]
 
 
-def reference_ms(bench: dict) -> float | None:
-    """Median time of the reference workload measured beside this case's rounds, if recorded."""
-    ref = bench["extra_info"].get("reference_ms") or []
-    return statistics.median(ref) if ref else None
-
-
-def normalisable(base: dict, now: dict, base_machine: dict, now_machine: dict) -> bool:
-    """Machine-speed normalisation needs the reference on both sides and the same torch (a torch
-    change could speed up or slow down the reference itself)."""
-    same_torch = base_machine.get("torch") == now_machine.get("torch")
-    return same_torch and reference_ms(base) is not None and reference_ms(now) is not None
-
-
 def _unhealthy(bench: dict) -> bool:
     return bench["extra_info"].get("gpu_healthy") is False
 
 
-def judge(name: str, base: dict, now: dict, thresholds: Thresholds, normalise: bool = False) -> Verdict:
-    """Raw tokens/s, or with `normalise`, tokens/s x the reference time of the same window: the
-    throughput per unit of what the machine could do while the case ran."""
+def judge(name: str, base: dict, now: dict, thresholds: Thresholds) -> Verdict:
     group = now["extra_info"].get("kind") or name.split("[")[0].removeprefix("test_")
     threshold = thresholds.for_case(name, group)
     b, n = round_throughputs(base), round_throughputs(now)
     base_med, now_med = statistics.median(b), statistics.median(n)
-    raw_change = now_med / base_med - 1
-    note = ""
-    if normalise:
-        b = [x * reference_ms(base) for x in b]
-        n = [x * reference_ms(now) for x in n]
-        note = f"raw {raw_change:+.1%}, machine speed {reference_ms(base) / reference_ms(now) - 1:+.1%}"
-    change = statistics.median(n) / statistics.median(b) - 1
+    change = now_med / base_med - 1
     fields = {"base_tok_s": base_med, "now_tok_s": now_med, "change": change, "threshold": threshold}
     if _unhealthy(base) or _unhealthy(now):
         return Verdict(name, "unreliable", note="recorded on an unhealthy GPU", **fields)
     p_slower = mannwhitneyu(b, n, alternative="greater").pvalue
     p_faster = mannwhitneyu(b, n, alternative="less").pvalue
     if change < -threshold and p_slower < thresholds.alpha:
-        return Verdict(name, "regression", p_value=p_slower, note=note, **fields)
+        return Verdict(name, "regression", p_value=p_slower, **fields)
     if change > threshold and p_faster < thresholds.alpha:
-        return Verdict(name, "improvement", p_value=p_faster, note=note, **fields)
-    return Verdict(name, "ok", p_value=min(p_slower, p_faster), note=note, **fields)
+        return Verdict(name, "improvement", p_value=p_faster, **fields)
+    return Verdict(name, "ok", p_value=min(p_slower, p_faster), **fields)
 
 
 def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdict]:
     base = {b["name"]: b for b in baseline["benchmarks"]}
     now = {b["name"]: b for b in current["benchmarks"]}
-    machines = baseline.get("machine_info") or {}, current.get("machine_info") or {}
-    verdicts = [
-        judge(
-            name,
-            base[name],
-            now[name],
-            thresholds,
-            thresholds.normalise and normalisable(base[name], now[name], *machines),
-        )
-        for name in sorted(base.keys() & now.keys())
-    ]
+    verdicts = [judge(name, base[name], now[name], thresholds) for name in sorted(base.keys() & now.keys())]
     verdicts += [
         Verdict(name, "missing-now", note="in the baseline, not in this run")
         for name in sorted(base.keys() - now.keys())

@@ -34,8 +34,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-tier", default="default", choices=TIERS, help="case matrix: quick, default or full")
     g.addoption("--perf-rounds", type=int, default=5, help="timed rounds per case (default 5)")
     g.addoption("--perf-warmup", type=int, default=1, help="untimed warm-up rounds per case (default 1)")
-    g.addoption("--perf-min-time", type=float, default=1.0,
-                help="timed rounds span at least this many seconds (more rounds for fast cases; default 1.0)")
+    g.addoption(
+        "--perf-min-time",
+        type=float,
+        default=1.0,
+        help="timed rounds span at least this many seconds (more rounds for fast cases; default 1.0)",
+    )
     g.addoption("--perf-strict-health", action="store_true", help="refuse to benchmark on an unhealthy GPU")
     g.addoption(
         "--kv-cache-mem",

@@ -181,11 +181,11 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
             ax.bar(labels, p50, width=width, color=colors)
             ax.set_ylabel("ms (solid p50, pale p99)")
         else:
-            values = [b["extra_info"].get(key, 0) for b in cases]
-            ax.bar(labels, values, width=width, color=colors)
+            values = [b["extra_info"].get(key) for b in cases]  # None: the engine does not report it
+            ax.bar(labels, [v or 0 for v in values], width=width, color=colors)
             fmt = "{:.0%}" if key == "kv_utilisation" else "{:,.0f}"
             for x, v in enumerate(values):
-                ax.text(x, v, fmt.format(v), ha="center", va="bottom", fontsize="small")
+                ax.text(x, v or 0, "n/a" if v is None else fmt.format(v), ha="center", va="bottom", fontsize="small")
         if key == "kv_utilisation":
             ax.set_ylim(0, 1.1)
         ax.set_xlim(-0.75, len(cases) - 0.25)

@@ -1,0 +1,53 @@
+"""The report renders every figure from a small stored results file (a real CPU run, trimmed)."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from harness.__main__ import main
+from harness.report.render import DPI, FIG_SIZE
+
+SAMPLE = Path(__file__).parent / "data" / "sample_results.json"
+FIGURES = ["prefill_vs_decode", "decode_steps", "batching", "roofline", "engines", "compare"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    doc = json.loads(SAMPLE.read_text())
+    baseline = copy.deepcopy(doc)
+    for bench in baseline["benchmarks"]:  # the baseline was 30% faster on one case with 5 rounds
+        if bench["name"] == "test_batching[small-static-batch-bs4-prompt32-new32]":
+            bench["stats"]["data"] = [t / 1.3 for t in bench["stats"]["data"]]
+    (out / "baseline.json").write_text(json.dumps(baseline))
+    assert main(["report", str(SAMPLE), "--compare", str(out / "baseline.json"), "--out", str(out)]) == 0
+    return out, doc, (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("stem", FIGURES)
+def test_every_figure_is_a_valid_image_of_the_expected_size(report, stem):
+    out, _, _ = report
+    with Image.open(out / f"{stem}.png") as img:
+        img.verify()
+    with Image.open(out / f"{stem}.png") as img:
+        width, height = img.size
+    assert width == FIG_SIZE[0] * DPI
+    assert height >= FIG_SIZE[1] * DPI
+    assert (out / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_report_links_every_figure_and_carries_the_numbers(report):
+    _, doc, md = report
+    for stem in FIGURES:
+        assert f"]({stem}.png)" in md
+    for bench in doc["benchmarks"]:
+        info = bench["extra_info"]
+        assert bench["name"] in md
+        assert f"{info['tokens_per_s']:,.1f}" in md
+        assert f"{info['pct_of_roofline']:.1%}" in md
+    assert "**regression**" in md  # the compare table highlights the slowed case
+    assert "transformers-cb" in md
+    assert "KV util" in md

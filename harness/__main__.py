@@ -90,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from harness.baseline.record import update_baseline
 
-    path = update_baseline(args.pytest_args, args.from_file)
+    path = update_baseline(args.pytest_args, args.from_file, args.runs)
     print(f"baseline written: {path} (commit it to make it this machine's reference)")
     return 0
 
@@ -98,7 +98,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_gate_check(args: argparse.Namespace) -> int:
     from harness.baseline.experiment import gate_check
 
-    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args)
+    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -140,12 +140,14 @@ def parser() -> argparse.ArgumentParser:
     base_sub = base.add_subparsers(dest="action", required=True)
     upd = base_sub.add_parser("update", help="run perf_tests (extra args go to pytest) and store the result")
     upd.add_argument("--from", dest="from_file", default=None, help="promote an existing results JSON instead")
+    upd.add_argument("--runs", type=int, default=3, help="runs pooled into the baseline (default 3)")
     upd.add_argument("pytest_args", nargs=argparse.REMAINDER)
     upd.set_defaults(fn=cmd_baseline)
     gc = sub.add_parser("gate-check", help="experiment: how often the gate passes unchanged and fails a slowdown")
     gc.add_argument("--trials", type=int, default=20)
     gc.add_argument("--slowdown", type=float, default=0.10)
     gc.add_argument("--tier", default="quick")
+    gc.add_argument("--baseline-runs", type=int, default=3, help="runs pooled into the experiment's baseline")
     gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
     gc.set_defaults(fn=cmd_gate_check)
     rep = sub.add_parser("report", help="write report.md and figures from a results JSON")

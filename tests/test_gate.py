@@ -161,3 +161,14 @@ def test_different_machines_are_not_compared(tmp_path, capsys):
     write_json_atomic(b, doc(bench("c", [1.0])) | {"machine_info": {"slug": "gpu-b"}})
     assert main(["compare", str(a), str(b)]) == 2
     assert "gpu-a" in capsys.readouterr().err
+
+
+def test_a_baseline_pools_the_rounds_of_several_runs():
+    from harness.baseline.record import merge_runs
+
+    runs = [doc(bench("a", [1.0, 1.1]), bench("b", [2.0])), doc(bench("a", [0.9]), bench("b", [2.1, 2.2]))]
+    merged = {b["name"]: b for b in merge_runs(runs)["benchmarks"]}
+    assert merged["a"]["stats"]["data"] == [1.0, 1.1, 0.9]
+    assert merged["b"]["stats"]["data"] == [2.0, 2.1, 2.2]
+    assert merged["a"]["extra_info"]["baseline_runs"] == 2
+    assert runs[0]["benchmarks"][0]["stats"]["data"] == [1.0, 1.1]  # inputs untouched

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from harness.baseline.gate import Thresholds, compare, has_regression
-from harness.baseline.record import run_suite
+from harness.baseline.record import record_runs, run_suite
 from harness.baseline.storage import load_results
 from harness.errors import BaselineError
 from harness.timing import SLOWDOWN_ENV
@@ -26,12 +26,17 @@ def _trial(args: list[str], out: Path, slowdown: float) -> tuple[float, dict]:
     return time.perf_counter() - start, load_results(out)
 
 
-def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str]) -> int:
+def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str], baseline_runs: int = 3) -> int:
     args = ["--perf-tier", tier, *[a for a in pytest_args if a != "--"]]
     thresholds = Thresholds.from_pyproject()
     with tempfile.TemporaryDirectory() as tmp:
-        runtime, baseline = _trial(args, Path(tmp) / "baseline.json", 0.0)
-        print(f"baseline: {len(baseline['benchmarks'])} cases, {runtime:.0f} s", flush=True)
+        start = time.perf_counter()
+        baseline = record_runs(args, baseline_runs, {**os.environ, SLOWDOWN_ENV: ""})
+        print(
+            f"baseline: {len(baseline['benchmarks'])} cases pooled from {baseline_runs} run(s), "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         tally = {}
         for label, factor in (("unchanged", 0.0), (f"slowdown {slowdown:.0%}", slowdown)):
             failed, runtimes = 0, []
@@ -47,7 +52,10 @@ def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str]) 
                     flush=True,
                 )
             tally[label] = (trials - failed, failed, sum(runtimes) / len(runtimes))
-    print(f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}), alpha {thresholds.alpha}, tier {tier}")
+    print(
+        f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}), alpha {thresholds.alpha}, tier {tier}, "
+        f"baseline pooled from {baseline_runs} run(s)"
+    )
     for label, (passed, failed, mean_s) in tally.items():
         print(f"{label:>16}: {passed} passed, {failed} failed of {trials} (mean run {mean_s:.0f} s)")
     return 0

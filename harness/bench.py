@@ -232,9 +232,13 @@ class PerfSession:
         prepare = getattr(engine, "prepare", None)
         if prepare is not None:  # untimed: start threads, size caches for this workload
             prepare(requests)
-        results: list[GenerateResult] = []
-        sampled = self._sampled(benchmark, lambda: results.append(engine.generate(requests)))
-        last = results[-1]
+        latest: dict[str, GenerateResult] = {}  # only the last round's result is reported
+
+        def run() -> None:
+            latest["result"] = engine.generate(requests)
+
+        sampled = self._sampled(benchmark, run)
+        last = latest["result"]
         failed = [o for o in last.outputs if o.error]
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
         spec = self.model(case.model).spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from harness.engines.base import Engine, EngineConfig, GenerateResult, RequestOutput, StepCase, supports_steps
+from harness.engines.base import Engine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.errors import PerfSuiteError, UnknownNameError
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "RequestOutput",
     "StepCase",
     "load_engine_class",
-    "supports_steps",
 ]
 
 # name -> "module:Class". Appending keeps benchmark ids stable.

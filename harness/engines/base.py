@@ -129,7 +129,3 @@ class StepEngine(Engine, Protocol):
     def prefill_case(self, batch_size: int, prompt_len: int, seed: int = 0) -> StepCase: ...
 
     def decode_case(self, batch_size: int, context_len: int, seed: int = 0) -> StepCase: ...
-
-
-def supports_steps(engine: object) -> bool:
-    return isinstance(engine, StepEngine)

@@ -71,7 +71,14 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare, format_table, has_regression
+    from harness.baseline.gate import (
+        REGRESSION_EXIT_CODE,
+        Thresholds,
+        compare,
+        format_table,
+        has_regression,
+        method_line,
+    )
     from harness.baseline.storage import load_results
 
     baseline, current = load_results(args.baseline), load_results(args.current)
@@ -83,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     thresholds = Thresholds.from_pyproject(args.pyproject)
     verdicts = compare(baseline, current, thresholds)
-    print("\n".join(format_table(verdicts, thresholds.alpha)))
+    print("\n".join(format_table(verdicts, thresholds.alpha, method_line(baseline))))
     return REGRESSION_EXIT_CODE if has_regression(verdicts) else 0
 
 
@@ -96,9 +103,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_gate_check(args: argparse.Namespace) -> int:
-    from harness.baseline.experiment import gate_check
+    from harness.baseline.experiment import gate_check, replay
 
-    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs)
+    if args.replay:
+        return replay(args.replay)
+    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs, args.keep)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -148,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     gc.add_argument("--slowdown", type=float, default=0.10)
     gc.add_argument("--tier", default="quick")
     gc.add_argument("--baseline-runs", type=int, default=3, help="runs pooled into the experiment's baseline")
+    gc.add_argument("--keep", default=None, metavar="DIR", help="store the baseline and every trial's results in DIR")
+    gc.add_argument(
+        "--replay", default=None, metavar="DIR", help="judge the runs stored by --keep DIR again; runs nothing"
+    )
     gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
     gc.set_defaults(fn=cmd_gate_check)
     rep = sub.add_parser("report", help="write report.md and figures from a results JSON")

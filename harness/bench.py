@@ -323,7 +323,7 @@ class PerfSession:
         """Compare this run with the baseline; fills gate_lines; True when a case regressed."""
         from pathlib import Path
 
-        from harness.baseline.gate import Thresholds, compare, format_table, has_regression
+        from harness.baseline.gate import Thresholds, compare, format_table, has_regression, method_line
         from harness.baseline.storage import baseline_path, load_results, write_json_atomic
 
         current = self.current_doc(benchmarks)
@@ -351,7 +351,7 @@ class PerfSession:
         verdicts = compare(baseline, current, thresholds)
         self.gate_lines = [
             f"baseline {base_file} vs this run (saved to {saved})",
-            *format_table(verdicts, thresholds.alpha),
+            *format_table(verdicts, thresholds.alpha, method_line(baseline)),
         ]
         return has_regression(verdicts)
 

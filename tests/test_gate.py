@@ -172,3 +172,88 @@ def test_a_baseline_pools_the_rounds_of_several_runs():
     assert merged["b"]["stats"]["data"] == [2.0, 2.1, 2.2]
     assert merged["a"]["extra_info"]["baseline_runs"] == 2
     assert runs[0]["benchmarks"][0]["stats"]["data"] == [1.0, 1.1]  # inputs untouched
+
+
+def pooled(name, run_medians_s, within=0.005, seed=0, kind="decode"):
+    """A baseline case pooled from several runs whose medians differ by the given seconds."""
+    from harness.baseline.record import merge_runs
+
+    runs = [doc(bench(name, rounds(m, within, seed + i), kind)) for i, m in enumerate(run_medians_s)]
+    return merge_runs(runs)["benchmarks"][0]
+
+
+def test_a_pooled_baseline_keeps_each_runs_median():
+    case = pooled("a", [1.0, 1.1, 0.9])
+    assert case["extra_info"]["run_tok_s"] == pytest.approx([64 / 1.0, 64 / 1.1, 64 / 0.9], rel=0.01)
+
+
+def test_run_to_run_spread_keeps_a_noisy_machine_quiet():
+    # Runs of the baseline differ by ~7% while each run's rounds agree within 0.5%: an unchanged
+    # run that lands 8% slow is within the machine's spread. Rounds alone would call it a regression.
+    base = {"machine_info": {"slug": "m"}, "benchmarks": [pooled("test_decode[a]", [1.0, 1.07, 0.94])]}
+    now = doc(bench("test_decode[a]", rounds(1.08, 0.005, 9)))
+    v = compare(base, now, Thresholds())[0]
+    assert v.change == pytest.approx(-0.075, abs=0.02)
+    assert v.status == "ok"
+    single = doc(bench("test_decode[a]", rounds(1.0, 0.005, 1)))
+    assert compare(single, now, Thresholds())[0].status == "regression"  # the Mann-Whitney fallback
+
+
+def test_a_drop_far_beyond_the_run_to_run_spread_fails():
+    base = {"machine_info": {"slug": "m"}, "benchmarks": [pooled("test_decode[a]", [1.0, 1.01, 0.99])]}
+    v = compare(base, doc(bench("test_decode[a]", rounds(1.15, 0.005, 9))), Thresholds())[0]
+    assert v.status == "regression"
+    assert v.p_value < 0.01
+
+
+def _suite(run_spread, now_factor, cases=10, seed=0):
+    rng = np.random.default_rng(seed)
+    base = {
+        "machine_info": {"slug": "m"},
+        "benchmarks": [
+            pooled(f"test_decode[c{i}]", (1 + rng.normal(0, run_spread, 3)).tolist(), seed=10 * i) for i in range(cases)
+        ],
+    }
+    now = doc(
+        *(
+            bench(f"test_decode[c{i}]", rounds(now_factor * (1 + rng.normal(0, run_spread)), 0.005, i))
+            for i in range(cases)
+        )
+    )
+    return {v.name: v for v in compare(base, now, Thresholds())}
+
+
+def test_a_slowdown_of_every_case_fails_the_suite_row_where_most_cases_cannot_tell():
+    from harness.baseline.gate import SUITE_ROW
+
+    verdicts = _suite(run_spread=0.06, now_factor=1.11)
+    suite = verdicts.pop(SUITE_ROW)
+    assert sum(v.status == "regression" for v in verdicts.values()) < 5  # most cases: within their noise
+    assert suite.status == "regression"
+    assert suite.change == pytest.approx(-0.10, abs=0.04)
+    assert "10 cases" in suite.note
+
+
+def test_the_suite_row_stays_quiet_on_noise():
+    from harness.baseline.gate import SUITE_ROW, has_regression
+
+    for seed in range(20):
+        verdicts = _suite(run_spread=0.06, now_factor=1.0, seed=seed)
+        assert verdicts[SUITE_ROW].status in ("ok", "improvement")
+        assert not has_regression(list(verdicts.values()))
+
+
+def test_gate_check_replays_stored_runs(tmp_path, capsys):
+    base = {"machine_info": {"slug": "m"}, "benchmarks": [pooled(f"c{i}", [1.0, 1.01, 0.99]) for i in range(4)]}
+    write_json_atomic(tmp_path / "baseline.json", base)
+    for i in range(2):
+        write_json_atomic(
+            tmp_path / f"unchanged-{i:02d}.json", doc(*(bench(f"c{j}", rounds(1.0, 0.005, i + j)) for j in range(4)))
+        )
+        write_json_atomic(
+            tmp_path / f"slowdown-{i:02d}.json", doc(*(bench(f"c{j}", rounds(1.2, 0.005, i + j)) for j in range(4)))
+        )
+    assert main(["gate-check", "--replay", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "unchanged: 2 passed, 0 failed of 2" in out
+    assert "slowdown: 0 passed, 2 failed of 2" in out

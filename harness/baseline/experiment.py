@@ -2,36 +2,74 @@
 
 Records a baseline of the chosen tier, then runs the tier `trials` times unchanged and `trials`
 times with PERF_INJECT_SLOWDOWN, applying the gate to each. An experiment to run and report, not a test.
+With `--keep DIR` every run is stored (baseline.json, unchanged-NN.json, slowdown-NN.json), and
+`--replay DIR` judges stored runs again (after a change of threshold or test) without re-running them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from harness.baseline.gate import Thresholds, compare, has_regression
+from harness.baseline.gate import SUITE_ROW, Thresholds, compare, has_regression
 from harness.baseline.record import record_runs, run_suite
-from harness.baseline.storage import load_results
+from harness.baseline.storage import load_results, write_json_atomic
 from harness.errors import BaselineError
 from harness.timing import SLOWDOWN_ENV
 
 
-def _trial(args: list[str], out: Path, slowdown: float) -> tuple[float, dict]:
-    env = {**os.environ, SLOWDOWN_ENV: str(slowdown)} if slowdown else {**os.environ, SLOWDOWN_ENV: ""}
+def _trial(args: list[str], out: Path, slowdown: float) -> float:
+    env = {**os.environ, SLOWDOWN_ENV: str(slowdown) if slowdown else ""}
     start = time.perf_counter()
     if run_suite(args, out, env) != 0:
         raise BaselineError(f"a trial run failed (pytest perf_tests {' '.join(args)})")
-    return time.perf_counter() - start, load_results(out)
+    return time.perf_counter() - start
 
 
-def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str], baseline_runs: int = 3) -> int:
+def _judge(label: str, i: int, trials: int, baseline: dict, doc: dict, thresholds: Thresholds, extra: str) -> bool:
+    verdicts = compare(baseline, doc, thresholds)
+    bad = [v.name for v in verdicts if v.status == "regression"]
+    suite = next((v for v in verdicts if v.name == SUITE_ROW), None)
+    suite_text = f"suite {suite.change:+.1%} p={suite.p_value:.4f}" if suite else "no suite row"
+    print(
+        f"{label} trial {i + 1}/{trials}: {'FAIL' if bad else 'pass'} ({extra}{suite_text})"
+        f"{': ' + ', '.join(bad) if bad else ''}",
+        flush=True,
+    )
+    return has_regression(verdicts)
+
+
+def _summary(thresholds: Thresholds, tier: str, baseline: dict, tally: dict, trials: int) -> None:
+    runs = baseline["benchmarks"][0]["extra_info"].get("baseline_runs", 1) if baseline["benchmarks"] else 0
+    print(
+        f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}, cases {thresholds.cases}), "
+        f"alpha {thresholds.alpha}, tier {tier}, {len(baseline['benchmarks'])} cases, "
+        f"baseline pooled from {runs} run(s)"
+    )
+    for label, (failed, runtimes) in tally.items():
+        mean = f" (mean run {sum(runtimes) / len(runtimes):.0f} s)" if runtimes else ""
+        print(f"{label:>16}: {trials - failed} passed, {failed} failed of {trials}{mean}")
+
+
+def gate_check(
+    trials: int,
+    slowdown: float,
+    tier: str,
+    pytest_args: list[str],
+    baseline_runs: int = 3,
+    keep: str | None = None,
+) -> int:
     args = ["--perf-tier", tier, *[a for a in pytest_args if a != "--"]]
     thresholds = Thresholds.from_pyproject()
     with tempfile.TemporaryDirectory() as tmp:
+        store = Path(keep) if keep else Path(tmp)
+        store.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         baseline = record_runs(args, baseline_runs, {**os.environ, SLOWDOWN_ENV: ""})
+        write_json_atomic(store / "baseline.json", baseline)
         print(
             f"baseline: {len(baseline['benchmarks'])} cases pooled from {baseline_runs} run(s), "
             f"{time.perf_counter() - start:.0f} s",
@@ -41,21 +79,32 @@ def gate_check(trials: int, slowdown: float, tier: str, pytest_args: list[str], 
         for label, factor in (("unchanged", 0.0), (f"slowdown {slowdown:.0%}", slowdown)):
             failed, runtimes = 0, []
             for i in range(trials):
-                runtime, doc = _trial(args, Path(tmp) / f"trial{i}.json", factor)
-                verdicts = compare(baseline, doc, thresholds)
-                bad = [v.name for v in verdicts if v.status == "regression"]
-                failed += has_regression(verdicts)
+                out = store / f"{'unchanged' if not factor else 'slowdown'}-{i:02d}.json"
+                runtime = _trial(args, out, factor)
                 runtimes.append(runtime)
-                print(
-                    f"{label} trial {i + 1}/{trials}: {'FAIL' if bad else 'pass'} ({runtime:.0f} s)"
-                    f"{': ' + ', '.join(bad) if bad else ''}",
-                    flush=True,
-                )
-            tally[label] = (trials - failed, failed, sum(runtimes) / len(runtimes))
-    print(
-        f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}), alpha {thresholds.alpha}, tier {tier}, "
-        f"baseline pooled from {baseline_runs} run(s)"
-    )
-    for label, (passed, failed, mean_s) in tally.items():
-        print(f"{label:>16}: {passed} passed, {failed} failed of {trials} (mean run {mean_s:.0f} s)")
+                failed += _judge(label, i, trials, baseline, load_results(out), thresholds, f"{runtime:.0f} s, ")
+            tally[label] = (failed, runtimes)
+        _summary(thresholds, tier, baseline, tally, trials)
+        if not keep:
+            shutil.rmtree(store, ignore_errors=True)
+    return 0
+
+
+def replay(directory: str) -> int:
+    """Judge the runs a `gate-check --keep DIR` stored, with today's gate and [tool.perf]."""
+    root = Path(directory)
+    baseline = load_results(root / "baseline.json")
+    thresholds = Thresholds.from_pyproject()
+    tally = {}
+    trials = 0
+    for label in ("unchanged", "slowdown"):
+        files = sorted(root.glob(f"{label}-*.json"))
+        if not files:
+            raise BaselineError(f"{root}: no {label}-NN.json runs (was it written by gate-check --keep?)")
+        trials = len(files)
+        failed = sum(
+            _judge(label, i, len(files), baseline, load_results(f), thresholds, "") for i, f in enumerate(files)
+        )
+        tally[label] = (failed, [])
+    _summary(thresholds, f"as stored in {root}", baseline, tally, trials)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,16 +20,23 @@ def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) 
 def merge_runs(docs: list[dict]) -> dict:
     """One baseline from several runs of the same cases: each case's rounds pooled across runs.
 
-    A single run carries its own luck (a neighbour busy during one case's window); pooled rounds hold
-    the machine's run-to-run spread, so the gate's test compares against that, not one run's offset.
+    A single run carries its own luck (a neighbour busy during one case's window). Each run's median
+    tokens/s is kept too (extra_info.run_tok_s): the gate measures the machine's run-to-run spread
+    from them, which the rounds of one run do not show.
     """
+    from harness.baseline.gate import round_throughputs
+
     first = docs[0]
     by_name = [{b["name"]: b for b in d["benchmarks"]} for d in docs]
     merged = []
     for bench in first["benchmarks"]:
         runs = [names[bench["name"]] for names in by_name if bench["name"] in names]
         pooled = {**bench, "stats": {**bench["stats"], "data": [t for r in runs for t in r["stats"]["data"]]}}
-        pooled["extra_info"] = {**bench["extra_info"], "baseline_runs": len(runs)}
+        pooled["extra_info"] = {
+            **bench["extra_info"],
+            "baseline_runs": len(runs),
+            "run_tok_s": [statistics.median(round_throughputs(r)) for r in runs],
+        }
         merged.append(pooled)
     return {**first, "benchmarks": merged}
 

@@ -90,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     thresholds = Thresholds.from_pyproject(args.pyproject)
     verdicts = compare(baseline, current, thresholds)
-    print("\n".join(format_table(verdicts, thresholds.alpha, method_line(baseline))))
+    print("\n".join(format_table(verdicts, thresholds.alpha, method_line(baseline, current, thresholds))))
     return REGRESSION_EXIT_CODE if has_regression(verdicts) else 0
 
 
@@ -106,8 +106,10 @@ def cmd_gate_check(args: argparse.Namespace) -> int:
     from harness.baseline.experiment import gate_check, replay
 
     if args.replay:
-        return replay(args.replay)
-    return gate_check(args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs, args.keep)
+        return replay(args.replay, args.normalise)
+    return gate_check(
+        args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs, args.keep, args.normalise
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -160,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
     gc.add_argument("--keep", default=None, metavar="DIR", help="store the baseline and every trial's results in DIR")
     gc.add_argument(
         "--replay", default=None, metavar="DIR", help="judge the runs stored by --keep DIR again; runs nothing"
+    )
+    gc.add_argument(
+        "--normalise",
+        choices=("run", "case", "off"),
+        default=None,
+        help="machine-speed correction (overrides [tool.perf])",
     )
     gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
     gc.set_defaults(fn=cmd_gate_check)

@@ -6,6 +6,7 @@ The pytest plugin only parses options and delegates here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from harness.workloads import Request, fixed_requests, mixed_requests
 
 STEP_KINDS = ("prefill", "decode")
 MAX_ROUNDS = 200
+REFERENCE_REPS = 3  # reference forwards before and after each case (machine-speed correction)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class PerfOptions:
     kv_cache_mem: float | None = None
     preemption: str = "recompute"
     max_batch_size: int = 16
+    max_num_seqs: int = 256
     seed: int = 0
     engine_modules: tuple[str, ...] = ()
     parity: bool = True
@@ -72,7 +75,7 @@ class PerfSession:
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
     _loaded: dict[str, LoadedModel] = field(default_factory=dict)
-    _engines: dict[tuple[str, str], object] = field(default_factory=dict)
+    _engines: dict[tuple[str, str, int | None], object] = field(default_factory=dict)
 
     @cached_property
     def device(self):
@@ -145,6 +148,7 @@ class PerfSession:
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             max_batch_size=self.options.max_batch_size,
+            max_num_seqs=self.options.max_num_seqs,
             kv_cache_mem=self.options.kv_cache_mem,
             preemption=self.options.preemption,
             slowdown=injected_slowdown(),
@@ -161,10 +165,27 @@ class PerfSession:
         check = getattr(self.engine_class(name), "unavailable_reason", None)
         return check(self.device) if check else None
 
+    def serving_kv_bytes(self, case: Case) -> int | None:
+        """KV memory for a serving case when --kv-cache-mem is not given: what static-batch reserves for
+        the same workload (its largest batch, each request holding the batch's padded length). Engines
+        that size their own KV pool (paged) get exactly that, so the comparison is at equal memory and
+        a paged engine's gain is what it does with that memory: more sequences per step, less waste."""
+        from harness.engines.static_batch import arrival_batches, contiguous_kv_tokens
+
+        if case.kind != "serving" or self.options.kv_cache_mem is not None:
+            return None
+        loaded = self.model(case.model)
+        tokens = contiguous_kv_tokens(arrival_batches(self.requests(case), self.options.max_batch_size))
+        return tokens * roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
+
     def engine(self, case: Case):
-        key = (case.model, case.engine)
+        kv_bytes = self.serving_kv_bytes(case)
+        key = (case.model, case.engine, kv_bytes)
         if key not in self._engines:
-            self._engines[key] = self.engine_class(case.engine)(self.model(case.model), self.engine_config())
+            config = self.engine_config()
+            if kv_bytes is not None:
+                config = dataclasses.replace(config, kv_cache_mem=float(kv_bytes))
+            self._engines[key] = self.engine_class(case.engine)(self.model(case.model), config)
         return self._engines[key]
 
     def requests(self, case: Case) -> list[Request]:
@@ -201,14 +222,38 @@ class PerfSession:
             kwargs["setup"] = setup
         benchmark.pedantic(timed, **kwargs)
 
-    def _sampled(self, benchmark, target, setup=None) -> dict[str, float]:
-        """Time `target`; on a GPU sample utilisation and power while it runs."""
+    def reference_ms(self, model_name: str, reps: int = REFERENCE_REPS) -> list[float]:
+        """Time a fixed forward of the model (1 x 8 tokens, no cache) that no engine code runs: how fast
+        the machine is right now. Timed just before and after every case, outside its rounds; the gate
+        divides it out (harness/baseline/gate.py, Speed). PERF_INJECT_SLOWDOWN does not touch it."""
+        import torch
+
+        loaded = self.model(model_name)
+        ids = torch.arange(1, 9, device=loaded.device).unsqueeze(0)
+        times = []
+        with torch.inference_mode():
+            loaded.model(ids, use_cache=False)  # untimed: the first call after other work pays for allocations
+            for _ in range(reps):
+                start = time.perf_counter()
+                loaded.model(ids, use_cache=False)
+                synchronize(self.device)
+                times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    def _sampled(self, benchmark, target, setup=None, model_name: str | None = None) -> dict:
+        """Time `target`, with the reference forward timed before and after; on a GPU sample
+        utilisation and power while it runs."""
+        reference = [] if benchmark.disabled or model_name is None else self.reference_ms(model_name)
         if self.nvml is None:
             self._pedantic(benchmark, target, setup)
-            return {}
-        with NvmlSampler(self.nvml, self.device.index or 0) as sampler:
-            self._pedantic(benchmark, target, setup)
-        return sampler.summary(0) | {"_energy_j": sampler.energy_j() or 0.0}
+            sampled = {}
+        else:
+            with NvmlSampler(self.nvml, self.device.index or 0) as sampler:
+                self._pedantic(benchmark, target, setup)
+            sampled = sampler.summary(0) | {"_energy_j": sampler.energy_j() or 0.0}
+        if reference:
+            sampled["reference_ms"] = [round(ms, 4) for ms in reference + self.reference_ms(model_name)]
+        return sampled
 
     def bench_step(self, benchmark, case: Case, step: StepCase) -> None:
         loaded = self.model(case.model)
@@ -221,7 +266,7 @@ class PerfSession:
         else:
             cost, tokens = roofline.decode_cost(spec, dtype, case.batch_size, case.context_len), case.batch_size
         try:
-            sampled = self._sampled(benchmark, step.run, step.setup)
+            sampled = self._sampled(benchmark, step.run, step.setup, case.model)
         finally:
             if step.teardown is not None:
                 step.teardown()
@@ -237,13 +282,14 @@ class PerfSession:
         def run() -> None:
             latest["result"] = engine.generate(requests)
 
-        sampled = self._sampled(benchmark, run)
+        sampled = self._sampled(benchmark, run, model_name=case.model)
         last = latest["result"]
         failed = [o for o in last.outputs if o.error]
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
         spec = self.model(case.model).spec
         if case.kind == "serving":
-            cost = roofline.serving_cost(spec, self.dtype, lengths, self.options.max_batch_size)
+            most_per_step = max(self.options.max_batch_size, self.options.max_num_seqs)
+            cost = roofline.serving_cost(spec, self.dtype, lengths, most_per_step)
         else:
             cost = roofline.generation_cost(spec, self.dtype, case.prompt_len, case.new_tokens, case.batch_size)
         extra = {
@@ -351,7 +397,7 @@ class PerfSession:
         verdicts = compare(baseline, current, thresholds)
         self.gate_lines = [
             f"baseline {base_file} vs this run (saved to {saved})",
-            *format_table(verdicts, thresholds.alpha, method_line(baseline)),
+            *format_table(verdicts, thresholds.alpha, method_line(baseline, current, thresholds)),
         ]
         return has_regression(verdicts)
 

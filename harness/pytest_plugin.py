@@ -53,7 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("recompute", "swap"),
         help="paged engine: how to preempt when KV blocks run out",
     )
-    g.addoption("--max-batch-size", type=int, default=16, help="static-batch batch size and paged max_num_seqs")
+    g.addoption("--max-batch-size", type=int, default=16, help="static-batch: requests per padded batch")
+    g.addoption(
+        "--max-num-seqs",
+        type=int,
+        default=256,
+        help="paged (and vllm): most sequences per step; in practice KV memory is the limit (vLLM's default)",
+    )
     g.addoption(
         "--engine-module",
         action="append",
@@ -93,6 +99,7 @@ def _options(config: pytest.Config) -> PerfOptions:
         kv_cache_mem=opt("--kv-cache-mem"),
         preemption=opt("--preemption"),
         max_batch_size=opt("--max-batch-size"),
+        max_num_seqs=opt("--max-num-seqs"),
         engine_modules=tuple(opt("--engine-module")),
         parity=not opt("--no-parity"),
         baselines_dir=opt("--perf-baselines-dir") or str(config.rootpath / "baselines"),

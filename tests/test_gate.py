@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.__main__ import main
-from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare
+from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare, has_regression, method_line
 from harness.baseline.storage import load_results, write_json_atomic
 from harness.errors import BaselineError
 
@@ -257,3 +257,53 @@ def test_gate_check_replays_stored_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "unchanged: 2 passed, 0 failed of 2" in out
     assert "slowdown: 0 passed, 2 failed of 2" in out
+
+
+def with_ref(b, ref_ms):
+    b["extra_info"]["reference_ms"] = [ref_ms * (1 + 0.001 * i) for i in range(6)]
+    return b
+
+
+def stack_doc(*benches, torch="2.13.0"):
+    return {"machine_info": {"slug": "m", "torch": torch, "transformers": "5.23.0"}, "benchmarks": list(benches)}
+
+
+def _machine_speed_case(now_factor, ref_factor, torch="2.13.0", normalise="run"):
+    names = [f"test_decode[c{i}]" for i in range(4)]
+    base = stack_doc(*(with_ref(bench(n, rounds(1.0, 0.005, i)), 10.0) for i, n in enumerate(names)))
+    now = stack_doc(
+        *(with_ref(bench(n, rounds(now_factor, 0.005, 10 + i)), 10.0 * ref_factor) for i, n in enumerate(names)),
+        torch=torch,
+    )
+    thresholds = Thresholds(normalise=normalise)
+    return compare(base, now, thresholds), method_line(base, now, thresholds)
+
+
+def test_a_slower_machine_is_divided_out():
+    verdicts, method = _machine_speed_case(now_factor=1.15, ref_factor=1.15)  # everything 15% slower
+    assert not has_regression(verdicts)
+    assert all(abs(v.change) < 0.02 for v in verdicts)
+    assert "raw -13" in verdicts[0].note
+    assert "corrected for machine speed" in method
+    assert "+15.0%" in method
+
+
+def test_an_engine_slowdown_the_reference_does_not_share_fails():
+    verdicts, _ = _machine_speed_case(now_factor=1.15, ref_factor=1.0)
+    assert has_regression(verdicts)
+    verdicts, _ = _machine_speed_case(now_factor=1.15, ref_factor=1.0, normalise="case")
+    assert has_regression(verdicts)
+
+
+def test_no_machine_speed_correction_across_a_torch_change():
+    verdicts, method = _machine_speed_case(now_factor=1.15, ref_factor=1.15, torch="2.14.0")
+    assert has_regression(verdicts)  # a slower torch slows the reference too: it must not be divided out
+    assert "torch differ" in method
+
+
+def test_machine_speed_correction_can_be_switched_off():
+    verdicts, method = _machine_speed_case(now_factor=1.15, ref_factor=1.15, normalise="off")
+    assert has_regression(verdicts)
+    assert "switched off" in method
+    with pytest.raises(ValueError, match="normalise must be one of"):
+        Thresholds(normalise="sometimes")

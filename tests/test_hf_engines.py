@@ -57,3 +57,12 @@ def test_contiguous_kv_utilisation_by_hand():
     batch = [Request((1, 2), 1), Request((1, 2, 3, 4), 3)]
     used = (2 + 1 + 4 + 1) + (2 + 1 + 4 + 2) + (2 + 1 + 4 + 3)
     assert contiguous_kv_utilisation([batch]) == pytest.approx(used / (3 * 2 * 7))
+
+
+def test_contiguous_kv_tokens_is_the_largest_batch_reservation():
+    from harness.engines.static_batch import arrival_batches, contiguous_kv_tokens
+
+    reqs = [Request((1,) * p, n, request_id=i) for i, (p, n) in enumerate([(10, 5), (3, 20), (7, 7), (2, 2), (50, 1)])]
+    batches = arrival_batches(reqs, 2)
+    assert [[r.request_id for r in b] for b in batches] == [[0, 1], [2, 3], [4]]
+    assert contiguous_kv_tokens(batches) == max(2 * (10 + 20), 2 * (7 + 7), 1 * (50 + 1))

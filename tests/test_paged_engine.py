@@ -30,7 +30,7 @@ def test_alone(tiny, reference):
 
 def test_a_batch_of_mixed_lengths(tiny, reference):
     reqs = mixed_requests(20, (1, 90), (1, 50), tiny.spec.vocab_size, seed=22)
-    result = paged(tiny, max_batch_size=8).generate(reqs)
+    result = paged(tiny, max_num_seqs=8).generate(reqs)
     assert tokens(result) == reference(reqs)
     assert result.metrics["preemptions"] == 0
 
@@ -38,7 +38,7 @@ def test_a_batch_of_mixed_lengths(tiny, reference):
 @pytest.mark.parametrize("preemption", ["recompute", "swap"])
 def test_a_pool_so_small_that_preemption_happens_many_times(tiny, reference, preemption):
     reqs = mixed_requests(12, (10, 30), (20, 40), tiny.spec.vocab_size, seed=23)  # <= 70 tokens: 9 blocks
-    engine = paged(tiny, num_blocks=10, block_size=8, max_batch_size=8, preemption=preemption)
+    engine = paged(tiny, num_blocks=10, block_size=8, max_num_seqs=8, preemption=preemption)
     result = engine.generate(reqs)
     assert tokens(result) == reference(reqs)
     assert result.metrics["preemptions"] >= 5
@@ -49,7 +49,7 @@ def test_a_pool_so_small_that_preemption_happens_many_times(tiny, reference, pre
 
 def test_shared_prefixes_hit_the_cache_and_change_nothing(tiny, reference):
     reqs = shared_prefix_requests(6, 40, (1, 20), 12, tiny.spec.vocab_size, seed=24)
-    engine = paged(tiny, max_batch_size=3)  # later requests join after the first ones cached the prefix
+    engine = paged(tiny, max_num_seqs=3)  # later requests join after the first ones cached the prefix
     result = engine.generate(reqs)
     assert tokens(result) == reference(reqs)
     assert result.metrics["prefix_cache_hit_tokens"] >= 3 * 32
@@ -59,7 +59,7 @@ def test_shared_prefixes_hit_the_cache_and_change_nothing(tiny, reference):
 
 def test_requests_arriving_while_others_run(tiny, reference):
     reqs = mixed_requests(9, (2, 50), (5, 40), tiny.spec.vocab_size, seed=25)
-    engine = paged(tiny, max_batch_size=4)
+    engine = paged(tiny, max_num_seqs=4)
     got: dict[int, list[int]] = {}
     pending = list(reqs)
     while pending or engine.has_unfinished():
@@ -88,14 +88,14 @@ def test_a_request_that_can_never_fit_fails_alone(tiny, reference):
 
 def test_priorities_are_served_first(tiny):
     reqs = [Request((5, 6, 7), 4, priority=p, request_id=i) for i, p in enumerate([3, 0, 2, 1])]
-    result = paged(tiny, max_batch_size=1).generate(reqs)
+    result = paged(tiny, max_num_seqs=1).generate(reqs)
     finish_order = sorted(range(4), key=lambda i: result.outputs[i].finish_s)
     assert [reqs[i].priority for i in finish_order] == [0, 1, 2, 3]
 
 
 def test_kv_utilisation_and_latency_records(tiny):
     reqs = mixed_requests(10, (20, 80), (10, 40), tiny.spec.vocab_size, seed=27)
-    result = paged(tiny, max_batch_size=10).generate(reqs)
+    result = paged(tiny, max_num_seqs=10).generate(reqs)
     assert 0.8 < result.metrics["kv_utilisation"] <= 1.0
     for out in result.outputs:
         assert out.arrival_s <= out.first_token_s <= out.finish_s

@@ -81,3 +81,20 @@ def test_swap_preemption_moves_blocks_and_brings_them_back():
     assert b.status is SeqStatus.RUNNING
     assert len(batch.swap_in) == 1
     assert batch.seqs == [b]
+
+
+def test_admission_keeps_a_watermark_free_while_others_run():
+    s = make(num_blocks=100, block_size=4, max_num_seqs=8, watermark=0.05)  # 5 blocks held back
+    s.add(seq(0, 4 * 90))  # 90 blocks: admitted, nothing else runs
+    s.add(seq(1, 4 * 6))  # 6 more would leave 4 < 5 free
+    assert [x.seq_id for x in s.schedule().seqs] == [0]
+    s2 = make(num_blocks=100, block_size=4, max_num_seqs=8, watermark=0.05)
+    s2.add(seq(0, 4 * 90))
+    s2.add(seq(1, 4 * 5))  # leaves exactly 5 free
+    assert [x.seq_id for x in s2.schedule().seqs] == [0, 1]
+
+
+def test_a_request_needing_the_whole_pool_still_runs_alone_under_a_watermark():
+    s = make(num_blocks=10, block_size=4, max_num_seqs=4, watermark=0.2)
+    s.add(seq(0, 40))
+    assert [x.seq_id for x in s.schedule().seqs] == [0]

@@ -8,6 +8,7 @@ With `--keep DIR` every run is stored (baseline.json, unchanged-NN.json, slowdow
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -46,6 +47,7 @@ def _summary(thresholds: Thresholds, tier: str, baseline: dict, tally: dict, tri
     runs = baseline["benchmarks"][0]["extra_info"].get("baseline_runs", 1) if baseline["benchmarks"] else 0
     print(
         f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}, cases {thresholds.cases}), "
+        f"machine-speed correction {thresholds.normalise}, "
         f"alpha {thresholds.alpha}, tier {tier}, {len(baseline['benchmarks'])} cases, "
         f"baseline pooled from {runs} run(s)"
     )
@@ -61,9 +63,10 @@ def gate_check(
     pytest_args: list[str],
     baseline_runs: int = 3,
     keep: str | None = None,
+    normalise: str | None = None,
 ) -> int:
     args = ["--perf-tier", tier, *[a for a in pytest_args if a != "--"]]
-    thresholds = Thresholds.from_pyproject()
+    thresholds = _thresholds(normalise)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(keep) if keep else Path(tmp)
         store.mkdir(parents=True, exist_ok=True)
@@ -90,11 +93,16 @@ def gate_check(
     return 0
 
 
-def replay(directory: str) -> int:
+def _thresholds(normalise: str | None) -> Thresholds:
+    thresholds = Thresholds.from_pyproject()
+    return dataclasses.replace(thresholds, normalise=normalise) if normalise else thresholds
+
+
+def replay(directory: str, normalise: str | None = None) -> int:
     """Judge the runs a `gate-check --keep DIR` stored, with today's gate and [tool.perf]."""
     root = Path(directory)
     baseline = load_results(root / "baseline.json")
-    thresholds = Thresholds.from_pyproject()
+    thresholds = _thresholds(normalise)
     tally = {}
     trials = 0
     for label in ("unchanged", "slowdown"):

@@ -33,6 +33,7 @@ from scipy import stats
 
 REGRESSION_EXIT_CODE = 10  # distinct from pytest's 0-5
 SUITE_ROW = "suite geometric mean"
+NORMALISE_MODES = ("run", "case", "off")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class Thresholds:
     alpha: float = 0.01
     groups: dict[str, float] = field(default_factory=dict)  # by case kind: prefill, decode, ...
     cases: dict[str, float] = field(default_factory=dict)  # by full case name
+    normalise: str = "run"  # machine-speed correction: "run", "case" or "off" (see Speed)
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISE_MODES:
+            raise ValueError(
+                f"[tool.perf] normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}"
+            )
 
     def for_case(self, name: str, group: str) -> float:
         return self.cases.get(name, self.groups.get(group, self.default))
@@ -56,6 +64,7 @@ class Thresholds:
             alpha=float(perf.get("alpha", 0.01)),
             groups={k: float(v) for k, v in perf.get("groups", {}).items()},
             cases={k: float(v) for k, v in perf.get("cases", {}).items()},
+            normalise=str(perf.get("normalise", "run")),
         )
 
 
@@ -83,8 +92,96 @@ def run_medians(bench: dict) -> list[float]:
     return [float(x) for x in runs] if len(runs) >= 2 else []
 
 
+def reference_ms(bench: dict) -> float | None:
+    """Median time of the reference forward timed just before and after this case's rounds."""
+    ref = bench["extra_info"].get("reference_ms") or []
+    return statistics.median(ref) if ref else None
+
+
 def _unhealthy(bench: dict) -> bool:
     return bench["extra_info"].get("gpu_healthy") is False
+
+
+# --- machine speed ------------------------------------------------------------------------------
+SAME_STACK_KEYS = ("torch", "transformers", "dtype", "gpu", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Machine-speed factors: tokens/s x factor is throughput in units of the reference forward.
+
+    The reference is a fixed forward of the case's model that no engine code runs (harness/bench.py),
+    timed beside every case; PERF_INJECT_SLOWDOWN does not touch it. On a shared machine a neighbour
+    or a clock change slows the reference and the cases alike, and dividing it out leaves what the
+    engine itself changed. A regression inside torch or transformers would slow the reference as
+    well, so the correction is applied only when both sides ran the same stack (SAME_STACK_KEYS).
+    `mode`: "run" divides by the run's median reference (steady), "case" by each case's own (follows
+    faster drift, noisier), "off" compares raw tokens/s.
+    """
+
+    mode: str
+    now: dict[str, float] = field(default_factory=dict)  # case -> factor for the current run
+    base: dict[str, float] = field(default_factory=dict)  # case -> factor for the pooled baseline
+    base_runs: dict[str, list[float]] = field(default_factory=dict)  # case -> factor per baseline run
+    why_off: str = ""
+
+    @classmethod
+    def of(cls, baseline: dict, current: dict, mode: str) -> Speed:
+        if mode == "off":
+            return cls("off", why_off="machine-speed correction switched off ([tool.perf] normalise)")
+        b_info, c_info = baseline.get("machine_info") or {}, current.get("machine_info") or {}
+        differ = [k for k in SAME_STACK_KEYS if b_info.get(k) != c_info.get(k)]
+        if differ:
+            return cls("off", why_off=f"no machine-speed correction: {', '.join(differ)} differ between the runs")
+        base = {b["name"]: b for b in baseline["benchmarks"]}
+        now = {b["name"]: b for b in current["benchmarks"]}
+        if any(reference_ms(b) is None for b in [*base.values(), *now.values()]):
+            return cls("off", why_off="no machine-speed correction: a side has no reference timings")
+        runs = {name: b["extra_info"].get("run_reference_ms") or [reference_ms(b)] for name, b in base.items()}
+        if mode == "run":
+            width = min(len(r) for r in runs.values())
+            per_run = [statistics.median(r[i] for r in runs.values()) for i in range(width)]
+            runs = {name: per_run for name in base}
+            whole = statistics.median(reference_ms(b) for b in now.values())
+            now_ref = dict.fromkeys(now, whole)
+            base_ref = dict.fromkeys(base, statistics.median(reference_ms(b) for b in base.values()))
+        else:
+            now_ref = {name: reference_ms(b) for name, b in now.items()}
+            base_ref = {name: reference_ms(b) for name, b in base.items()}
+        unit = statistics.median(base_ref.values())  # keeps corrected numbers near the baseline's own
+        return cls(
+            mode,
+            now={k: v / unit for k, v in now_ref.items()},
+            base={k: v / unit for k, v in base_ref.items()},
+            base_runs={k: [x / unit for x in v] for k, v in runs.items()},
+        )
+
+    def factors(self, name: str, runs: int) -> tuple[float, float, list[float]]:
+        """(baseline factor, current factor, factor per baseline run) for one case."""
+        if self.mode == "off":
+            return 1.0, 1.0, [1.0] * runs
+        per_run = self.base_runs.get(name, [])
+        return self.base[name], self.now[name], per_run if len(per_run) == runs else [self.base[name]] * runs
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """One case's throughputs on both sides, corrected for machine speed."""
+
+    base_rounds: list[float]
+    now_rounds: list[float]
+    base_runs: list[float]  # each baseline run's median ([] for a single-run baseline)
+    raw_change: float
+
+    @classmethod
+    def of(cls, name: str, base: dict, now: dict, speed: Speed) -> CaseData:
+        runs = run_medians(base)
+        f_base, f_now, f_runs = speed.factors(name, len(runs))
+        b, n = round_throughputs(base), round_throughputs(now)
+        raw = statistics.median(n) / statistics.median(b) - 1
+        return cls(
+            [x * f_base for x in b], [x * f_now for x in n], [m * f for m, f in zip(runs, f_runs, strict=True)], raw
+        )
 
 
 @dataclass(frozen=True)
@@ -95,10 +192,10 @@ class RunNoise:
     df: int
 
     @classmethod
-    def of(cls, baseline: dict) -> RunNoise | None:
+    def of(cls, cases: list[CaseData]) -> RunNoise | None:
         squares, df = 0.0, 0
-        for bench in baseline["benchmarks"]:
-            logs = [math.log(x) for x in run_medians(bench)]
+        for case in cases:
+            logs = [math.log(x) for x in case.base_runs]
             if logs:
                 mean = sum(logs) / len(logs)
                 squares += sum((x - mean) ** 2 for x in logs)
@@ -119,23 +216,28 @@ def _run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[f
     return math.exp(centre), float(stats.t.cdf(score, noise.df)), float(stats.t.sf(score, noise.df))
 
 
-def judge(name: str, base: dict, now: dict, thresholds: Thresholds, noise: RunNoise | None = None) -> Verdict:
+def judge(name: str, base: dict, now: dict, thresholds: Thresholds, data: CaseData, noise: RunNoise | None) -> Verdict:
     group = now["extra_info"].get("kind") or name.split("[")[0].removeprefix("test_")
     threshold = thresholds.for_case(name, group)
-    b, n = round_throughputs(base), round_throughputs(now)
+    b, n = data.base_rounds, data.now_rounds
     now_med = statistics.median(n)
-    runs = run_medians(base)
-    if runs and noise is not None:
-        base_med, p_slower, p_faster = _run_to_run_p(runs, now_med, noise)
+    if data.base_runs and noise is not None:
+        base_med, p_slower, p_faster = _run_to_run_p(data.base_runs, now_med, noise)
     else:
         base_med = statistics.median(b)
         p_slower = float(stats.mannwhitneyu(b, n, alternative="greater").pvalue)
         p_faster = float(stats.mannwhitneyu(b, n, alternative="less").pvalue)
     change = now_med / base_med - 1
-    fields = {"base_tok_s": base_med, "now_tok_s": now_med, "change": change, "threshold": threshold}
+    fields = {
+        "base_tok_s": statistics.median(round_throughputs(base)),
+        "now_tok_s": statistics.median(round_throughputs(now)),
+        "change": change,
+        "threshold": threshold,
+    }
+    note = f"raw {data.raw_change:+.1%}" if abs(data.raw_change - change) >= 0.0005 else ""
     if _unhealthy(base) or _unhealthy(now):
         return Verdict(name, "unreliable", note="recorded on an unhealthy GPU", **fields)
-    return _decide(name, change, threshold, p_slower, p_faster, thresholds.alpha, fields)
+    return _decide(name, change, threshold, p_slower, p_faster, thresholds.alpha, fields, note)
 
 
 def _decide(name, change, threshold, p_slower, p_faster, alpha, fields, note="") -> Verdict:
@@ -166,8 +268,11 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
     """One verdict per case (sorted), the missing cases, then the suite row when there are enough cases."""
     base = {b["name"]: b for b in baseline["benchmarks"]}
     now = {b["name"]: b for b in current["benchmarks"]}
-    noise = RunNoise.of(baseline)
-    verdicts = [judge(name, base[name], now[name], thresholds, noise) for name in sorted(base.keys() & now.keys())]
+    both = sorted(base.keys() & now.keys())
+    speed = Speed.of(baseline, current, thresholds.normalise)
+    data = {name: CaseData.of(name, base[name], now[name], speed) for name in both}
+    noise = RunNoise.of(list(data.values()))
+    verdicts = [judge(name, base[name], now[name], thresholds, data[name], noise) for name in both]
     suite = suite_verdict(verdicts, thresholds)
     verdicts += [
         Verdict(name, "missing-now", note="in the baseline, not in this run")
@@ -180,16 +285,29 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
     return verdicts + ([suite] if suite else [])
 
 
-def method_line(baseline: dict) -> str:
-    noise = RunNoise.of(baseline)
+def method_line(baseline: dict, current: dict, thresholds: Thresholds | None = None) -> str:
+    """How the verdicts were reached, for the line under the table."""
+    thresholds = thresholds or Thresholds()
+    speed = Speed.of(baseline, current, thresholds.normalise)
+    base = {b["name"]: b for b in baseline["benchmarks"]}
+    now = {b["name"]: b for b in current["benchmarks"]}
+    noise = RunNoise.of([CaseData.of(n, base[n], now[n], speed) for n in base.keys() & now.keys()])
     if noise is None:
-        return (
+        test = (
             "per case: one-sided Mann-Whitney U on the rounds (single-run baseline: the machine's run-to-run "
             "spread is unknown; record with `baseline update --runs 3`)"
         )
+    else:
+        test = (
+            f"per case: one-sided t-test of this run's median against the baseline runs (run-to-run sd "
+            f"{noise.sd:.1%}, {noise.df} df)"
+        )
+    if speed.mode == "off":
+        return f"{test}; {speed.why_off}"
+    machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1
     return (
-        f"per case: one-sided t-test of this run's median against the baseline runs (run-to-run sd "
-        f"{noise.sd:.1%} of tokens/s, {noise.df} df)"
+        f"{test}; changes corrected for machine speed (the reference forward took {machine:+.1%} time vs the "
+        f"baseline, per {speed.mode}; raw changes in the notes)"
     )
 
 

@@ -22,9 +22,10 @@ def merge_runs(docs: list[dict]) -> dict:
 
     A single run carries its own luck (a neighbour busy during one case's window). Each run's median
     tokens/s is kept too (extra_info.run_tok_s): the gate measures the machine's run-to-run spread
-    from them, which the rounds of one run do not show.
+    from them, which the rounds of one run do not show. So is each run's reference time
+    (run_reference_ms), which the gate's machine-speed correction needs run by run.
     """
-    from harness.baseline.gate import round_throughputs
+    from harness.baseline.gate import reference_ms, round_throughputs
 
     first = docs[0]
     by_name = [{b["name"]: b for b in d["benchmarks"]} for d in docs]
@@ -37,6 +38,10 @@ def merge_runs(docs: list[dict]) -> dict:
             "baseline_runs": len(runs),
             "run_tok_s": [statistics.median(round_throughputs(r)) for r in runs],
         }
+        refs = [reference_ms(r) for r in runs]
+        if all(ref is not None for ref in refs):
+            pooled["extra_info"]["run_reference_ms"] = refs
+            pooled["extra_info"]["reference_ms"] = [x for r in runs for x in r["extra_info"]["reference_ms"]]
         merged.append(pooled)
     return {**first, "benchmarks": merged}
 

@@ -98,7 +98,8 @@ class EngineConfig:
     """Options every engine receives; each engine reads the ones that apply to it."""
 
     ignore_eos: bool = True
-    max_batch_size: int = 16  # static-batch: requests per padded batch; paged: max_num_seqs
+    max_batch_size: int = 16  # static-batch: requests per padded batch
+    max_num_seqs: int = 256  # continuous batching (paged, vllm): most sequences in one step; vLLM's default
     block_size: int = 16
     kv_cache_mem: float | None = None  # paged: bytes (> 1) or a fraction of free memory (<= 1)
     preemption: str = "recompute"

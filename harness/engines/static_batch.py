@@ -13,6 +13,19 @@ from harness.timing import WorkClock, now
 from harness.workloads import Request
 
 
+def arrival_batches(requests: Sequence[Request], size: int) -> list[list[Request]]:
+    """Arrival order, `size` at a time: no reordering by length (that would be a scheduler)."""
+    return [list(requests[i : i + size]) for i in range(0, len(requests), size)]
+
+
+def contiguous_kv_tokens(batches: Sequence[Sequence[Request]]) -> int:
+    """KV token slots a static batch reserves at its peak: every request of the largest batch holds the
+    batch's padded length (longest prompt + most new tokens) from the first step to the last."""
+    return max(
+        (len(b) * (max(len(r.prompt_ids) for r in b) + max(r.max_new_tokens for r in b)) for b in batches), default=0
+    )
+
+
 def contiguous_kv_utilisation(batches: Sequence[Sequence[Request]]) -> float:
     """Time-averaged share of KV slots holding data when each request of a batch reserves a contiguous
     region for the batch's padded length (P_max + N_max) for the batch's whole life, as a static batch
@@ -36,9 +49,7 @@ class StaticBatchEngine:
         self.clock = WorkClock(loaded.device, config.slowdown)
 
     def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
-        """Arrival order, max_batch_size at a time: no reordering by length (that would be a scheduler)."""
-        size = self.config.max_batch_size
-        return [list(requests[i : i + size]) for i in range(0, len(requests), size)]
+        return arrival_batches(requests, self.config.max_batch_size)
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[Request], start: float) -> list[RequestOutput]:
@@ -68,5 +79,9 @@ class StaticBatchEngine:
         start = now(self.device)
         batches = self.batches(requests)
         outputs = [out for batch in batches for out in self._run_batch(batch, start)]
-        metrics = {"kv_utilisation": contiguous_kv_utilisation(batches), "num_batches": float(len(batches))}
+        metrics = {
+            "kv_utilisation": contiguous_kv_utilisation(batches),
+            "num_batches": float(len(batches)),
+            "kv_pool_tokens": float(contiguous_kv_tokens(batches)),
+        }
         return GenerateResult(outputs, now(self.device) - start, metrics=metrics)

@@ -43,7 +43,7 @@ class VLLMEngine:
             model=path,
             dtype=loaded.dtype,
             skip_tokenizer_init=True,
-            max_num_seqs=config.max_batch_size,
+            max_num_seqs=config.max_num_seqs,
             gpu_memory_utilization=0.5,
             seed=0,
         )

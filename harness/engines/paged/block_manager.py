@@ -85,8 +85,9 @@ class BlockManager:
             return None
         return self.blocks[block_id]
 
-    def can_allocate(self, seq: Sequence) -> bool:
-        return self.blocks_for(len(seq)) <= self.num_free_blocks
+    def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
+        """Room for all of seq's tokens with `reserve` blocks still free afterwards."""
+        return self.blocks_for(len(seq)) + reserve <= self.num_free_blocks
 
     def allocate(self, seq: Sequence) -> None:
         """Blocks for all of seq's tokens. Leading full blocks found in the prefix cache are shared;

@@ -53,7 +53,7 @@ class PagedEngine:
         self.runner = PagedModelRunner(loaded, num_blocks, self.block_size, num_cpu_blocks)
         self.bm = BlockManager(num_blocks, self.block_size, num_cpu_blocks, config.enable_prefix_caching)
         self.scheduler = Scheduler(
-            SchedulerConfig(config.max_batch_size, config.max_num_batched_tokens, config.preemption), self.bm
+            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.preemption), self.bm
         )
         self.clock = WorkClock(loaded.device, config.slowdown)
         self._ids = itertools.count()
@@ -138,6 +138,7 @@ class PagedEngine:
             "swaps": float(self.scheduler.num_swap_outs),
             "prefix_cache_hit_tokens": float(self.bm.prefix_hit_tokens),
             "kv_pool_blocks": float(self.bm.num_blocks),
+            "kv_pool_tokens": float(self.bm.num_blocks * self.block_size),
         }
 
     def _reset_metrics(self) -> None:

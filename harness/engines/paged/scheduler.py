@@ -3,7 +3,8 @@
 Order of business each step (after vLLM's v0 scheduler and nano-vllm):
 1. swapped-out sequences come back first, most important first, while blocks allow;
 2. otherwise waiting sequences join (a prefill step) while max_num_seqs, the token budget and
-   free blocks allow;
+   free blocks allow, keeping a watermark of free blocks (1% of the pool, as vLLM does) for the
+   running sequences to grow into, so an admission is not undone by a preemption a step later;
 3. otherwise every running sequence decodes one token; when blocks run out, the least important
    sequence (highest priority value, latest arrival) is preempted, by recompute (its blocks are
    freed and it re-enters the waiting queue with its generated tokens) or by swap (its blocks are
@@ -24,6 +25,7 @@ class SchedulerConfig:
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 4096
     preemption: str = "recompute"  # or "swap"
+    watermark: float = 0.01  # share of the pool admissions leave free while others run
 
     def __post_init__(self) -> None:
         if self.preemption not in ("recompute", "swap"):
@@ -80,10 +82,13 @@ class Scheduler:
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
         budget = self.config.max_num_batched_tokens
+        watermark = int(self.config.watermark * self.bm.num_blocks)
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            # One sequence longer than the budget still runs alone (no chunked prefill).
-            if (admitted and len(seq) > budget) or not self.bm.can_allocate(seq):
+            # One sequence longer than the budget still runs alone (no chunked prefill); alone, it
+            # may use the whole pool.
+            reserve = watermark if self.running else 0
+            if (admitted and len(seq) > budget) or not self.bm.can_allocate(seq, reserve):
                 break
             self.waiting.pop(0)
             self.bm.allocate(seq)

@@ -123,3 +123,34 @@ def test_decode_case_computes_the_real_next_token(tiny, reference):
     assert step.run() == expected
     assert step.run() == expected  # the same slot is rewritten: same work, same answer
     step.teardown()
+
+
+def test_length_buckets_group_rows_of_similar_context():
+    from harness.engines.paged.model_runner import PagedModelRunner
+
+    groups = PagedModelRunner.length_buckets([700, 20, 400, 650, 30, 200, 90])
+    assert groups == [[0, 3, 2], [5], [6], [4, 1]]  # longest first; each down to half its longest
+    assert sorted(b for g in groups for b in g) == list(range(7))
+    assert len(PagedModelRunner.length_buckets([2**i for i in range(12)], most=4)) == 4
+
+
+def test_a_ragged_decode_batch_matches_each_sequence_decoded_alone(tiny):
+    """Rows of very different lengths fall into different length groups; each row's next token must
+    be the one it gets when decoded on its own."""
+    engine = paged(tiny, block_size=8)
+    runner, bm = engine.runner, engine.bm
+    reqs = mixed_requests(6, (3, 90), (1, 2), tiny.spec.vocab_size, seed=5)
+    from harness.engines.paged.model_runner import PrefillChunk
+    from harness.engines.paged.sequence import Sequence
+
+    seqs = []
+    for i, r in enumerate(reqs):
+        seq = Sequence(100 + i, list(r.prompt_ids), 1)
+        bm.allocate(seq)
+        seqs.append(seq)
+    runner.prefill([PrefillChunk(s.prompt_ids[:-1], 0, s.block_table) for s in seqs])
+    args = ([s.prompt_ids[-1] for s in seqs], [len(s.prompt_ids) - 1 for s in seqs], [s.block_table for s in seqs])
+    assert len(runner.length_buckets([p + 1 for p in args[1]])) > 1
+    together = runner.decode(*args)
+    alone = [runner.decode([t], [p], [b])[0] for t, p, b in zip(*args, strict=True)]
+    assert together == alone

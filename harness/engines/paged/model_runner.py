@@ -102,6 +102,7 @@ class PagedModelRunner:
         self.k_cpu = torch.zeros(cpu_shape, dtype=self.dtype, pin_memory=pin)
         self.v_cpu = torch.zeros(cpu_shape, dtype=self.dtype, pin_memory=pin)
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._gather: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- helpers ---------------------------------------------------------------------------
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,14 +152,19 @@ class PagedModelRunner:
         self.k_cache[layer].view(-1, self.n_kv, self.head_dim).index_copy_(0, slots, k)
         self.v_cache[layer].view(-1, self.n_kv, self.head_dim).index_copy_(0, slots, v)
 
-    def _read_kv(self, layer: int, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, width) block ids -> K, V of shape (B, width * bs, n_kv, d)."""
+    def _read_kv(
+        self, layer: int, tables: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, width) block ids -> K, V of shape (B, width * bs, n_kv, d), into `out` when given."""
         flat = tables.flatten()
         shape = (tables.shape[0], -1, self.n_kv, self.head_dim)
-        return (
-            self.k_cache[layer].index_select(0, flat).view(shape),
-            self.v_cache[layer].index_select(0, flat).view(shape),
-        )
+        if out is None:
+            return self.k_cache[layer].index_select(0, flat).view(shape), self.v_cache[layer].index_select(
+                0, flat
+            ).view(shape)
+        torch.index_select(self.k_cache[layer], 0, flat, out=out[0])
+        torch.index_select(self.v_cache[layer], 0, flat, out=out[1])
+        return out[0].view(shape), out[1].view(shape)
 
     # --- the two kinds of step -------------------------------------------------------------
     @torch.inference_mode()
@@ -201,27 +207,64 @@ class PagedModelRunner:
             out = self._attend(q, keys, values, mask, causal=False)
         return out[0].transpose(0, 1).reshape(n_new, -1)
 
+    @staticmethod
+    def length_buckets(lengths: list[int], ratio: float = 0.5, most: int = 4) -> list[list[int]]:
+        """Group batch rows by context length so each group pads to its own longest, not the batch's:
+        the K/V gathered and attended to shrink from B x max to about the sum of the lengths. Longest
+        first; a group takes rows down to `ratio` of its longest; at most `most` groups."""
+        order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
+        groups: list[list[int]] = []
+        for b in order:
+            if groups and (lengths[b] >= ratio * lengths[groups[-1][0]] or len(groups) == most):
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        return groups
+
+    def _gather_buffers(self, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reused K/V gather buffers: a fresh multi-MB tensor per layer costs page faults on CPU."""
+        need = blocks * self.block_size * self.n_kv * self.head_dim
+        if self._gather is None or self._gather[0].numel() < need:
+            self._gather = tuple(torch.empty(need, dtype=self.dtype, device=self.device) for _ in range(2))
+        shape = (blocks, self.block_size, self.n_kv, self.head_dim)
+        return self._gather[0][:need].view(shape), self._gather[1][:need].view(shape)
+
     @torch.inference_mode()
     def decode(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> list[int]:
         """One token for each of B sequences; sequence b attends to its positions 0 .. positions[b]."""
         batch = len(token_ids)
-        width = max(len(t) for t in block_tables)
-        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], device=self.device)
         pos = torch.tensor(positions, device=self.device)
-        write = self._slots(tables)[torch.arange(batch, device=self.device), pos]  # (B,)
-        ctx = int(max(positions)) + 1
-        mask = None
-        if min(positions) != max(positions):  # ragged contexts: hide each row's tail
-            mask = (torch.arange(ctx, device=self.device)[None] <= pos[:, None])[:, None, None, :]
+        bs = self.block_size
+        write = torch.tensor(
+            [block_tables[b][p // bs] * bs + p % bs for b, p in enumerate(positions)], device=self.device
+        )
+        groups = []  # (rows, block ids, context, mask) per length group
+        for rows in self.length_buckets([p + 1 for p in positions]):
+            ctx = max(positions[b] for b in rows) + 1
+            width = -(-ctx // bs)
+            tables = torch.tensor([(block_tables[b] + [0] * width)[:width] for b in rows], device=self.device)
+            mask = None
+            if any(positions[b] + 1 != ctx for b in rows):  # ragged contexts: hide each row's tail
+                row_pos = pos[rows] if len(rows) < batch else pos
+                mask = (torch.arange(ctx, device=self.device)[None] <= row_pos[:, None])[:, None, None, :]
+            index = None if len(groups) == 0 and len(rows) == batch else torch.tensor(rows, device=self.device)
+            groups.append((index, tables, ctx, mask))
         cos, sin = self._rope(pos)
         x = self.embed[torch.tensor(token_ids, device=self.device)]  # (B, H)
         for layer, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)
             self._write_kv(layer, write, k, v)
-            keys, values = self._read_kv(layer, tables)
-            keys, values = keys[:, :ctx].transpose(1, 2), values[:, :ctx].transpose(1, 2)  # (B, n_kv, ctx, d)
-            out = self._attend(q[:, :, None], keys, values, mask, causal=False)  # (B, nh, 1, d)
-            x = self._mlp_residual(w, x, out.reshape(batch, -1))
+            out = q.new_empty(batch, self.n_heads * self.head_dim) if len(groups) > 1 else None
+            for index, tables, ctx, mask in groups:
+                keys, values = self._read_kv(layer, tables, self._gather_buffers(tables.numel()))
+                keys, values = keys[:, :ctx].transpose(1, 2), values[:, :ctx].transpose(1, 2)  # (b, n_kv, ctx, d)
+                rows_q = q if index is None else q.index_select(0, index)
+                o = self._attend(rows_q[:, :, None], keys, values, mask, causal=False).reshape(len(tables), -1)
+                if out is None:
+                    out = o
+                else:
+                    out.index_copy_(0, index, o)
+            x = self._mlp_residual(w, x, out)
         return self._logits_argmax(x)
 
     # --- swap --------------------------------------------------------------------------------

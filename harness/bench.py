@@ -25,7 +25,8 @@ from harness.workloads import Request, fixed_requests, mixed_requests
 
 STEP_KINDS = ("prefill", "decode")
 MAX_ROUNDS = 200
-REFERENCE_REPS = 3  # reference forwards before and after each case (machine-speed correction)
+REFERENCE_REPS = 3  # reference forwards before and after each case (machine-speed correction): at least
+REFERENCE_MIN_S = 0.2  # and enough to span this long, so one short stall does not set the machine speed
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ class PerfSession:
         times = []
         with torch.inference_mode():
             loaded.model(ids, use_cache=False)  # untimed: the first call after other work pays for allocations
-            for _ in range(reps):
+            begin = time.perf_counter()
+            while len(times) < reps or (time.perf_counter() - begin < REFERENCE_MIN_S and len(times) < MAX_ROUNDS):
                 start = time.perf_counter()
                 loaded.model(ids, use_cache=False)
                 synchronize(self.device)

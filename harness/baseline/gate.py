@@ -17,8 +17,10 @@ log ratios gives p < alpha. A slowdown that touches every case a little (a slowe
 copy per step) moves the mean of many cases far beyond their shared noise, even where each case on
 its own is too noisy to tell.
 
-A case recorded on an unhealthy GPU is unreliable, never a regression. Cases missing from either
-side are listed.
+Both tests compare throughput corrected for machine speed (Speed): a fixed reference forward timed
+beside every case tells how fast the machine was during each run, on a shared machine the largest
+single source of run-to-run change. A case recorded on an unhealthy GPU is unreliable, never a
+regression. Cases missing from either side are listed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Thresholds:
     alpha: float = 0.01
     groups: dict[str, float] = field(default_factory=dict)  # by case kind: prefill, decode, ...
     cases: dict[str, float] = field(default_factory=dict)  # by full case name
-    normalise: str = "run"  # machine-speed correction: "run", "case" or "off" (see Speed)
+    normalise: str = "case"  # machine-speed correction: "case", "run" or "off" (see Speed)
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISE_MODES:
@@ -64,7 +66,7 @@ class Thresholds:
             alpha=float(perf.get("alpha", 0.01)),
             groups={k: float(v) for k, v in perf.get("groups", {}).items()},
             cases={k: float(v) for k, v in perf.get("cases", {}).items()},
-            normalise=str(perf.get("normalise", "run")),
+            normalise=str(perf.get("normalise", "case")),
         )
 
 
@@ -115,8 +117,8 @@ class Speed:
     or a clock change slows the reference and the cases alike, and dividing it out leaves what the
     engine itself changed. A regression inside torch or transformers would slow the reference as
     well, so the correction is applied only when both sides ran the same stack (SAME_STACK_KEYS).
-    `mode`: "run" divides by the run's median reference (steady), "case" by each case's own (follows
-    faster drift, noisier), "off" compares raw tokens/s.
+    `mode`: "case" divides by each case's own reference (follows drift within a run), "run" by the
+    run's median reference (steadier, misses drift within the run), "off" compares raw tokens/s.
     """
 
     mode: str

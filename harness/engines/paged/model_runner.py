@@ -238,7 +238,7 @@ class PagedModelRunner:
         write = torch.tensor(
             [block_tables[b][p // bs] * bs + p % bs for b, p in enumerate(positions)], device=self.device
         )
-        groups = []  # (rows, block ids, context, mask) per length group
+        groups = []  # (rows, block ids, context, mask, gather buffers) per length group
         for rows in self.length_buckets([p + 1 for p in positions]):
             ctx = max(positions[b] for b in rows) + 1
             width = -(-ctx // bs)
@@ -248,15 +248,15 @@ class PagedModelRunner:
                 row_pos = pos[rows] if len(rows) < batch else pos
                 mask = (torch.arange(ctx, device=self.device)[None] <= row_pos[:, None])[:, None, None, :]
             index = None if len(groups) == 0 and len(rows) == batch else torch.tensor(rows, device=self.device)
-            groups.append((index, tables, ctx, mask))
+            groups.append((index, tables, ctx, mask, self._gather_buffers(tables.numel())))
         cos, sin = self._rope(pos)
         x = self.embed[torch.tensor(token_ids, device=self.device)]  # (B, H)
         for layer, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)
             self._write_kv(layer, write, k, v)
             out = q.new_empty(batch, self.n_heads * self.head_dim) if len(groups) > 1 else None
-            for index, tables, ctx, mask in groups:
-                keys, values = self._read_kv(layer, tables, self._gather_buffers(tables.numel()))
+            for index, tables, ctx, mask, buffers in groups:
+                keys, values = self._read_kv(layer, tables, buffers)
                 keys, values = keys[:, :ctx].transpose(1, 2), values[:, :ctx].transpose(1, 2)  # (b, n_kv, ctx, d)
                 rows_q = q if index is None else q.index_select(0, index)
                 o = self._attend(rows_q[:, :, None], keys, values, mask, causal=False).reshape(len(tables), -1)

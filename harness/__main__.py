@@ -106,9 +106,16 @@ def cmd_gate_check(args: argparse.Namespace) -> int:
     from harness.baseline.experiment import gate_check, replay
 
     if args.replay:
-        return replay(args.replay, args.normalise)
+        return replay(args.replay, args.normalise, args.multiple)
     return gate_check(
-        args.trials, args.slowdown, args.tier, args.pytest_args, args.baseline_runs, args.keep, args.normalise
+        args.trials,
+        args.slowdown,
+        args.tier,
+        args.pytest_args,
+        args.baseline_runs,
+        args.keep,
+        args.normalise,
+        args.multiple,
     )
 
 
@@ -168,6 +175,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("run", "case", "off"),
         default=None,
         help="machine-speed correction (overrides [tool.perf])",
+    )
+    gc.add_argument(
+        "--multiple",
+        choices=("holm", "none"),
+        default=None,
+        help="adjustment of the per-case p-values over a run's cases (overrides [tool.perf])",
     )
     gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
     gc.set_defaults(fn=cmd_gate_check)

@@ -27,6 +27,7 @@ STEP_KINDS = ("prefill", "decode")
 MAX_ROUNDS = 200
 REFERENCE_REPS = 3  # reference forwards before and after each case (machine-speed correction): at least
 REFERENCE_MIN_S = 0.2  # and enough to span this long, so one short stall does not set the machine speed
+REFERENCE_MAX_TOKENS = 128  # the largest reference forward (see reference_shape)
 
 
 @dataclass(frozen=True)
@@ -223,14 +224,15 @@ class PerfSession:
             kwargs["setup"] = setup
         benchmark.pedantic(timed, **kwargs)
 
-    def reference_ms(self, model_name: str, reps: int = REFERENCE_REPS) -> list[float]:
-        """Time a fixed forward of the model (1 x 8 tokens, no cache) that no engine code runs: how fast
+    def reference_ms(self, model_name: str, shape: tuple[int, int] = (1, 8), reps: int = REFERENCE_REPS) -> list[float]:
+        """Time a fixed forward of the model (rows x tokens, no cache) that no engine code runs: how fast
         the machine is right now. Timed just before and after every case, outside its rounds; the gate
         divides it out (harness/baseline/gate.py, Speed). PERF_INJECT_SLOWDOWN does not touch it."""
         import torch
 
         loaded = self.model(model_name)
-        ids = torch.arange(1, 9, device=loaded.device).unsqueeze(0)
+        rows, tokens = shape
+        ids = (torch.arange(rows * tokens, device=loaded.device) % 1000 + 1).view(rows, tokens)
         times = []
         with torch.inference_mode():
             loaded.model(ids, use_cache=False)  # untimed: the first call after other work pays for allocations
@@ -242,10 +244,11 @@ class PerfSession:
                 times.append((time.perf_counter() - start) * 1e3)
         return times
 
-    def _sampled(self, benchmark, target, setup=None, model_name: str | None = None) -> dict:
+    def _sampled(self, benchmark, target, case: Case, setup=None) -> dict:
         """Time `target`, with the reference forward timed before and after; on a GPU sample
         utilisation and power while it runs."""
-        reference = [] if benchmark.disabled or model_name is None else self.reference_ms(model_name)
+        shape = reference_shape(case)
+        reference = [] if benchmark.disabled else self.reference_ms(case.model, shape)
         if self.nvml is None:
             self._pedantic(benchmark, target, setup)
             sampled = {}
@@ -254,7 +257,8 @@ class PerfSession:
                 self._pedantic(benchmark, target, setup)
             sampled = sampler.summary(0) | {"_energy_j": sampler.energy_j() or 0.0}
         if reference:
-            sampled["reference_ms"] = [round(ms, 4) for ms in reference + self.reference_ms(model_name)]
+            sampled["reference_ms"] = [round(ms, 4) for ms in reference + self.reference_ms(case.model, shape)]
+            sampled["reference_shape"] = list(shape)
         return sampled
 
     def bench_step(self, benchmark, case: Case, step: StepCase) -> None:
@@ -268,7 +272,7 @@ class PerfSession:
         else:
             cost, tokens = roofline.decode_cost(spec, dtype, case.batch_size, case.context_len), case.batch_size
         try:
-            sampled = self._sampled(benchmark, step.run, step.setup, case.model)
+            sampled = self._sampled(benchmark, step.run, case, step.setup)
         finally:
             if step.teardown is not None:
                 step.teardown()
@@ -284,7 +288,7 @@ class PerfSession:
         def run() -> None:
             latest["result"] = engine.generate(requests)
 
-        sampled = self._sampled(benchmark, run, model_name=case.model)
+        sampled = self._sampled(benchmark, run, case)
         last = latest["result"]
         failed = [o for o in last.outputs if o.error]
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
@@ -402,6 +406,22 @@ class PerfSession:
             *format_table(verdicts, thresholds.alpha, method_line(baseline, current, thresholds)),
         ]
         return has_regression(verdicts)
+
+
+def reference_shape(case: Case) -> tuple[int, int]:
+    """(rows, tokens) of the reference forward timed beside a case: the shape of the forwards the case
+    itself spends its time in, so the reference meets the same kernels (matrix-vector products for
+    batch-1 decode, wide GEMMs for prefill) and a busy neighbour slows both alike. Measured on the
+    2-core host: a 1 x 8 reference for every case cut the run-to-run spread of bs8 and prefill cases
+    (9-16% -> 3-7%) but raised it for batch-1 decode (3-5% -> 7-9%). A serving case mixes prefills and
+    decodes of many sizes: it keeps the 1 x 8 forward. A prefill reference is capped at 128 tokens: by
+    then the forward is a compute-bound GEMM already, and a 4 x 256 one would cost seconds per case."""
+    if case.kind == "prefill":
+        tokens = case.batch_size * case.prompt_len
+        return (case.batch_size, case.prompt_len) if tokens <= REFERENCE_MAX_TOKENS else (1, REFERENCE_MAX_TOKENS)
+    if case.kind == "serving":
+        return 1, 8
+    return case.batch_size, 1  # decode, and generate/batching, whose time is mostly decode steps
 
 
 def first_difference(engine: str, reference: GenerateResult, got: GenerateResult) -> str | None:

@@ -307,3 +307,61 @@ def test_machine_speed_correction_can_be_switched_off():
     assert "switched off" in method
     with pytest.raises(ValueError, match="normalise must be one of"):
         Thresholds(normalise="sometimes")
+
+
+def test_holm_adjustment_matches_its_definition():
+    from harness.baseline.gate import holm
+
+    # sorted 0.001, 0.01, 0.02, 0.5 -> 4x, 3x, 2x, 1x, each at least the one before it
+    assert holm([0.02, 0.001, 0.5, 0.01]) == pytest.approx([0.04, 0.004, 0.5, 0.03])
+    assert holm([0.3, 0.3, 0.3]) == pytest.approx([0.9, 0.9, 0.9])
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def _many_cases(drop_case_factor, cases=11):
+    """Ten unchanged cases and one that is `drop_case_factor` x slower, on a run-to-run spread of 3%."""
+    base = {
+        "machine_info": {"slug": "m"},
+        "benchmarks": [pooled(f"test_decode[c{i}]", [1.0, 1.03, 0.97], seed=10 * i) for i in range(cases)],
+    }
+    now = doc(
+        *(bench(f"test_decode[c{i}]", rounds(drop_case_factor if i == 0 else 1.0, 0.005, i)) for i in range(cases))
+    )
+    return base, now
+
+
+def test_holm_keeps_a_borderline_case_of_many_quiet_and_still_fails_a_large_drop():
+    base, now = _many_cases(1.1)  # one case 9% slower: p ~ 0.006 alone, ~0.07 after 11 cases
+    alone = {v.name: v for v in compare(base, now, Thresholds(multiple="none"))}
+    adjusted = {v.name: v for v in compare(base, now, Thresholds())}
+    assert alone["test_decode[c0]"].status == "regression"
+    assert adjusted["test_decode[c0]"].status == "ok"
+    assert adjusted["test_decode[c0]"].p_value > alone["test_decode[c0]"].p_value
+    base, now = _many_cases(1.3)  # one case 23% slower: fails after the adjustment too
+    assert {v.name: v.status for v in compare(base, now, Thresholds())}["test_decode[c0]"] == "regression"
+    assert "Holm" in method_line(base, now, Thresholds())
+    with pytest.raises(ValueError, match="multiple must be one of"):
+        Thresholds(multiple="bonferroni-ish")
+
+
+def test_no_machine_speed_correction_when_the_reference_shapes_differ():
+    names = [f"test_decode[c{i}]" for i in range(4)]
+    base = stack_doc(*(with_ref(bench(n, rounds(1.0, 0.005, i)), 10.0) for i, n in enumerate(names)))
+    now = stack_doc(*(with_ref(bench(n, rounds(1.15, 0.005, 10 + i)), 11.5) for i, n in enumerate(names)))
+    for b in now["benchmarks"]:
+        b["extra_info"]["reference_shape"] = [1, 1]  # the baseline's (unrecorded) shape is 1 x 8
+    verdicts = compare(base, now, Thresholds())
+    assert has_regression(verdicts)
+    assert "another shape" in method_line(base, now, Thresholds())
+
+
+def test_the_reference_forward_has_the_shape_of_the_cases_work():
+    from harness.bench import reference_shape
+    from harness.cases import Case
+
+    assert reference_shape(Case("decode", "small", "manual", batch_size=8, context_len=128)) == (8, 1)
+    assert reference_shape(Case("prefill", "small", "manual", batch_size=2, prompt_len=64)) == (2, 64)
+    assert reference_shape(Case("generate", "small", "manual", prompt_len=32, new_tokens=32)) == (1, 1)
+    assert reference_shape(Case("serving", "small", "paged", workload="mixed16")) == (1, 8)
+    assert reference_shape(Case("prefill", "small", "manual", batch_size=4, prompt_len=256)) == (1, 128)

@@ -47,7 +47,7 @@ def _summary(thresholds: Thresholds, tier: str, baseline: dict, tally: dict, tri
     runs = baseline["benchmarks"][0]["extra_info"].get("baseline_runs", 1) if baseline["benchmarks"] else 0
     print(
         f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}, cases {thresholds.cases}), "
-        f"machine-speed correction {thresholds.normalise}, "
+        f"machine-speed correction {thresholds.normalise}, multiple-testing adjustment {thresholds.multiple}, "
         f"alpha {thresholds.alpha}, tier {tier}, {len(baseline['benchmarks'])} cases, "
         f"baseline pooled from {runs} run(s)"
     )
@@ -64,9 +64,10 @@ def gate_check(
     baseline_runs: int = 3,
     keep: str | None = None,
     normalise: str | None = None,
+    multiple: str | None = None,
 ) -> int:
     args = ["--perf-tier", tier, *[a for a in pytest_args if a != "--"]]
-    thresholds = _thresholds(normalise)
+    thresholds = _thresholds(normalise, multiple)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(keep) if keep else Path(tmp)
         store.mkdir(parents=True, exist_ok=True)
@@ -93,16 +94,17 @@ def gate_check(
     return 0
 
 
-def _thresholds(normalise: str | None) -> Thresholds:
-    thresholds = Thresholds.from_pyproject()
-    return dataclasses.replace(thresholds, normalise=normalise) if normalise else thresholds
+def _thresholds(normalise: str | None, multiple: str | None = None) -> Thresholds:
+    """[tool.perf], with the experiment's command-line overrides."""
+    overrides = {k: v for k, v in (("normalise", normalise), ("multiple", multiple)) if v}
+    return dataclasses.replace(Thresholds.from_pyproject(), **overrides)
 
 
-def replay(directory: str, normalise: str | None = None) -> int:
+def replay(directory: str, normalise: str | None = None, multiple: str | None = None) -> int:
     """Judge the runs a `gate-check --keep DIR` stored, with today's gate and [tool.perf]."""
     root = Path(directory)
     baseline = load_results(root / "baseline.json")
-    thresholds = _thresholds(normalise)
+    thresholds = _thresholds(normalise, multiple)
     tally = {}
     trials = 0
     for label in ("unchanged", "slowdown"):

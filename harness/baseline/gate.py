@@ -11,6 +11,11 @@ statistically significant (one-sided, p < alpha). Which test depends on what the
 - a single-run baseline has no run-to-run spread: a Mann-Whitney U test on the per-round
   throughputs, as pytest-benchmark's data allow.
 
+A run tests many cases at once: at p < 0.01 each, eleven cases raise a false alarm in up to one run in
+ten. The per-case p-values are therefore adjusted with Holm's step-down method over the cases of the
+run (`[tool.perf] multiple = "holm"`, the default; "none" tests each case alone), which bounds the
+chance of any false alarm in the run by alpha. A large drop of one case still fails on its own.
+
 On top of the cases, the suite's geometric-mean change over all compared cases is one more row: it
 regresses when it drops by more than the default threshold and a one-sided t-test across the cases'
 log ratios gives p < alpha. A slowdown that touches every case a little (a slower kernel, an extra
@@ -36,6 +41,7 @@ from scipy import stats
 REGRESSION_EXIT_CODE = 10  # distinct from pytest's 0-5
 SUITE_ROW = "suite geometric mean"
 NORMALISE_MODES = ("run", "case", "off")
+MULTIPLE_MODES = ("holm", "none")
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,15 @@ class Thresholds:
     groups: dict[str, float] = field(default_factory=dict)  # by case kind: prefill, decode, ...
     cases: dict[str, float] = field(default_factory=dict)  # by full case name
     normalise: str = "case"  # machine-speed correction: "case", "run" or "off" (see Speed)
+    multiple: str = "holm"  # per-case p-values adjusted over the cases of a run: "holm" or "none"
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISE_MODES:
             raise ValueError(
                 f"[tool.perf] normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}"
             )
+        if self.multiple not in MULTIPLE_MODES:
+            raise ValueError(f"[tool.perf] multiple must be one of {', '.join(MULTIPLE_MODES)}, got {self.multiple!r}")
 
     def for_case(self, name: str, group: str) -> float:
         return self.cases.get(name, self.groups.get(group, self.default))
@@ -67,6 +76,7 @@ class Thresholds:
             groups={k: float(v) for k, v in perf.get("groups", {}).items()},
             cases={k: float(v) for k, v in perf.get("cases", {}).items()},
             normalise=str(perf.get("normalise", "case")),
+            multiple=str(perf.get("multiple", "holm")),
         )
 
 
@@ -98,6 +108,10 @@ def reference_ms(bench: dict) -> float | None:
     """Median time of the reference forward timed just before and after this case's rounds."""
     ref = bench["extra_info"].get("reference_ms") or []
     return statistics.median(ref) if ref else None
+
+
+def _reference_shape(bench: dict) -> list[int]:
+    return list(bench["extra_info"].get("reference_shape") or [1, 8])  # 1 x 8 before shapes were recorded
 
 
 def _unhealthy(bench: dict) -> bool:
@@ -139,6 +153,13 @@ class Speed:
         now = {b["name"]: b for b in current["benchmarks"]}
         if any(reference_ms(b) is None for b in [*base.values(), *now.values()]):
             return cls("off", why_off="no machine-speed correction: a side has no reference timings")
+        reshaped = [n for n in base.keys() & now.keys() if _reference_shape(base[n]) != _reference_shape(now[n])]
+        if reshaped:
+            return cls(
+                "off",
+                why_off=f"no machine-speed correction: the reference forward has another shape on each side "
+                f"for {len(reshaped)} case(s) (a baseline from an older suite: record it again)",
+            )
         runs = {name: b["extra_info"].get("run_reference_ms") or [reference_ms(b)] for name, b in base.items()}
         if mode == "run":
             width = min(len(r) for r in runs.values())
@@ -218,9 +239,22 @@ def _run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[f
     return math.exp(centre), float(stats.t.cdf(score, noise.df)), float(stats.t.sf(score, noise.df))
 
 
-def judge(name: str, base: dict, now: dict, thresholds: Thresholds, data: CaseData, noise: RunNoise | None) -> Verdict:
+@dataclass(frozen=True)
+class CaseTest:
+    """One case's change and its one-sided p-values, before the verdict."""
+
+    name: str
+    fields: dict
+    p_slower: float
+    p_faster: float
+    note: str
+    unreliable: bool
+
+
+def case_test(
+    name: str, base: dict, now: dict, thresholds: Thresholds, data: CaseData, noise: RunNoise | None
+) -> CaseTest:
     group = now["extra_info"].get("kind") or name.split("[")[0].removeprefix("test_")
-    threshold = thresholds.for_case(name, group)
     b, n = data.base_rounds, data.now_rounds
     now_med = statistics.median(n)
     if data.base_runs and noise is not None:
@@ -229,17 +263,54 @@ def judge(name: str, base: dict, now: dict, thresholds: Thresholds, data: CaseDa
         base_med = statistics.median(b)
         p_slower = float(stats.mannwhitneyu(b, n, alternative="greater").pvalue)
         p_faster = float(stats.mannwhitneyu(b, n, alternative="less").pvalue)
-    change = now_med / base_med - 1
     fields = {
         "base_tok_s": statistics.median(round_throughputs(base)),
         "now_tok_s": statistics.median(round_throughputs(now)),
-        "change": change,
-        "threshold": threshold,
+        "change": now_med / base_med - 1,
+        "threshold": thresholds.for_case(name, group),
     }
-    note = f"raw {data.raw_change:+.1%}" if abs(data.raw_change - change) >= 0.0005 else ""
-    if _unhealthy(base) or _unhealthy(now):
-        return Verdict(name, "unreliable", note="recorded on an unhealthy GPU", **fields)
-    return _decide(name, change, threshold, p_slower, p_faster, thresholds.alpha, fields, note)
+    note = f"raw {data.raw_change:+.1%}" if abs(data.raw_change - fields["change"]) >= 0.0005 else ""
+    return CaseTest(name, fields, p_slower, p_faster, note, _unhealthy(base) or _unhealthy(now))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: rejecting where the adjusted p < alpha keeps the chance of any false
+    alarm among the m tests below alpha, whatever their dependence (Holm 1979)."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def judge_all(tests: list[CaseTest], thresholds: Thresholds) -> list[Verdict]:
+    """Verdicts for the cases of one run, their p-values adjusted over the reliable cases."""
+    reliable = [t for t in tests if not t.unreliable]
+    slower = [t.p_slower for t in reliable]
+    faster = [t.p_faster for t in reliable]
+    if thresholds.multiple == "holm":
+        slower, faster = holm(slower), holm(faster)
+    adjusted = {t.name: (s, f) for t, s, f in zip(reliable, slower, faster, strict=True)}
+    verdicts = []
+    for t in tests:
+        if t.unreliable:
+            verdicts.append(Verdict(t.name, "unreliable", note="recorded on an unhealthy GPU", **t.fields))
+            continue
+        p_slower, p_faster = adjusted[t.name]
+        verdicts.append(
+            _decide(
+                t.name,
+                t.fields["change"],
+                t.fields["threshold"],
+                p_slower,
+                p_faster,
+                thresholds.alpha,
+                t.fields,
+                t.note,
+            )
+        )
+    return verdicts
 
 
 def _decide(name, change, threshold, p_slower, p_faster, alpha, fields, note="") -> Verdict:
@@ -274,7 +345,9 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
     speed = Speed.of(baseline, current, thresholds.normalise)
     data = {name: CaseData.of(name, base[name], now[name], speed) for name in both}
     noise = RunNoise.of(list(data.values()))
-    verdicts = [judge(name, base[name], now[name], thresholds, data[name], noise) for name in both]
+    verdicts = judge_all(
+        [case_test(name, base[name], now[name], thresholds, data[name], noise) for name in both], thresholds
+    )
     suite = suite_verdict(verdicts, thresholds)
     verdicts += [
         Verdict(name, "missing-now", note="in the baseline, not in this run")
@@ -304,6 +377,8 @@ def method_line(baseline: dict, current: dict, thresholds: Thresholds | None = N
             f"per case: one-sided t-test of this run's median against the baseline runs (run-to-run sd "
             f"{noise.sd:.1%}, {noise.df} df)"
         )
+    if thresholds.multiple == "holm":
+        test += ", p adjusted over the run's cases (Holm)"
     if speed.mode == "off":
         return f"{test}; {speed.why_off}"
     machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1

@@ -91,6 +91,12 @@ class PagedModelRunner:
         self.embed = hf.model.embed_tokens.weight
         self.final_norm = hf.model.norm.weight
         self.lm_head = hf.lm_head.weight
+        # On CPU the LM head is the largest GEMM of a decode step (vocab x hidden, far beyond the
+        # caches). Given its weight as (hidden, vocab), contiguous, MKL computes it 1.5-2.4x faster
+        # than F.linear's (vocab, hidden) form on the 2-core dev host (`small`, 32000 x 512: 6.1 -> 2.6
+        # ms at 1 row, 16.9 -> 11.3 ms at 24 rows); the layer weights fit in cache and gain nothing.
+        # One transposed copy of the head; on CUDA cuBLAS takes either layout at the same speed.
+        self.lm_head_t = self.lm_head.t().contiguous() if self.device.type == "cpu" else None
         self.layers = [_layer_weights(layer) for layer in hf.model.layers]
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
         shape = (spec.num_layers, num_blocks, block_size, self.n_kv, self.head_dim)
@@ -146,7 +152,8 @@ class PagedModelRunner:
 
     def _logits_argmax(self, x: torch.Tensor) -> list[int]:
         x = rms_norm(x, self.final_norm, self.eps)
-        return F.linear(x, self.lm_head).argmax(dim=-1).tolist()
+        logits = F.linear(x, self.lm_head) if self.lm_head_t is None else x @ self.lm_head_t
+        return logits.argmax(dim=-1).tolist()
 
     def _write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k_cache[layer].view(-1, self.n_kv, self.head_dim).index_copy_(0, slots, k)

@@ -128,9 +128,12 @@ def test_decode_case_computes_the_real_next_token(tiny, reference):
 def test_length_buckets_group_rows_of_similar_context():
     from harness.engines.paged.model_runner import PagedModelRunner
 
-    groups = PagedModelRunner.length_buckets([700, 20, 400, 650, 30, 200, 90])
+    lengths = [700, 20, 400, 650, 30, 200, 90]
+    groups = PagedModelRunner.length_buckets(lengths, ratio=0.5)
     assert groups == [[0, 3, 2], [5], [6], [4, 1]]  # longest first; each down to half its longest
     assert sorted(b for g in groups for b in g) == list(range(7))
+    groups = PagedModelRunner.length_buckets(lengths)  # the default: down to 3/4 of its longest
+    assert groups == [[0, 3], [2], [5], [6], [4], [1]]
     assert len(PagedModelRunner.length_buckets([2**i for i in range(12)], most=4)) == 4
 
 

@@ -1,6 +1,7 @@
 """The regression gate on synthetic samples, and its file handling."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -124,6 +125,7 @@ def test_atomic_write_is_sorted_indented_and_never_half_written(tmp_path):
     path = tmp_path / "sub" / "b.json"
     write_json_atomic(path, {"z": 1, "a": [1, 2]})
     assert path.read_text().startswith('{\n  "a": [')
+    assert path.stat().st_mode & 0o044 == 0o044 or os.umask(os.umask(0)) & 0o044  # readable as umask allows
     with pytest.raises(TypeError):
         write_json_atomic(path, {"a": object()})  # fails mid-serialisation
     assert json.loads(path.read_text()) == {"z": 1, "a": [1, 2]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
 from harness.errors import PerfSuiteError
 
 
@@ -172,13 +173,13 @@ def parser() -> argparse.ArgumentParser:
     )
     gc.add_argument(
         "--normalise",
-        choices=("run", "case", "off"),
+        choices=NORMALISE_MODES,
         default=None,
         help="machine-speed correction (overrides [tool.perf])",
     )
     gc.add_argument(
         "--multiple",
-        choices=("holm", "none"),
+        choices=MULTIPLE_MODES,
         default=None,
         help="adjustment of the per-case p-values over a run's cases (overrides [tool.perf])",
     )

@@ -232,7 +232,7 @@ class PerfSession:
 
         loaded = self.model(model_name)
         rows, tokens = shape
-        ids = (torch.arange(rows * tokens, device=loaded.device) % 1000 + 1).view(rows, tokens)
+        ids = (torch.arange(rows * tokens, device=loaded.device) % (loaded.spec.vocab_size - 1) + 1).view(rows, tokens)
         times = []
         with torch.inference_mode():
             loaded.model(ids, use_cache=False)  # untimed: the first call after other work pays for allocations

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from scipy import stats
 
+from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
+
 REGRESSION_EXIT_CODE = 10  # distinct from pytest's 0-5
 SUITE_ROW = "suite geometric mean"
-NORMALISE_MODES = ("run", "case", "off")
-MULTIPLE_MODES = ("holm", "none")
 
 
 @dataclass(frozen=True)
@@ -337,16 +337,32 @@ def suite_verdict(cases: list[Verdict], thresholds: Thresholds) -> Verdict | Non
     return _decide(SUITE_ROW, change, thresholds.default, p_slower, p_faster, thresholds.alpha, fields, note)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What compare and method_line both read: the cases by name, machine speed, corrected data, noise."""
+
+    base: dict[str, dict]
+    now: dict[str, dict]
+    speed: Speed
+    data: dict[str, CaseData]  # the cases on both sides, sorted by name
+    noise: RunNoise | None
+
+    @classmethod
+    def of(cls, baseline: dict, current: dict, thresholds: Thresholds) -> Prepared:
+        base = {b["name"]: b for b in baseline["benchmarks"]}
+        now = {b["name"]: b for b in current["benchmarks"]}
+        speed = Speed.of(baseline, current, thresholds.normalise)
+        data = {name: CaseData.of(name, base[name], now[name], speed) for name in sorted(base.keys() & now.keys())}
+        return cls(base, now, speed, data, RunNoise.of(list(data.values())))
+
+
 def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdict]:
     """One verdict per case (sorted), the missing cases, then the suite row when there are enough cases."""
-    base = {b["name"]: b for b in baseline["benchmarks"]}
-    now = {b["name"]: b for b in current["benchmarks"]}
-    both = sorted(base.keys() & now.keys())
-    speed = Speed.of(baseline, current, thresholds.normalise)
-    data = {name: CaseData.of(name, base[name], now[name], speed) for name in both}
-    noise = RunNoise.of(list(data.values()))
+    prep = Prepared.of(baseline, current, thresholds)
+    base, now = prep.base, prep.now
     verdicts = judge_all(
-        [case_test(name, base[name], now[name], thresholds, data[name], noise) for name in both], thresholds
+        [case_test(name, base[name], now[name], thresholds, d, prep.noise) for name, d in prep.data.items()],
+        thresholds,
     )
     suite = suite_verdict(verdicts, thresholds)
     verdicts += [
@@ -363,10 +379,8 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
 def method_line(baseline: dict, current: dict, thresholds: Thresholds | None = None) -> str:
     """How the verdicts were reached, for the line under the table."""
     thresholds = thresholds or Thresholds()
-    speed = Speed.of(baseline, current, thresholds.normalise)
-    base = {b["name"]: b for b in baseline["benchmarks"]}
-    now = {b["name"]: b for b in current["benchmarks"]}
-    noise = RunNoise.of([CaseData.of(n, base[n], now[n], speed) for n in base.keys() & now.keys()])
+    prep = Prepared.of(baseline, current, thresholds)
+    speed, noise = prep.speed, prep.noise
     if noise is None:
         test = (
             "per case: one-sided Mann-Whitney U on the rounds (single-run baseline: the machine's run-to-run "

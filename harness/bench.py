@@ -15,6 +15,7 @@ from functools import cached_property
 
 from harness import roofline
 from harness.cases import WORKLOADS, Case
+from harness.correctness import OutputChecker
 from harness.engines import BUILTIN_ENGINES, EngineConfig, EngineSource, GenerateResult, load_engine_class
 from harness.engines.base import StepCase
 from harness.hardware import HardwareInfo, NvmlSampler, NvmlUnavailable, load_nvml, probe
@@ -24,6 +25,7 @@ from harness.timing import injected_slowdown, synchronize
 from harness.workloads import Request, fixed_requests, mixed_requests
 
 STEP_KINDS = ("prefill", "decode")
+
 MAX_ROUNDS = 200
 REFERENCE_REPS = 3  # reference forwards before and after each case (machine-speed correction): at least
 REFERENCE_MIN_S = 0.2  # and enough to span this long, so one short stall does not set the machine speed
@@ -77,6 +79,8 @@ class PerfSession:
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
     _loaded: dict[str, LoadedModel] = field(default_factory=dict)
+    _checkers: dict[str, OutputChecker] = field(default_factory=dict)
+    check_seconds: float = 0.0  # what the output checks cost this session, models already switched away from
     _engines: dict[tuple[str, str, int | None], object] = field(default_factory=dict)
 
     @cached_property
@@ -113,6 +117,8 @@ class PerfSession:
             self.close_engines()
             self._loaded.clear()
             self._parity.clear()
+            self.check_seconds += sum(c.seconds for c in self._checkers.values())
+            self._checkers.clear()
             if self.options.model_path:
                 self._loaded[name] = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
             else:
@@ -129,23 +135,37 @@ class PerfSession:
                 close()
         self._engines.clear()
 
+    def checker(self, model_name: str) -> OutputChecker:
+        if model_name not in self._checkers:
+            self._checkers[model_name] = OutputChecker(self.model(model_name))
+        return self._checkers[model_name]
+
+    def output_check_seconds(self) -> float:
+        return self.check_seconds + sum(c.seconds for c in self._checkers.values())
+
     def parity_problem(self, case: Case) -> str | None:
-        """None when the engine's greedy tokens on a probe workload equal hf-generate's; else the first
-        difference, described. Checked once per (model, engine), before any of its cases is timed."""
+        """None when the engine's greedy tokens (and logits, where it gives them) on the probe workload
+        equal HF's; else the first difference, described. Checked once per (model, engine), before any
+        of its cases is timed; the timed rounds are checked as well (check_rounds)."""
         key = (case.model, case.engine)
-        if not self.options.parity or case.engine == "hf-generate":
+        if not self.options.parity:
             return None
         if key not in self._parity:
-            loaded = self.model(case.model)
-            probe_reqs = mixed_requests(4, (4, 24), (4, 12), loaded.spec.vocab_size, seed=1234)
-            reference = self.engine(Case("generate", case.model, "hf-generate")).generate(probe_reqs)
-            engine = self.engine(case)
-            prepare = getattr(engine, "prepare", None)
-            if prepare is not None:
-                prepare(probe_reqs)
-            got = engine.generate(probe_reqs)
-            self._parity[key] = first_difference(case.engine, reference, got)
+            self._parity[key] = self.checker(case.model).probe_problem(case.engine, self.engine(case))
         return self._parity[key]
+
+    def check_rounds(self, case: Case, requests: Sequence[Request], rounds: list[GenerateResult]) -> str | None:
+        """Every round the case ran (warm-up and timed) against HF greedy for the same requests."""
+        if not self.options.parity:
+            return None
+        checker = self.checker(case.model)
+        for i, result in enumerate(rounds):
+            problem = checker.tokens_problem(
+                case.engine, requests, result.outputs, f"round {i + 1} of {len(rounds)} of {case.id}"
+            )
+            if problem:
+                return problem
+        return None
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -283,13 +303,19 @@ class PerfSession:
         prepare = getattr(engine, "prepare", None)
         if prepare is not None:  # untimed: start threads, size caches for this workload
             prepare(requests)
-        latest: dict[str, GenerateResult] = {}  # only the last round's result is reported
+        rounds: list[GenerateResult] = []  # every round's outputs are checked; the last one's metrics reported
 
         def run() -> None:
-            latest["result"] = engine.generate(requests)
+            rounds.append(engine.generate(requests))
 
         sampled = self._sampled(benchmark, run, case)
-        last = latest["result"]
+        problem = self.check_rounds(case, requests, rounds)
+        if problem:
+            import pytest
+
+            benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
+            pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
+        last = rounds[-1]
         failed = [o for o in last.outputs if o.error]
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
         spec = self.model(case.model).spec
@@ -304,6 +330,9 @@ class PerfSession:
             **last.latency_summary(),
             "num_requests": len(requests),
             "failed_requests": len(failed),
+            "output_check": f"{len(rounds)} rounds x {len(requests)} requests equal HF greedy"
+            if self.options.parity
+            else "off (--no-parity)",
         }
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
@@ -422,23 +451,3 @@ def reference_shape(case: Case) -> tuple[int, int]:
     if case.kind == "serving":
         return 1, 8
     return case.batch_size, 1  # decode, and generate/batching, whose time is mostly decode steps
-
-
-def first_difference(engine: str, reference: GenerateResult, got: GenerateResult) -> str | None:
-    """Where `got` first departs from the reference tokens: request index, position, both tokens."""
-    if len(got.outputs) != len(reference.outputs):
-        return f"engine {engine} returned {len(got.outputs)} outputs for {len(reference.outputs)} requests"
-    for i, (want, have) in enumerate(zip(reference.outputs, got.outputs, strict=True)):
-        if want.token_ids == have.token_ids:
-            continue
-        pos = next(
-            (p for p, (a, b) in enumerate(zip(want.token_ids, have.token_ids, strict=False)) if a != b),
-            min(len(want.token_ids), len(have.token_ids)),
-        )
-        return (
-            f"parity check failed: engine {engine} differs from hf-generate on probe request {i} at token "
-            f"{pos}: expected {want.token_ids[pos : pos + 5]} (of {len(want.token_ids)} tokens), got "
-            f"{have.token_ids[pos : pos + 5]} (of {len(have.token_ids)}); a fast wrong engine is not timed "
-            f"(--no-parity skips this check for engines that sample)"
-        )
-    return None

@@ -78,6 +78,50 @@ def _check_fits(spec: ModelSpec, dtype: str, device: torch.device) -> None:
             )
 
 
+# Seeded random weights as transformers initialises them (normal, std 0.02) give a degenerate model.
+# With a tied head the residual stream is dominated by the current token's embedding, the head scores
+# that same token highest, and greedy decoding repeats it whatever came before (on `tiny`, changing
+# a prompt token changed the output of 0 of 8 prompts). With an untied head the model settles into
+# repeating one context-chosen token. A token test on either cannot see attention or KV-cache bugs.
+# Value-only rescaling (shapes, FLOPs and bytes unchanged, so timing does not move) fixes both:
+# - attention made sharp: its logits get a standard deviation of about attn_logit_sd (a trained
+#   model's heads attend to a few tokens, not to a near-uniform average);
+# - the current token's share of the residual stream set by embed_scale: small under a tied head (so
+#   the head does not echo it; the final norm's weight grows by as much, keeping HF's logit scale),
+#   larger under an untied head (so each new token moves the next prediction).
+# Chosen over a grid of both on tiny, small and a 4-layer Llama shape, measured in the README ("Test
+# models"; `python -m harness model-check` prints the figures).
+
+
+@dataclass(frozen=True)
+class ContextInit:
+    embed_scale: float
+    attn_logit_sd: float
+
+
+CONTEXT_INIT = {True: ContextInit(embed_scale=0.1, attn_logit_sd=9.0), False: ContextInit(2.0, 36.0)}  # by tied head
+
+
+@torch.no_grad()
+def make_context_sensitive(model: torch.nn.Module, init: ContextInit) -> None:
+    """Rescale a freshly initialised Qwen3/Llama model in place (see CONTEXT_INIT)."""
+    inner, config = model.model, model.config
+    inner.embed_tokens.weight.mul_(init.embed_scale)
+    if config.tie_word_embeddings:
+        inner.norm.weight.mul_(1 / init.embed_scale)
+    # q.k / sqrt(d) has sd ~1 after Qwen3's q/k RMSNorms, and ~std^2 x hidden for Llama's plain
+    # projections of a unit-RMS input (std: the init's normal std); scale q and k alike to reach the target.
+    plain_sd = config.initializer_range**2 * config.hidden_size
+    for layer in inner.layers:
+        attn = layer.self_attn
+        if getattr(attn, "q_norm", None) is not None:
+            q, k, factor = attn.q_norm.weight, attn.k_norm.weight, init.attn_logit_sd**0.5
+        else:
+            q, k, factor = attn.q_proj.weight, attn.k_proj.weight, (init.attn_logit_sd / plain_sd) ** 0.25
+        q.mul_(factor)
+        k.mul_(factor)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     spec: ModelSpec
@@ -89,12 +133,14 @@ class LoadedModel:
 def build_model(
     spec: ModelSpec, *, dtype: str = "float32", device: str | torch.device = "cpu", seed: int = 0
 ) -> LoadedModel:
-    """A model of `spec`'s shape with seeded random weights. Timing does not depend on the values."""
+    """A model of `spec`'s shape with seeded random weights whose greedy output depends on the whole
+    context (make_context_sensitive). Timing does not depend on the values."""
     device, dtype = torch.device(device), canonical_dtype(dtype)
     _check_fits(spec, dtype, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(hf_config(spec), dtype=torch.float32)
+    make_context_sensitive(model, CONTEXT_INIT[spec.tie_embeddings])
     model = model.to(device=device, dtype=DTYPES[dtype]).eval()
     model.requires_grad_(False)
     return LoadedModel(spec, model, device, dtype)

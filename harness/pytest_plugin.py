@@ -208,7 +208,11 @@ def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
         pytest.skip(f"engine {case.engine} unavailable: {reason}")
     problem = perf.parity_problem(case)
     if problem:
-        pytest.fail(problem, pytrace=False)
+        pytest.fail(
+            f"parity check failed: {problem}; a fast wrong engine is not timed "
+            f"(--no-parity skips this check, for engines that sample)",
+            pytrace=False,
+        )
     return perf.engine(case)
 
 

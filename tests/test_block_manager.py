@@ -1,6 +1,7 @@
 """Block manager invariants under random operation sequences (hypothesis), with simulated contents:
-every block 'holds' the token ids written into it, so a prefix hit or a swap that hands a sequence
-the wrong KV is caught."""
+every slot 'holds' what its real KV depends on, the token at that position and every token before it,
+so a prefix hit or a swap that hands a sequence the wrong KV is caught, including a block whose own
+tokens match but whose prefix does not."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,11 +25,11 @@ class Sim:
         for pos in range(seq.num_cached_tokens, upto):
             block = seq.block_table[pos // BS]
             slots = self.content.setdefault(block, [None] * BS)
-            slots[pos % BS] = seq.token_ids[pos]
+            slots[pos % BS] = tuple(seq.token_ids[: pos + 1])  # KV at pos depends on tokens 0..pos
 
     def check_contents(self, seq: Sequence, upto: int) -> None:
         for pos in range(upto):
-            assert self.content[seq.block_table[pos // BS]][pos % BS] == seq.token_ids[pos]
+            assert self.content[seq.block_table[pos // BS]][pos % BS] == tuple(seq.token_ids[: pos + 1])
 
     def check_invariants(self) -> None:
         refs: dict[int, int] = {}
@@ -38,9 +39,10 @@ class Sim:
         for block in self.bm.blocks:
             assert block.ref_count >= 0
             assert block.ref_count == refs.get(block.block_id, 0)
-            if block.ref_count > 1:  # shared only as a full, hashed prefix block
-                assert block.hash is not None
-                assert len(block.token_ids) == BS
+            if block.ref_count > 1:  # shared only as a full block registered with its whole chain
+                assert block.chain is not None
+                assert len(block.chain) % BS == 0
+                assert self.content[block.block_id] == [block.chain[: len(block.chain) - BS + i + 1] for i in range(BS)]
         free = list(self.bm.free_block_ids)
         assert len(free) == len(set(free))
         assert set(free) == {b.block_id for b in self.bm.blocks if b.ref_count == 0}

@@ -32,11 +32,26 @@ class ManualEngine:
         self.eos_token_id = loaded.spec.eos_token_id
         self.clock = WorkClock(loaded.device, config.slowdown)
 
-    def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """(B, T) ids -> (B,) greedy next ids; logits only for the last position, as generate does."""
+    def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-        return logits[:, -1].argmax(dim=-1)
+            return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """(B, T) ids -> (B,) greedy next ids."""
+        return self._last_logits(ids, cache).argmax(dim=-1)
+
+    def teacher_forced_logits(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> list:
+        """Per request, (len(continuation), vocab) float32 logits through this engine's own loop (prefill,
+        then one cached decode forward per token), fed the given continuation instead of its own picks."""
+        result = []
+        for req, cont in zip(requests, continuations, strict=True):
+            cache = DynamicCache(config=self.model.config)
+            rows = [self._last_logits(torch.tensor([req.prompt_ids], device=self.device), cache)]
+            for token in cont[:-1]:
+                rows.append(self._last_logits(torch.tensor([[token]], device=self.device), cache))
+            result.append(torch.cat(rows).float().cpu())
+        return result
 
     def _generate_one(self, req: Request, start: float, step_ms: list[float]) -> tuple[RequestOutput, float]:
         out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)

@@ -1,10 +1,11 @@
 """Fixed-size KV blocks: a free list, per-sequence block tables, reference counts, prefix sharing
 and swap to a CPU pool. Bookkeeping only (block ids); the runner moves the bytes. No torch.
 
-Prefix sharing: a full block is identified by a chained hash of its token ids and of every token
-before it (hash(prev_block_hash, ids)), and a hit is confirmed against the stored ids, so a hash
-collision can never hand a sequence someone else's KV. A freed block keeps its hash until it is
-reused, so a later request (or a preempted one coming back) can still hit it.
+Prefix sharing: a full block is looked up by its whole token chain, the block's own tokens and every
+token before it (the KV of a token depends on all of them). The chain itself is the dictionary key, so
+Python compares it in full on every hit: two prefixes that agree on a block but differ before it never
+share, and a hash collision can never hand a sequence someone else's KV. A freed block keeps its chain
+until it is reused, so a later request (or a preempted one coming back) can still hit it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from harness.engines.paged.sequence import Sequence
 class Block:
     block_id: int
     ref_count: int = 0
-    hash: int | None = None
-    token_ids: tuple[int, ...] = ()
+    chain: tuple[int, ...] | None = None  # all tokens up to and including this block, once it is full
 
 
 class BlockManager:
@@ -33,7 +33,7 @@ class BlockManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_block_ids: deque[int] = deque(range(num_blocks))
-        self.hash_to_block: dict[int, int] = {}
+        self.chain_to_block: dict[tuple[int, ...], int] = {}
         self.free_cpu_block_ids: deque[int] = deque(range(num_cpu_blocks))
         self.num_cpu_blocks = num_cpu_blocks
         self.prefix_hit_tokens = 0
@@ -58,9 +58,9 @@ class BlockManager:
     # --- allocation --------------------------------------------------------------------------
     def _take_free(self) -> Block:
         block = self.blocks[self.free_block_ids.popleft()]
-        if block.hash is not None and self.hash_to_block.get(block.hash) == block.block_id:
-            del self.hash_to_block[block.hash]  # its old contents are about to be overwritten
-        block.hash, block.token_ids, block.ref_count = None, (), 1
+        if block.chain is not None and self.chain_to_block.get(block.chain) == block.block_id:
+            del self.chain_to_block[block.chain]  # its old contents are about to be overwritten
+        block.chain, block.ref_count = None, 1
         return block
 
     def _ref(self, block: Block) -> None:
@@ -70,20 +70,16 @@ class BlockManager:
             self.shared_extra_refs += 1
         block.ref_count += 1
 
-    def _register(self, block: Block, prev_hash: int | None, token_ids: list[int]) -> int:
-        block.token_ids = tuple(token_ids)
-        block.hash = hash((prev_hash, block.token_ids))
+    def _register(self, block: Block, chain: tuple[int, ...]) -> None:
+        block.chain = chain
         if self.enable_prefix_caching:
-            self.hash_to_block[block.hash] = block.block_id
-        return block.hash
+            self.chain_to_block[chain] = block.block_id
 
-    def _cached(self, prev_hash: int | None, token_ids: list[int]) -> Block | None:
+    def _cached(self, chain: tuple[int, ...]) -> Block | None:
         if not self.enable_prefix_caching:
             return None
-        block_id = self.hash_to_block.get(hash((prev_hash, tuple(token_ids))))
-        if block_id is None or self.blocks[block_id].token_ids != tuple(token_ids):
-            return None
-        return self.blocks[block_id]
+        block_id = self.chain_to_block.get(chain)
+        return None if block_id is None else self.blocks[block_id]
 
     def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
         """Room for all of seq's tokens with `reserve` blocks still free afterwards."""
@@ -93,22 +89,19 @@ class BlockManager:
         """Blocks for all of seq's tokens. Leading full blocks found in the prefix cache are shared;
         the last token is always computed (its logits give the next token), so it never hits."""
         assert not seq.block_table, f"sequence {seq.seq_id} already has blocks"
-        prev_hash, hitting, cached = None, True, 0
+        tokens, hitting, cached = tuple(seq.token_ids), True, 0
         for index in range(self.blocks_for(len(seq))):
-            ids = seq.block_tokens(index, self.block_size)
-            full = len(ids) == self.block_size
-            block = (
-                self._cached(prev_hash, ids) if hitting and full and (index + 1) * self.block_size < len(seq) else None
-            )
+            end = (index + 1) * self.block_size
+            full = end <= len(tokens)
+            block = self._cached(tokens[:end]) if hitting and end < len(tokens) else None
             if block is not None:
                 self._ref(block)
                 cached += self.block_size
-                prev_hash = block.hash
             else:
                 hitting = False
                 block = self._take_free()
                 if full:
-                    prev_hash = self._register(block, prev_hash, ids)
+                    self._register(block, tokens[:end])
             seq.block_table.append(block.block_id)
         seq.num_cached_tokens = cached
         self.prefix_hit_tokens += cached
@@ -133,9 +126,7 @@ class BlockManager:
         if self.blocks_for(len(seq)) > len(seq.block_table):
             seq.block_table.append(self._take_free().block_id)
         if len(seq) % self.block_size == 0:  # this step fills the last block: it becomes shareable
-            index = len(seq) // self.block_size - 1
-            prev = self.blocks[seq.block_table[index - 1]].hash if index else None
-            self._register(self.blocks[seq.block_table[index]], prev, seq.block_tokens(index, self.block_size))
+            self._register(self.blocks[seq.block_table[len(seq) // self.block_size - 1]], tuple(seq.token_ids))
 
     # --- swap --------------------------------------------------------------------------------
     def can_swap_out(self, seq: Sequence) -> bool:
@@ -163,9 +154,9 @@ class BlockManager:
         """Forget every cached block (only while no sequence holds blocks): a benchmark round that
         follows another must not reuse the KV of the previous round's identical prompts."""
         assert self.num_used_blocks == 0, "reset_prefix_cache with blocks in use"
-        self.hash_to_block.clear()
+        self.chain_to_block.clear()
         for block in self.blocks:
-            block.hash, block.token_ids = None, ()
+            block.chain = None
 
     # --- metrics -----------------------------------------------------------------------------
     def filled_slots(self, seqs: list[Sequence]) -> int:

@@ -38,6 +38,9 @@ def kv_pool_bytes(kv_cache_mem: float | None, device: torch.device) -> int:
 
 class PagedEngine:
     name = "paged"
+    # the parts a variant may replace (the mutation tests swap in deliberately broken ones)
+    runner_class: type[PagedModelRunner] = PagedModelRunner
+    block_manager_class: type[BlockManager] = BlockManager
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig, num_blocks: int | None = None) -> None:
         self.loaded, self.config, self.device = loaded, config, loaded.device
@@ -50,8 +53,8 @@ class PagedEngine:
         if num_blocks < 1:
             raise PerfSuiteError(f"KV pool too small: {config.kv_cache_mem} bytes hold no {block_bytes}-byte block")
         num_cpu_blocks = num_blocks if config.preemption == "swap" else 0
-        self.runner = PagedModelRunner(loaded, num_blocks, self.block_size, num_cpu_blocks)
-        self.bm = BlockManager(num_blocks, self.block_size, num_cpu_blocks, config.enable_prefix_caching)
+        self.runner = self.runner_class(loaded, num_blocks, self.block_size, num_cpu_blocks)
+        self.bm = self.block_manager_class(num_blocks, self.block_size, num_cpu_blocks, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.preemption), self.bm
         )
@@ -166,6 +169,52 @@ class PagedEngine:
         outputs = [order[i] for i in range(len(requests))]
         return GenerateResult(outputs, now(self.device) - start, metrics=self.metrics())
 
+    def teacher_forced_logits(self, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
+        """Per request, (len(continuation), vocab) float32 logits from this engine's runner, fed the given
+        continuation instead of its own picks. All requests run as one batch: one packed prefill, then
+        decode steps over a ragged batch that shrinks as continuations end (rows in request order, so
+        the runner's length groups reorder them), reading and writing K/V through the block tables."""
+        seqs = [
+            Sequence(-1 - i, list(r.prompt_ids), len(c))
+            for i, (r, c) in enumerate(zip(requests, continuations, strict=True))
+        ]
+        try:
+            for seq in seqs:
+                self._allocate(seq, "the teacher-forced check")
+            chunks = [
+                PrefillChunk(s.token_ids[s.num_cached_tokens :], s.num_cached_tokens, s.block_table) for s in seqs
+            ]
+            rows = [[row] for row in self.runner.prefill_logits(chunks).float().cpu()]
+            for step in range(1, max(len(c) for c in continuations)):
+                live = [i for i, c in enumerate(continuations) if len(c) > step]
+                for i in live:
+                    seqs[i].output_ids.append(continuations[i][step - 1])
+                    if not self.bm.can_append(seqs[i]):
+                        raise PerfSuiteError(f"paged KV pool ({self.bm.num_blocks} blocks) is too small for the check")
+                    self.bm.append_slot(seqs[i])
+                logits = (
+                    self.runner.decode_logits(
+                        [seqs[i].last_token for i in live],
+                        [len(seqs[i]) - 1 for i in live],
+                        [seqs[i].block_table for i in live],
+                    )
+                    .float()
+                    .cpu()
+                )
+                for row, i in enumerate(live):
+                    rows[i].append(logits[row])
+            return [torch.stack(r) for r in rows]
+        finally:
+            self._release([s for s in seqs if s.block_table])
+
+    def _allocate(self, seq: Sequence, purpose: str) -> None:
+        if not self.bm.can_allocate(seq):
+            raise PerfSuiteError(
+                f"paged KV pool ({self.bm.num_blocks} blocks of {self.block_size}) cannot hold {purpose}; "
+                f"raise --kv-cache-mem"
+            )
+        self.bm.allocate(seq)
+
     # --- prefill / decode cases --------------------------------------------------------------
     def _case_seqs(self, batch_size: int, length: int, seed: int) -> list[Sequence]:
         gen = torch.Generator().manual_seed(seed)
@@ -173,12 +222,7 @@ class PagedEngine:
         for b in range(batch_size):
             ids = torch.randint(1, self.loaded.spec.vocab_size, (length,), generator=gen).tolist()
             seq = Sequence(-1 - b, ids, 1)
-            if not self.bm.can_allocate(seq):
-                raise PerfSuiteError(
-                    f"paged KV pool ({self.bm.num_blocks} blocks) cannot hold {batch_size} x {length}"
-                    f" tokens; raise --kv-cache-mem"
-                )
-            self.bm.allocate(seq)
+            self._allocate(seq, f"{batch_size} x {length} tokens")
             seqs.append(seq)
         return seqs
 

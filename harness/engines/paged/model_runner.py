@@ -79,6 +79,17 @@ class PrefillChunk:
     block_table: list[int]
 
 
+@dataclass
+class DecodeGroup:
+    """Rows of a decode step that share one padded gather: their block tables, longest context, mask."""
+
+    index: torch.Tensor | None  # the group's rows in batch order; None: the whole batch, in batch order
+    tables: torch.Tensor  # (rows, width) block ids, in the group's row order
+    ctx: int
+    mask: torch.Tensor | None  # (rows, 1, 1, ctx): each row sees its own positions only; None: all full
+    buffers: tuple[torch.Tensor, torch.Tensor]
+
+
 class PagedModelRunner:
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0) -> None:
         spec, hf = loaded.spec, loaded.model
@@ -150,10 +161,10 @@ class PagedModelRunner:
             q, k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5, enable_gqa=self.n_heads != self.n_kv
         )
 
-    def _logits_argmax(self, x: torch.Tensor) -> list[int]:
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, H) final hidden states -> (T, vocab) logits."""
         x = rms_norm(x, self.final_norm, self.eps)
-        logits = F.linear(x, self.lm_head) if self.lm_head_t is None else x @ self.lm_head_t
-        return logits.argmax(dim=-1).tolist()
+        return F.linear(x, self.lm_head) if self.lm_head_t is None else x @ self.lm_head_t
 
     def _write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k_cache[layer].view(-1, self.n_kv, self.head_dim).index_copy_(0, slots, k)
@@ -174,9 +185,18 @@ class PagedModelRunner:
         return out[0].view(shape), out[1].view(shape)
 
     # --- the two kinds of step -------------------------------------------------------------
-    @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[int]:
-        """Packed prefill of several sequences: linears over all tokens at once, attention per sequence."""
+        """Greedy next token of each chunk's sequence."""
+        return self.prefill_logits(chunks).argmax(dim=-1).tolist()
+
+    def decode(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> list[int]:
+        """Greedy next token of each of B sequences."""
+        return self.decode_logits(token_ids, positions, block_tables).argmax(dim=-1).tolist()
+
+    @torch.inference_mode()
+    def prefill_logits(self, chunks: list[PrefillChunk], all_positions: bool = False) -> torch.Tensor:
+        """Packed prefill of several sequences: linears over all tokens at once, attention per sequence.
+        Logits of each chunk's last token, (len(chunks), vocab); of every token with all_positions."""
         ids = torch.tensor([t for c in chunks for t in c.token_ids], device=self.device)
         positions = torch.tensor([c.start_pos + i for c in chunks for i in range(len(c.token_ids))], device=self.device)
         tables = [torch.tensor(c.block_table, device=self.device) for c in chunks]
@@ -197,7 +217,7 @@ class PagedModelRunner:
                 for c, t, a, b in zip(chunks, tables, bounds, bounds[1:], strict=False)
             ]
             x = self._mlp_residual(w, x, torch.cat(outs))
-        return self._logits_argmax(x[[b - 1 for b in bounds[1:]]])
+        return self._logits(x if all_positions else x[[b - 1 for b in bounds[1:]]])
 
     def _prefill_attention(
         self, layer: int, chunk: PrefillChunk, table: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -239,43 +259,51 @@ class PagedModelRunner:
         shape = (blocks, self.block_size, self.n_kv, self.head_dim)
         return self._gather[0][:need].view(shape), self._gather[1][:need].view(shape)
 
-    @torch.inference_mode()
-    def decode(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> list[int]:
-        """One token for each of B sequences; sequence b attends to its positions 0 .. positions[b]."""
-        batch = len(token_ids)
-        pos = torch.tensor(positions, device=self.device)
-        bs = self.block_size
-        write = torch.tensor(
-            [block_tables[b][p // bs] * bs + p % bs for b, p in enumerate(positions)], device=self.device
-        )
-        groups = []  # (rows, block ids, context, mask, gather buffers) per length group
+    def _decode_groups(self, positions: list[int], block_tables: list[list[int]]) -> list[DecodeGroup]:
+        """Length groups of a decode step. Every per-row tensor of a group (block tables, mask positions,
+        queries, outputs) is taken in that group's row order, which length_buckets makes longest first."""
+        batch, bs = len(positions), self.block_size
+        groups = []
         for rows in self.length_buckets([p + 1 for p in positions]):
             ctx = max(positions[b] for b in rows) + 1
             width = -(-ctx // bs)
             tables = torch.tensor([(block_tables[b] + [0] * width)[:width] for b in rows], device=self.device)
+            # index None only when the group is the whole batch in batch order
+            index = None if rows == list(range(batch)) else torch.tensor(rows, device=self.device)
             mask = None
             if any(positions[b] + 1 != ctx for b in rows):  # ragged contexts: hide each row's tail
-                row_pos = pos[rows] if len(rows) < batch else pos
+                row_pos = torch.tensor([positions[b] for b in rows], device=self.device)
                 mask = (torch.arange(ctx, device=self.device)[None] <= row_pos[:, None])[:, None, None, :]
-            index = None if len(groups) == 0 and len(rows) == batch else torch.tensor(rows, device=self.device)
-            groups.append((index, tables, ctx, mask, self._gather_buffers(tables.numel())))
+            groups.append(DecodeGroup(index, tables, ctx, mask, self._gather_buffers(tables.numel())))
+        return groups
+
+    @torch.inference_mode()
+    def decode_logits(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:
+        """(B, vocab) logits after one token for each of B sequences, in batch order; sequence b attends
+        to its positions 0 .. positions[b]."""
+        batch, bs = len(token_ids), self.block_size
+        pos = torch.tensor(positions, device=self.device)
+        write = torch.tensor(
+            [block_tables[b][p // bs] * bs + p % bs for b, p in enumerate(positions)], device=self.device
+        )
+        groups = self._decode_groups(positions, block_tables)
         cos, sin = self._rope(pos)
         x = self.embed[torch.tensor(token_ids, device=self.device)]  # (B, H)
         for layer, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)
             self._write_kv(layer, write, k, v)
-            out = q.new_empty(batch, self.n_heads * self.head_dim) if len(groups) > 1 else None
-            for index, tables, ctx, mask, buffers in groups:
-                keys, values = self._read_kv(layer, tables, buffers)
-                keys, values = keys[:, :ctx].transpose(1, 2), values[:, :ctx].transpose(1, 2)  # (b, n_kv, ctx, d)
-                rows_q = q if index is None else q.index_select(0, index)
-                o = self._attend(rows_q[:, :, None], keys, values, mask, causal=False).reshape(len(tables), -1)
+            out = None if groups[0].index is None else q.new_empty(batch, self.n_heads * self.head_dim)
+            for g in groups:
+                keys, values = self._read_kv(layer, g.tables, g.buffers)
+                keys, values = keys[:, : g.ctx].transpose(1, 2), values[:, : g.ctx].transpose(1, 2)  # (b, n_kv, ctx, d)
+                rows_q = q if g.index is None else q.index_select(0, g.index)
+                o = self._attend(rows_q[:, :, None], keys, values, g.mask, causal=False).reshape(len(g.tables), -1)
                 if out is None:
                     out = o
                 else:
-                    out.index_copy_(0, index, o)
+                    out.index_copy_(0, g.index, o)
             x = self._mlp_residual(w, x, out)
-        return self._logits_argmax(x)
+        return self._logits(x)
 
     # --- swap --------------------------------------------------------------------------------
     def _copy_blocks(self, src_k, src_v, dst_k, dst_v, pairs: list[tuple[int, int]]) -> None:

@@ -41,6 +41,3 @@ class Sequence:
     def order_key(self) -> tuple[int, int]:
         """Sort key: most important first (lowest priority value, then earliest arrival)."""
         return (self.priority, self.arrival)
-
-    def block_tokens(self, index: int, block_size: int) -> list[int]:
-        return self.token_ids[index * block_size : (index + 1) * block_size]

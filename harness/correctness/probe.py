@@ -1,0 +1,42 @@
+"""The probe workload: a small request set checked before an engine's first timed case, built so that
+the bugs an engine is likely to have change its tokens. The timed rounds are checked too (every
+request of every round); the probe is the fast first gate.
+
+What it exercises, and why:
+- outputs of 4 to 40 tokens: a batch that shrinks as requests finish, and drift after 16 tokens;
+- prompts of 5 to 100 tokens in no particular order: several length groups in one decode step, and
+  a group whose rows are not in batch order (two rows of close length, shorter first);
+- three prompts that share whole KV blocks: A and B share their first two blocks (a true prefix hit
+  when prefix caching is on); C has A's second block of tokens after a different first block, so an
+  engine that shares a block by its own tokens alone, ignoring what comes before, hands C A's KV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.workloads import Request
+
+PROBE_SEED = 1234
+BLOCK = 16  # the paged engine's default block size: the shared prompts line up with its blocks
+
+
+def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
+    rng = np.random.default_rng(seed)
+
+    def ids(n: int) -> tuple[int, ...]:
+        return tuple(int(t) for t in rng.integers(1, vocab_size, size=n))
+
+    first, other_first, second = ids(BLOCK), ids(BLOCK), ids(BLOCK)
+    prompts = [
+        ids(20),  # with the next one, a length group whose rows are shorter first
+        ids(24),
+        ids(5),
+        ids(100),
+        first + second + ids(7),  # A
+        ids(61),
+        first + second + ids(3),  # B: A's first two blocks
+        other_first + second + ids(5),  # C: A's second block after another first block
+    ]
+    new_tokens = [40, 36, 4, 24, 30, 12, 20, 28]
+    return [Request(p, n, request_id=i) for i, (p, n) in enumerate(zip(prompts, new_tokens, strict=True))]

@@ -1,0 +1,86 @@
+"""The reference every engine is checked against: HF greedy decoding, one request at a time.
+
+Computed with transformers' own `model.generate` (no code of this suite between the model and the
+tokens), once per model and prompt, outside any timed region, and cached. Beside each token the
+reference keeps the top few logits of that step, so a check can tell a genuine near-tie (bf16/fp16)
+from a wrong token. Teacher-forced logits (one causal forward over prompt + continuation) are the
+reference for engines that can give logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from harness.models import LoadedModel
+from harness.workloads import Request
+
+TOP_K = 5  # logits kept per step: enough to judge a near-tie between the top choices
+
+
+@dataclass(frozen=True)
+class ReferenceTokens:
+    """HF's greedy continuation of one prompt, with each step's top-k logits (float32, on the CPU)."""
+
+    tokens: tuple[int, ...]
+    top_ids: torch.Tensor  # (n, TOP_K) int64
+    top_logits: torch.Tensor  # (n, TOP_K) float32
+
+    def gap(self, position: int, token: int) -> float | None:
+        """How far below the reference's best logit `token` scored at `position`; None when it was not
+        among the reference's top TOP_K there (then it is no near-tie at any useful margin)."""
+        hits = (self.top_ids[position] == token).nonzero()
+        if len(hits) == 0:
+            return None
+        return float(self.top_logits[position, 0] - self.top_logits[position, int(hits[0, 0])])
+
+
+class GreedyReference:
+    """HF greedy outputs for one loaded model, cached by prompt. A request asking for fewer tokens than
+    a cached continuation of the same prompt reuses it: greedy tokens for n steps are a prefix of those
+    for m > n."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self._cache: dict[tuple[int, ...], ReferenceTokens] = {}
+        self.tokens_generated = 0  # reference tokens computed so far: the check's own cost
+
+    def for_request(self, req: Request) -> ReferenceTokens:
+        cached = self._cache.get(req.prompt_ids)
+        if cached is None or len(cached.tokens) < req.max_new_tokens:
+            cached = self._generate(req.prompt_ids, req.max_new_tokens)
+            self._cache[req.prompt_ids] = cached
+        return cached
+
+    def for_requests(self, requests: Sequence[Request]) -> list[ReferenceTokens]:
+        return [self.for_request(r) for r in requests]
+
+    @torch.inference_mode()
+    def _generate(self, prompt: tuple[int, ...], new_tokens: int) -> ReferenceTokens:
+        model, device = self.loaded.model, self.loaded.device
+        ids = torch.tensor([prompt], dtype=torch.long, device=device)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,  # ignore_eos: exactly new_tokens tokens, as every timed case asks
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        logits = torch.cat(out.logits).float()  # (n, vocab): the raw logits of each step
+        top = logits.topk(TOP_K, dim=-1)
+        self.tokens_generated += new_tokens
+        return ReferenceTokens(tuple(out.sequences[0, len(prompt) :].tolist()), top.indices.cpu(), top.values.cpu())
+
+    @torch.inference_mode()
+    def teacher_forced_logits(self, req: Request, continuation: Sequence[int]) -> torch.Tensor:
+        """(len(continuation), vocab) float32 logits: row j predicts continuation[j] from the prompt and
+        continuation[:j]. One causal forward of the HF model over the whole sequence."""
+        ids = torch.tensor([[*req.prompt_ids, *continuation[:-1]]], dtype=torch.long, device=self.loaded.device)
+        logits = self.loaded.model(input_ids=ids, use_cache=False).logits[0, len(req.prompt_ids) - 1 :]
+        return logits.float().cpu()

@@ -1,4 +1,4 @@
-"""`python -m harness info|roofline|engines|compare|baseline|gate-check|report`."""
+"""`python -m harness info|roofline|engines|model-check|compare|baseline|gate-check|report`."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def cmd_roofline(args: argparse.Namespace) -> int:
 
     for line in roofline_tables(args.model, args.gpu, args.dtype, args.prompt_len, args.simple, args.device):
         print(line)
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from harness.correctness.sensitivity import context_sensitivity
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    for name in args.models.split(","):
+        loaded = build_model(get_spec(name), seed=args.seed, context_sensitive=not args.hf_init)
+        print(context_sensitivity(loaded, args.prompts, args.new_tokens).line(name), flush=True)
     return 0
 
 
@@ -146,6 +157,13 @@ def parser() -> argparse.ArgumentParser:
     )
     roof.add_argument("--device", default="auto", help="probed when --gpu is not given")
     roof.set_defaults(fn=cmd_roofline)
+    mc = sub.add_parser("model-check", help="how much a built-in model's greedy output depends on its context")
+    mc.add_argument("--models", default="tiny,small", help="comma-separated model specs (default: tiny,small)")
+    mc.add_argument("--prompts", type=int, default=8)
+    mc.add_argument("--new-tokens", type=int, default=32)
+    mc.add_argument("--seed", type=int, default=0, help="the weights' seed (the suite's --seed)")
+    mc.add_argument("--hf-init", action="store_true", help="transformers' own init, without the rescaling")
+    mc.set_defaults(fn=cmd_model_check)
     eng = sub.add_parser("engines", help="list the engines found, where each came from, whether it can run here")
     eng.add_argument("--engine-module", action="append", help="package.module:Class (repeatable)")
     eng.set_defaults(fn=cmd_engines)

@@ -131,7 +131,12 @@ class LoadedModel:
 
 
 def build_model(
-    spec: ModelSpec, *, dtype: str = "float32", device: str | torch.device = "cpu", seed: int = 0
+    spec: ModelSpec,
+    *,
+    dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    context_sensitive: bool = True,
 ) -> LoadedModel:
     """A model of `spec`'s shape with seeded random weights whose greedy output depends on the whole
     context (make_context_sensitive). Timing does not depend on the values."""
@@ -140,7 +145,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(hf_config(spec), dtype=torch.float32)
-    make_context_sensitive(model, CONTEXT_INIT[spec.tie_embeddings])
+    if context_sensitive:  # False: transformers' own init, kept only to measure what the rescaling changes
+        make_context_sensitive(model, CONTEXT_INIT[spec.tie_embeddings])
     model = model.to(device=device, dtype=DTYPES[dtype]).eval()
     model.requires_grad_(False)
     return LoadedModel(spec, model, device, dtype)

@@ -230,3 +230,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"{'case':<{width}}  {'tokens/s':>12}  {'% roofline':>10}  bound")
     for r in session.records:
         tr.write_line(f"{r.case_id:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}")
+    if session.options.parity:
+        tr.write_line(
+            f"output check: every generate/batching/serving round equal to HF greedy; the check cost "
+            f"{session.output_check_seconds():.1f} s outside the timed rounds (HF reference + comparison)"
+        )

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
+from harness.correctness.sensitivity import context_sensitivity
 from harness.engines import EngineConfig
 from harness.engines.manual import ManualEngine
 from harness.errors import PerfSuiteError
-from harness.models import load_model
-from harness.specs import ModelSpec
+from harness.models import build_model, load_model
+from harness.specs import ModelSpec, get_spec
 from harness.workloads import fixed_requests
 
 
@@ -26,3 +27,27 @@ def test_a_saved_checkpoint_loads_back_with_the_same_shape_and_tokens(tiny, tmp_
 def test_a_folder_without_a_config_names_the_file(tmp_path):
     with pytest.raises(PerfSuiteError, match="config.json"):
         load_model(str(tmp_path))
+
+
+LLAMA_MINI = ModelSpec("llama-mini", "llama", 4, 256, 8, 4, 32, 768, 32000, rope_theta=10000.0, rms_norm_eps=1e-5)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [get_spec("tiny"), pytest.param(get_spec("small"), marks=pytest.mark.slow), LLAMA_MINI],
+    ids=["tiny", "small", "llama-mini"],
+)
+def test_built_in_models_depend_on_their_context(spec):
+    """One early prompt token changes later generated tokens for most prompts, the output is not one
+    token repeated, and zeroing attention changes the output: a token check can see attention and KV."""
+    s = context_sensitivity(build_model(spec, seed=0), prompts=8, new_tokens=24)
+    assert s.changed >= 6
+    assert s.dependence >= 0.5
+    assert s.distinct >= 0.5
+    assert s.zero_attention_changed >= 6
+
+
+def test_the_sensitivity_check_fails_on_transformers_default_init():
+    s = context_sensitivity(build_model(get_spec("tiny"), seed=0, context_sensitive=False), prompts=8, new_tokens=24)
+    assert s.changed <= 2
+    assert s.distinct < 0.2

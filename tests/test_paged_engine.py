@@ -1,6 +1,7 @@
 """The paged engine's greedy tokens equal HF generate's, token for token, in every mode."""
 
 import pytest
+import torch
 
 from harness.engines import EngineConfig
 from harness.engines.hf_generate import HFGenerateEngine
@@ -137,23 +138,67 @@ def test_length_buckets_group_rows_of_similar_context():
     assert len(PagedModelRunner.length_buckets([2**i for i in range(12)], most=4)) == 4
 
 
-def test_a_ragged_decode_batch_matches_each_sequence_decoded_alone(tiny):
-    """Rows of very different lengths fall into different length groups; each row's next token must
-    be the one it gets when decoded on its own."""
-    engine = paged(tiny, block_size=8)
-    runner, bm = engine.runner, engine.bm
-    reqs = mixed_requests(6, (3, 90), (1, 2), tiny.spec.vocab_size, seed=5)
+LENGTHS = {"one-group": [20, 24, 22, 19, 23], "several-groups": [5, 40, 90, 17, 61, 33]}
+ORDERS = {
+    "ascending": sorted,
+    "descending": lambda xs: sorted(xs, reverse=True),
+    "shuffled": lambda xs: [xs[i] for i in torch.randperm(len(xs), generator=torch.Generator().manual_seed(7))],
+}
+
+
+def ragged_decode_error(loaded, lengths, order, runner_class=None):
+    """Max |logit difference| from HF of one paged decode step over sequences of these lengths, in this
+    row order (each row against HF's forward over that sequence alone)."""
     from harness.engines.paged.model_runner import PrefillChunk
     from harness.engines.paged.sequence import Sequence
 
+    engine = paged(loaded, num_blocks=64, block_size=8)
+    runner = engine.runner if runner_class is None else runner_class(loaded, 64, 8)
+    gen = torch.Generator().manual_seed(3)
     seqs = []
-    for i, r in enumerate(reqs):
-        seq = Sequence(100 + i, list(r.prompt_ids), 1)
-        bm.allocate(seq)
+    for i, n in enumerate(ORDERS[order](LENGTHS[lengths])):
+        seq = Sequence(i, torch.randint(1, loaded.spec.vocab_size, (n,), generator=gen).tolist(), 1)
+        engine.bm.allocate(seq)
         seqs.append(seq)
+    assert (len(runner.length_buckets([len(s) for s in seqs])) == 1) == (lengths == "one-group")
     runner.prefill([PrefillChunk(s.prompt_ids[:-1], 0, s.block_table) for s in seqs])
-    args = ([s.prompt_ids[-1] for s in seqs], [len(s.prompt_ids) - 1 for s in seqs], [s.block_table for s in seqs])
-    assert len(runner.length_buckets([p + 1 for p in args[1]])) > 1
-    together = runner.decode(*args)
-    alone = [runner.decode([t], [p], [b])[0] for t, p, b in zip(*args, strict=True)]
-    assert together == alone
+    got = runner.decode_logits(
+        [s.prompt_ids[-1] for s in seqs], [len(s) - 1 for s in seqs], [s.block_table for s in seqs]
+    )
+    with torch.inference_mode():
+        want = torch.stack([loaded.model(torch.tensor([s.prompt_ids])).logits[0, -1] for s in seqs])
+    return float((got - want).abs().max())
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("lengths", list(LENGTHS))
+def test_ragged_decode_logits_equal_hf_in_every_row_order(tiny, lengths, order):
+    """The regression test for the bug that made paged wrong on mixed64: one decode step over sequences
+    of different lengths, rows in ascending, descending and shuffled order, in one length group and in
+    several. Every row's logits must be HF's for that sequence alone (float32: within 1e-4)."""
+    assert ragged_decode_error(tiny, lengths, order) < 1e-4
+
+
+def test_the_ragged_decode_test_fails_on_the_bug_it_guards_against(tiny):
+    from mutants import ReorderedRaggedRunner
+
+    assert ragged_decode_error(tiny, "one-group", "ascending", ReorderedRaggedRunner) > 1e-2
+    assert ragged_decode_error(tiny, "one-group", "shuffled", ReorderedRaggedRunner) > 1e-2
+
+
+def test_teacher_forced_logits_of_a_shrinking_ragged_batch_equal_hf(tiny):
+    """Many decode steps: prompts of mixed lengths, continuations of mixed lengths (the batch shrinks as
+    they end), prefix-cache hits included. paged's and manual's logits equal HF's one-forward logits."""
+    from harness.correctness.probe import probe_requests
+    from harness.correctness.reference import GreedyReference
+    from harness.engines.manual import ManualEngine
+
+    reqs = probe_requests(tiny.spec.vocab_size)
+    ref = GreedyReference(tiny)
+    conts = [ref.for_request(r).tokens for r in reqs]
+    want = [ref.teacher_forced_logits(r, c) for r, c in zip(reqs, conts, strict=True)]
+    for engine in (paged(tiny), ManualEngine(tiny, EngineConfig())):
+        got = engine.teacher_forced_logits(reqs, conts)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape
+            assert (g - w).abs().max() < 1e-4

@@ -99,9 +99,31 @@ def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
     args = ["--engines", "wrong-toy", "-k", "generate", "--engine-module", "toy_engines:WrongToyEngine"]
     proc, _ = run_suite(tmp_path, toy_dist, *args)
     assert proc.returncode == 1
-    assert "parity check failed: engine wrong-toy differs from hf-generate on probe request 1 at token 3" in proc.stdout
+    assert (
+        "parity check failed: engine wrong-toy differs from HF greedy on the probe workload: "
+        "request 1 (id 1) at token 3"
+        in proc.stdout
+    )
     proc, _ = run_suite(tmp_path, toy_dist, *args, "--no-parity")
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_an_engine_wrong_only_in_its_timed_rounds_fails_its_case_and_its_numbers_are_not_saved(tmp_path, toy_dist):
+    """Right on the one-shot probe, wrong on every later call: the check of the timed rounds fails the
+    case, names the round, request and token, and pytest-benchmark's JSON leaves the case out."""
+    args = [
+        "--engines",
+        "mutant-stale-across-rounds,manual",
+        "-k",
+        "generate",
+        "--engine-module",
+        "mutants:StaleAcrossRounds",
+    ]
+    proc, doc = run_suite(tmp_path, toy_dist, *args)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "output check failed: engine mutant-stale-across-rounds differs from HF greedy on round 1 of" in proc.stdout
+    assert "request 0 (id 0) at token" in proc.stdout
+    assert {b["name"] for b in doc["benchmarks"]} == {"test_generate[tiny-manual-bs1-prompt32-new32]"}
 
 
 def test_readme_shows_the_example_engine_verbatim():

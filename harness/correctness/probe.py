@@ -7,8 +7,9 @@ What it exercises, and why:
 - prompts of 5 to 100 tokens in no particular order: several length groups in one decode step, and
   a group whose rows are not in batch order (two rows of close length, shorter first);
 - three prompts that share whole KV blocks: A and B share their first two blocks (a true prefix hit
-  when prefix caching is on); C has A's second block of tokens after a different first block, so an
-  engine that shares a block by its own tokens alone, ignoring what comes before, hands C A's KV.
+  when prefix caching is on, and blocks that stay in use by one after the other finishes); C starts
+  with A's second block of tokens, so an engine that shares a block by its own tokens alone, ignoring
+  what comes before it, hands C the KV A computed for those tokens after A's first block.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
     def ids(n: int) -> tuple[int, ...]:
         return tuple(int(t) for t in rng.integers(1, vocab_size, size=n))
 
-    first, other_first, second = ids(BLOCK), ids(BLOCK), ids(BLOCK)
+    first, second = ids(BLOCK), ids(BLOCK)
     prompts = [
         ids(20),  # with the next one, a length group whose rows are shorter first
         ids(24),
@@ -36,7 +37,7 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
         first + second + ids(7),  # A
         ids(61),
         first + second + ids(3),  # B: A's first two blocks
-        other_first + second + ids(5),  # C: A's second block after another first block
+        second + ids(21),  # C: A's second block of tokens as its first
     ]
-    new_tokens = [40, 36, 4, 24, 30, 12, 20, 28]
+    new_tokens = [40, 36, 8, 24, 40, 12, 4, 28]  # B ends first: blocks it shared with A stay in use
     return [Request(p, n, request_id=i) for i, (p, n) in enumerate(zip(prompts, new_tokens, strict=True))]

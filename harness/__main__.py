@@ -7,14 +7,21 @@ import sys
 
 from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
 from harness.errors import PerfSuiteError
+from harness.options import add_options, options_from
+
+
+def _options(args: argparse.Namespace, names: list[str]):
+    """The shared options (harness/options.py) this subcommand takes, as a PerfOptions."""
+    return options_from(lambda flag: getattr(args, flag.lstrip("-").replace("-", "_")), names)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from harness.hardware import machine_slug, probe
     from harness.models import canonical_dtype, default_dtype, resolve_device
 
-    device = resolve_device(args.device)
-    dtype = canonical_dtype(args.dtype) if args.dtype else default_dtype(device)
+    options = _options(args, ["device", "dtype"])
+    device = resolve_device(options.device)
+    dtype = canonical_dtype(options.dtype) if options.dtype else default_dtype(device)
     if args.slug:  # names this machine's baseline folder; no measurement needed
         print(machine_slug(probe(device, dtype, measure=False)))
         return 0
@@ -66,8 +73,9 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     from harness.models import build_model
     from harness.specs import get_spec
 
-    for name in args.models.split(","):
-        loaded = build_model(get_spec(name), seed=args.seed, context_sensitive=not args.hf_init)
+    options = _options(args, ["models", "seed"])
+    for name in options.models:
+        loaded = build_model(get_spec(name), seed=options.seed, context_sensitive=not args.hf_init)
         print(context_sensitivity(loaded, args.prompts, args.new_tokens).line(name), flush=True)
     return 0
 
@@ -83,27 +91,14 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.baseline.gate import (
-        REGRESSION_EXIT_CODE,
-        Thresholds,
-        compare,
-        format_table,
-        has_regression,
-        method_line,
-    )
+    from harness.baseline.gate import Thresholds
+    from harness.baseline.run import judge
     from harness.baseline.storage import load_results
 
     baseline, current = load_results(args.baseline), load_results(args.current)
-    b_slug, c_slug = (d.get("machine_info", {}).get("slug") for d in (baseline, current))
-    if b_slug and c_slug and b_slug != c_slug and not args.any_machine:
-        raise PerfSuiteError(
-            f"{args.baseline} was recorded on {b_slug} but {args.current} on {c_slug}: "
-            "results from different machines are not compared (--any-machine to force)"
-        )
-    thresholds = Thresholds.from_pyproject(args.pyproject)
-    verdicts = compare(baseline, current, thresholds)
-    print("\n".join(format_table(verdicts, thresholds.alpha, method_line(baseline, current, thresholds))))
-    return REGRESSION_EXIT_CODE if has_regression(verdicts) else 0
+    outcome = judge(baseline, current, Thresholds.from_pyproject(args.pyproject), args.baseline, args.any_machine)
+    print("\n".join(outcome.lines))
+    return outcome.exit_code
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -134,7 +129,7 @@ def cmd_gate_check(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.render import write_report
 
-    path = write_report(args.results, args.out, args.compare)
+    path = write_report(args.results, args.out, args.compare, args.pyproject)
     print(f"report written: {path}")
     return 0
 
@@ -143,8 +138,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description="llm-perf-suite command line")
     sub = p.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="probe this machine: peaks (theoretical and measured), bandwidth check, health")
-    info.add_argument("--device", default="auto")
-    info.add_argument("--dtype", default=None)
+    add_options(info.add_argument, ["device", "dtype"])
     info.add_argument("--slug", action="store_true", help="print only the machine slug (baselines/<slug>/)")
     info.set_defaults(fn=cmd_info)
     roof = sub.add_parser("roofline", help="prefill vs decode cost and decode bounds per model size")
@@ -158,10 +152,9 @@ def parser() -> argparse.ArgumentParser:
     roof.add_argument("--device", default="auto", help="probed when --gpu is not given")
     roof.set_defaults(fn=cmd_roofline)
     mc = sub.add_parser("model-check", help="how much a built-in model's greedy output depends on its context")
-    mc.add_argument("--models", default="tiny,small", help="comma-separated model specs (default: tiny,small)")
+    add_options(mc.add_argument, ["models", "seed"])
     mc.add_argument("--prompts", type=int, default=8)
     mc.add_argument("--new-tokens", type=int, default=32)
-    mc.add_argument("--seed", type=int, default=0, help="the weights' seed (the suite's --seed)")
     mc.add_argument("--hf-init", action="store_true", help="transformers' own init, without the rescaling")
     mc.set_defaults(fn=cmd_model_check)
     eng = sub.add_parser("engines", help="list the engines found, where each came from, whether it can run here")
@@ -207,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results")
     rep.add_argument("--compare", default=None, help="a baseline JSON to compare against")
     rep.add_argument("--out", default="report")
+    rep.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] thresholds are read")
     rep.set_defaults(fn=cmd_report)
     return p
 
@@ -217,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except PerfSuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

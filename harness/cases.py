@@ -1,4 +1,10 @@
-"""The benchmark matrix: which cases exist, with stable, readable ids.
+"""The case-kind registry: which cases exist, how each is named, what work it does and what it costs.
+
+A kind is one CaseKind object: its matrix per tier, its id format, how it builds its cases, the
+requests it sends (generate kinds), its roofline cost, the shape of its machine-speed reference
+forward, and whether it times one step (prefill, decode) or whole requests. Everything else (the
+plugin, the bench, the report) looks kinds up in KINDS; adding a kind is one object here plus its
+perf_tests/test_<kind>.py (README, "Adding a case kind").
 
 Parameter lists are appended to, never reordered, so stored baselines keep matching by id.
 Tiers: `quick` (the CI gate's set, about a minute on 2 CPU cores), `default` (make bench), `full`
@@ -7,12 +13,15 @@ Tiers: `quick` (the CI gate's set, about a minute on 2 CPU cores), `default` (ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from harness import roofline
 from harness.errors import UnknownNameError
+from harness.specs import ModelSpec
+from harness.workloads import Request, fixed_requests, mixed_requests
 
-KINDS = ("prefill", "decode", "batching", "generate", "serving")
 TIERS = ("quick", "default", "full")
+REFERENCE_MAX_TOKENS = 128  # the largest reference forward (see CaseKind.reference_shape)
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,9 @@ class Workload:
     prompt_range: tuple[int, int]
     output_range: tuple[int, int]
     seed: int = 0
+
+    def requests(self, vocab_size: int) -> list[Request]:
+        return mixed_requests(self.num_requests, self.prompt_range, self.output_range, vocab_size, seed=self.seed)
 
 
 WORKLOADS = {
@@ -52,29 +64,151 @@ class Case:
 
     @property
     def id(self) -> str:
-        head = f"{self.model}-{self.engine}"
-        if self.kind == "prefill":
-            return f"{head}-bs{self.batch_size}-prompt{self.prompt_len}"
-        if self.kind == "decode":
-            return f"{head}-bs{self.batch_size}-ctx{self.context_len}"
-        if self.kind == "serving":
-            return f"{head}-{self.workload}"
-        return f"{head}-bs{self.batch_size}-prompt{self.prompt_len}-new{self.new_tokens}"
+        return get_kind(self.kind).case_id(self)
 
 
-# Per kind and tier: default engines, batch sizes and lengths.
-MATRIX: dict[str, dict[str, dict]] = {
-    "prefill": {
+@dataclass(frozen=True)
+class CaseKind:
+    """One kind of case. Subclasses say how its cases are built, named, fed and costed."""
+
+    name: str
+    matrix: dict[str, dict] = field(repr=False)  # tier -> engines, batch sizes, lengths...
+    step: bool = False  # timed as one step through the engine's `<name>_case`; else through generate()
+    marker: str = "o"  # its points in the report's roofline figure
+
+    def case_id(self, case: Case) -> str:
+        return f"{case.model}-{case.engine}-bs{case.batch_size}-prompt{case.prompt_len}-new{case.new_tokens}"
+
+    def sizes(self, tier: str) -> list[dict]:
+        """The non-engine parameters of this kind's cases in a tier, in a stable order."""
+        m = self.matrix[tier]
+        return [{"prompt_len": p, "new_tokens": t} for p in m["prompt_lens"] for t in m["new_tokens"]]
+
+    def cases(self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None) -> list[Case]:
+        return [
+            Case(self.name, model, engine, bs, **sizes)
+            for engine in engines
+            for bs in batch_sizes or self.matrix[tier]["batch_sizes"]
+            for sizes in self.sizes(tier)
+        ]
+
+    def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
+        """The requests one round sends (generate kinds)."""
+        return fixed_requests(case.batch_size, case.prompt_len, case.new_tokens, vocab_size, seed=seed)
+
+    def step_tokens(self, case: Case) -> int:
+        """Tokens one round of a step case produces (its throughput's numerator)."""
+        raise NotImplementedError(f"{self.name} cases are not step cases")
+
+    def step_case(self, engine, case: Case, seed: int):
+        """The engine's StepCase for a step kind: engine.<kind>_case(batch_size, length, seed)."""
+        raise NotImplementedError(f"{self.name} cases are not step cases")
+
+    def cost(self, spec: ModelSpec, dtype: str, case: Case, requests: list[Request], most_per_step: int):
+        """The roofline work of one round (harness/roofline.py)."""
+        return roofline.generation_cost(spec, dtype, case.prompt_len, case.new_tokens, case.batch_size)
+
+    def reference_shape(self, case: Case) -> tuple[int, int]:
+        """(rows, tokens) of the reference forward timed beside a case: the shape of the forwards the case
+        spends its time in, so the reference meets the same kernels and a busy neighbour slows both
+        alike. Measured on the 2-core host: a 1 x 8 reference for every case cut the run-to-run spread
+        of bs8 and prefill cases (9-16% -> 3-7%) but raised it for batch-1 decode (3-5% -> 7-9%).
+        Generation is mostly decode steps: batch x 1."""
+        return case.batch_size, 1
+
+    @property
+    def equal_kv_memory(self) -> bool:
+        """Engines that size their own KV pool get what static-batch reserves for the same requests."""
+        return False
+
+
+class PrefillKind(CaseKind):
+    def case_id(self, case: Case) -> str:
+        return f"{case.model}-{case.engine}-bs{case.batch_size}-prompt{case.prompt_len}"
+
+    def sizes(self, tier: str) -> list[dict]:
+        return [{"prompt_len": n} for n in self.matrix[tier]["prompt_lens"]]
+
+    def step_tokens(self, case: Case) -> int:
+        return case.batch_size * case.prompt_len
+
+    def step_case(self, engine, case: Case, seed: int):
+        return engine.prefill_case(case.batch_size, case.prompt_len, seed=seed)
+
+    def cost(self, spec, dtype, case, requests, most_per_step):
+        return roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len)
+
+    def reference_shape(self, case: Case) -> tuple[int, int]:
+        """The prompt, capped at REFERENCE_MAX_TOKENS: by then the forward is a compute-bound GEMM
+        already, and a 4 x 256 one would cost seconds per case."""
+        if case.batch_size * case.prompt_len <= REFERENCE_MAX_TOKENS:
+            return case.batch_size, case.prompt_len
+        return 1, REFERENCE_MAX_TOKENS
+
+
+class DecodeKind(CaseKind):
+    def case_id(self, case: Case) -> str:
+        return f"{case.model}-{case.engine}-bs{case.batch_size}-ctx{case.context_len}"
+
+    def sizes(self, tier: str) -> list[dict]:
+        return [{"context_len": n} for n in self.matrix[tier]["context_lens"]]
+
+    def step_tokens(self, case: Case) -> int:
+        return case.batch_size
+
+    def step_case(self, engine, case: Case, seed: int):
+        return engine.decode_case(case.batch_size, case.context_len, seed=seed)
+
+    def cost(self, spec, dtype, case, requests, most_per_step):
+        return roofline.decode_cost(spec, dtype, case.batch_size, case.context_len)
+
+
+class ServingKind(CaseKind):
+    def case_id(self, case: Case) -> str:
+        return f"{case.model}-{case.engine}-{case.workload}"
+
+    def cases(self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None) -> list[Case]:
+        return [Case(self.name, model, e, workload=w) for e in engines for w in self.matrix[tier]["workloads"]]
+
+    def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
+        return WORKLOADS[case.workload].requests(vocab_size)
+
+    def cost(self, spec, dtype, case, requests, most_per_step):
+        lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
+        return roofline.serving_cost(spec, dtype, lengths, most_per_step)
+
+    def reference_shape(self, case: Case) -> tuple[int, int]:
+        """A serving case mixes prefills and decodes of many sizes: a small 1 x 8 forward."""
+        return 1, 8
+
+    @property
+    def equal_kv_memory(self) -> bool:
+        return True
+
+
+PREFILL = PrefillKind(
+    "prefill",
+    {
         "quick": {"engines": ["manual", "paged"], "batch_sizes": [1], "prompt_lens": [128]},
         "default": {"engines": ["manual", "paged"], "batch_sizes": [1, 4], "prompt_lens": [32, 256]},
         "full": {"engines": ["manual", "paged"], "batch_sizes": [1, 4, 16], "prompt_lens": [32, 256, 1024]},
     },
-    "decode": {
+    step=True,
+    marker="o",
+)
+DECODE = DecodeKind(
+    "decode",
+    {
         "quick": {"engines": ["manual", "paged"], "batch_sizes": [1, 8], "context_lens": [128]},
         "default": {"engines": ["manual", "paged"], "batch_sizes": [1, 8], "context_lens": [128, 512]},
         "full": {"engines": ["manual", "paged"], "batch_sizes": [1, 8, 32], "context_lens": [128, 512, 2048]},
     },
-    "batching": {
+    step=True,
+    marker="s",
+)
+BATCHING = CaseKind(
+    "batching",
+    {
         "quick": {"engines": ["static-batch"], "batch_sizes": [1, 8], "prompt_lens": [32], "new_tokens": [16]},
         "default": {
             "engines": ["static-batch", "paged"],
@@ -89,7 +223,11 @@ MATRIX: dict[str, dict[str, dict]] = {
             "new_tokens": [128],
         },
     },
-    "generate": {
+    marker="^",
+)
+GENERATE = CaseKind(
+    "generate",
+    {
         "quick": {"engines": ["manual", "paged"], "batch_sizes": [1], "prompt_lens": [32], "new_tokens": [32]},
         "default": {
             "engines": ["hf-generate", "manual", "static-batch", "paged"],
@@ -104,12 +242,26 @@ MATRIX: dict[str, dict[str, dict]] = {
             "new_tokens": [256],
         },
     },
-    "serving": {
+    marker="D",
+)
+SERVING = ServingKind(
+    "serving",
+    {
         "quick": {"engines": ["paged"], "workloads": ["mixed16"]},
         "default": {"engines": ["static-batch", "paged"], "workloads": ["mixed16"]},
         "full": {"engines": ["static-batch", "paged", "transformers-cb"], "workloads": ["mixed64"]},
     },
-}
+    marker="*",
+)
+
+KINDS: dict[str, CaseKind] = {k.name: k for k in (PREFILL, DECODE, BATCHING, GENERATE, SERVING)}
+
+
+def get_kind(name: str) -> CaseKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UnknownNameError("case kind", name, list(KINDS)) from None
 
 
 def build_cases(
@@ -117,27 +269,8 @@ def build_cases(
 ) -> list[Case]:
     """Cases of one kind. `engines`/`batch_sizes` override the tier's; `engine_ok(name, kind)` filters
     engines that cannot run this kind (an engine without decode_case has no decode cases)."""
-    if kind not in MATRIX:
-        raise UnknownNameError("case kind", kind, list(MATRIX))
+    k = get_kind(kind)
     if tier not in TIERS:
         raise UnknownNameError("tier", tier, list(TIERS))
-    m = MATRIX[kind][tier]
-    chosen = [e for e in (engines or m["engines"]) if engine_ok(e, kind)]
-    cases = []
-    for model in models:
-        for engine in chosen:
-            if kind == "serving":
-                cases += [Case(kind, model, engine, workload=w) for w in m["workloads"]]
-                continue
-            for bs in batch_sizes or m["batch_sizes"]:
-                if kind == "prefill":
-                    cases += [Case(kind, model, engine, bs, prompt_len=n) for n in m["prompt_lens"]]
-                elif kind == "decode":
-                    cases += [Case(kind, model, engine, bs, context_len=n) for n in m["context_lens"]]
-                else:
-                    cases += [
-                        Case(kind, model, engine, bs, prompt_len=p, new_tokens=t)
-                        for p in m["prompt_lens"]
-                        for t in m["new_tokens"]
-                    ]
-    return cases
+    chosen = [e for e in (engines or k.matrix[tier]["engines"]) if engine_ok(e, k)]
+    return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes)]

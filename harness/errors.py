@@ -1,8 +1,18 @@
-"""Errors a person can act on. Each one says what was asked and what would have worked."""
+"""Errors a person can act on, and the exit codes the suite ends with. Each error says what was asked
+and what would have worked; the CLI and the pytest plugin print it as one line, without a traceback."""
+
+# Exit codes (pytest's own are 0-5)
+EXIT_OK = 0
+EXIT_USAGE = 2  # a bad option, name or configuration value (the CLI's; pytest's usage error is 4)
+EXIT_UNHEALTHY = 3  # --perf-strict-health refused an unhealthy GPU
+EXIT_REGRESSION = 10  # the gate or the A/B comparison found a regression
+EXIT_GATE_ERROR = 11  # the gate could not compare: unusable baseline, another machine, no case in common
 
 
 class PerfSuiteError(Exception):
     """Base class: the CLI and the pytest plugin print these without a traceback."""
+
+    exit_code = EXIT_USAGE
 
 
 class UnknownNameError(PerfSuiteError, KeyError):
@@ -14,9 +24,15 @@ class UnknownNameError(PerfSuiteError, KeyError):
         return self.args[0]
 
 
+class ConfigError(PerfSuiteError):
+    """A bad value in pyproject.toml [tool.perf] or on the command line."""
+
+
 class ModelTooLargeError(PerfSuiteError):
     pass
 
 
 class BaselineError(PerfSuiteError):
-    pass
+    """A results or baseline file that cannot be used, or a comparison that would compare nothing."""
+
+    exit_code = EXIT_GATE_ERROR

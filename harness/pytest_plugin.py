@@ -4,108 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness.baseline.gate import REGRESSION_EXIT_CODE
-from harness.bench import PerfOptions, PerfSession
-from harness.cases import KINDS, TIERS, build_cases
+from harness.bench import PerfSession
+from harness.cases import KINDS, build_cases
 from harness.engines.registry import engine_sources
-from harness.errors import PerfSuiteError
-
-GATE_ERROR_EXIT_CODE = 11
+from harness.errors import EXIT_GATE_ERROR, EXIT_REGRESSION, EXIT_UNHEALTHY, PerfSuiteError
+from harness.options import add_options, options_from, rooted
 
 SESSION_KEY = pytest.StashKey[PerfSession]()
 
 
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("llm-perf-suite")
-    g.addoption(
-        "--models",
-        default="small",
-        help="comma-separated model specs (default: small); see `python -m harness info --models`",
-    )
-    g.addoption("--engines", default=None, help="comma-separated engines (default: each case kind's own list)")
-    g.addoption("--batch-sizes", default=None, help="comma-separated batch sizes, replacing each kind's list")
-    g.addoption("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    g.addoption("--dtype", default=None, help="float32/bfloat16/float16 (default: float32 on CPU, bfloat16 on CUDA)")
-    g.addoption("--model-path", default=None, help="a local HF checkpoint folder to use instead of --models")
-    g.addoption("--perf-tier", default="default", choices=TIERS, help="case matrix: quick, default or full")
-    g.addoption("--perf-rounds", type=int, default=5, help="timed rounds per case (default 5)")
-    g.addoption("--perf-warmup", type=int, default=1, help="untimed warm-up rounds per case (default 1)")
-    g.addoption(
-        "--perf-min-time",
-        type=float,
-        default=1.0,
-        help="timed rounds span at least this many seconds (more rounds for fast cases; default 1.0)",
-    )
-    g.addoption("--perf-strict-health", action="store_true", help="refuse to benchmark on an unhealthy GPU")
-    g.addoption(
-        "--kv-cache-mem",
-        type=float,
-        default=None,
-        help="paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1)",
-    )
-    g.addoption(
-        "--preemption",
-        default="recompute",
-        choices=("recompute", "swap"),
-        help="paged engine: how to preempt when KV blocks run out",
-    )
-    g.addoption("--max-batch-size", type=int, default=16, help="static-batch: requests per padded batch")
-    g.addoption(
-        "--max-num-seqs",
-        type=int,
-        default=256,
-        help="paged (and vllm): most sequences per step; in practice KV memory is the limit (vLLM's default)",
-    )
-    g.addoption(
-        "--engine-module",
-        action="append",
-        default=[],
-        help="add an engine class, package.module:Class (repeatable); see README 'Adding an engine'",
-    )
-    g.addoption(
-        "--no-parity",
-        action="store_true",
-        help="time engines without first checking their greedy tokens against hf-generate",
-    )
-    g.addoption(
-        "--perf-baselines-dir",
-        default=None,
-        help="where baselines/<machine slug>/baseline.json live (default: <rootdir>/baselines)",
-    )
-    g.addoption(
-        "--perf-results-dir", default=None, help="where --benchmark-compare saves this run (default: <rootdir>/results)"
-    )
-
-
-def _options(config: pytest.Config) -> PerfOptions:
-    opt = config.getoption
-    batch_sizes = _csv(opt("--batch-sizes"))
-    return PerfOptions(
-        models=_csv(opt("--models")) or ("small",),
-        engines=_csv(opt("--engines")),
-        batch_sizes=tuple(int(b) for b in batch_sizes) if batch_sizes else None,
-        device=opt("--device"),
-        dtype=opt("--dtype"),
-        model_path=opt("--model-path"),
-        tier=opt("--perf-tier"),
-        rounds=opt("--perf-rounds"),
-        warmup_rounds=opt("--perf-warmup"),
-        min_time_s=opt("--perf-min-time"),
-        strict_health=opt("--perf-strict-health"),
-        kv_cache_mem=opt("--kv-cache-mem"),
-        preemption=opt("--preemption"),
-        max_batch_size=opt("--max-batch-size"),
-        max_num_seqs=opt("--max-num-seqs"),
-        engine_modules=tuple(opt("--engine-module")),
-        parity=not opt("--no-parity"),
-        baselines_dir=opt("--perf-baselines-dir") or str(config.rootpath / "baselines"),
-        results_dir=opt("--perf-results-dir") or str(config.rootpath / "results"),
-        pyproject=str(config.rootpath / "pyproject.toml"),
-    )
+    add_options(parser.getgroup("llm-perf-suite").addoption)
 
 
 def _runs_perf_tests(config: pytest.Config) -> bool:
@@ -115,11 +24,12 @@ def _runs_perf_tests(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        options = _options(config)
+        options = rooted(options_from(config.getoption), config.rootpath)
         session = PerfSession(options, engine_sources=engine_sources(options.engine_modules))
-        session.model_names()  # unknown models and engines stop the run here, listing the valid names
-        for name in session.options.engines or ():
-            session.engine_class(name)
+        session.cache.model_names()  # unknown models and engines stop the run here, listing the valid names
+        for name in options.engines or ():
+            session.cache.engine_class(name)
+        session.thresholds  # noqa: B018 - a bad [tool.perf] stops the run now, not after every case has run
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     # --benchmark-compare runs this suite's throughput gate against baselines/<machine slug>/ instead of
@@ -141,19 +51,19 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     perf = session.config.stash.get(SESSION_KEY, None)
-    if perf is not None:
-        perf.close_engines()
+    if perf is not None and "cache" in vars(perf):  # only when a case built something
+        perf.cache.close()
     bench_session = getattr(session.config, "_benchmarksession", None)
     if perf is None or not perf.gate_requested or bench_session is None or not perf.records:
         return
     try:
-        failed = perf.run_gate(bench_session.benchmarks)
+        code = perf.run_gate(bench_session.benchmarks)
     except PerfSuiteError as exc:
         perf.gate_lines = [f"gate error: {exc}"]
-        session.exitstatus = GATE_ERROR_EXIT_CODE
+        session.exitstatus = EXIT_GATE_ERROR
         return
-    if failed and session.exitstatus == 0:
-        session.exitstatus = REGRESSION_EXIT_CODE
+    if code == EXIT_REGRESSION and session.exitstatus == 0:
+        session.exitstatus = EXIT_REGRESSION
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -167,7 +77,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if session.options.strict_health and hw.health is not None and not hw.health.healthy:
         pytest.exit(
             "--perf-strict-health: refusing to benchmark on an unhealthy GPU: " + "; ".join(hw.health.problems),
-            returncode=3,
+            returncode=EXIT_UNHEALTHY,
         )
     return [f"llm-perf-suite {line}" for line in hw.header_lines()]
 
@@ -177,17 +87,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # only perf cases (which take both fixtures) are parametrized here
     kind = metafunc.function.__name__.removeprefix("test_")
     if kind not in KINDS:
-        raise pytest.UsageError(f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {KINDS}")
+        raise pytest.UsageError(
+            f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {', '.join(KINDS)}"
+        )
     session = metafunc.config.stash[SESSION_KEY]
     opts = session.options
     try:
         cases = build_cases(
             kind,
             opts.tier,
-            session.model_names(),
+            session.cache.model_names(),
             list(opts.engines) if opts.engines else None,
             list(opts.batch_sizes) if opts.batch_sizes else None,
-            session.engine_ok,
+            session.cache.engine_ok,
         )
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -201,19 +113,20 @@ def perf(request: pytest.FixtureRequest) -> PerfSession:
 
 @pytest.fixture
 def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
-    """The engine of this case, built (with its model) outside the timed region; skipped when unavailable."""
+    """The engine of this case, built (with its model) outside the timed region and checked against HF
+    greedy on the probe workload; skipped when unavailable."""
     case = request.getfixturevalue("case")
-    reason = perf.unavailable_reason(case.engine)
+    reason = perf.cache.unavailable_reason(case.engine)
     if reason:
         pytest.skip(f"engine {case.engine} unavailable: {reason}")
-    problem = perf.parity_problem(case)
+    problem = perf.cache.parity_problem(case)
     if problem:
         pytest.fail(
             f"parity check failed: {problem}; a fast wrong engine is not timed "
             f"(--no-parity skips this check, for engines that sample)",
             pytrace=False,
         )
-    return perf.engine(case)
+    return perf.cache.engine(case)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -226,12 +139,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for line in session.gate_lines:
             tr.write_line(line)
     tr.section("llm-perf-suite: throughput and roofline")
-    width = max(len(r.case_id) for r in session.records)
+    width = max(len(name) for name, _ in session.records)
     tr.write_line(f"{'case':<{width}}  {'tokens/s':>12}  {'% roofline':>10}  bound")
-    for r in session.records:
-        tr.write_line(f"{r.case_id:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}")
+    for name, r in session.records:
+        tr.write_line(f"{name:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}")
     if session.options.parity:
         tr.write_line(
             f"output check: every generate/batching/serving round equal to HF greedy; the check cost "
-            f"{session.output_check_seconds():.1f} s outside the timed rounds (HF reference + comparison)"
+            f"{session.cache.check_seconds_total():.1f} s outside the timed rounds (HF reference + comparison)"
         )

@@ -2,5 +2,4 @@
 
 
 def test_decode(benchmark, perf, case, case_engine):
-    step = case_engine.decode_case(case.batch_size, case.context_len, seed=perf.options.seed)
-    perf.bench_step(benchmark, case, step)
+    perf.run_case(benchmark, case, case_engine)

@@ -2,5 +2,4 @@
 
 
 def test_prefill(benchmark, perf, case, case_engine):
-    step = case_engine.prefill_case(case.batch_size, case.prompt_len, seed=perf.options.seed)
-    perf.bench_step(benchmark, case, step)
+    perf.run_case(benchmark, case, case_engine)

@@ -1,7 +1,5 @@
-"""Serving: a seeded mixed-length workload through every engine that can take it."""
+"""Serving: a seeded mixed-length workload through every engine that can take it, at equal KV memory."""
 
 
 def test_serving(benchmark, perf, case, case_engine):
-    requests = perf.requests(case)
-    result = perf.bench_generate(benchmark, case, requests)
-    assert result.generated_tokens == sum(r.max_new_tokens for r in requests)
+    perf.run_case(benchmark, case, case_engine)

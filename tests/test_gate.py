@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from harness.__main__ import main
-from harness.baseline.gate import REGRESSION_EXIT_CODE, Thresholds, compare, has_regression, method_line
+from harness.baseline.gate import Thresholds, compare, has_regression, method_line
 from harness.baseline.storage import load_results, write_json_atomic
-from harness.errors import BaselineError
+from harness.errors import EXIT_GATE_ERROR, EXIT_REGRESSION, BaselineError, ConfigError
 
 TOKENS = 64
 
@@ -137,7 +137,7 @@ def test_compare_cli_exit_codes_and_table(tmp_path, capsys):
     write_json_atomic(base, doc(bench("test_decode[a]", rounds(1.0, 0.01, 1))))
     write_json_atomic(slow, doc(bench("test_decode[a]", rounds(1.3, 0.01, 2))))
     write_json_atomic(same, doc(bench("test_decode[a]", rounds(1.0, 0.01, 3))))
-    assert main(["compare", str(base), str(slow)]) == REGRESSION_EXIT_CODE
+    assert main(["compare", str(base), str(slow)]) == EXIT_REGRESSION
     out = capsys.readouterr().out
     assert "REGRESSION" in out
     assert "baseline tok/s" in out
@@ -150,10 +150,10 @@ def test_compare_cli_on_a_corrupt_file_names_it_and_overwrites_nothing(tmp_path,
     bad.write_text("{oops")
     good = tmp_path / "now.json"
     write_json_atomic(good, doc(bench("c", [1.0])))
-    assert main(["compare", str(bad), str(good)]) == 2
+    assert main(["compare", str(bad), str(good)]) == EXIT_GATE_ERROR
     assert str(bad) in capsys.readouterr().err
     assert bad.read_text() == "{oops"
-    assert main(["baseline", "update", "--from", str(bad)]) == 2
+    assert main(["baseline", "update", "--from", str(bad)]) == EXIT_GATE_ERROR
     assert bad.read_text() == "{oops"
 
 
@@ -161,7 +161,7 @@ def test_different_machines_are_not_compared(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_json_atomic(a, doc(bench("c", [1.0])) | {"machine_info": {"slug": "gpu-a"}})
     write_json_atomic(b, doc(bench("c", [1.0])) | {"machine_info": {"slug": "gpu-b"}})
-    assert main(["compare", str(a), str(b)]) == 2
+    assert main(["compare", str(a), str(b)]) == EXIT_GATE_ERROR
     assert "gpu-a" in capsys.readouterr().err
 
 
@@ -169,10 +169,11 @@ def test_a_baseline_pools_the_rounds_of_several_runs():
     from harness.baseline.record import merge_runs
 
     runs = [doc(bench("a", [1.0, 1.1]), bench("b", [2.0])), doc(bench("a", [0.9]), bench("b", [2.1, 2.2]))]
-    merged = {b["name"]: b for b in merge_runs(runs)["benchmarks"]}
-    assert merged["a"]["stats"]["data"] == [1.0, 1.1, 0.9]
-    assert merged["b"]["stats"]["data"] == [2.0, 2.1, 2.2]
-    assert merged["a"]["extra_info"]["baseline_runs"] == 2
+    merged = merge_runs(runs).by_name()
+    assert merged["a"].rounds_s == [1.0, 1.1, 0.9]
+    assert merged["b"].rounds_s == [2.0, 2.1, 2.2]
+    assert merged["a"].result.baseline_runs == 2
+    assert merged["a"].to_dict()["extra_info"]["baseline_runs"] == 2  # stored under the same key as ever
     assert runs[0]["benchmarks"][0]["stats"]["data"] == [1.0, 1.1]  # inputs untouched
 
 
@@ -181,7 +182,7 @@ def pooled(name, run_medians_s, within=0.005, seed=0, kind="decode"):
     from harness.baseline.record import merge_runs
 
     runs = [doc(bench(name, rounds(m, within, seed + i), kind)) for i, m in enumerate(run_medians_s)]
-    return merge_runs(runs)["benchmarks"][0]
+    return merge_runs(runs).benches[0].to_dict()
 
 
 def test_a_pooled_baseline_keeps_each_runs_median():
@@ -307,7 +308,7 @@ def test_machine_speed_correction_can_be_switched_off():
     verdicts, method = _machine_speed_case(now_factor=1.15, ref_factor=1.15, normalise="off")
     assert has_regression(verdicts)
     assert "switched off" in method
-    with pytest.raises(ValueError, match="normalise must be one of"):
+    with pytest.raises(ConfigError, match="normalise must be one of"):
         Thresholds(normalise="sometimes")
 
 
@@ -343,7 +344,7 @@ def test_holm_keeps_a_borderline_case_of_many_quiet_and_still_fails_a_large_drop
     base, now = _many_cases(1.3)  # one case 23% slower: fails after the adjustment too
     assert {v.name: v.status for v in compare(base, now, Thresholds())}["test_decode[c0]"] == "regression"
     assert "Holm" in method_line(base, now, Thresholds())
-    with pytest.raises(ValueError, match="multiple must be one of"):
+    with pytest.raises(ConfigError, match="multiple must be one of"):
         Thresholds(multiple="bonferroni-ish")
 
 
@@ -359,8 +360,10 @@ def test_no_machine_speed_correction_when_the_reference_shapes_differ():
 
 
 def test_the_reference_forward_has_the_shape_of_the_cases_work():
-    from harness.bench import reference_shape
-    from harness.cases import Case
+    from harness.cases import Case, get_kind
+
+    def reference_shape(case):
+        return get_kind(case.kind).reference_shape(case)
 
     assert reference_shape(Case("decode", "small", "manual", batch_size=8, context_len=128)) == (8, 1)
     assert reference_shape(Case("prefill", "small", "manual", batch_size=2, prompt_len=64)) == (2, 64)

@@ -5,37 +5,40 @@ the correct ones. The check is called exactly as the benchmark cases call it (ha
 import mutants
 import pytest
 
-from harness.bench import PerfOptions, PerfSession
+from harness.bench import PerfSession
 from harness.cases import Case
+from harness.engine_cache import EngineCache
 from harness.engines.registry import engine_sources
+from harness.options import PerfOptions
 
 MUTANTS = [*mutants.PAGED_MUTANTS, *mutants.PLUGIN_MUTANTS]
 CORRECT = ["paged", "manual", "static-batch", mutants._GreedyLoop.name]
 
 
-def _session(model: str) -> PerfSession:
+def _cache(model: str) -> EngineCache:
+    """The engine cache of a suite run with the mutants registered (as --engine-module would)."""
     modules = [f"mutants:{cls.__name__}" for cls in [*MUTANTS, mutants._GreedyLoop]]
-    options = PerfOptions(models=(model,), device="cpu", engine_modules=tuple(modules))
-    return PerfSession(options, engine_sources=engine_sources(modules))
+    options = PerfOptions(models=(model,), device="cpu", engine_modules=tuple(modules), kv_cache_mem=64 * 2**20)
+    return PerfSession(options, engine_sources=engine_sources(modules)).cache
 
 
 @pytest.fixture(scope="module", params=["tiny", pytest.param("small", marks=pytest.mark.slow)])
 def session(request):
-    perf = _session(request.param)
-    yield perf
-    perf.close_engines()
+    cache = _cache(request.param)
+    yield cache
+    cache.close()
 
 
-def refusal(perf: PerfSession, engine: str) -> str | None:
+def refusal(cache: EngineCache, engine: str) -> str | None:
     """What the suite says before timing (probe) or after it (the timed rounds of a batching case)."""
-    model = perf.options.models[0]
-    problem = perf.parity_problem(Case("generate", model, engine))
+    model = cache.options.models[0]
+    problem = cache.parity_problem(Case("generate", model, engine))
     if problem:
         return problem
     case = Case("batching", model, engine, batch_size=4, prompt_len=32, new_tokens=32)
-    requests = perf.requests(case)
-    rounds = [perf.engine(case).generate(requests) for _ in range(3)]
-    return perf.check_rounds(case, requests, rounds)
+    requests = cache.requests(case)
+    rounds = [cache.engine(case).generate(requests) for _ in range(3)]
+    return cache.check_rounds(case, requests, rounds)
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])

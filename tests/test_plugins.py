@@ -101,8 +101,7 @@ def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
     assert proc.returncode == 1
     assert (
         "parity check failed: engine wrong-toy differs from HF greedy on the probe workload: "
-        "request 1 (id 1) at token 3"
-        in proc.stdout
+        "request 1 (id 1) at token 3" in proc.stdout
     )
     proc, _ = run_suite(tmp_path, toy_dist, *args, "--no-parity")
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -27,7 +27,7 @@ def report(tmp_path_factory):
             bench["stats"]["data"] = [t * spread / faster for t in bench["stats"]["data"]]
         runs.append(run)
     baseline = merge_runs(runs)
-    (out / "baseline.json").write_text(json.dumps(baseline))
+    baseline.save(out / "baseline.json")
     assert main(["report", str(SAMPLE), "--compare", str(out / "baseline.json"), "--out", str(out)]) == 0
     return out, doc, (out / "report.md").read_text()
 

@@ -9,7 +9,8 @@ from harness.engines.paged.sequence import SeqStatus, Sequence
 
 
 def make(num_blocks=8, block_size=4, **config):
-    return Scheduler(SchedulerConfig(**config), BlockManager(num_blocks, block_size, num_cpu_blocks=num_blocks))
+    knobs = {"max_num_seqs": 16, "max_num_batched_tokens": 4096, "preemption": "recompute", **config}
+    return Scheduler(SchedulerConfig(**knobs), BlockManager(num_blocks, block_size, num_cpu_blocks=num_blocks))
 
 
 def seq(i, n, priority=0):

@@ -113,3 +113,14 @@ def test_gate_through_pytest(tmp_path):
     assert proc.returncode == 10, proc.stdout[-3000:]
     assert "REGRESSION" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_bad_tool_perf_value_stops_the_run_at_once_with_one_line(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.perf]\nnormalise = "sometimes"\n')
+    proc = run_pytest(
+        "-c", str(tmp_path / "pyproject.toml"), "-p", "harness.pytest_plugin", "--models", "tiny", cwd=tmp_path
+    )
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "normalise must be one of run, case, off" in proc.stderr
+    assert str(tmp_path / "pyproject.toml") in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.baseline.gate import SUITE_ROW, Thresholds, compare, has_regression
 from harness.baseline.record import record_runs, run_suite
-from harness.baseline.storage import load_results, write_json_atomic
+from harness.baseline.storage import load_results
 from harness.errors import BaselineError
 from harness.timing import SLOWDOWN_ENV
 
@@ -44,11 +44,11 @@ def _judge(label: str, i: int, trials: int, baseline: dict, doc: dict, threshold
 
 
 def _summary(thresholds: Thresholds, tier: str, baseline: dict, tally: dict, trials: int) -> None:
-    runs = baseline["benchmarks"][0]["extra_info"].get("baseline_runs", 1) if baseline["benchmarks"] else 0
+    runs = (baseline.benches[0].result.baseline_runs or 1) if baseline.benches else 0
     print(
         f"\nthreshold {thresholds.default:.0%} (groups {thresholds.groups}, cases {thresholds.cases}), "
         f"machine-speed correction {thresholds.normalise}, multiple-testing adjustment {thresholds.multiple}, "
-        f"alpha {thresholds.alpha}, tier {tier}, {len(baseline['benchmarks'])} cases, "
+        f"alpha {thresholds.alpha}, tier {tier}, {len(baseline.benches)} cases, "
         f"baseline pooled from {runs} run(s)"
     )
     for label, (failed, runtimes) in tally.items():
@@ -73,9 +73,9 @@ def gate_check(
         store.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         baseline = record_runs(args, baseline_runs, {**os.environ, SLOWDOWN_ENV: ""})
-        write_json_atomic(store / "baseline.json", baseline)
+        baseline.save(store / "baseline.json")
         print(
-            f"baseline: {len(baseline['benchmarks'])} cases pooled from {baseline_runs} run(s), "
+            f"baseline: {len(baseline.benches)} cases pooled from {baseline_runs} run(s), "
             f"{time.perf_counter() - start:.0f} s",
             flush=True,
         )

@@ -39,8 +39,9 @@ from pathlib import Path
 from scipy import stats
 
 from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
+from harness.errors import ConfigError
+from harness.results import BenchRecord, ResultsFile
 
-REGRESSION_EXIT_CODE = 10  # distinct from pytest's 0-5
 SUITE_ROW = "suite geometric mean"
 
 
@@ -55,29 +56,42 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISE_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"[tool.perf] normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}"
             )
         if self.multiple not in MULTIPLE_MODES:
-            raise ValueError(f"[tool.perf] multiple must be one of {', '.join(MULTIPLE_MODES)}, got {self.multiple!r}")
+            raise ConfigError(f"[tool.perf] multiple must be one of {', '.join(MULTIPLE_MODES)}, got {self.multiple!r}")
+        for name, value in [("threshold", self.default), *self.groups.items(), *self.cases.items()]:
+            if not 0 <= value < 1:
+                raise ConfigError(f"[tool.perf] threshold {name!r} must be a fraction in [0, 1), got {value}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"[tool.perf] alpha must be in (0, 1), got {self.alpha}")
 
     def for_case(self, name: str, group: str) -> float:
         return self.cases.get(name, self.groups.get(group, self.default))
 
     @classmethod
     def from_pyproject(cls, path: str | Path = "pyproject.toml") -> Thresholds:
+        """[tool.perf] of a pyproject.toml (defaults where the file or a key is missing); any bad value is a
+        ConfigError naming the file."""
         path = Path(path)
         if not path.exists():
             return cls()
-        perf = tomllib.loads(path.read_text()).get("tool", {}).get("perf", {})
-        return cls(
-            default=float(perf.get("threshold", 0.05)),
-            alpha=float(perf.get("alpha", 0.01)),
-            groups={k: float(v) for k, v in perf.get("groups", {}).items()},
-            cases={k: float(v) for k, v in perf.get("cases", {}).items()},
-            normalise=str(perf.get("normalise", "case")),
-            multiple=str(perf.get("multiple", "holm")),
-        )
+        try:
+            perf = tomllib.loads(path.read_text()).get("tool", {}).get("perf", {})
+            defaults = cls()
+            return cls(
+                default=float(perf.get("threshold", defaults.default)),
+                alpha=float(perf.get("alpha", defaults.alpha)),
+                groups={k: float(v) for k, v in perf.get("groups", {}).items()},
+                cases={k: float(v) for k, v in perf.get("cases", {}).items()},
+                normalise=str(perf.get("normalise", defaults.normalise)),
+                multiple=str(perf.get("multiple", defaults.multiple)),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{path}: [tool.perf] cannot be read: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -92,30 +106,8 @@ class Verdict:
     note: str = ""
 
 
-def round_throughputs(bench: dict) -> list[float]:
-    """tokens / seconds for every timed round: each round does the same fixed work."""
-    tokens = bench["extra_info"]["tokens"]
-    return [tokens / secs for secs in bench["stats"]["data"]]
-
-
-def run_medians(bench: dict) -> list[float]:
-    """The median tokens/s of each run pooled into a baseline ([] for a single run)."""
-    runs = bench["extra_info"].get("run_tok_s") or []
-    return [float(x) for x in runs] if len(runs) >= 2 else []
-
-
-def reference_ms(bench: dict) -> float | None:
-    """Median time of the reference forward timed just before and after this case's rounds."""
-    ref = bench["extra_info"].get("reference_ms") or []
-    return statistics.median(ref) if ref else None
-
-
-def _reference_shape(bench: dict) -> list[int]:
-    return list(bench["extra_info"].get("reference_shape") or [1, 8])  # 1 x 8 before shapes were recorded
-
-
-def _unhealthy(bench: dict) -> bool:
-    return bench["extra_info"].get("gpu_healthy") is False
+def _reference_shape(bench: BenchRecord) -> list[int]:
+    return list(bench.result.reference_shape or [1, 8])  # 1 x 8 before shapes were recorded
 
 
 # --- machine speed ------------------------------------------------------------------------------
@@ -142,16 +134,14 @@ class Speed:
     why_off: str = ""
 
     @classmethod
-    def of(cls, baseline: dict, current: dict, mode: str) -> Speed:
+    def of(cls, baseline: ResultsFile, current: ResultsFile, mode: str) -> Speed:
         if mode == "off":
             return cls("off", why_off="machine-speed correction switched off ([tool.perf] normalise)")
-        b_info, c_info = baseline.get("machine_info") or {}, current.get("machine_info") or {}
-        differ = [k for k in SAME_STACK_KEYS if b_info.get(k) != c_info.get(k)]
+        differ = [k for k in SAME_STACK_KEYS if baseline.machine_info.get(k) != current.machine_info.get(k)]
         if differ:
             return cls("off", why_off=f"no machine-speed correction: {', '.join(differ)} differ between the runs")
-        base = {b["name"]: b for b in baseline["benchmarks"]}
-        now = {b["name"]: b for b in current["benchmarks"]}
-        if any(reference_ms(b) is None for b in [*base.values(), *now.values()]):
+        base, now = baseline.by_name(), current.by_name()
+        if any(b.result.reference_median_ms is None for b in [*base.values(), *now.values()]):
             return cls("off", why_off="no machine-speed correction: a side has no reference timings")
         reshaped = [n for n in base.keys() & now.keys() if _reference_shape(base[n]) != _reference_shape(now[n])]
         if reshaped:
@@ -160,17 +150,17 @@ class Speed:
                 why_off=f"no machine-speed correction: the reference forward has another shape on each side "
                 f"for {len(reshaped)} case(s) (a baseline from an older suite: record it again)",
             )
-        runs = {name: b["extra_info"].get("run_reference_ms") or [reference_ms(b)] for name, b in base.items()}
+        runs = {name: b.result.run_reference_ms or [b.result.reference_median_ms] for name, b in base.items()}
         if mode == "run":
             width = min(len(r) for r in runs.values())
             per_run = [statistics.median(r[i] for r in runs.values()) for i in range(width)]
             runs = {name: per_run for name in base}
-            whole = statistics.median(reference_ms(b) for b in now.values())
+            whole = statistics.median(b.result.reference_median_ms for b in now.values())
             now_ref = dict.fromkeys(now, whole)
-            base_ref = dict.fromkeys(base, statistics.median(reference_ms(b) for b in base.values()))
+            base_ref = dict.fromkeys(base, statistics.median(b.result.reference_median_ms for b in base.values()))
         else:
-            now_ref = {name: reference_ms(b) for name, b in now.items()}
-            base_ref = {name: reference_ms(b) for name, b in base.items()}
+            now_ref = {name: b.result.reference_median_ms for name, b in now.items()}
+            base_ref = {name: b.result.reference_median_ms for name, b in base.items()}
         unit = statistics.median(base_ref.values())  # keeps corrected numbers near the baseline's own
         return cls(
             mode,
@@ -197,10 +187,10 @@ class CaseData:
     raw_change: float
 
     @classmethod
-    def of(cls, name: str, base: dict, now: dict, speed: Speed) -> CaseData:
-        runs = run_medians(base)
+    def of(cls, name: str, base: BenchRecord, now: BenchRecord, speed: Speed) -> CaseData:
+        runs = base.result.pooled_run_tok_s
         f_base, f_now, f_runs = speed.factors(name, len(runs))
-        b, n = round_throughputs(base), round_throughputs(now)
+        b, n = base.round_tok_s(), now.round_tok_s()
         raw = statistics.median(n) / statistics.median(b) - 1
         return cls(
             [x * f_base for x in b], [x * f_now for x in n], [m * f for m, f in zip(runs, f_runs, strict=True)], raw
@@ -252,9 +242,9 @@ class CaseTest:
 
 
 def case_test(
-    name: str, base: dict, now: dict, thresholds: Thresholds, data: CaseData, noise: RunNoise | None
+    name: str, base: BenchRecord, now: BenchRecord, thresholds: Thresholds, data: CaseData, noise: RunNoise | None
 ) -> CaseTest:
-    group = now["extra_info"].get("kind") or name.split("[")[0].removeprefix("test_")
+    group = now.group
     b, n = data.base_rounds, data.now_rounds
     now_med = statistics.median(n)
     if data.base_runs and noise is not None:
@@ -264,13 +254,14 @@ def case_test(
         p_slower = float(stats.mannwhitneyu(b, n, alternative="greater").pvalue)
         p_faster = float(stats.mannwhitneyu(b, n, alternative="less").pvalue)
     fields = {
-        "base_tok_s": statistics.median(round_throughputs(base)),
-        "now_tok_s": statistics.median(round_throughputs(now)),
+        "base_tok_s": base.median_tok_s,
+        "now_tok_s": now.median_tok_s,
         "change": now_med / base_med - 1,
         "threshold": thresholds.for_case(name, group),
     }
     note = f"raw {data.raw_change:+.1%}" if abs(data.raw_change - fields["change"]) >= 0.0005 else ""
-    return CaseTest(name, fields, p_slower, p_faster, note, _unhealthy(base) or _unhealthy(now))
+    unhealthy = base.result.gpu_healthy is False or now.result.gpu_healthy is False
+    return CaseTest(name, fields, p_slower, p_faster, note, unhealthy)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -341,22 +332,22 @@ def suite_verdict(cases: list[Verdict], thresholds: Thresholds) -> Verdict | Non
 class Prepared:
     """What compare and method_line both read: the cases by name, machine speed, corrected data, noise."""
 
-    base: dict[str, dict]
-    now: dict[str, dict]
+    base: dict[str, BenchRecord]
+    now: dict[str, BenchRecord]
     speed: Speed
     data: dict[str, CaseData]  # the cases on both sides, sorted by name
     noise: RunNoise | None
 
     @classmethod
-    def of(cls, baseline: dict, current: dict, thresholds: Thresholds) -> Prepared:
-        base = {b["name"]: b for b in baseline["benchmarks"]}
-        now = {b["name"]: b for b in current["benchmarks"]}
+    def of(cls, baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> Prepared:
+        baseline, current = ResultsFile.coerce(baseline), ResultsFile.coerce(current)
+        base, now = baseline.by_name(), current.by_name()
         speed = Speed.of(baseline, current, thresholds.normalise)
         data = {name: CaseData.of(name, base[name], now[name], speed) for name in sorted(base.keys() & now.keys())}
         return cls(base, now, speed, data, RunNoise.of(list(data.values())))
 
 
-def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdict]:
+def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
     """One verdict per case (sorted), the missing cases, then the suite row when there are enough cases."""
     prep = Prepared.of(baseline, current, thresholds)
     base, now = prep.base, prep.now
@@ -376,7 +367,7 @@ def compare(baseline: dict, current: dict, thresholds: Thresholds) -> list[Verdi
     return verdicts + ([suite] if suite else [])
 
 
-def method_line(baseline: dict, current: dict, thresholds: Thresholds | None = None) -> str:
+def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds | None = None) -> str:
     """How the verdicts were reached, for the line under the table."""
     thresholds = thresholds or Thresholds()
     prep = Prepared.of(baseline, current, thresholds)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import statistics
+import dataclasses
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from harness.baseline.storage import baseline_path, load_results, write_json_atomic
+from harness.baseline.storage import baseline_path, load_results
 from harness.errors import BaselineError
+from harness.results import BenchRecord, ResultsFile
 
 
 def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) -> int:
@@ -17,36 +18,34 @@ def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) 
     return subprocess.run(cmd, env=env).returncode
 
 
-def merge_runs(docs: list[dict]) -> dict:
+def merge_runs(docs: list[ResultsFile | dict]) -> ResultsFile:
     """One baseline from several runs of the same cases: each case's rounds pooled across runs.
 
     A single run carries its own luck (a neighbour busy during one case's window). Each run's median
-    tokens/s is kept too (extra_info.run_tok_s): the gate measures the machine's run-to-run spread
-    from them, which the rounds of one run do not show. So is each run's reference time
-    (run_reference_ms), which the gate's machine-speed correction needs run by run.
+    tokens/s is kept too (run_tok_s): the gate measures the machine's run-to-run spread from them,
+    which the rounds of one run do not show. So is each run's reference time (run_reference_ms),
+    which the gate's machine-speed correction needs run by run.
     """
-    from harness.baseline.gate import reference_ms, round_throughputs
-
-    first = docs[0]
-    by_name = [{b["name"]: b for b in d["benchmarks"]} for d in docs]
+    docs = [ResultsFile.coerce(d) for d in docs]
+    by_name = [d.by_name() for d in docs]
     merged = []
-    for bench in first["benchmarks"]:
-        runs = [names[bench["name"]] for names in by_name if bench["name"] in names]
-        pooled = {**bench, "stats": {**bench["stats"], "data": [t for r in runs for t in r["stats"]["data"]]}}
-        pooled["extra_info"] = {
-            **bench["extra_info"],
-            "baseline_runs": len(runs),
-            "run_tok_s": [statistics.median(round_throughputs(r)) for r in runs],
-        }
-        refs = [reference_ms(r) for r in runs]
+    for bench in docs[0].benches:
+        runs = [names[bench.name] for names in by_name if bench.name in names]
+        result = dataclasses.replace(
+            bench.result,
+            baseline_runs=len(runs),
+            run_tok_s=[r.median_tok_s for r in runs],
+            extra=dict(bench.result.extra),
+        )
+        refs = [r.result.reference_median_ms for r in runs]
         if all(ref is not None for ref in refs):
-            pooled["extra_info"]["run_reference_ms"] = refs
-            pooled["extra_info"]["reference_ms"] = [x for r in runs for x in r["extra_info"]["reference_ms"]]
-        merged.append(pooled)
-    return {**first, "benchmarks": merged}
+            result.run_reference_ms = refs
+            result.reference_ms = [x for r in runs for x in r.result.reference_ms]
+        merged.append(BenchRecord(bench.name, [t for r in runs for t in r.rounds_s], result, bench.raw))
+    return ResultsFile(docs[0].machine_info, merged, docs[0].raw)
 
 
-def record_runs(pytest_args: list[str], runs: int, env: dict | None = None) -> dict:
+def record_runs(pytest_args: list[str], runs: int, env: dict | None = None) -> ResultsFile:
     """Run the suite `runs` times and pool the results; any failed run writes nothing."""
     docs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,11 +62,11 @@ def update_baseline(pytest_args: list[str], from_file: str | None = None, runs: 
     """Run the suite `runs` times (or take a results file) and write baselines/<slug>/baseline.json.
     A failed run or a bad file writes nothing."""
     doc = load_results(from_file) if from_file else record_runs(pytest_args, runs)
-    slug = (doc.get("machine_info") or {}).get("slug")
+    slug = doc.slug
     if not slug:
         raise BaselineError(
             f"{from_file or 'the run'}: machine_info has no slug: it was not recorded by llm-perf-suite"
         )
     path = baseline_path(slug)
-    write_json_atomic(path, doc)
+    doc.save(path)
     return path

@@ -1,4 +1,5 @@
-"""Results files: read with errors that name the file, write atomically (temp file + rename)."""
+"""Where results live and how they are written: baselines/<slug>/baseline.json, atomic writes
+(temp file + rename). What a results file holds is harness/results.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import BaselineError
+from harness.results import ResultsFile
 
 BASELINE_ROOT = Path("baselines")
 BASELINE_FILE = "baseline.json"
@@ -38,39 +39,9 @@ def write_json_atomic(path: Path, doc: dict) -> None:
         raise
 
 
-def load_results(path: str | Path) -> dict:
-    """A pytest-benchmark JSON document with raw rounds; anything else is a BaselineError naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not text.strip():
-        raise BaselineError(f"{path}: the file is empty")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise BaselineError(f"{path}: not a pytest-benchmark results file (no 'benchmarks' list)")
-    for i, bench in enumerate(doc["benchmarks"]):
-        problem = _bench_problem(bench)
-        if problem:
-            raise BaselineError(
-                f"{path}: benchmark #{i} ({bench.get('name', '?') if isinstance(bench, dict) else '?'}) {problem}"
-            )
-    return doc
-
-
-def _bench_problem(bench: object) -> str | None:
-    if not isinstance(bench, dict) or "name" not in bench:
-        return "is not an object with a name"
-    data = (bench.get("stats") or {}).get("data")
-    if not data:
-        return "has no raw rounds (stats.data): record with --benchmark-save-data (the suite's default)"
-    if not isinstance((bench.get("extra_info") or {}).get("tokens"), int | float):
-        return "has no extra_info.tokens: it was not recorded by llm-perf-suite"
-    return None
+def load_results(path: str | Path) -> ResultsFile:
+    """A results file with raw rounds (harness/results.py); anything else is a BaselineError naming the file."""
+    return ResultsFile.load(path)
 
 
 def stable_machine_info(hw, dtype: str) -> dict:

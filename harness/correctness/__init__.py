@@ -31,11 +31,13 @@ class OutputChecker:
         self.margin = TOKEN_MARGIN[loaded.dtype]
         self.logit_tolerance = LOGIT_TOLERANCE[loaded.dtype]
         self.seconds = 0.0
+        self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
 
     def tokens_problem(
         self, engine: str, requests: Sequence[Request], outputs: Sequence[RequestOutput], where: str
     ) -> str | None:
         start = time.perf_counter()
+        ties: list[tuple[int, int, float]] = []
         try:
             mismatch = check_tokens(
                 requests,
@@ -43,9 +45,11 @@ class OutputChecker:
                 self.reference.for_requests(requests),
                 self.margin,
                 verify_rest_with(self.reference.teacher_forced_logits, self.margin),
+                ties,
             )
         finally:
             self.seconds += time.perf_counter() - start
+        self.near_ties += [(where, *tie) for tie in ties]
         return None if mismatch is None else mismatch.describe(engine, where)
 
     def logits_problem(self, engine_name: str, engine: object, requests: Sequence[Request]) -> str | None:

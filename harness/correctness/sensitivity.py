@@ -80,6 +80,4 @@ def context_sensitivity(
         finally:
             for hook in hooks:
                 hook.remove()
-    return Sensitivity(
-        prompts, new_tokens, changed, sum(dependence) / prompts, sum(distinct) / prompts, zero_changed
-    )
+    return Sensitivity(prompts, new_tokens, changed, sum(dependence) / prompts, sum(distinct) / prompts, zero_changed)

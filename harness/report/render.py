@@ -17,15 +17,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.baseline.gate import Thresholds, compare  # noqa: E402
 from harness.baseline.storage import load_results  # noqa: E402
+from harness.cases import BATCHING, GENERATE, KINDS, SERVING  # noqa: E402
+from harness.results import BenchRecord, CaseResult, ResultsFile  # noqa: E402
 
 FIG_SIZE = (10, 6)  # inches; at DPI below: 1000 x 600 px
 DPI = 100
 
 
-def _by_kind(doc: dict) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    for b in doc["benchmarks"]:
-        out[b["extra_info"].get("kind", "?")].append(b)
+def _by_kind(doc: ResultsFile) -> dict[str, list[BenchRecord]]:
+    out: dict[str, list[BenchRecord]] = defaultdict(list)
+    for b in doc.benches:
+        out[b.group].append(b)
     return out
 
 
@@ -42,18 +44,18 @@ def _save(fig, out: Path, stem: str) -> str:
 
 
 def fig_prefill_vs_decode(kinds: dict, out: Path) -> str | None:
-    cases = [b for b in kinds.get("generate", []) if "prefill_ms" in b["extra_info"]]
+    cases = [b for b in kinds.get(GENERATE.name, []) if b.result.prefill_ms is not None]
     if not cases:
         return None
     fig, ax = plt.subplots(figsize=FIG_SIZE)
-    labels = [_short(b["name"]) for b in cases]
-    prefill = [b["extra_info"]["prefill_ms"] for b in cases]
-    decode = [b["extra_info"]["decode_ms_per_token"] * (b["extra_info"]["new_tokens"] - 1) for b in cases]
+    labels = [_short(b.name) for b in cases]
+    prefill = [b.result.prefill_ms for b in cases]
+    decode = [(b.result.decode_ms_per_token or 0.0) * (b.result.new_tokens - 1) for b in cases]
     height = min(0.6, 0.8 * len(cases) / 3)
     ax.barh(labels, prefill, height=height, label="prefill (one forward over the prompt)", color="#4c72b0")
     ax.barh(labels, decode, height=height, left=prefill, label="decode (one forward per new token)", color="#dd8452")
     for y, (p, d, b) in enumerate(zip(prefill, decode, cases, strict=True)):
-        steps = b["extra_info"]["new_tokens"] - 1
+        steps = b.result.new_tokens - 1
         ax.text(p + d, y, f"  prefill {p:,.1f} ms + decode {d:,.0f} ms ({steps} steps)", va="center", fontsize="small")
     ax.set_xlim(0, max(p + d for p, d in zip(prefill, decode, strict=True)) * 1.6)
     ax.set_xlabel("time per request (ms)")
@@ -63,14 +65,14 @@ def fig_prefill_vs_decode(kinds: dict, out: Path) -> str | None:
 
 
 def fig_decode_steps(kinds: dict, out: Path) -> str | None:
-    cases = [b for b in kinds.get("generate", []) if b["extra_info"].get("decode_step_ms")]
+    cases = [b for b in kinds.get(GENERATE.name, []) if b.result.decode_step_ms]
     if not cases:
         return None
     fig, ax = plt.subplots(figsize=FIG_SIZE)
     for b in cases:
         # engines that run requests one after another clock all of them: show one generation
-        steps = b["extra_info"]["decode_step_ms"][: max(b["extra_info"]["new_tokens"] - 1, 1)]
-        ax.plot(range(1, len(steps) + 1), steps, marker=".", label=f"{_short(b['name'])} (first request)")
+        steps = b.result.decode_step_ms[: max(b.result.new_tokens - 1, 1)]
+        ax.plot(range(1, len(steps) + 1), steps, marker=".", label=f"{_short(b.name)} (first request)")
     ax.set_xlabel("decode step (token index after the first)")
     ax.set_ylabel("step latency (ms)")
     ax.set_ylim(bottom=0)
@@ -80,14 +82,14 @@ def fig_decode_steps(kinds: dict, out: Path) -> str | None:
 
 
 def fig_batching(kinds: dict, out: Path) -> str | None:
-    cases = kinds.get("batching", [])
+    cases = kinds.get(BATCHING.name, [])
     if not cases:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=FIG_SIZE)
     series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for b in cases:
-        e = b["extra_info"]
-        series[f"{e['model']} {e['engine']}"].append((e["batch_size"], e["tokens_per_s"], e.get("latency_ms_p50", 0)))
+        e = b.result
+        series[f"{e.model} {e.engine}"].append((e.batch_size, e.tokens_per_s, e.latency_ms_p50 or 0))
     for label, points in sorted(series.items()):
         points.sort()
         left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
@@ -106,14 +108,14 @@ def fig_batching(kinds: dict, out: Path) -> str | None:
     return _save(fig, out, "batching")
 
 
-def fig_roofline(doc: dict, out: Path) -> str | None:
-    cases = [b for b in doc["benchmarks"] if "arith_intensity" in b["extra_info"]]
+def fig_roofline(doc: ResultsFile, out: Path) -> str | None:
+    cases = [b for b in doc.benches if b.result.arith_intensity is not None]
     if not cases:
         return None
-    info = cases[0]["extra_info"]
-    bw, peak = info["peak_bw_gbps"] * 1e9, info["peak_tflops"] * 1e12
+    info = cases[0].result
+    bw, peak = info.peak_bw_gbps * 1e9, info.peak_tflops * 1e12
     fig, ax = plt.subplots(figsize=FIG_SIZE)
-    xs = [b["extra_info"]["arith_intensity"] for b in cases]
+    xs = [b.result.arith_intensity for b in cases]
     lo, hi = min(xs + [peak / bw]) / 4, max(xs + [peak / bw]) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(
@@ -121,8 +123,8 @@ def fig_roofline(doc: dict, out: Path) -> str | None:
         [min(peak, x * bw) for x in grid],
         color="black",
         linewidth=2,
-        label=f"roofline: {info['peak_bw_gbps']:,.0f} GB/s ({info['peak_bw_source']}), "
-        f"{info['peak_tflops']:,.2f} TFLOP/s ({info['peak_flops_source']})",
+        label=f"roofline: {info.peak_bw_gbps:,.0f} GB/s ({info.peak_bw_source}), "
+        f"{info.peak_tflops:,.2f} TFLOP/s ({info.peak_flops_source})",
     )
     ridge = peak / bw
     ax.axvline(ridge, color="gray", linestyle=":", linewidth=1)
@@ -136,23 +138,22 @@ def fig_roofline(doc: dict, out: Path) -> str | None:
     )
     ax.text(ridge / 10, ridge / 10 * bw * 1.8, "memory-bound: bandwidth ceiling ", ha="right", fontsize="small")
     ax.text(ridge * 1.5, peak * 1.1, "compute-bound: FLOP/s ceiling", fontsize="small", color="black")
-    markers = {"prefill": "o", "decode": "s", "batching": "^", "generate": "D", "serving": "*"}
-    for kind, marker in markers.items():
-        pts = [b["extra_info"] for b in cases if b["extra_info"].get("kind") == kind]
+    for kind in KINDS.values():
+        pts = [b.result for b in cases if b.group == kind.name]
         if pts:
             ax.scatter(
-                [p["arith_intensity"] for p in pts],
-                [p["achieved_tflops"] * 1e12 for p in pts],
-                marker=marker,
+                [p.arith_intensity for p in pts],
+                [p.achieved_tflops * 1e12 for p in pts],
+                marker=kind.marker,
                 s=60,
-                label=f"{kind} cases",
+                label=f"{kind.name} cases",
                 zorder=3,
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
     ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(f"Every case against the roofline of {info['device']} ({info['dtype']})")
+    ax.set_title(f"Every case against the roofline of {info.device} ({info.dtype})")
     ax.legend(fontsize="small", loc="lower right")
     return _save(fig, out, "roofline")
 
@@ -166,22 +167,22 @@ ENGINE_METRICS = (
 
 
 def fig_engines(kinds: dict, out: Path) -> str | None:
-    cases = kinds.get("serving", [])
+    cases = kinds.get(SERVING.name, [])
     if not cases:
         return None
     fig, axes = plt.subplots(1, 4, figsize=FIG_SIZE)
-    labels = [f"{b['extra_info']['engine']}\n{b['extra_info']['workload']}" for b in cases]
+    labels = [f"{b.result.engine}\n{b.result.workload}" for b in cases]
     colors = [f"C{i}" for i in range(len(cases))]
     width = 0.6
     for ax, (key, title) in zip(axes, ENGINE_METRICS, strict=True):
         if key in ("ttft_ms", "tpot_ms"):  # p99 as a pale bar, p50 as a solid one in front of it
-            p50 = [b["extra_info"].get(f"{key}_p50", 0) for b in cases]
-            p99 = [b["extra_info"].get(f"{key}_p99", 0) for b in cases]
+            p50 = [getattr(b.result, f"{key}_p50") or 0 for b in cases]
+            p99 = [getattr(b.result, f"{key}_p99") or 0 for b in cases]
             ax.bar(labels, p99, width=width, color=colors, alpha=0.35)
             ax.bar(labels, p50, width=width, color=colors)
             ax.set_ylabel("ms (solid p50, pale p99)")
         else:
-            values = [b["extra_info"].get(key) for b in cases]  # None: the engine does not report it
+            values = [getattr(b.result, key) for b in cases]  # None: the engine does not report it
             ax.bar(labels, [v or 0 for v in values], width=width, color=colors)
             fmt = "{:.0%}" if key == "kv_utilisation" else "{:,.0f}"
             for x, v in enumerate(values):
@@ -216,28 +217,29 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
-def _summary_rows(doc: dict) -> list[list[str]]:
+def _summary_rows(doc: ResultsFile) -> list[list[str]]:
     return [
         [
-            b["name"],
-            f"{b['extra_info']['tokens_per_s']:,.1f}",
-            f"{b['extra_info']['pct_of_roofline']:.1%}",
-            b["extra_info"]["bound"],
-            f"{b['extra_info'].get('mbu', 0):.1%}",
-            f"{b['extra_info'].get('mfu', 0):.1%}",
+            b.name,
+            f"{b.result.tokens_per_s:,.1f}",
+            f"{b.result.pct_of_roofline:.1%}",
+            str(b.result.bound),
+            f"{b.result.mbu or 0:.1%}",
+            f"{b.result.mfu or 0:.1%}",
         ]
-        for b in doc["benchmarks"]
+        for b in doc.benches
     ]
 
 
 def _engine_rows(kinds: dict) -> list[list[str]]:
-    def g(e: dict, k: str, fmt: str) -> str:
-        return format(e[k], fmt) if k in e else "-"
+    def g(e: CaseResult, k: str, fmt: str) -> str:
+        value = getattr(e, k)
+        return "-" if value is None else format(value, fmt)
 
     return [
         [
-            e["engine"],
-            e["workload"],
+            e.engine,
+            e.workload,
             g(e, "tokens_per_s", ",.1f"),
             g(e, "ttft_ms_p50", ",.0f"),
             g(e, "ttft_ms_p99", ",.0f"),
@@ -246,11 +248,11 @@ def _engine_rows(kinds: dict) -> list[list[str]]:
             g(e, "kv_utilisation", ".1%"),
             g(e, "preemptions", ".0f"),
         ]
-        for e in (b["extra_info"] for b in kinds.get("serving", []))
+        for e in (b.result for b in kinds.get(SERVING.name, []))
     ]
 
 
-def write_report(results: str, out_dir: str, baseline: str | None = None) -> Path:
+def write_report(results: str, out_dir: str, baseline: str | None = None, pyproject: str = "pyproject.toml") -> Path:
     doc = load_results(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +264,7 @@ def write_report(results: str, out_dir: str, baseline: str | None = None) -> Pat
         ("Roofline", lambda: fig_roofline(doc, out)),
         ("Engine comparison", lambda: fig_engines(kinds, out)),
     ]
-    mi = doc.get("machine_info", {})
+    mi = doc.machine_info
     lines = [
         f"# llm-perf-suite report: {Path(results).name}",
         "",
@@ -275,7 +277,7 @@ def write_report(results: str, out_dir: str, baseline: str | None = None) -> Pat
         "",
     ]
     if baseline:
-        thresholds = Thresholds()
+        thresholds = Thresholds.from_pyproject(pyproject)  # the gate's own thresholds, serving's 8% included
         verdicts = compare(load_results(baseline), doc, thresholds)
         figures.append(("Baseline vs now", lambda: fig_compare(verdicts, out)))
     for title, draw in figures:

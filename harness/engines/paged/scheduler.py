@@ -22,9 +22,11 @@ from harness.engines.paged.sequence import SeqStatus, Sequence
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_num_seqs: int = 16
-    max_num_batched_tokens: int = 4096
-    preemption: str = "recompute"  # or "swap"
+    """The paged engine's scheduling knobs; their defaults are EngineConfig's (harness/engines/base.py)."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    preemption: str  # "recompute" or "swap"
     watermark: float = 0.01  # share of the pool admissions leave free while others run
 
     def __post_init__(self) -> None:

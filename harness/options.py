@@ -1,0 +1,187 @@
+"""The suite's options, defined once.
+
+PerfOptions holds every default (engine knobs take theirs from EngineConfig); OPTIONS says how each
+one is spelled on the command line, parsed and explained. The pytest plugin adds OPTIONS to pytest,
+the CLI adds the ones it needs to its subcommands, and both build a PerfOptions from what was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.cases import TIERS
+from harness.engines.base import EngineConfig
+from harness.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    models: tuple[str, ...] = ("small",)
+    engines: tuple[str, ...] | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    device: str = "auto"
+    dtype: str | None = None  # None: float32 on CPU, bfloat16 on CUDA
+    model_path: str | None = None
+    tier: str = "default"
+    rounds: int = 5
+    warmup_rounds: int = 1
+    min_time_s: float = 1.0
+    strict_health: bool = False
+    kv_cache_mem: float | None = EngineConfig.kv_cache_mem
+    preemption: str = EngineConfig.preemption
+    max_batch_size: int = EngineConfig.max_batch_size
+    max_num_seqs: int = EngineConfig.max_num_seqs
+    seed: int = 0
+    engine_modules: tuple[str, ...] = ()
+    parity: bool = True
+    baselines_dir: str = "baselines"
+    results_dir: str = "results"
+    pyproject: str = "pyproject.toml"
+
+    def engine_config(self, slowdown: float = 0.0) -> EngineConfig:
+        return EngineConfig(
+            max_batch_size=self.max_batch_size,
+            max_num_seqs=self.max_num_seqs,
+            kv_cache_mem=self.kv_cache_mem,
+            preemption=self.preemption,
+            slowdown=slowdown,
+        )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _int_csv(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _csv(value))
+    except ValueError:
+        raise ConfigError(f"--batch-sizes wants comma-separated integers, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    dest: str  # the PerfOptions field; its default is the option's default
+    help: str
+    parse: Callable[[str], object] | None = None  # str -> value (None: the string itself)
+    choices: tuple[str, ...] | None = None
+    switch: str | None = None  # a flag without a value: "store_true", or "store_false" (e.g. --no-parity)
+    repeat: bool = False  # may be given several times (--engine-module)
+
+    @property
+    def default(self):
+        return {f.name: f.default for f in dataclasses.fields(PerfOptions)}[self.dest]
+
+    def add_to(self, add_argument: Callable, default_shown: bool = True) -> None:
+        """Add to an argparse parser or a pytest option group (both take argparse's keywords)."""
+        if self.switch:
+            add_argument(self.flag, action="store_true", default=False, help=self.help)
+        elif self.repeat:
+            add_argument(self.flag, action="append", default=[], help=self.help)
+        else:
+            shown = ",".join(map(str, self.default)) if isinstance(self.default, tuple) else self.default
+            add_argument(self.flag, default=None, choices=self.choices, help=f"{self.help} (default: {shown})")
+
+    def value(self, raw):
+        """What PerfOptions gets from the parsed command-line value (None or unset: the default)."""
+        if self.switch:
+            return (not raw) if self.switch == "store_false" else bool(raw)
+        if self.repeat:
+            return tuple(raw or ())
+        if raw is None:
+            return self.default
+        return self.parse(raw) if self.parse else raw
+
+
+def _number(flag: str, kind: type = int) -> Callable[[str], object]:
+    def parse(value: str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{flag} wants {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+
+    return parse
+
+
+OPTIONS = [
+    Option("--models", "models", "comma-separated model specs; see `python -m harness model-check`", _csv),
+    Option("--engines", "engines", "comma-separated engines (default: each case kind's own list)", _csv),
+    Option("--batch-sizes", "batch_sizes", "comma-separated batch sizes, replacing each kind's list", _int_csv),
+    Option("--device", "device", "auto (CUDA when present), cpu or cuda"),
+    Option("--dtype", "dtype", "float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)"),
+    Option("--model-path", "model_path", "a local HF checkpoint folder to use instead of --models"),
+    Option("--perf-tier", "tier", "case matrix: quick, default or full", choices=TIERS),
+    Option("--perf-rounds", "rounds", "timed rounds per case", _number("--perf-rounds")),
+    Option("--perf-warmup", "warmup_rounds", "untimed warm-up rounds per case", _number("--perf-warmup")),
+    Option(
+        "--perf-min-time",
+        "min_time_s",
+        "timed rounds span at least this many seconds (more rounds for fast cases)",
+        _number("--perf-min-time", float),
+    ),
+    Option("--perf-strict-health", "strict_health", "refuse to benchmark on an unhealthy GPU", switch="store_true"),
+    Option(
+        "--kv-cache-mem",
+        "kv_cache_mem",
+        "paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1); serving cases default to what "
+        "static-batch reserves",
+        _number("--kv-cache-mem", float),
+    ),
+    Option(
+        "--preemption",
+        "preemption",
+        "paged engine: how to preempt when KV blocks run out",
+        choices=("recompute", "swap"),
+    ),
+    Option(
+        "--max-batch-size", "max_batch_size", "static-batch: requests per padded batch", _number("--max-batch-size")
+    ),
+    Option(
+        "--max-num-seqs",
+        "max_num_seqs",
+        "paged (and vllm): most sequences per step; in practice KV memory is the limit (vLLM's default)",
+        _number("--max-num-seqs"),
+    ),
+    Option("--perf-seed", "seed", "seed of the model weights and of the requests", _number("--perf-seed")),
+    Option(
+        "--engine-module",
+        "engine_modules",
+        "add an engine class, package.module:Class (repeatable); see README 'Adding an engine'",
+        repeat=True,
+    ),
+    Option(
+        "--no-parity",
+        "parity",
+        "time engines without checking their tokens against HF greedy (for engines that sample)",
+        switch="store_false",
+    ),
+    Option("--perf-baselines-dir", "baselines_dir", "where baselines/<machine slug>/baseline.json live"),
+    Option("--perf-results-dir", "results_dir", "where --benchmark-compare saves this run"),
+]
+BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+def add_options(add_argument: Callable, names: list[str] | None = None) -> None:
+    """Add the named options (PerfOptions fields; all when None) to a parser or pytest option group."""
+    for opt in OPTIONS if names is None else [BY_DEST[n] for n in names]:
+        opt.add_to(add_argument)
+
+
+def options_from(get: Callable[[str], object], names: list[str] | None = None, **overrides) -> PerfOptions:
+    """A PerfOptions from parsed values: get(flag) returns what the command line gave for that option."""
+    values = {o.dest: o.value(get(o.flag)) for o in (OPTIONS if names is None else [BY_DEST[n] for n in names])}
+    return PerfOptions(**{**values, **overrides})
+
+
+def rooted(options: PerfOptions, root: Path) -> PerfOptions:
+    """Relative folders and the pyproject, resolved against the project root (pytest's rootdir)."""
+    return dataclasses.replace(
+        options,
+        baselines_dir=str(root / options.baselines_dir),
+        results_dir=str(root / options.results_dir),
+        pyproject=str(root / options.pyproject),
+    )

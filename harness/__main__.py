@@ -1,4 +1,4 @@
-"""`python -m harness info|roofline|engines|model-check|compare|baseline|gate-check|report`."""
+"""`python -m harness info|roofline|engines|model-check|compare|baseline|gate-check|ab|ab-check|report`."""
 
 from __future__ import annotations
 
@@ -123,7 +123,32 @@ def cmd_gate_check(args: argparse.Namespace) -> int:
         args.keep,
         args.normalise,
         args.multiple,
+        args.case,
     )
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from harness.ab.runner import Budget, ab
+
+    result = ab(
+        args.base,
+        args.head,
+        args.pytest_args,
+        (args.inject_slowdown, args.inject_case),
+        Budget(args.target, args.min_blocks, args.max_case_s),
+        args.runs,
+        args.out,
+        args.seed,
+        args.pyproject,
+    )
+    print("\n".join(result.lines))
+    return result.exit_code
+
+
+def cmd_ab_check(args: argparse.Namespace) -> int:
+    from harness.ab.experiment import ab_check
+
+    return ab_check(args.trials, args.slowdown, args.case, args.pytest_args, args.keep, args.seed)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -194,8 +219,31 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="adjustment of the per-case p-values over a run's cases (overrides [tool.perf])",
     )
+    gc.add_argument("--case", default="", help="slow only the cases whose name contains this (PERF_INJECT_CASE)")
     gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
     gc.set_defaults(fn=cmd_gate_check)
+    abp = sub.add_parser("ab", help="base against head on this machine, rounds interleaved (exit 10 on a regression)")
+    abp.add_argument("base", help="a git ref or a folder")
+    abp.add_argument("head", nargs="?", default=None, help="a git ref or a folder (default: the working tree)")
+    abp.add_argument("--inject-slowdown", type=float, default=0.0, help="experiments: slow HEAD's matching cases")
+    abp.add_argument("--inject-case", default="", help="the cases --inject-slowdown slows (substring of the name)")
+    abp.add_argument("--target", type=float, default=0.01, help="stop a case when its CI half-width is below this")
+    abp.add_argument("--min-blocks", type=int, default=6, help="ABBA blocks per case, at least")
+    abp.add_argument("--max-case-s", type=float, default=20.0, help="most seconds of rounds per case")
+    abp.add_argument("--runs", type=int, default=3, help="whole runs per side when a side has no worker")
+    abp.add_argument("--out", default=None, help="write both sides' rounds and the verdicts to this JSON file")
+    abp.add_argument("--seed", type=int, default=None, help="seed of the round order (default: random)")
+    abp.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] is read")
+    abp.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    abp.set_defaults(fn=cmd_ab)
+    abc = sub.add_parser("ab-check", help="experiment: A/A trials and single-case slowdowns, in random order")
+    abc.add_argument("--trials", type=int, default=20)
+    abc.add_argument("--slowdown", type=float, default=0.05)
+    abc.add_argument("--case", required=True, help="the one case to slow (substring of its name)")
+    abc.add_argument("--keep", default=None, metavar="DIR", help="store every trial's JSON in DIR")
+    abc.add_argument("--seed", type=int, default=0)
+    abc.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    abc.set_defaults(fn=cmd_ab_check)
     rep = sub.add_parser("report", help="write report.md and figures from a results JSON")
     rep.add_argument("results")
     rep.add_argument("--compare", default=None, help="a baseline JSON to compare against")
@@ -206,7 +254,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rest: list[str] = []
+    if "--" in argv:  # everything after -- goes to pytest, whatever positionals the subcommand has
+        cut = argv.index("--")
+        argv, rest = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
+    if hasattr(args, "pytest_args"):
+        args.pytest_args = [*args.pytest_args, *rest]
+    elif rest:
+        print(f"error: {args.command} takes no pytest arguments (got {' '.join(rest)})", file=sys.stderr)
+        return 2
     try:
         return args.fn(args)
     except PerfSuiteError as exc:

@@ -19,11 +19,12 @@ from harness import roofline
 from harness.cases import Case, get_kind
 from harness.engine_cache import EngineCache
 from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
-from harness.hardware import HardwareInfo, NvmlUnavailable, load_nvml, probe
+from harness.hardware import HardwareInfo, NvmlUnavailable, load_nvml, nvml_handle, probe
 from harness.models import canonical_dtype, default_dtype, resolve_device
 from harness.options import PerfOptions
 from harness.results import BenchRecord, CaseResult, ResultsFile
 from harness.timer import CaseTimer, Timing
+from harness.timing import WorkClock, injected_case, injected_slowdown
 from harness.workloads import Request
 
 
@@ -55,14 +56,15 @@ class PerfSession:
 
     @cached_property
     def timer(self) -> CaseTimer:
-        nvml = None
+        nvml = handle = None
         if self.device.type == "cuda":
             try:
                 nvml = load_nvml()
+                handle = nvml_handle(nvml, self.device.index or 0, self.hardware.notes)
             except NvmlUnavailable:
                 nvml = None
         o = self.options
-        return CaseTimer(self.device, o.rounds, o.warmup_rounds, o.min_time_s, nvml, self.device.index or 0)
+        return CaseTimer(self.device, o.rounds, o.warmup_rounds, o.min_time_s, nvml, handle)
 
     @cached_property
     def thresholds(self):
@@ -71,6 +73,14 @@ class PerfSession:
         return Thresholds.from_pyproject(self.options.pyproject)
 
     # --- running one case ------------------------------------------------------------------------
+    def _slowed(self, benchmark, target):
+        """PERF_INJECT_SLOWDOWN with PERF_INJECT_CASE: only this case's rounds are slowed (experiments)."""
+        pattern = injected_case()
+        if not pattern or pattern not in benchmark.name:
+            return target
+        clock = WorkClock(self.device, injected_slowdown())
+        return lambda: clock.run(target)
+
     def run_case(self, benchmark, case: Case, engine) -> GenerateResult | None:
         """Time one case through its engine; step kinds (prefill, decode) time the engine's `<kind>_case`
         step, the others whole rounds of requests. Returns the last round of a generate kind."""
@@ -84,11 +94,19 @@ class PerfSession:
         step = kind.step_case(engine, case, self.options.seed)
         loaded = self.cache.model(case.model)
         try:
-            timing = self.timer.time(benchmark, step.run, loaded, kind.reference_shape(case), step.setup)
+            timing = self.timer.time(
+                benchmark, self._slowed(benchmark, step.run), loaded, kind.reference_shape(case), step.setup
+            )
         finally:
             if step.teardown is not None:
                 step.teardown()
-        self.record(benchmark, case, kind.step_tokens(case), kind.cost(loaded.spec, self.dtype, case, [], 1), timing)
+        self.record(
+            benchmark,
+            case,
+            kind.step_tokens(case),
+            kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config()),
+            timing,
+        )
 
     def bench_generate(self, benchmark, case: Case, requests: Sequence[Request], engine) -> GenerateResult:
         kind = get_kind(case.kind)
@@ -97,17 +115,15 @@ class PerfSession:
             prepare(requests)
         rounds: list[GenerateResult] = []  # every round's outputs are checked; the last one's metrics reported
         loaded = self.cache.model(case.model)
-        timing = self.timer.time(
-            benchmark, lambda: rounds.append(engine.generate(requests)), loaded, kind.reference_shape(case)
-        )
+        target = self._slowed(benchmark, lambda: rounds.append(engine.generate(requests)))
+        timing = self.timer.time(benchmark, target, loaded, kind.reference_shape(case))
         ties_before = len(self.cache.checker(case.model).near_ties)
         problem = self.cache.check_rounds(case, requests, rounds)
         if problem:
             benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
             pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
         last = rounds[-1]
-        most_per_step = max(self.options.max_batch_size, self.options.max_num_seqs)
-        cost = kind.cost(loaded.spec, self.dtype, case, list(requests), most_per_step)
+        cost = kind.cost(loaded.spec, self.dtype, case, list(requests), self.options.engine_config())
         extra = {
             **last.metrics,
             **last.phase_ms,
@@ -118,22 +134,31 @@ class PerfSession:
         }
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
-        self.record(benchmark, case, last.generated_tokens, cost, timing, extra)
+        self.record(benchmark, case, last.generated_tokens, cost, timing, extra, list(requests))
         return last
 
     def _check_summary(self, case: Case, rounds: int, requests: int, ties_before: int) -> str:
         if not self.options.parity:
             return "off (--no-parity)"
         checker = self.cache.checker(case.model)
-        ties = checker.near_ties[ties_before:]
+        ties = {(r, p): gap for _, r, p, gap in checker.near_ties[ties_before:]}  # the same tie recurs each round
         text = f"{rounds} rounds x {requests} requests equal HF greedy"
         if ties:
-            gaps = ", ".join(f"request {r} token {p} ({gap:.2g})" for _, r, p, gap in ties[:3])
+            gaps = ", ".join(
+                f"request {r} token {p} (top two {gap:.2g} apart)" for (r, p), gap in list(ties.items())[:3]
+            )
             text += f"; {len(ties)} near-tie(s) within {checker.margin:g} accepted: {gaps}"
         return text
 
     def record(
-        self, benchmark, case: Case, tokens: int, cost: roofline.PhaseCost, timing: Timing, extra: dict | None = None
+        self,
+        benchmark,
+        case: Case,
+        tokens: int,
+        cost: roofline.PhaseCost,
+        timing: Timing,
+        extra: dict | None = None,
+        requests: list[Request] | None = None,
     ) -> CaseResult | None:
         if benchmark.disabled or benchmark.stats is None:
             return None
@@ -162,22 +187,39 @@ class PerfSession:
             measured_bw_gbps=hw.measured_bw_gbps,
             theoretical_tflops=hw.theoretical_tflops,
             measured_tflops=hw.measured_tflops,
+            measured_read_bw_gbps=hw.measured_read_bw_gbps,
+            llc_mb=hw.llc_bytes and hw.llc_bytes / 2**20,
             bw_warning=hw.bw_warning,
-            gpu_healthy=None if hw.health is None else hw.health.healthy,
-            health_problems=[] if hw.health is None else hw.health.problems,
+            gpu_healthy=None if hw.health is None else hw.health.healthy and not timing.gpu_problems,
+            health_problems=[] if hw.health is None else hw.health.problems + timing.gpu_problems,
+            own_forward=bool(getattr(self.cache.engine_class(case.engine), "own_forward", False)),
         )
         if get_kind(case.kind).step:
             result.update({f"{case.kind}_ms": median_s * 1e3})
         result.update(roofline.utilisation(cost, peaks, median_s))
+        self._working_set(result, case, requests or [], peaks)
         result.update(timing.sampled)
+        result.update(timing.memory)
         if timing.energy_j:
             result.j_per_token = timing.energy_j / (tokens * timing.rounds_run)
         if timing.reference_ms:
             result.reference_ms, result.reference_shape = timing.reference_ms, list(timing.reference_shape)
         result.update(extra or {})
+        if result.kv_pool_tokens:
+            kv = roofline.kv_bytes_per_token(self.cache.model(case.model).spec, self.dtype)
+            result.kv_pool_mb = result.kv_pool_tokens * kv / 2**20
         benchmark.extra_info.update(result.to_extra_info())
         self.records.append((benchmark.name, result))
         return result
+
+    def _working_set(self, result: CaseResult, case: Case, requests: list[Request], peaks) -> None:
+        """Does the case's working set fit in the last-level cache, and, above 100%, why."""
+        spec = self.cache.model(case.model).spec
+        working = roofline.working_set_bytes(spec, self.dtype, get_kind(case.kind).held_tokens(case, requests))
+        llc = self.hardware.llc_bytes
+        result.working_set_mb = working / 2**20
+        result.fits_llc = None if llc is None else working <= llc
+        result.roofline_note = roofline.over_roofline_note(result.pct_of_roofline, result.bound, working, llc, peaks)
 
     # --- the gate --------------------------------------------------------------------------------
     def machine_info(self) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness import roofline
+from harness.engines.base import EngineConfig
 from harness.errors import UnknownNameError
 from harness.specs import ModelSpec
 from harness.workloads import Request, fixed_requests, mixed_requests
@@ -104,9 +105,13 @@ class CaseKind:
         """The engine's StepCase for a step kind: engine.<kind>_case(batch_size, length, seed)."""
         raise NotImplementedError(f"{self.name} cases are not step cases")
 
-    def cost(self, spec: ModelSpec, dtype: str, case: Case, requests: list[Request], most_per_step: int):
-        """The roofline work of one round (harness/roofline.py)."""
+    def cost(self, spec: ModelSpec, dtype: str, case: Case, requests: list[Request], config: EngineConfig):
+        """The roofline work of one round (harness/roofline.py); `config` gives the engines' step limits."""
         return roofline.generation_cost(spec, dtype, case.prompt_len, case.new_tokens, case.batch_size)
+
+    def held_tokens(self, case: Case, requests: list[Request]) -> int:
+        """KV tokens the case holds at its largest: every request at its full length."""
+        return case.batch_size * (case.prompt_len + case.new_tokens)
 
     def reference_shape(self, case: Case) -> tuple[int, int]:
         """(rows, tokens) of the reference forward timed beside a case: the shape of the forwards the case
@@ -135,8 +140,11 @@ class PrefillKind(CaseKind):
     def step_case(self, engine, case: Case, seed: int):
         return engine.prefill_case(case.batch_size, case.prompt_len, seed=seed)
 
-    def cost(self, spec, dtype, case, requests, most_per_step):
+    def cost(self, spec, dtype, case, requests, config):
         return roofline.prefill_cost(spec, dtype, case.batch_size, case.prompt_len)
+
+    def held_tokens(self, case: Case, requests: list[Request]) -> int:
+        return case.batch_size * case.prompt_len
 
     def reference_shape(self, case: Case) -> tuple[int, int]:
         """The prompt, capped at REFERENCE_MAX_TOKENS: by then the forward is a compute-bound GEMM
@@ -159,8 +167,11 @@ class DecodeKind(CaseKind):
     def step_case(self, engine, case: Case, seed: int):
         return engine.decode_case(case.batch_size, case.context_len, seed=seed)
 
-    def cost(self, spec, dtype, case, requests, most_per_step):
+    def cost(self, spec, dtype, case, requests, config):
         return roofline.decode_cost(spec, dtype, case.batch_size, case.context_len)
+
+    def held_tokens(self, case: Case, requests: list[Request]) -> int:
+        return case.batch_size * (case.context_len + 1)
 
 
 class ServingKind(CaseKind):
@@ -173,9 +184,13 @@ class ServingKind(CaseKind):
     def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
         return WORKLOADS[case.workload].requests(vocab_size)
 
-    def cost(self, spec, dtype, case, requests, most_per_step):
+    def cost(self, spec, dtype, case, requests, config):
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
-        return roofline.serving_cost(spec, dtype, lengths, most_per_step)
+        most_per_step = max(config.max_batch_size, config.max_num_seqs)  # static-batch's or paged's, whichever is more
+        return roofline.serving_cost(spec, dtype, lengths, most_per_step, config.max_num_batched_tokens)
+
+    def held_tokens(self, case: Case, requests: list[Request]) -> int:
+        return sum(len(r.prompt_ids) + r.max_new_tokens for r in requests)
 
     def reference_shape(self, case: Case) -> tuple[int, int]:
         """A serving case mixes prefills and decodes of many sizes: a small 1 x 8 forward."""

@@ -19,7 +19,7 @@ from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, build_model, load_model
 from harness.options import PerfOptions
 from harness.specs import ModelSpec, get_spec
-from harness.timing import injected_slowdown
+from harness.timing import injected_case, injected_slowdown
 from harness.workloads import Request
 
 
@@ -84,7 +84,7 @@ class EngineCache:
         kv_bytes = self.kv_bytes(case)
         key = (case.model, case.engine, kv_bytes)
         if key not in self._engines:
-            config = self.options.engine_config(slowdown=injected_slowdown())
+            config = self.options.engine_config(slowdown=0.0 if injected_case() else injected_slowdown())
             if kv_bytes is not None:
                 config = dataclasses.replace(config, kv_cache_mem=float(kv_bytes))
             self._engines[key] = self.engine_class(case.engine)(self.model(case.model), config)

@@ -8,10 +8,9 @@ hand in a fake one.
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 
@@ -20,7 +19,7 @@ import torch
 from harness.roofline import Peaks
 from harness.specs import gpu_for_nvml_name
 
-BW_CHECK_MIN_FRACTION = 0.70  # measured copy below this share of the NVML peak is a warning
+BW_CHECK_MIN_FRACTION = 0.70  # measured read bandwidth below this share of the NVML peak is a warning
 HOT_GPU_C = 85
 # NVML clock-event (throttle) reason bits (nvml.h, nvmlClocksEventReason*). Idle, application
 # clocks and display clocks do not slow a benchmark down; the rest do.
@@ -46,18 +45,68 @@ def load_nvml() -> ModuleType:
         raise NvmlUnavailable(f"nvidia-ml-py is not installed ({exc})") from exc
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
+    except nvml_errors(pynvml) as exc:
         raise NvmlUnavailable(f"NVML could not start: {exc}") from exc
     return pynvml
+
+
+def nvml_errors(nvml: ModuleType) -> tuple[type[BaseException], ...]:
+    """What an NVML call may raise: NVMLError, and NVMLLibraryMismatchError, which nvidia-ml-py raises
+    (not an NVMLError) when an unversioned function meets an older driver library."""
+    mismatch = getattr(nvml, "NVMLLibraryMismatchError", None)
+    return (nvml.NVMLError,) + ((mismatch,) if isinstance(mismatch, type) else ())
 
 
 def nvml_query(nvml: ModuleType, notes: list[str], what: str, fn, *args):
     """Call one NVML function; an unsupported or failing query becomes a note and None."""
     try:
         return fn(*args)
-    except nvml.NVMLError as exc:
+    except nvml_errors(nvml) as exc:
         notes.append(f"NVML {what}: {exc}")
         return None
+
+
+def nvml_handle(nvml: ModuleType, index: int, notes: list[str], props=None):
+    """The NVML handle of torch's CUDA device `index`. torch numbers the devices CUDA_VISIBLE_DEVICES
+    lets it see; NVML numbers every GPU on the machine. So the handle is looked up by the device's
+    UUID (or PCI bus id) from torch, and by index only when neither is known."""
+    props = props if props is not None else torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    if uuid is not None:
+        text = str(uuid)
+        handle = nvml_query(
+            nvml,
+            notes,
+            "handle by UUID",
+            nvml.nvmlDeviceGetHandleByUUID,
+            text if text.startswith("GPU-") else f"GPU-{text}",
+        )
+        if handle is not None:
+            return handle
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is not None:
+        bus_id = f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
+        handle = nvml_query(nvml, notes, "handle by PCI bus id", nvml.nvmlDeviceGetHandleByPciBusId, bus_id)
+        if handle is not None:
+            return handle
+    notes.append(f"NVML device looked up by index {index}: with CUDA_VISIBLE_DEVICES set it may be another GPU")
+    return nvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def own_pids(status_text: str | None = None) -> set[int]:
+    """This process's PIDs in every PID namespace it is in. Inside a container NVML reports host PIDs,
+    and /proc/self/status's NSpid line lists the host PID first, so the suite does not count itself
+    as another process on the GPU."""
+    if status_text is None:
+        try:
+            with open("/proc/self/status") as f:
+                status_text = f.read()
+        except OSError:
+            status_text = ""
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            return {int(p) for p in line.split()[1:]} | {os.getpid()}
+    return {os.getpid()}
 
 
 def nvml_peak_bw_bytes_s(nvml: ModuleType, handle, notes: list[str]) -> float | None:
@@ -84,12 +133,12 @@ def _decode(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def nvml_health(nvml: ModuleType, handle, notes: list[str], own_pid: int | None = None) -> Health:
+def nvml_health(nvml: ModuleType, handle, notes: list[str], own_pid: int | set[int] | None = None) -> Health:
     health = Health()
-    own_pid = os.getpid() if own_pid is None else own_pid
+    mine = own_pids() if own_pid is None else ({own_pid} if isinstance(own_pid, int) else own_pid)
     procs = nvml_query(nvml, notes, "running processes", nvml.nvmlDeviceGetComputeRunningProcesses, handle)
     if procs is not None:
-        health.other_processes = sum(1 for p in procs if p.pid != own_pid)
+        health.other_processes = sum(1 for p in procs if p.pid not in mine)
         if health.other_processes:
             health.problems.append(f"{health.other_processes} other process(es) using the GPU")
     reasons_fn = (
@@ -130,7 +179,9 @@ class HardwareInfo:
     torch: str = torch.__version__
     transformers: str = ""
     theoretical_bw_gbps: float | None = None  # NVML
-    measured_bw_gbps: float | None = None
+    measured_bw_gbps: float | None = None  # copy: bytes read + written
+    measured_read_bw_gbps: float | None = None  # a sum over 4x the last-level cache: bytes read
+    llc_bytes: int | None = None
     theoretical_tflops: float | None = None  # known-GPU table
     measured_tflops: float | None = None
     table_entry: str | None = None
@@ -139,16 +190,20 @@ class HardwareInfo:
     notes: list[str] = field(default_factory=list)
 
     def peaks(self) -> Peaks:
-        """Bounds use the theoretical peak where one is known, else the measured figure."""
-        bw = self.theoretical_bw_gbps or self.measured_bw_gbps
+        """Bounds use the theoretical peak where one is known, else the measured figure: the read bandwidth
+        (a decode step reads; a copy's bytes/s, reads plus writes, understates what reading alone reaches)."""
+        measured_bw = self.measured_read_bw_gbps or self.measured_bw_gbps
+        bw = self.theoretical_bw_gbps or measured_bw
         tf = self.theoretical_tflops or self.measured_tflops
         return Peaks(
             bw_bytes_s=bw * 1e9,
             flops_s=tf * 1e12,
-            bw_source="nvml" if self.theoretical_bw_gbps else "measured",
+            bw_source="nvml"
+            if self.theoretical_bw_gbps
+            else ("measured read" if self.measured_read_bw_gbps else "measured"),
             flops_source="table" if self.theoretical_tflops else "measured",
             theoretical_bw_bytes_s=self.theoretical_bw_gbps and self.theoretical_bw_gbps * 1e9,
-            measured_bw_bytes_s=self.measured_bw_gbps and self.measured_bw_gbps * 1e9,
+            measured_bw_bytes_s=measured_bw and measured_bw * 1e9,
             theoretical_flops_s=self.theoretical_tflops and self.theoretical_tflops * 1e12,
             measured_flops_s=self.measured_tflops and self.measured_tflops * 1e12,
         )
@@ -157,10 +212,12 @@ class HardwareInfo:
         def fmt(x: float | None, unit: str) -> str:
             return f"{x:,.1f} {unit}" if x else "n/a"
 
+        llc = f"; last-level cache {self.llc_bytes / 2**20:,.0f} MiB" if self.llc_bytes else ""
         lines = [
             f"device: {self.name} ({self.device}, {self.dtype}); bandwidth peak {fmt(self.theoretical_bw_gbps, 'GB/s')}"
-            f" measured {fmt(self.measured_bw_gbps, 'GB/s')}; compute peak {fmt(self.theoretical_tflops, 'TFLOP/s')}"
-            f" measured {fmt(self.measured_tflops, 'TFLOP/s')}"
+            f" measured read {fmt(self.measured_read_bw_gbps, 'GB/s')}, copy {fmt(self.measured_bw_gbps, 'GB/s')};"
+            f" compute peak {fmt(self.theoretical_tflops, 'TFLOP/s')} measured {fmt(self.measured_tflops, 'TFLOP/s')}"
+            f"{llc}"
         ]
         checks = [
             self.bw_warning or ("bandwidth check ok" if self.theoretical_bw_gbps else "bandwidth check: no NVML peak")
@@ -213,6 +270,37 @@ def measure_copy_gbps(device: torch.device, nbytes: int | None = None, reps: int
     return 2 * nbytes / _best_seconds(lambda: dst.copy_(src), device, reps) / 1e9
 
 
+def last_level_cache_bytes(device: torch.device, sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """The largest cache a case's working set could sit in: the GPU's L2, or the CPU's highest-level
+    cache as sysfs reports it (one instance: what one core group shares)."""
+    if device.type == "cuda":
+        return getattr(torch.cuda.get_device_properties(device.index or 0), "L2_cache_size", None)
+    best: tuple[int, int] | None = None
+    for entry in sorted(glob.glob(os.path.join(sysfs, "index*"))):
+        try:
+            level = int(open(os.path.join(entry, "level")).read())
+            size = open(os.path.join(entry, "size")).read().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        nbytes = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        best = max(best or (0, 0), (level, nbytes))
+    return best[1] if best else None
+
+
+def measure_read_gbps(
+    device: torch.device, llc_bytes: int | None = None, nbytes: int | None = None, reps: int | None = None
+) -> float:
+    """Read-only bandwidth (what a decode step needs: it reads weights and KV and writes little): a sum
+    over a buffer four times the last-level cache (at least 256 MiB; 1 GiB on a GPU), so every byte
+    comes from DRAM. Counts bytes read."""
+    floor = 1 << 30 if device.type == "cuda" else 256 << 20
+    nbytes = nbytes or max(floor, 4 * (llc_bytes or 0))
+    reps = reps or (5 if device.type == "cuda" else 15)
+    buf = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    return nbytes / _best_seconds(lambda: buf.sum(), device, reps) / 1e9
+
+
 def measure_matmul_tflops(device: torch.device, dtype: str, sizes: tuple[tuple[int, int], ...] | None = None) -> float:
     """Best square-matmul FLOP/s over (n, reps) trials: 2 n^3 FLOPs each."""
     from harness.models import DTYPES
@@ -226,9 +314,9 @@ def measure_matmul_tflops(device: torch.device, dtype: str, sizes: tuple[tuple[i
     return best
 
 
-def _fill_from_nvml(info: HardwareInfo, nvml: ModuleType, index: int) -> None:
+def _fill_from_nvml(info: HardwareInfo, nvml: ModuleType, index: int, props=None) -> None:
     notes = info.notes
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    handle = nvml_handle(nvml, index, notes, props)
     info.name = _decode(nvml_query(nvml, notes, "name", nvml.nvmlDeviceGetName, handle) or info.name)
     info.driver = _decode(nvml_query(nvml, notes, "driver", nvml.nvmlSystemGetDriverVersion) or "") or None
     peak = nvml_peak_bw_bytes_s(nvml, handle, notes)
@@ -256,7 +344,7 @@ def probe(
         props = torch.cuda.get_device_properties(index)
         info.name, info.memory_bytes, info.cuda = props.name, props.total_memory, torch.version.cuda
         try:
-            _fill_from_nvml(info, nvml or load_nvml(), index)
+            _fill_from_nvml(info, nvml or load_nvml(), index, props)
         except NvmlUnavailable as exc:
             info.notes.append(f"no NVML figures: {exc}")
         entry = gpu_for_nvml_name(info.name)
@@ -269,11 +357,15 @@ def probe(
         import psutil
 
         info.memory_bytes = psutil.virtual_memory().total
-        info.notes.append("CPU: no theoretical peaks; bounds use the measured copy bandwidth and matmul FLOP/s")
+        info.notes.append(
+            f"CPU: no theoretical peaks; bounds use the measured read bandwidth and {dtype} matmul FLOP/s"
+        )
+    info.llc_bytes = last_level_cache_bytes(device)
     if measure:
         info.measured_bw_gbps = measure_copy_gbps(device)
+        info.measured_read_bw_gbps = measure_read_gbps(device, info.llc_bytes)
         info.measured_tflops = measure_matmul_tflops(device, dtype)
-        info.bw_warning = bandwidth_warning(info.measured_bw_gbps, info.theoretical_bw_gbps)
+        info.bw_warning = bandwidth_warning(info.measured_read_bw_gbps, info.theoretical_bw_gbps)
     return info
 
 
@@ -283,10 +375,10 @@ def bandwidth_warning(measured_gbps: float | None, theoretical_gbps: float | Non
     share = measured_gbps / theoretical_gbps
     if share < BW_CHECK_MIN_FRACTION:
         return (
-            f"WARNING: measured copy bandwidth {measured_gbps:,.0f} GB/s is {share:.0%} of the NVML peak "
+            f"WARNING: measured read bandwidth {measured_gbps:,.0f} GB/s is {share:.0%} of the NVML peak "
             f"{theoretical_gbps:,.0f} GB/s (< {BW_CHECK_MIN_FRACTION:.0%}): a busy, throttled or misconfigured GPU"
         )
-    return f"bandwidth check ok: copy reaches {share:.0%} of the NVML peak"
+    return f"bandwidth check ok: reading reaches {share:.0%} of the NVML peak"
 
 
 def machine_slug(info: HardwareInfo) -> str:
@@ -296,67 +388,90 @@ def machine_slug(info: HardwareInfo) -> str:
     return "-".join(part for part in slug.split("-") if part)
 
 
-class NvmlSampler:
-    """Samples GPU utilisation, memory utilisation and power in a background thread while a case runs."""
+@dataclass(frozen=True)
+class GpuSample:
+    gpu_util_pct: float | None
+    mem_util_pct: float | None
+    power_w: float | None
+    sm_clock_mhz: float | None
+    temperature_c: float | None
+    clock_events: tuple[str, ...]
 
-    def __init__(self, nvml: ModuleType, index: int = 0, interval_s: float = 0.05) -> None:
-        self.nvml, self.handle, self.interval_s = nvml, nvml.nvmlDeviceGetHandleByIndex(index), interval_s
-        self.samples: list[tuple[float, float, float, float]] = []  # (t, gpu util %, mem util %, power W)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+class NvmlSampler:
+    """Samples the GPU between a case's rounds, never during one: a polling thread beside the timed
+    work would compete with it for the host. NVML's utilisation and power are averages over the
+    driver's own recent window, so a sample taken just after a round describes that round. Beside
+    them it records what makes a case unreliable (clock-event reasons such as thermal or power
+    slowdowns, the SM clock, temperature); energy comes from the counter across the whole case."""
+
+    def __init__(self, nvml: ModuleType, handle) -> None:
+        self.nvml, self.handle = nvml, handle
+        self.samples: list[GpuSample] = []
+        self.notes: list[str] = []
         self._energy_start_mj: float | None = None
         self._energy_mj: float | None = None
 
+    def _query(self, what: str, fn, *args):
+        return nvml_query(self.nvml, self.notes, what, fn, self.handle, *args)
+
     def _energy(self) -> float | None:
-        try:
-            return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except self.nvml.NVMLError:
-            return None
+        energy = self._query("energy", self.nvml.nvmlDeviceGetTotalEnergyConsumption)
+        return None if energy is None else float(energy)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                util = self.nvml.nvmlDeviceGetUtilizationRates(self.handle)
-                power = self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000
-                self.samples.append((time.perf_counter(), float(util.gpu), float(util.memory), power))
-            except self.nvml.NVMLError:
-                return
-            self._stop.wait(self.interval_s)
+    def sample(self) -> None:
+        n = self.nvml
+        util = self._query("utilisation", n.nvmlDeviceGetUtilizationRates)
+        power = self._query("power", n.nvmlDeviceGetPowerUsage)
+        clock = self._query("SM clock", n.nvmlDeviceGetClockInfo, n.NVML_CLOCK_SM)
+        temp = self._query("temperature", n.nvmlDeviceGetTemperature, n.NVML_TEMPERATURE_GPU)
+        reasons_fn = (
+            getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        reasons = self._query("clock event reasons", reasons_fn)
+        self.samples.append(
+            GpuSample(
+                None if util is None else float(util.gpu),
+                None if util is None else float(util.memory),
+                None if power is None else power / 1000,
+                None if clock is None else float(clock),
+                None if temp is None else float(temp),
+                tuple(name for bit, name in CLOCK_EVENT_NAMES.items() if reasons and reasons & bit),
+            )
+        )
 
-    def __enter__(self) -> NvmlSampler:
+    def start(self) -> None:
         self._energy_start_mj = self._energy()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+    def stop(self) -> None:
+        self.sample()
         end = self._energy()
         if end is not None and self._energy_start_mj is not None:
             self._energy_mj = end - self._energy_start_mj
 
     def energy_j(self) -> float | None:
-        """Energy counter difference when NVML has one; else power samples integrated (trapezoid)."""
-        if self._energy_mj is not None:
-            return self._energy_mj / 1000
-        s = self.samples
-        if len(s) < 2:
-            return None
-        return sum((b[0] - a[0]) * (a[3] + b[3]) / 2 for a, b in zip(s, s[1:], strict=False))
+        return None if self._energy_mj is None else self._energy_mj / 1000
 
-    def summary(self, generated_tokens: int) -> dict[str, float]:
-        if not self.samples:
-            return {}
-        n = len(self.samples)
-        out = {
-            "gpu_util_pct": sum(x[1] for x in self.samples) / n,
-            "mem_util_pct": sum(x[2] for x in self.samples) / n,
-            "power_w": sum(x[3] for x in self.samples) / n,
-        }
-        energy = self.energy_j()
-        if energy is not None and generated_tokens:
-            out["energy_j"] = energy
-            out["j_per_token"] = energy / generated_tokens
+    def summary(self) -> dict[str, float]:
+        """Means of utilisation and power over the samples; the lowest SM clock and highest temperature."""
+        out: dict[str, float] = {}
+        for key in ("gpu_util_pct", "mem_util_pct", "power_w"):
+            values = [getattr(x, key) for x in self.samples if getattr(x, key) is not None]
+            if values:
+                out[key] = sum(values) / len(values)
+        clocks = [x.sm_clock_mhz for x in self.samples if x.sm_clock_mhz is not None]
+        temps = [x.temperature_c for x in self.samples if x.temperature_c is not None]
+        if clocks:
+            out["sm_clock_mhz_min"] = min(clocks)
+        if temps:
+            out["temperature_c_max"] = max(temps)
         return out
+
+    def problems(self) -> list[str]:
+        """What was seen while the case ran that makes its numbers unreliable."""
+        seen = sorted({name for x in self.samples for name in x.clock_events})
+        hot = [x.temperature_c for x in self.samples if x.temperature_c is not None and x.temperature_c >= HOT_GPU_C]
+        problems = [f"while the case ran: clocks held down ({', '.join(seen)})"] if seen else []
+        if hot:
+            problems.append(f"while the case ran: temperature reached {max(hot):.0f} C (>= {HOT_GPU_C} C)")
+        return problems

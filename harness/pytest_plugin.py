@@ -142,7 +142,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     width = max(len(name) for name, _ in session.records)
     tr.write_line(f"{'case':<{width}}  {'tokens/s':>12}  {'% roofline':>10}  bound")
     for name, r in session.records:
-        tr.write_line(f"{name:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}")
+        over = " *" if r.roofline_note else ""
+        tr.write_line(f"{name:<{width}}  {r.tokens_per_s:>12,.1f}  {r.pct_of_roofline:>10.1%}  {r.bound}{over}")
+    for name, r in session.records:
+        if r.roofline_note:
+            tr.write_line(f"* {name}: {r.roofline_note}")
     if session.options.parity:
         tr.write_line(
             f"output check: every generate/batching/serving round equal to HF greedy; the check cost "

@@ -43,7 +43,9 @@ class CaseResult:
     peak_tflops: float | None = None
     peak_flops_source: str | None = None
     theoretical_bw_gbps: float | None = None
-    measured_bw_gbps: float | None = None
+    measured_bw_gbps: float | None = None  # copy: bytes read + written
+    measured_read_bw_gbps: float | None = None  # reading a buffer 4x the last-level cache
+    llc_mb: float | None = None
     theoretical_tflops: float | None = None
     measured_tflops: float | None = None
     bw_warning: str | None = None
@@ -60,6 +62,14 @@ class CaseResult:
     achieved_tflops: float | None = None
     mbu: float | None = None
     mfu: float | None = None
+    working_set_mb: float | None = None  # weights + the KV the case holds at its largest (an upper bound)
+    fits_llc: bool | None = None  # the working set fits in the last-level cache: reads may beat DRAM
+    roofline_note: str | None = None  # why a case shows more than 100% of its roofline
+    # memory
+    peak_rss_mb: float | None = None  # CPU: the process's peak resident set during the case's rounds
+    peak_gpu_mem_mb: float | None = None  # GPU: torch's peak allocated bytes during the rounds
+    peak_gpu_reserved_mb: float | None = None
+    kv_pool_mb: float | None = None  # the KV memory the engine held (kv_pool_tokens x bytes per token)
     # phases
     prefill_ms: float | None = None
     decode_ms: float | None = None
@@ -83,14 +93,18 @@ class CaseResult:
     kv_pool_blocks: float | None = None
     kv_pool_tokens: float | None = None
     num_batches: float | None = None
+    max_running_seqs: float | None = None  # most sequences in one step: the concurrency its KV memory allowed
     # GPU, sampled through NVML while the case ran
     gpu_util_pct: float | None = None
     mem_util_pct: float | None = None
     power_w: float | None = None
+    sm_clock_mhz_min: float | None = None
+    temperature_c_max: float | None = None
     j_per_token: float | None = None
     # machine speed: the reference forward timed before and after the case (harness/timer.py)
     reference_ms: list[float] | None = None
     reference_shape: list[int] | None = None
+    own_forward: bool | None = None  # the engine runs its own forward, not HF's: the reference may correct it
     # a baseline pooled from several runs (harness/baseline/record.py)
     baseline_runs: int | None = None
     run_tok_s: list[float] | None = None
@@ -206,6 +220,8 @@ class ResultsFile:
     def from_dict(cls, doc: dict, source: str = "results") -> ResultsFile:
         if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
             raise BaselineError(f"{source}: not a pytest-benchmark results file (no 'benchmarks' list)")
+        if not doc["benchmarks"]:
+            raise BaselineError(f"{source}: holds no cases (every case failed or none was selected)")
         for i, bench in enumerate(doc["benchmarks"]):
             problem = _bench_problem(bench)
             if problem:

@@ -118,19 +118,34 @@ def requests_cost(spec: ModelSpec, dtype: str, lengths: list[tuple[int, int]]) -
     return total
 
 
-def serving_cost(spec: ModelSpec, dtype: str, lengths: list[tuple[int, int]], max_batch: int) -> PhaseCost:
-    """Least work any engine can do to serve the (prompt_len, new_tokens) requests, <= max_batch per step.
+def serving_weight_streams(lengths: list[tuple[int, int]], max_seqs: int, token_budget: int) -> int:
+    """The fewest forwards any engine needs to serve (prompt_len, new_tokens) requests, at most `max_seqs`
+    sequences per decode step and `token_budget` prompt tokens per prefill pass.
+
+    Each request's first token comes from its prefill; its other n - 1 tokens take one decode step
+    each, in order. So decode steps >= the longest request's n - 1 (they cannot overlap) and >= all
+    requests' decode tokens / max_seqs (a step serves at most max_seqs); prefill passes >= all prompt
+    tokens / token_budget (a prompt longer than the budget still takes one pass of its own)."""
+    decode_tokens = sum(n - 1 for _, n in lengths)
+    decode_steps = max(-(-decode_tokens // max_seqs), max((n - 1 for _, n in lengths), default=0))
+    prompt_tokens = sum(min(p, token_budget) for p, _ in lengths)
+    prefill_passes = max(-(-prompt_tokens // token_budget), 1 if lengths else 0)
+    return decode_steps + prefill_passes
+
+
+def serving_cost(
+    spec: ModelSpec, dtype: str, lengths: list[tuple[int, int]], max_seqs: int, token_budget: int = 4096
+) -> PhaseCost:
+    """Least work any engine can do to serve the (prompt_len, new_tokens) requests.
 
     FLOPs and KV traffic are those of each request alone (batching does not change them). Weights are
-    streamed once per forward: once per request in requests_cost, but a batched engine needs only
-    1 prefill pass + ceil(decode tokens / max_batch) steps, so the weight bytes are counted that way.
+    streamed once per forward: once per request token in requests_cost, but a batched engine needs
+    only serving_weight_streams forwards, so the weight bytes are counted that way.
     """
     alone = requests_cost(spec, dtype, lengths)
     forwards_alone = sum(new_tokens for _, new_tokens in lengths)  # 1 prefill + (n - 1) decodes each
-    decode_tokens = sum(new_tokens - 1 for _, new_tokens in lengths)
-    min_forwards = 1 + -(-decode_tokens // max_batch)
-    w = weight_bytes(spec, dtype)
-    return PhaseCost(alone.flops, alone.bytes + w * (min_forwards - forwards_alone))
+    streams = serving_weight_streams(lengths, max_seqs, token_budget)
+    return PhaseCost(alone.flops, alone.bytes + weight_bytes(spec, dtype) * (streams - forwards_alone))
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,34 @@ def utilisation(cost: PhaseCost, peaks: Peaks, measured_s: float) -> dict[str, f
         "mbu": cost.bytes / measured_s / peaks.bw_bytes_s,
         "mfu": cost.flops / measured_s / peaks.flops_s,
     }
+
+
+def working_set_bytes(spec: ModelSpec, dtype: str, held_tokens: int) -> int:
+    """What a case touches over and over: every streamed weight, plus the KV of the tokens it holds."""
+    return weight_bytes(spec, dtype) + held_tokens * kv_bytes_per_token(spec, dtype)
+
+
+def over_roofline_note(pct: float, bound_by: str, working_set: int, llc: int | None, peaks: Peaks) -> str | None:
+    """Why a case shows more than 100% of its roofline (None when it does not). A bound is the most the
+    machine can do only for what it measures: DRAM reads at the peak, or GEMMs at the peak."""
+    if pct <= 1.0:
+        return None
+    if bound_by == "memory" and llc and working_set <= llc:
+        return (
+            f"{pct:.0%} of roofline: its working set ({working_set / 2**20:,.1f} MiB) fits in the last-level cache "
+            f"({llc / 2**20:,.0f} MiB), so its reads come from cache, faster than the DRAM bandwidth of the bound"
+        )
+    if bound_by == "memory" and llc:
+        return (
+            f"{pct:.0%} of roofline: up to {llc / working_set:.0%} of its working set ({working_set / 2**20:,.0f} MiB) "
+            f"can stay in the {llc / 2**20:,.0f} MiB last-level cache between steps and be read faster than DRAM; "
+            f"the bound ({peaks.bw_source} bandwidth) assumes every byte comes from DRAM"
+        )
+    source = peaks.bw_source if bound_by == "memory" else peaks.flops_source
+    return (
+        f"{pct:.0%} of roofline: above the {source} {'bandwidth' if bound_by == 'memory' else 'FLOP/s'} peak; a "
+        f"measured peak is the best of short trials of one kernel on this machine, which this case's kernels beat"
+    )
 
 
 # The tutorial's simplified estimates: FLOPs = 2 x params x tokens, bytes = every parameter once.

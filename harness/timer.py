@@ -1,8 +1,8 @@
 """Times one case: how many rounds, the rounds themselves (pytest-benchmark's pedantic mode), the
-machine-speed reference forward before and after, and NVML sampling on a GPU.
+machine-speed reference forward before and after, the case's peak memory, and NVML samples on a GPU.
 
-Every round ends with a device synchronise; warm-up rounds never count; the reference forward and
-set-up sit outside the rounds.
+Every round ends with a device synchronise; warm-up rounds never count; the reference forward,
+set-up and GPU sampling sit outside the rounds.
 """
 
 from __future__ import annotations
@@ -29,9 +29,49 @@ class Timing:
 
     reference_ms: list[float] = field(default_factory=list)
     reference_shape: tuple[int, int] | None = None
-    sampled: dict[str, float] = field(default_factory=dict)  # NVML: gpu_util_pct, mem_util_pct, power_w
+    sampled: dict[str, float] = field(default_factory=dict)  # NVML: gpu_util_pct, power_w, sm_clock_mhz_min...
+    gpu_problems: list[str] = field(default_factory=list)  # seen while the case ran: throttling, heat
     energy_j: float | None = None
     rounds_run: int = 0  # timed + warm-up rounds (energy covers all of them)
+    memory: dict[str, float] = field(default_factory=dict)  # peak_rss_mb, or peak_gpu_mem_mb and reserved
+
+
+class PeakMemory:
+    """The peak memory of the rounds of one case. CPU: the process's peak resident set (VmHWM), reset
+    before the case through /proc/self/clear_refs (Linux); where it cannot be reset, the process's
+    lifetime peak is not the case's, and nothing is reported. GPU: torch's peak allocated and
+    reserved bytes, reset before the case."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset_ok = False
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.reset_ok = True
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+            self.reset_ok = True
+        except OSError:
+            self.reset_ok = False
+
+    def read(self) -> dict[str, float]:
+        if not self.reset_ok:
+            return {}
+        if self.device.type == "cuda":
+            return {
+                "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
+                "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved(self.device) / 2**20,
+            }
+        try:
+            with open("/proc/self/status") as f:
+                hwm = next(line for line in f if line.startswith("VmHWM:"))
+        except (OSError, StopIteration):
+            return {}
+        return {"peak_rss_mb": int(hwm.split()[1]) / 1024}  # kB
 
 
 def reference_forward_ms(
@@ -61,7 +101,7 @@ class CaseTimer:
     warmup_rounds: int = 1
     min_time_s: float = 1.0
     nvml: object = None  # the pynvml module on a GPU, else None
-    gpu_index: int = 0
+    nvml_handle: object = None  # this device's NVML handle (harness/hardware.py, nvml_handle)
 
     def plan(self, timed: Callable[[], None], setup: Callable[[], object] | None) -> tuple[int, int]:
         """(rounds, warm-up rounds left). The first warm-up round is timed here (it never counts) to size
@@ -88,6 +128,17 @@ class CaseTimer:
         benchmark.pedantic(timed, **kwargs)
         return rounds + self.warmup_rounds
 
+    @staticmethod
+    def _between_rounds(sampler: NvmlSampler, setup: Callable[[], object] | None) -> Callable[[], None]:
+        """pytest-benchmark calls `setup` before every round, outside its timing: sample there."""
+
+        def before_round() -> None:
+            sampler.sample()
+            if setup is not None:
+                setup()
+
+        return before_round
+
     def time(
         self, benchmark, target: Callable[[], object], loaded: LoadedModel, shape: tuple[int, int], setup=None
     ) -> Timing:
@@ -96,12 +147,21 @@ class CaseTimer:
         timing = Timing()
         if not benchmark.disabled:
             timing.reference_ms, timing.reference_shape = reference_forward_ms(loaded, shape), shape
+        memory = PeakMemory(self.device)
+        memory.reset()
         if self.nvml is None:
             timing.rounds_run = self._pedantic(benchmark, target, setup)
         else:
-            with NvmlSampler(self.nvml, self.gpu_index) as sampler:
-                timing.rounds_run = self._pedantic(benchmark, target, setup)
-            timing.sampled, timing.energy_j = sampler.summary(0), sampler.energy_j()
+            sampler = NvmlSampler(self.nvml, self.nvml_handle)
+            sampler.start()
+            timing.rounds_run = self._pedantic(benchmark, target, self._between_rounds(sampler, setup))
+            sampler.stop()
+            timing.sampled, timing.energy_j, timing.gpu_problems = (
+                sampler.summary(),
+                sampler.energy_j(),
+                sampler.problems(),
+            )
+        timing.memory = memory.read()
         if timing.reference_ms:
             timing.reference_ms = [round(ms, 4) for ms in timing.reference_ms + reference_forward_ms(loaded, shape)]
         return timing

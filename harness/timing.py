@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import torch
 
 SLOWDOWN_ENV = "PERF_INJECT_SLOWDOWN"
+CASE_ENV = "PERF_INJECT_CASE"  # with it, only the cases whose name contains it are slowed
+
+
+def injected_case() -> str:
+    return os.environ.get(CASE_ENV, "").strip()
 
 
 def synchronize(device: torch.device) -> None:
@@ -28,7 +33,9 @@ def now(device: torch.device) -> float:
 
 
 def injected_slowdown() -> float:
-    """The fraction of extra work asked for by PERF_INJECT_SLOWDOWN (0 when unset)."""
+    """The fraction of extra work asked for by PERF_INJECT_SLOWDOWN (0 when unset). Engines apply it to
+    every unit of their work; with PERF_INJECT_CASE set, the bench applies it to the rounds of the
+    matching cases instead (harness/bench.py)."""
     raw = os.environ.get(SLOWDOWN_ENV, "").strip()
     if not raw:
         return 0.0

@@ -38,8 +38,8 @@ class SwappedRowsRunner(PagedModelRunner):
 class RopeOffByOneRunner(PagedModelRunner):
     _shift = 0
 
-    def _rope(self, positions):
-        return super()._rope(positions + self._shift)
+    def _rope(self, positions, max_position):
+        return super()._rope(positions + self._shift, max_position + self._shift)
 
     def decode_logits(self, token_ids, positions, block_tables):
         self._shift = 1  # decode rotates the new token one position too far; prefill is right

@@ -52,11 +52,37 @@ def test_generation_is_prefill_plus_decode_steps():
 def test_serving_bound_counts_weights_once_per_batched_step():
     lengths = [(10, 5), (20, 9)]
     alone = rl.requests_cost(QWEN, "bfloat16", lengths)
-    batched = rl.serving_cost(QWEN, "bfloat16", lengths, max_batch=4)
+    batched = rl.serving_cost(QWEN, "bfloat16", lengths, max_seqs=4)
     w = rl.weight_bytes(QWEN, "bfloat16")
-    # alone: 5 + 9 forwards; batched: 1 prefill pass + ceil(12 decode tokens / 4) = 4 forwards
-    assert alone.bytes - batched.bytes == w * (14 - 4)
+    # alone: 5 + 9 forwards. Batched: 1 prefill pass (30 prompt tokens), then decode steps: 12 decode
+    # tokens / 4 per step = 3, but the 9-token request alone needs 8 steps in a row: 1 + 8 = 9 forwards
+    assert rl.serving_weight_streams(lengths, 4, 4096) == 9
+    assert alone.bytes - batched.bytes == w * (14 - 9)
     assert batched.flops == alone.flops
+
+
+def test_serving_weight_streams_by_hand():
+    # many short requests, few sequences per step: the step limit binds. 10 requests of 3 new tokens:
+    # 20 decode tokens / 4 per step = 5 steps (> the 2 any one request needs); 10 x 100 prompt tokens
+    # in passes of 256 = 4 passes (ceil 1000 / 256)
+    assert rl.serving_weight_streams([(100, 3)] * 10, 4, 256) == 5 + 4
+    # one long request among short ones: its own decode steps bind (61 new -> 60 steps)
+    assert rl.serving_weight_streams([(16, 61)] + [(16, 2)] * 15, 256, 4096) == 60 + 1
+    # a prompt longer than the budget takes a pass of its own, not a fraction of one
+    assert rl.serving_weight_streams([(5000, 1)], 8, 4096) == 0 + 1
+    assert rl.serving_weight_streams([], 8, 4096) == 0
+
+
+def test_serving_bound_on_the_suites_workloads():
+    """The issue's figures: mixed16's longest request needs 61 new tokens, mixed64's 256, so the bound
+    streams the weights at least that often (the old formula counted 4 and 36)."""
+    from harness.cases import WORKLOADS
+
+    for name, longest in (("mixed16", 61), ("mixed64", 256)):
+        reqs = WORKLOADS[name].requests(32000)
+        lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in reqs]
+        assert max(n for _, n in lengths) == longest
+        assert rl.serving_weight_streams(lengths, 256, 4096) >= longest
 
 
 def test_bound_and_utilisation():
@@ -95,3 +121,18 @@ def test_detailed_table_for_a_gpu_we_do_not_have():
     text = "\n".join(roofline_tables("qwen3-0.6b", "h100-sxm", "float32", 6, simple=False))
     assert "3.35 TB/s" in text
     assert "llama-70b" in text
+
+
+def test_a_case_over_its_roofline_is_explained():
+    peaks = rl.Peaks(bw_bytes_s=20e9, flops_s=1e11, bw_source="measured read", flops_source="measured")
+    assert rl.over_roofline_note(0.99, "memory", 100 << 20, 32 << 20, peaks) is None
+    fits = rl.over_roofline_note(1.2, "memory", 10 << 20, 32 << 20, peaks)
+    assert "fits in the last-level cache" in fits
+    partly = rl.over_roofline_note(1.015, "memory", 128 << 20, 32 << 20, peaks)
+    assert "up to 25% of its working set" in partly
+    compute = rl.over_roofline_note(1.1, "compute", 1 << 30, 32 << 20, peaks)
+    assert "measured FLOP/s peak" in compute
+
+
+def test_working_set_is_weights_plus_held_kv():
+    assert rl.working_set_bytes(QWEN, "bfloat16", 1000) == rl.weight_bytes(QWEN, "bfloat16") + 1000 * 112 * 1024

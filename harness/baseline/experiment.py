@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -19,11 +20,11 @@ from harness.baseline.gate import SUITE_ROW, Thresholds, compare, has_regression
 from harness.baseline.record import record_runs, run_suite
 from harness.baseline.storage import load_results
 from harness.errors import BaselineError
-from harness.timing import SLOWDOWN_ENV
+from harness.timing import CASE_ENV, SLOWDOWN_ENV
 
 
-def _trial(args: list[str], out: Path, slowdown: float) -> float:
-    env = {**os.environ, SLOWDOWN_ENV: str(slowdown) if slowdown else ""}
+def _trial(args: list[str], out: Path, slowdown: float, case: str = "") -> float:
+    env = {**os.environ, SLOWDOWN_ENV: str(slowdown) if slowdown else "", CASE_ENV: case if slowdown else ""}
     start = time.perf_counter()
     if run_suite(args, out, env) != 0:
         raise BaselineError(f"a trial run failed (pytest perf_tests {' '.join(args)})")
@@ -65,29 +66,34 @@ def gate_check(
     keep: str | None = None,
     normalise: str | None = None,
     multiple: str | None = None,
+    case: str = "",
+    seed: int = 0,
 ) -> int:
+    """Unchanged and slowed trials in a seeded random order (a slow spell of the machine then hits both
+    kinds alike); `case` slows only the cases whose name contains it."""
     args = ["--perf-tier", tier, *[a for a in pytest_args if a != "--"]]
     thresholds = _thresholds(normalise, multiple)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(keep) if keep else Path(tmp)
         store.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        baseline = record_runs(args, baseline_runs, {**os.environ, SLOWDOWN_ENV: ""})
+        baseline = record_runs(args, baseline_runs, {**os.environ, SLOWDOWN_ENV: "", CASE_ENV: ""})
         baseline.save(store / "baseline.json")
         print(
             f"baseline: {len(baseline.benches)} cases pooled from {baseline_runs} run(s), "
             f"{time.perf_counter() - start:.0f} s",
             flush=True,
         )
-        tally = {}
-        for label, factor in (("unchanged", 0.0), (f"slowdown {slowdown:.0%}", slowdown)):
-            failed, runtimes = 0, []
-            for i in range(trials):
-                out = store / f"{'unchanged' if not factor else 'slowdown'}-{i:02d}.json"
-                runtime = _trial(args, out, factor)
-                runtimes.append(runtime)
-                failed += _judge(label, i, trials, baseline, load_results(out), thresholds, f"{runtime:.0f} s, ")
-            tally[label] = (failed, runtimes)
+        slowed = f"slowdown {slowdown:.0%}" + (f" of {case}" if case else "")
+        tally: dict[str, tuple[int, list[float]]] = {"unchanged": (0, []), slowed: (0, [])}
+        schedule = [(label, i) for label in tally for i in range(trials)]
+        random.Random(seed).shuffle(schedule)
+        for label, i in schedule:
+            factor = 0.0 if label == "unchanged" else slowdown
+            out = store / f"{'unchanged' if not factor else 'slowdown'}-{i:02d}.json"
+            runtime = _trial(args, out, factor, case)
+            failed = _judge(label, i, trials, baseline, load_results(out), thresholds, f"{runtime:.0f} s, ")
+            tally[label] = (tally[label][0] + failed, tally[label][1] + [runtime])
         _summary(thresholds, tier, baseline, tally, trials)
         if not keep:
             shutil.rmtree(store, ignore_errors=True)

@@ -53,6 +53,7 @@ class Thresholds:
     cases: dict[str, float] = field(default_factory=dict)  # by full case name
     normalise: str = "case"  # machine-speed correction: "case", "run" or "off" (see Speed)
     multiple: str = "holm"  # per-case p-values adjusted over the cases of a run: "holm" or "none"
+    ab_threshold: float = 0.02  # `harness ab`: base and head interleaved on one machine resolve small changes
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISE_MODES:
@@ -61,7 +62,12 @@ class Thresholds:
             )
         if self.multiple not in MULTIPLE_MODES:
             raise ConfigError(f"[tool.perf] multiple must be one of {', '.join(MULTIPLE_MODES)}, got {self.multiple!r}")
-        for name, value in [("threshold", self.default), *self.groups.items(), *self.cases.items()]:
+        for name, value in [
+            ("threshold", self.default),
+            ("ab_threshold", self.ab_threshold),
+            *self.groups.items(),
+            *self.cases.items(),
+        ]:
             if not 0 <= value < 1:
                 raise ConfigError(f"[tool.perf] threshold {name!r} must be a fraction in [0, 1), got {value}")
         if not 0 < self.alpha < 1:
@@ -87,6 +93,7 @@ class Thresholds:
                 cases={k: float(v) for k, v in perf.get("cases", {}).items()},
                 normalise=str(perf.get("normalise", defaults.normalise)),
                 multiple=str(perf.get("multiple", defaults.multiple)),
+                ab_threshold=float(perf.get("ab_threshold", defaults.ab_threshold)),
             )
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -132,6 +139,9 @@ class Speed:
     base: dict[str, float] = field(default_factory=dict)  # case -> factor for the pooled baseline
     base_runs: dict[str, list[float]] = field(default_factory=dict)  # case -> factor per baseline run
     why_off: str = ""
+    # Cases compared raw: their engine runs the reference forward's own code (HF's model forward), so
+    # a regression there would slow the reference too, and dividing it out would hide it.
+    raw_cases: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, baseline: ResultsFile, current: ResultsFile, mode: str) -> Speed:
@@ -162,16 +172,18 @@ class Speed:
             now_ref = {name: b.result.reference_median_ms for name, b in now.items()}
             base_ref = {name: b.result.reference_median_ms for name, b in base.items()}
         unit = statistics.median(base_ref.values())  # keeps corrected numbers near the baseline's own
+        shares = [n for n in base.keys() & now.keys() if not (base[n].result.own_forward and now[n].result.own_forward)]
         return cls(
             mode,
             now={k: v / unit for k, v in now_ref.items()},
             base={k: v / unit for k, v in base_ref.items()},
             base_runs={k: [x / unit for x in v] for k, v in runs.items()},
+            raw_cases=frozenset(shares),
         )
 
     def factors(self, name: str, runs: int) -> tuple[float, float, list[float]]:
         """(baseline factor, current factor, factor per baseline run) for one case."""
-        if self.mode == "off":
+        if self.mode == "off" or name in self.raw_cases:
             return 1.0, 1.0, [1.0] * runs
         per_run = self.base_runs.get(name, [])
         return self.base[name], self.now[name], per_run if len(per_run) == runs else [self.base[name]] * runs
@@ -312,20 +324,31 @@ def _decide(name, change, threshold, p_slower, p_faster, alpha, fields, note="")
     return Verdict(name, "ok", p_value=min(p_slower, p_faster), note=note, **fields)
 
 
-def suite_verdict(cases: list[Verdict], thresholds: Thresholds) -> Verdict | None:
-    """The geometric-mean change over the compared cases, tested across cases (needs three)."""
-    logs = [math.log1p(v.change) for v in cases if v.status != "unreliable" and v.change is not None]
-    if len(logs) < 3:
+def suite_test(data: dict[str, CaseData], tests: list[CaseTest], thresholds: Thresholds) -> CaseTest | None:
+    """The suite's geometric-mean change, tested against the suite means of the baseline runs.
+
+    Baseline run i has a suite mean S_i (the mean log throughput of its cases); this run has S. A
+    slow spell of the machine moves every case of a run together, so the cases of one run are not
+    independent samples: the only honest spread of S is the spread of the S_i, with n - 1 degrees of
+    freedom (t-test of S against the S_i, as for one case). Needs a baseline pooled from two or more
+    runs with every compared case in every run; otherwise there is no suite row."""
+    reliable = [t.name for t in tests if not t.unreliable]
+    runs = {len(data[name].base_runs) for name in reliable}
+    if len(reliable) < 3 or len(runs) != 1 or min(runs) < 2:
         return None
-    change = math.exp(sum(logs) / len(logs)) - 1
-    if max(logs) == min(logs):
-        p_slower, p_faster = float(change >= 0), float(change <= 0)
+    n = runs.pop()
+    base_means = [statistics.fmean(math.log(data[c].base_runs[i]) for c in reliable) for i in range(n)]
+    now_mean = statistics.fmean(math.log(statistics.median(data[c].now_rounds)) for c in reliable)
+    centre = statistics.fmean(base_means)
+    sd = statistics.stdev(base_means) * math.sqrt(1 + 1 / n)
+    delta = now_mean - centre
+    if sd == 0:
+        p_slower, p_faster = float(delta >= 0), float(delta <= 0)
     else:
-        p_slower = float(stats.ttest_1samp(logs, 0.0, alternative="less").pvalue)
-        p_faster = float(stats.ttest_1samp(logs, 0.0, alternative="greater").pvalue)
-    fields = {"change": change, "threshold": thresholds.default}
-    note = f"{len(logs)} cases, t-test across cases"
-    return _decide(SUITE_ROW, change, thresholds.default, p_slower, p_faster, thresholds.alpha, fields, note)
+        p_slower, p_faster = float(stats.t.cdf(delta / sd, n - 1)), float(stats.t.sf(delta / sd, n - 1))
+    fields = {"change": math.expm1(delta), "threshold": thresholds.default}
+    note = f"{len(reliable)} cases, against the suite means of {n} baseline runs ({n - 1} df)"
+    return CaseTest(SUITE_ROW, fields, p_slower, p_faster, note, False)
 
 
 @dataclass(frozen=True)
@@ -351,11 +374,10 @@ def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, threshold
     """One verdict per case (sorted), the missing cases, then the suite row when there are enough cases."""
     prep = Prepared.of(baseline, current, thresholds)
     base, now = prep.base, prep.now
-    verdicts = judge_all(
-        [case_test(name, base[name], now[name], thresholds, d, prep.noise) for name, d in prep.data.items()],
-        thresholds,
-    )
-    suite = suite_verdict(verdicts, thresholds)
+    tests = [case_test(name, base[name], now[name], thresholds, d, prep.noise) for name, d in prep.data.items()]
+    suite = suite_test(prep.data, tests, thresholds)
+    judged = judge_all(tests + ([suite] if suite else []), thresholds)  # Holm over the cases and the suite row
+    verdicts = [v for v in judged if v.name != SUITE_ROW]
     verdicts += [
         Verdict(name, "missing-now", note="in the baseline, not in this run")
         for name in sorted(base.keys() - now.keys())
@@ -364,7 +386,7 @@ def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, threshold
         Verdict(name, "missing-in-baseline", note="new case: no baseline yet")
         for name in sorted(now.keys() - base.keys())
     ]
-    return verdicts + ([suite] if suite else [])
+    return verdicts + [v for v in judged if v.name == SUITE_ROW]
 
 
 def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds | None = None) -> str:
@@ -383,13 +405,16 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
             f"{noise.sd:.1%}, {noise.df} df)"
         )
     if thresholds.multiple == "holm":
-        test += ", p adjusted over the run's cases (Holm)"
+        test += ", p adjusted over the run's cases and the suite row (Holm)"
+    if noise is None:
+        test += "; no suite row (it needs a baseline pooled from several runs)"
     if speed.mode == "off":
         return f"{test}; {speed.why_off}"
     machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1
+    raw = f"; {len(speed.raw_cases)} case(s) compared raw (their engine runs the reference forward's code)"
     return (
         f"{test}; changes corrected for machine speed (the reference forward took {machine:+.1%} time vs the "
-        f"baseline, per {speed.mode}; raw changes in the notes)"
+        f"baseline, per {speed.mode}; raw changes in the notes){raw if speed.raw_cases else ''}"
     )
 
 

@@ -18,9 +18,14 @@ and may have:
   prepare(requests)                    untimed set-up for a workload (start threads, size caches)
   close()                              release threads/memory when the suite is done with it
   unavailable_reason(device) -> str | None   (staticmethod) why it cannot run here; its cases skip
+  teacher_forced_logits(requests, continuations) -> list[Tensor]   its logits, fed the given tokens:
+                                       checked against HF's (harness/correctness/)
+  own_forward: bool = False            True when its forward is its own code, not HF's model forward:
+                                       only then does the gate correct it by the reference forward
 
-Before any of an engine's cases are timed, its greedy output on a small probe workload must equal
-hf-generate's token for token (harness/bench.py, parity_problem); --no-parity turns that off.
+Before any of an engine's cases are timed, its greedy output on a probe workload must equal HF
+greedy's, and so must every round of its timed cases (harness/correctness/); --no-parity turns
+that off.
 """
 
 from __future__ import annotations

@@ -83,5 +83,6 @@ class StaticBatchEngine:
             "kv_utilisation": contiguous_kv_utilisation(batches),
             "num_batches": float(len(batches)),
             "kv_pool_tokens": float(contiguous_kv_tokens(batches)),
+            "max_running_seqs": float(max(len(b) for b in batches)),
         }
         return GenerateResult(outputs, now(self.device) - start, metrics=metrics)

@@ -21,6 +21,7 @@ from harness.workloads import Request
 
 class VLLMEngine:
     name = "vllm"
+    own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
 
     @staticmethod
     def unavailable_reason(device: torch.device) -> str | None:

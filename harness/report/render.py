@@ -163,6 +163,7 @@ ENGINE_METRICS = (
     ("ttft_ms", "TTFT (ms)"),
     ("tpot_ms", "TPOT (ms)"),
     ("kv_utilisation", "KV utilisation"),
+    ("max_running_seqs", "most sequences at once\n(same KV memory)"),
 )
 
 
@@ -170,7 +171,7 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
     cases = kinds.get(SERVING.name, [])
     if not cases:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=FIG_SIZE)
+    fig, axes = plt.subplots(1, len(ENGINE_METRICS), figsize=FIG_SIZE)
     labels = [f"{b.result.engine}\n{b.result.workload}" for b in cases]
     colors = [f"C{i}" for i in range(len(cases))]
     width = 0.6
@@ -217,18 +218,44 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _summary_rows(doc: ResultsFile) -> list[list[str]]:
     return [
         [
             b.name,
             f"{b.result.tokens_per_s:,.1f}",
-            f"{b.result.pct_of_roofline:.1%}",
+            f"{b.result.pct_of_roofline:.1%}" + (" *" if b.result.roofline_note else ""),
             str(b.result.bound),
             f"{b.result.mbu or 0:.1%}",
             f"{b.result.mfu or 0:.1%}",
+            _mb(b.result.peak_rss_mb if b.result.peak_rss_mb is not None else b.result.peak_gpu_mem_mb),
+            _mb(b.result.kv_pool_mb),
+            _mb(b.result.working_set_mb) + (" (fits LLC)" if b.result.fits_llc else ""),
         ]
         for b in doc.benches
     ]
+
+
+SUMMARY_HEADER = [
+    "case",
+    "tokens/s",
+    "% of roofline",
+    "bound",
+    "MBU",
+    "MFU",
+    "peak memory MiB",
+    "KV pool MiB",
+    "working set MiB",
+]
+
+
+def _notes(doc: ResultsFile) -> list[str]:
+    """Every case above 100% of its roofline, with why: such a case is never shown silently."""
+    notes = [f"- `{b.name}`: {b.result.roofline_note}" for b in doc.benches if b.result.roofline_note]
+    return ["", "\\* above 100% of roofline:", "", *notes] if notes else []
 
 
 def _engine_rows(kinds: dict) -> list[list[str]]:
@@ -247,6 +274,8 @@ def _engine_rows(kinds: dict) -> list[list[str]]:
             g(e, "tpot_ms_p99", ",.1f"),
             g(e, "kv_utilisation", ".1%"),
             g(e, "preemptions", ".0f"),
+            g(e, "kv_pool_mb", ",.0f"),
+            g(e, "max_running_seqs", ".0f"),
         ]
         for e in (b.result for b in kinds.get(SERVING.name, []))
     ]
@@ -273,7 +302,12 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
         "",
         "## Cases",
         "",
-        *_md_table(["case", "tokens/s", "% of roofline", "bound", "MBU", "MFU"], _summary_rows(doc)),
+        *_md_table(SUMMARY_HEADER, _summary_rows(doc)),
+        *_notes(doc),
+        "",
+        "Peak memory: the process's peak resident set during the case's rounds (CPU) or torch's peak "
+        "allocated GPU memory; KV pool: what the engine reserved for KV; working set: weights plus the KV of "
+        "every token the case holds at its largest.",
         "",
     ]
     if baseline:
@@ -296,6 +330,8 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
                     "TPOT p99 ms",
                     "KV util",
                     "preemptions",
+                    "KV pool MiB",
+                    "most sequences at once",
                 ],
                 _engine_rows(kinds),
             ) + [""]

@@ -38,6 +38,7 @@ def kv_pool_bytes(kv_cache_mem: float | None, device: torch.device) -> int:
 
 class PagedEngine:
     name = "paged"
+    own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
     # the parts a variant may replace (the mutation tests swap in deliberately broken ones)
     runner_class: type[PagedModelRunner] = PagedModelRunner
     block_manager_class: type[BlockManager] = BlockManager
@@ -63,6 +64,7 @@ class PagedEngine:
         self._outputs: dict[int, RequestOutput] = {}
         self._util_sum = 0.0
         self._util_steps = 0
+        self._max_running = 0
 
     # --- requests ----------------------------------------------------------------------------
     def add_request(
@@ -93,6 +95,7 @@ class PagedEngine:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
+        self._max_running = max(self._max_running, len(batch.seqs))
         next_ids = self.clock.run(lambda: self._run(batch))
         return self._postprocess(batch, next_ids, now(self.device))
 
@@ -142,10 +145,11 @@ class PagedEngine:
             "prefix_cache_hit_tokens": float(self.bm.prefix_hit_tokens),
             "kv_pool_blocks": float(self.bm.num_blocks),
             "kv_pool_tokens": float(self.bm.num_blocks * self.block_size),
+            "max_running_seqs": float(self._max_running),
         }
 
     def _reset_metrics(self) -> None:
-        self._util_sum, self._util_steps = 0.0, 0
+        self._util_sum, self._util_steps, self._max_running = 0.0, 0, 0
         self.scheduler.num_preemptions = self.scheduler.num_swap_outs = 0
         self.bm.prefix_hit_tokens = 0
 

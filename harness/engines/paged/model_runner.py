@@ -90,6 +90,13 @@ class DecodeGroup:
     buffers: tuple[torch.Tensor, torch.Tensor]
 
 
+def copy_may_overlap(src: torch.device, dst: torch.device) -> bool:
+    """Whether a block copy may run asynchronously. Host to GPU: yes, the kernels that read the blocks
+    are queued on the same stream after it. GPU to host: no; the host reads the staged tensor at once
+    (index_copy_ into the CPU pool), and an asynchronous copy would not have landed yet."""
+    return dst.type == "cuda"
+
+
 class PagedModelRunner:
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0) -> None:
         spec, hf = loaded.spec, loaded.model
@@ -122,9 +129,11 @@ class PagedModelRunner:
         self._gather: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- helpers ---------------------------------------------------------------------------
-    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for these positions, (T, 1, d), from a table grown on demand."""
-        need = int(positions.max()) + 1
+    def _rope(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for these positions, (T, 1, d), from a table grown on demand. The caller passes the
+        largest position from its host-side list: reading it off the device tensor would make the host
+        wait for the GPU on every step."""
+        need = max_position + 1
         if self._rope_cache is None or self._rope_cache[0].shape[0] < need:
             size = max(need, 2 * (0 if self._rope_cache is None else self._rope_cache[0].shape[0]), 1024)
             pos = torch.arange(size, device=self.device)[None]
@@ -206,7 +215,7 @@ class PagedModelRunner:
                 for c, t in zip(chunks, tables, strict=True)
             ]
         )
-        cos, sin = self._rope(positions)
+        cos, sin = self._rope(positions, max(c.start_pos + len(c.token_ids) - 1 for c in chunks))
         bounds = torch.tensor([0] + [len(c.token_ids) for c in chunks]).cumsum(0).tolist()
         x = self.embed[ids]  # (T, H)
         for layer, w in enumerate(self.layers):
@@ -287,7 +296,7 @@ class PagedModelRunner:
             [block_tables[b][p // bs] * bs + p % bs for b, p in enumerate(positions)], device=self.device
         )
         groups = self._decode_groups(positions, block_tables)
-        cos, sin = self._rope(pos)
+        cos, sin = self._rope(pos, max(positions))
         x = self.embed[torch.tensor(token_ids, device=self.device)]  # (B, H)
         for layer, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)
@@ -312,8 +321,9 @@ class PagedModelRunner:
             return
         src = torch.tensor([s for s, _ in pairs], device=src_k.device)
         dst = torch.tensor([d for _, d in pairs], device=dst_k.device)
-        dst_k.index_copy_(1, dst, src_k.index_select(1, src).to(dst_k.device, non_blocking=True))
-        dst_v.index_copy_(1, dst, src_v.index_select(1, src).to(dst_v.device, non_blocking=True))
+        non_blocking = copy_may_overlap(src_k.device, dst_k.device)
+        dst_k.index_copy_(1, dst, src_k.index_select(1, src).to(dst_k.device, non_blocking=non_blocking))
+        dst_v.index_copy_(1, dst, src_v.index_select(1, src).to(dst_v.device, non_blocking=non_blocking))
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
         self._copy_blocks(self.k_cache, self.v_cache, self.k_cpu, self.v_cpu, pairs)

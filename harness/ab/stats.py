@@ -1,0 +1,81 @@
+"""Statistics of an interleaved A/B comparison. Pure functions on round times; no torch.
+
+Base and head run alternately on the same machine in ABBA blocks (harness/ab/runner.py), so a
+block's base rounds and head rounds saw the same moment of the machine: a neighbour's burst, a clock
+change or a thermal phase slows both alike and cancels in their ratio. Each block gives one log
+ratio r = log(head tok/s / base tok/s) = log(base seconds / head seconds), of its summed rounds.
+
+The estimate is the median of the pairs' log ratios and its interval a bootstrap of that median:
+a burst that hits one round moves one pair, and the median does not follow it. The test is
+Wilcoxon's signed-rank test on the log ratios (one-sided each way), which assumes no distribution,
+only that an unchanged pair is as likely to lean either way.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import dataclass
+
+from scipy import stats
+
+
+def log_ratios(base_s: list[float], head_s: list[float]) -> list[float]:
+    """log(head throughput / base throughput) per pair of rounds doing the same work."""
+    return [math.log(b / h) for b, h in zip(base_s, head_s, strict=True)]
+
+
+@dataclass(frozen=True)
+class PairedEstimate:
+    change: float  # exp(median log ratio) - 1: the head's throughput change
+    low: float  # the interval's ends, as changes
+    high: float
+    p_slower: float  # one-sided: the head is slower
+    p_faster: float
+    pairs: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def median_interval(
+    ratios: list[float], confidence: float = 0.95, boots: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median (seeded: the same rounds give the same interval)."""
+    rng = random.Random(seed)
+    n = len(ratios)
+    medians = sorted(statistics.median(rng.choices(ratios, k=n)) for _ in range(boots))
+    tail = (1 - confidence) / 2
+    return medians[int(tail * boots)], medians[min(boots - 1, int((1 - tail) * boots))]
+
+
+def estimate(base_s: list[float], head_s: list[float], confidence: float = 0.95) -> PairedEstimate:
+    r = log_ratios(base_s, head_s)
+    low, high = median_interval(r, confidence)
+    if all(x == 0 for x in r):
+        p_slower = p_faster = 1.0
+    else:
+        p_slower = float(stats.wilcoxon(r, alternative="less").pvalue)
+        p_faster = float(stats.wilcoxon(r, alternative="greater").pvalue)
+    return PairedEstimate(
+        math.expm1(statistics.median(r)), math.expm1(low), math.expm1(high), p_slower, p_faster, len(r)
+    )
+
+
+def run_medians_estimate(base_medians: list[float], head_medians: list[float]) -> PairedEstimate:
+    """Whole runs interleaved ABAB (a side without the worker protocol): a paired t-test on the log
+    ratios of run i's medians (tok/s), which needs at least two pairs."""
+    r = [math.log(h / b) for b, h in zip(base_medians, head_medians, strict=True)]
+    mean = statistics.fmean(r)
+    if len(r) < 2 or statistics.stdev(r) == 0:
+        p_slower, p_faster = float(mean >= 0), float(mean <= 0)
+        half = 0.0
+    else:
+        p_slower = float(stats.ttest_1samp(r, 0.0, alternative="less").pvalue)
+        p_faster = float(stats.ttest_1samp(r, 0.0, alternative="greater").pvalue)
+        half = stats.t.ppf(0.975, len(r) - 1) * statistics.stdev(r) / math.sqrt(len(r))
+    return PairedEstimate(
+        math.expm1(mean), math.expm1(mean - half), math.expm1(mean + half), p_slower, p_faster, len(r)
+    )

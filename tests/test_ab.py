@@ -1,0 +1,108 @@
+"""The A/B comparison: its statistics on synthetic rounds, and base against head end to end on `tiny`
+(two worker processes, rounds interleaved)."""
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from harness.ab.runner import Budget, Side, ab
+from harness.ab.stats import estimate, log_ratios, run_medians_estimate
+from harness.ab.worker import keyword_match, selected_kinds
+from harness.errors import EXIT_OK, EXIT_REGRESSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paired_rounds(n, slower=0.0, noise=0.03, seed=0):
+    """Base and head rounds that share the machine's moment (a common factor) plus their own jitter."""
+    rng = random.Random(seed)
+    base, head = [], []
+    for _ in range(n):
+        moment = math.exp(rng.gauss(0, 0.2))  # the machine: up to tens of percent between moments
+        base.append(moment * math.exp(rng.gauss(0, noise)))
+        head.append(moment * (1 + slower) * math.exp(rng.gauss(0, noise)))
+    return base, head
+
+
+def test_a_shared_slow_moment_cancels_in_the_pairs():
+    base, head = paired_rounds(40)
+    e = estimate(base, head)
+    assert abs(e.change) < 0.02
+    assert e.p_slower > 0.05
+
+
+def test_a_five_percent_slowdown_is_seen_through_machine_noise():
+    base, head = paired_rounds(40, slower=0.05 / 0.95)  # 5% fewer tokens/s
+    e = estimate(base, head)
+    assert e.change == pytest.approx(-0.05, abs=0.02)
+    assert e.p_slower < 0.001
+    assert e.high < 0  # the interval excludes no change
+
+
+def test_one_burst_round_moves_one_pair_and_not_the_median():
+    base, head = paired_rounds(30, seed=3)
+    calm = estimate(base, head)
+    head[7] *= 3  # a neighbour took the machine during one head round
+    burst = estimate(base, head)
+    assert abs(burst.change - calm.change) < 0.01
+
+
+def test_log_ratios_are_head_over_base_throughput():
+    assert log_ratios([2.0], [1.0]) == [pytest.approx(math.log(2))]  # head twice as fast
+
+
+def test_whole_runs_fallback_is_a_paired_t_on_run_medians():
+    e = run_medians_estimate([100, 110, 90], [95, 104.5, 85.5])  # every run 5% slower
+    assert e.change == pytest.approx(-0.05)
+    assert e.p_slower < 0.01
+
+
+def test_keyword_selection_follows_pytest():
+    name = "test_decode[small-paged-bs1-ctx128]"
+    assert keyword_match("decode and bs1", [name, "test_decode.py"])
+    assert not keyword_match("decode and not paged", [name])
+    assert keyword_match(None, [name])
+    assert selected_kinds(["perf_tests/test_decode.py", "perf_tests/test_prefill.py::x"]) == {"decode", "prefill"}
+    assert selected_kinds(["perf_tests"]) is None
+
+
+def test_a_side_without_the_worker_protocol_is_recognised(tmp_path):
+    assert Side("head", "working tree", ROOT).has_worker
+    assert not Side("base", "old", tmp_path).has_worker
+
+
+ARGS = ["perf_tests", "--models", "tiny", "--perf-tier", "quick", "-k", "decode and manual-bs8"]
+QUICK = Budget(target=0.01, min_blocks=6, max_case_s=4.0)
+
+
+@pytest.fixture(autouse=True)
+def _in_the_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
+    result = ab(str(ROOT), None, ARGS, inject=(0.25, "manual-bs8"), budget=QUICK, seed=1)
+    assert result.exit_code == EXIT_REGRESSION, "\n".join(result.lines)
+    (verdict,) = [v for v in result.doc["verdicts"] if v["name"] == "test_decode[tiny-manual-bs8-ctx128]"]
+    assert verdict["status"] == "regression"
+    assert verdict["change"] == pytest.approx(-0.2, abs=0.05)  # 25% more time: 20% fewer tokens/s
+    rounds = result.doc["cases"]["test_decode[tiny-manual-bs8-ctx128]"]
+    assert len(rounds["base_s"]) == len(rounds["head_s"]) == 2 * len(rounds["order"]) >= 12
+    assert set(rounds["order"]) <= {"ABBA", "BAAB"}
+    assert "REGRESSION" in "\n".join(result.lines)
+
+
+def test_ab_with_no_case_selected_is_an_error():
+    from harness.errors import PerfSuiteError
+
+    with pytest.raises(PerfSuiteError, match="no case in common"):
+        ab(str(ROOT), None, ["perf_tests", "--models", "tiny", "-k", "nothing-matches-this"], seed=1)
+
+
+def test_ab_a_against_a_runs_and_reports(tmp_path):
+    result = ab(str(ROOT), None, ARGS, budget=QUICK, seed=2, out=str(tmp_path / "ab.json"))
+    assert result.exit_code in (EXIT_OK, EXIT_REGRESSION)  # the experiment (README) measures how often 0
+    assert (tmp_path / "ab.json").exists()
+    assert "test_decode[tiny-manual-bs8-ctx128]" in "\n".join(result.lines)

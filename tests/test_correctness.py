@@ -1,20 +1,31 @@
-"""The output check's rules on hand-made references: exact tokens, near-ties within the dtype's margin,
-teacher-forced verification after a near-tie, and where a mismatch is reported."""
+"""The output check's rules on hand-made logits: HF's choice at every step, near-ties within the dtype's
+margin, where a mismatch is reported; then on `tiny` against transformers' own generate."""
 
 import pytest
 import torch
 
-from harness.correctness.check import TOKEN_MARGIN, check_logits, check_tokens
-from harness.correctness.reference import TOP_K, GreedyReference, ReferenceTokens
+from harness.correctness.check import TOKEN_MARGIN, check_logits, verify_tokens
+from harness.correctness.reference import GreedyReference
 from harness.engines.base import RequestOutput
 from harness.workloads import Request
 
+VOCAB = 50
 
-def ref(tokens, gaps):
-    """A reference whose step i had `tokens[i]` best and a runner-up (token + 1000) `gaps[i]` below it."""
-    ids = torch.tensor([[t, t + 1000] + [9000 + j for j in range(TOP_K - 2)] for t in tokens])
-    logits = torch.tensor([[5.0, 5.0 - g] + [0.0] * (TOP_K - 2) for g in gaps])
-    return ReferenceTokens(tuple(tokens), ids, logits)
+
+def forced(gaps_at=None, best=None):
+    """A teacher-forced function: at every position the engine's own token is best, except where
+    gaps_at says by how much another token (best[pos], default 49) beat it."""
+    gaps_at, best = gaps_at or {}, best or {}
+
+    def logits(req, tokens):
+        rows = torch.zeros(len(tokens), VOCAB)
+        for p, t in enumerate(tokens):
+            rows[p, t] = 5.0
+            if p in gaps_at:
+                rows[p, best.get(p, 49)] = 5.0 + gaps_at[p]
+        return rows
+
+    return logits
 
 
 def out(tokens, error=None):
@@ -24,50 +35,56 @@ def out(tokens, error=None):
 REQ = Request((1, 2, 3), 4)
 
 
-def test_equal_tokens_pass_and_a_wrong_token_is_located():
-    r = ref([10, 11, 12, 13], [1.0] * 4)
-    assert check_tokens([REQ], [out([10, 11, 12, 13])], [r]) is None
-    m = check_tokens([REQ], [out([10, 11, 99, 13])], [r])
-    assert (m.request_index, m.position, m.expected[0], m.got[0]) == (0, 2, 12, 99)
-    assert "not among the reference's top choices" in m.detail
+def test_an_output_that_is_hfs_choice_at_every_step_passes():
+    assert verify_tokens([REQ], [out([10, 11, 12, 13])], forced()) is None
+
+
+def test_the_first_token_off_hfs_path_is_located():
+    m = verify_tokens([REQ], [out([10, 11, 12, 13])], forced({2: 0.7, 3: 0.9}, {2: 44}))
+    assert (m.request_index, m.position, m.expected, m.got) == (0, 2, (44,), (12, 13))
+    assert "0.7 below" in m.detail
 
 
 def test_wrong_lengths_and_failed_requests_are_mismatches():
-    r = ref([10, 11, 12, 13], [1.0] * 4)
-    assert check_tokens([REQ], [out([10, 11, 12])], [r]).position == 3
-    assert "the engine failed it: too big" in check_tokens([REQ], [out([], error="too big")], [r]).detail
-    assert "0 outputs for 1 requests" in check_tokens([REQ], [], [r]).detail
+    assert "wrong length" in verify_tokens([REQ], [out([10, 11, 12])], forced()).detail
+    assert "the engine failed it: too big" in verify_tokens([REQ], [out([], error="too big")], forced()).detail
+    assert "0 outputs for 1 requests" in verify_tokens([REQ], [], forced()).detail
 
 
-def test_a_near_tie_is_accepted_only_within_the_margin_and_the_rest_is_verified():
-    r = ref([10, 11, 12, 13], [1.0, 5e-5, 1.0, 1.0])  # step 1 is a float32-sized near-tie
-    engine = out([10, 1011, 40, 41])  # picked the runner-up at step 1, then went its own way
-    verified = []
-
-    def verify_ok(req, tokens, start):
-        verified.append(start)
-        return None
-
+def test_a_near_tie_is_accepted_only_within_the_margin():
     ties = []
-    assert check_tokens([REQ], [engine], [r], TOKEN_MARGIN["float32"], verify_ok, ties) is None
-    assert verified == [2]
-    assert ties == [(0, 1, pytest.approx(5e-5, rel=0.02))]  # float32 rounding of 5 - 5e-5
-    assert check_tokens([REQ], [engine], [r], 1e-5, verify_ok) is not None  # a tighter margin refuses it
-    m = check_tokens([REQ], [engine], [r], TOKEN_MARGIN["float32"], lambda req, tokens, start: 3)
-    assert m.position == 3
-    assert "after an accepted near-tie at token 1" in m.detail
+    logits = forced({1: 5e-5})  # a float32-sized near-tie at step 1
+    assert verify_tokens([REQ], [out([10, 11, 12, 13])], logits, TOKEN_MARGIN["float32"], ties) is None
+    assert ties == [(0, 1, pytest.approx(5e-5, rel=0.05))]  # float32 rounding of 5 + 5e-5
+    assert verify_tokens([REQ], [out([10, 11, 12, 13])], logits, 1e-5) is not None  # a tighter margin refuses it
+    assert (
+        verify_tokens([REQ], [out([10, 11, 12, 13])], forced({1: 5e-5, 3: 0.2}), TOKEN_MARGIN["float32"]).position == 3
+    )
 
 
-def test_verification_after_a_near_tie_uses_hf_logits_on_the_engines_own_prefix(tiny):
-    from harness.correctness.check import verify_rest_with
-
+def test_verification_uses_hf_logits_on_the_engines_own_prefix(tiny):
     reference = GreedyReference(tiny)
     req = Request(tuple(range(5, 25)), 12)
-    good = list(reference.for_request(req).tokens)
-    verify = verify_rest_with(reference.teacher_forced_logits, TOKEN_MARGIN["float32"])
-    assert verify(req, good, 0) is None
+    good = list(reference.for_request(req).tokens)  # transformers' own generate
+    assert verify_tokens([req], [out(good)], reference.teacher_forced_logits, TOKEN_MARGIN["float32"]) is None
     bad = good[:6] + [(good[6] + 1) % tiny.spec.vocab_size] + good[7:]
-    assert verify(req, bad, 0) == 6
+    m = verify_tokens([req], [out(bad)], reference.teacher_forced_logits, TOKEN_MARGIN["float32"])
+    assert m.position == 6
+    assert m.expected == (good[6],)
+
+
+def test_repeated_rounds_are_verified_once_and_their_near_ties_kept(tiny):
+    from harness.correctness import OutputChecker
+
+    checker = OutputChecker(tiny)
+    req = Request(tuple(range(5, 25)), 12, request_id=7)
+    good = RequestOutput(7, 20, list(checker.reference.for_request(req).tokens))
+    assert checker.tokens_problem("x", [req], [good], "round 1") is None
+    spent = checker.seconds
+    assert checker.tokens_problem("x", [req], [good], "round 2") is None
+    assert checker.seconds - spent < spent  # no second forward
+    bad = RequestOutput(7, 20, good.token_ids[:3] + [0] * 9)
+    assert "round 3: request 0 (id 7) at token 3" in checker.tokens_problem("x", [req], [bad], "round 3")
 
 
 def test_logits_within_tolerance_pass_and_the_first_bad_row_is_named():

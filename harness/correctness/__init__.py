@@ -3,16 +3,11 @@ a fast wrong engine from being timed. OutputChecker ties them together for one l
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
-from harness.correctness.check import (
-    LOGIT_TOLERANCE,
-    TOKEN_MARGIN,
-    check_logits,
-    check_tokens,
-    verify_rest_with,
-)
+from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.probe import probe_requests
 from harness.correctness.reference import GreedyReference
 from harness.engines.base import RequestOutput
@@ -23,8 +18,9 @@ __all__ = ["OutputChecker", "probe_requests"]
 
 
 class OutputChecker:
-    """Checks one model's engines against HF greedy. References are computed on first use, outside any
-    timed region, and cached for the session (`seconds` is what the check itself has cost)."""
+    """Checks one model's engines against HF greedy, outside any timed region (`seconds` is what the
+    check itself has cost). An output already verified (the same prompt, the same tokens: every round
+    of a deterministic engine) is not verified again."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.reference = GreedyReference(loaded)
@@ -32,37 +28,42 @@ class OutputChecker:
         self.logit_tolerance = LOGIT_TOLERANCE[loaded.dtype]
         self.seconds = 0.0
         self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
+        self._verified: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, float]]] = {}
 
     def tokens_problem(
         self, engine: str, requests: Sequence[Request], outputs: Sequence[RequestOutput], where: str
     ) -> str | None:
         start = time.perf_counter()
-        ties: list[tuple[int, int, float]] = []
         try:
-            mismatch = check_tokens(
-                requests,
-                outputs,
-                self.reference.for_requests(requests),
-                self.margin,
-                verify_rest_with(self.reference.teacher_forced_logits, self.margin),
-                ties,
-            )
+            if len(outputs) != len(requests):
+                return verify_tokens(requests, outputs, self.reference.teacher_forced_logits).describe(engine, where)
+            for i, (req, out) in enumerate(zip(requests, outputs, strict=True)):
+                key = self._key(req, out)
+                if key not in self._verified or out.error is not None:
+                    ties: list[tuple[int, int, float]] = []
+                    mismatch = verify_tokens([req], [out], self.reference.teacher_forced_logits, self.margin, ties)
+                    if mismatch is not None:
+                        return dataclasses.replace(mismatch, request_index=i).describe(engine, where)
+                    self._verified[key] = [(pos, gap) for _, pos, gap in ties]
+                self.near_ties += [(where, i, pos, gap) for pos, gap in self._verified[key]]
+            return None
         finally:
             self.seconds += time.perf_counter() - start
-        self.near_ties += [(where, *tie) for tie in ties]
-        return None if mismatch is None else mismatch.describe(engine, where)
 
-    def logits_problem(self, engine_name: str, engine: object, requests: Sequence[Request]) -> str | None:
-        """Teacher-forced logits against HF's, for engines that can give them (teacher_forced_logits)."""
+    @staticmethod
+    def _key(req: Request, out: RequestOutput) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return (tuple(req.prompt_ids), tuple(out.token_ids))
+
+    def logits_problem(
+        self, engine_name: str, engine: object, requests: Sequence[Request], continuations: Sequence[Sequence[int]]
+    ) -> str | None:
+        """Teacher-forced logits against HF's, for engines that can give them (teacher_forced_logits), on
+        continuations already verified to be HF greedy's."""
         forced = getattr(engine, "teacher_forced_logits", None)
         if forced is None:
             return None
         start = time.perf_counter()
         try:
-            continuations = [
-                r.tokens[: q.max_new_tokens]
-                for r, q in zip(self.reference.for_requests(requests), requests, strict=True)
-            ]
             want = [self.reference.teacher_forced_logits(q, c) for q, c in zip(requests, continuations, strict=True)]
             mismatch = check_logits(forced(requests, continuations), want, self.logit_tolerance)
         finally:
@@ -76,5 +77,6 @@ class OutputChecker:
         prepare = getattr(engine, "prepare", None)
         if prepare is not None:
             prepare(requests)
-        problem = self.tokens_problem(engine_name, requests, engine.generate(requests).outputs, "the probe workload")
-        return problem or self.logits_problem(engine_name, engine, requests)
+        outputs = engine.generate(requests).outputs
+        problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")
+        return problem or self.logits_problem(engine_name, engine, requests, [o.token_ids for o in outputs])

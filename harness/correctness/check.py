@@ -1,14 +1,17 @@
-"""Checks of an engine's outputs against the HF reference: tokens for every engine, logits for those
-that can give them. Pure comparison; the references come from harness/correctness/reference.py.
+"""Checks of an engine's outputs against HF: tokens for every engine, logits for those that can
+give them. Pure comparison; HF's logits come from harness/correctness/reference.py.
 
-Tokens: equal to HF greedy, token for token, except at a genuine near-tie. Two implementations that
+Tokens: an engine's output is HF greedy exactly when every token it produced is HF's best choice
+given the prompt and the engine's own earlier tokens (greedy decoding is a function of the prefix,
+so by induction the whole output is HF's). That is checked with one causal HF forward over prompt +
+output per request (teacher forcing), far cheaper than generating HF's tokens one step at a time,
+and it names the first token where the engine left HF's path. Near-ties: two implementations that
 sum in a different order may pick differently where the top two logits are closer than their
-rounding (vLLM's own tests allow this with log-probabilities): where the engine's token scored within
-TOKEN_MARGIN of the reference's best logit at the first difference, the difference is accepted, and
-the rest of that request is then checked against HF's logits on the engine's own prefix (teacher
-forcing), so every token is still checked. float32's margin is 1e-4: on mixed64 with `small`, HF's
-own batched generate (static-batch) and paged both differ from HF's one-at-a-time generate at one
-token of 8,734, where the reference's top two logits are 2.3e-5 apart.
+rounding (vLLM's own tests allow this with log-probabilities). A token is accepted when it scored
+within TOKEN_MARGIN of HF's best logit there; the tokens after it are checked the same way, on the
+engine's own prefix. float32's margin is 1e-4: on mixed64 with `small`, HF's own batched generate
+(static-batch) and paged both take the runner-up at one token of 8,734, where HF's top two logits
+are 2.3e-5 apart.
 
 Logits: teacher-forced logits must equal HF's within LOGIT_TOLERANCE x max(1, largest |logit|).
 """
@@ -20,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.correctness.reference import ReferenceTokens
 from harness.engines.base import RequestOutput
 from harness.workloads import Request
 
@@ -29,9 +31,8 @@ TOKEN_MARGIN = {"float32": 1e-4, "bfloat16": 0.25, "float16": 0.05}
 # Relative tolerance of teacher-forced logits against HF's (x max(1, largest |logit|) of the row).
 LOGIT_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.1, "float16": 0.02}
 
-# (request, tokens, start) -> first position >= start whose token is not HF's choice (within the margin)
-# given the engine's own earlier tokens, or None
-VerifyRest = Callable[[Request, Sequence[int], int], int | None]
+# (request, tokens) -> (len(tokens), vocab) logits: row p predicts tokens[p] from the prompt and tokens[:p]
+TeacherForced = Callable[[Request, Sequence[int]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Mismatch:
     request_index: int
     request_id: int
     position: int
-    expected: tuple[int, ...]  # the reference's tokens from `position` (a few)
+    expected: tuple[int, ...]  # HF's choice at `position`
     got: tuple[int, ...]
     expected_len: int
     got_len: int
@@ -50,82 +51,52 @@ class Mismatch:
     def describe(self, engine: str, where: str) -> str:
         text = (
             f"engine {engine} differs from HF greedy on {where}: request {self.request_index} "
-            f"(id {self.request_id}) at token {self.position}: expected {list(self.expected)} "
-            f"(of {self.expected_len} tokens), got {list(self.got)} (of {self.got_len})"
+            f"(id {self.request_id}) at token {self.position}: expected {list(self.expected)}, got "
+            f"{list(self.got)} (the engine returned {self.got_len} of {self.expected_len} tokens)"
         )
         return text + (f"; {self.detail}" if self.detail else "")
 
 
-def _first_difference(want: Sequence[int], have: Sequence[int]) -> int | None:
-    for pos, (a, b) in enumerate(zip(want, have, strict=False)):
-        if a != b:
-            return pos
-    return None if len(want) == len(have) else min(len(want), len(have))
-
-
-def check_tokens(
+def verify_tokens(
     requests: Sequence[Request],
     outputs: Sequence[RequestOutput],
-    references: Sequence[ReferenceTokens],
+    teacher_forced: TeacherForced,
     margin: float = 0.0,
-    verify_rest: VerifyRest | None = None,
     near_ties: list[tuple[int, int, float]] | None = None,
 ) -> Mismatch | None:
-    """None when every request's tokens are HF's greedy tokens (near-ties within `margin` allowed, and
-    appended to `near_ties` as (request index, position, gap))."""
+    """None when every request's output is HF greedy's (near-ties within `margin` allowed, and appended
+    to `near_ties` as (request index, position, gap)); else where it first is not."""
     if len(outputs) != len(requests):
         return Mismatch(
             -1, -1, 0, (), (), len(requests), len(outputs), f"{len(outputs)} outputs for {len(requests)} requests"
         )
-    for i, (req, out, ref) in enumerate(zip(requests, outputs, references, strict=True)):
-        want, have = ref.tokens[: req.max_new_tokens], out.token_ids
-        pos = _first_difference(want, have)
+    for i, (req, out) in enumerate(zip(requests, outputs, strict=True)):
+        have, want_len = list(out.token_ids), req.max_new_tokens
         if out.error is not None:
-            return Mismatch(i, req.request_id, 0, want[:5], (), len(want), 0, f"the engine failed it: {out.error}")
-        if pos is None:
-            continue
-        mismatch = Mismatch(
-            i, req.request_id, pos, tuple(want[pos : pos + 5]), tuple(have[pos : pos + 5]), len(want), len(have)
-        )
-        if len(have) != len(want) or pos >= len(want):
-            return mismatch
-        gap = ref.gap(pos, have[pos])
-        if gap is None or gap > margin or verify_rest is None:
-            why = (
-                "not among the reference's top choices"
-                if gap is None
-                else f"{gap:.3g} below the reference's best logit"
-            )
-            return Mismatch(**{**mismatch.__dict__, "detail": f"the engine's token scored {why} (margin {margin})"})
-        if near_ties is not None:
-            near_ties.append((i, pos, gap))
-        later = verify_rest(req, have, pos + 1)  # a near-tie: the rest must follow HF on the engine's own prefix
-        if later is not None:
-            return Mismatch(
-                i,
-                req.request_id,
-                later,
-                (),
-                tuple(have[later : later + 5]),
-                len(want),
-                len(have),
-                f"after an accepted near-tie at token {pos}, token {later} is not HF's choice on the engine's own "
-                "prefix",
-            )
+            return Mismatch(i, req.request_id, 0, (), (), want_len, 0, f"the engine failed it: {out.error}")
+        if len(have) != want_len:
+            pos = min(len(have), want_len)
+            return Mismatch(i, req.request_id, pos, (), tuple(have[pos : pos + 5]), want_len, len(have), "wrong length")
+        logits = teacher_forced(req, have)  # (n, vocab): row p is HF's view of position p given have[:p]
+        best = logits.max(dim=-1)
+        gaps = best.values - logits.gather(1, torch.tensor(have, dtype=torch.long)[:, None])[:, 0]
+        for pos in (gaps > 0).nonzero()[:, 0].tolist():
+            gap = float(gaps[pos])
+            if gap > margin:
+                return Mismatch(
+                    i,
+                    req.request_id,
+                    pos,
+                    (int(best.indices[pos]),),
+                    tuple(have[pos : pos + 5]),
+                    want_len,
+                    len(have),
+                    f"HF's choice after the engine's first {pos} tokens; the engine's token scored {gap:.3g} below "
+                    f"it (near-tie margin {margin:g})",
+                )
+            if near_ties is not None:
+                near_ties.append((i, pos, gap))
     return None
-
-
-def verify_rest_with(teacher_forced: Callable[[Request, Sequence[int]], torch.Tensor], margin: float) -> VerifyRest:
-    """A VerifyRest from a teacher-forced logits function (the HF reference's)."""
-
-    def verify(req: Request, tokens: Sequence[int], start: int) -> int | None:
-        logits = teacher_forced(req, tokens)  # (n, vocab): row j predicts tokens[j]
-        chosen = logits.gather(1, torch.tensor(tokens, dtype=torch.long)[:, None])[:, 0]
-        short = (logits.max(dim=-1).values - chosen > margin).nonzero()
-        later = [int(p) for p in short[:, 0] if int(p) >= start]
-        return later[0] if later else None
-
-    return verify
 
 
 @dataclass(frozen=True)

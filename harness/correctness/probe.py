@@ -3,7 +3,8 @@ the bugs an engine is likely to have change its tokens. The timed rounds are che
 request of every round); the probe is the fast first gate.
 
 What it exercises, and why:
-- outputs of 4 to 40 tokens: a batch that shrinks as requests finish, and drift after 16 tokens;
+- outputs of 3 to 24 tokens (123 in all): a batch that shrinks as requests finish, and drift after
+  16 tokens;
 - prompts of 5 to 100 tokens in no particular order: several length groups in one decode step, and
   a group whose rows are not in batch order (two rows of close length, shorter first);
 - three prompts that share whole KV blocks: A and B share their first two blocks (a true prefix hit
@@ -39,5 +40,8 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
         first + second + ids(3),  # B: A's first two blocks
         second + ids(21),  # C: A's second block of tokens as its first
     ]
-    new_tokens = [40, 36, 8, 24, 40, 12, 4, 28]  # B ends first: blocks it shared with A stay in use
+    # B ends first, and the next request to need a block (after one more) takes the block B shared
+    # with A, if the engine freed it; no other request ends in between. The last two to end are the
+    # first two, close in length: one length group whose rows are not in batch order.
+    new_tokens = [24, 23, 12, 12, 22, 10, 3, 17]
     return [Request(p, n, request_id=i) for i, (p, n) in enumerate(zip(prompts, new_tokens, strict=True))]

@@ -1,10 +1,11 @@
-"""The reference every engine is checked against: HF greedy decoding, one request at a time.
+"""HF's side of every check: the HF model's own forward, with no code of this suite between the model
+and its logits.
 
-Computed with transformers' own `model.generate` (no code of this suite between the model and the
-tokens), once per model and prompt, outside any timed region, and cached. Beside each token the
-reference keeps the top few logits of that step, so a check can tell a genuine near-tie (bf16/fp16)
-from a wrong token. Teacher-forced logits (one causal forward over prompt + continuation) are the
-reference for engines that can give logits.
+- teacher_forced_logits: one causal forward over prompt + a continuation. The suite's output check
+  (harness/correctness/check.py) verifies each engine token against these, and they are the
+  reference for engines that can give logits.
+- for_request: HF greedy decoding with transformers' `model.generate`, one request at a time, cached
+  by prompt, with each step's top logits. The tests compare engines with it directly.
 """
 
 from __future__ import annotations

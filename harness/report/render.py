@@ -163,7 +163,7 @@ ENGINE_METRICS = (
     ("ttft_ms", "TTFT (ms)"),
     ("tpot_ms", "TPOT (ms)"),
     ("kv_utilisation", "KV utilisation"),
-    ("max_running_seqs", "most sequences at once\n(same KV memory)"),
+    ("max_running_seqs", "sequences at once\n(equal KV memory)"),
 )
 
 

@@ -147,7 +147,7 @@ class PerfSession:
             gaps = ", ".join(
                 f"request {r} token {p} (top two {gap:.2g} apart)" for (r, p), gap in list(ties.items())[:3]
             )
-            text += f"; {len(ties)} near-tie(s) within {checker.margin:g} accepted: {gaps}"
+            text += f"; {len(ties)} near-tie(s) within {checker.margin:g} x |logit| accepted: {gaps}"
         return text
 
     def record(

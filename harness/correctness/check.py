@@ -8,10 +8,10 @@ output per request (teacher forcing), far cheaper than generating HF's tokens on
 and it names the first token where the engine left HF's path. Near-ties: two implementations that
 sum in a different order may pick differently where the top two logits are closer than their
 rounding (vLLM's own tests allow this with log-probabilities). A token is accepted when it scored
-within TOKEN_MARGIN of HF's best logit there; the tokens after it are checked the same way, on the
-engine's own prefix. float32's margin is 1e-4: on mixed64 with `small`, HF's own batched generate
-(static-batch) and paged both take the runner-up at one token of 8,734, where HF's top two logits
-are 2.3e-5 apart.
+within TOKEN_MARGIN x max(1, |HF's best logit|) of HF's best logit there; the tokens after it are
+checked the same way, on the engine's own prefix. On mixed64 with `small` in float32, HF's own
+batched generate (static-batch) and paged both take the runner-up at one token of 8,734, where HF's
+top two logits are 2.3e-5 apart.
 
 Logits: teacher-forced logits must equal HF's within LOGIT_TOLERANCE x max(1, largest |logit|).
 """
@@ -26,10 +26,13 @@ import torch
 from harness.engines.base import RequestOutput
 from harness.workloads import Request
 
-# Largest logit gap (reference best minus the engine's token) accepted as a near-tie. float32 is exact.
-TOKEN_MARGIN = {"float32": 1e-4, "bfloat16": 0.25, "float16": 0.05}
-# Relative tolerance of teacher-forced logits against HF's (x max(1, largest |logit|) of the row).
-LOGIT_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.1, "float16": 0.02}
+# Largest gap between HF's best logit and the engine's token accepted as a near-tie, relative to the
+# size of the logits (x max(1, |HF's best logit|)), like the logit tolerance below.
+TOKEN_MARGIN = {"float32": 5e-4, "bfloat16": 0.05, "float16": 0.01}
+# Tolerance of teacher-forced logits against HF's, x max(1, largest |logit| of the row). float32:
+# HF's own cached decode loop (the `manual` engine) differs from HF's one-forward logits by up to
+# 3.1e-4 on qwen3-0.6b (28 layers; logits up to ~3), 1e-5 or less on tiny and small.
+LOGIT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.02}
 
 # (request, tokens) -> (len(tokens), vocab) logits: row p predicts tokens[p] from the prompt and tokens[:p]
 TeacherForced = Callable[[Request, Sequence[int]], torch.Tensor]
@@ -80,9 +83,10 @@ def verify_tokens(
         logits = teacher_forced(req, have)  # (n, vocab): row p is HF's view of position p given have[:p]
         best = logits.max(dim=-1)
         gaps = best.values - logits.gather(1, torch.tensor(have, dtype=torch.long)[:, None])[:, 0]
+        allowed = margin * best.values.abs().clamp(min=1.0)
         for pos in (gaps > 0).nonzero()[:, 0].tolist():
             gap = float(gaps[pos])
-            if gap > margin:
+            if gap > float(allowed[pos]):
                 return Mismatch(
                     i,
                     req.request_id,
@@ -92,7 +96,7 @@ def verify_tokens(
                     want_len,
                     len(have),
                     f"HF's choice after the engine's first {pos} tokens; the engine's token scored {gap:.3g} below "
-                    f"it (near-tie margin {margin:g})",
+                    f"it (near-tie margin {float(allowed[pos]):.2g})",
                 )
             if near_ties is not None:
                 near_ties.append((i, pos, gap))

@@ -196,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     upd = base_sub.add_parser("update", help="run perf_tests (extra args go to pytest) and store the result")
     upd.add_argument("--from", dest="from_file", default=None, help="promote an existing results JSON instead")
     upd.add_argument("--runs", type=int, default=3, help="runs pooled into the baseline (default 3)")
-    upd.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    upd.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     upd.set_defaults(fn=cmd_baseline)
     gc = sub.add_parser("gate-check", help="experiment: how often the gate passes unchanged and fails a slowdown")
     gc.add_argument("--trials", type=int, default=20)
@@ -220,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
         help="adjustment of the per-case p-values over a run's cases (overrides [tool.perf])",
     )
     gc.add_argument("--case", default="", help="slow only the cases whose name contains this (PERF_INJECT_CASE)")
-    gc.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    gc.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     gc.set_defaults(fn=cmd_gate_check)
     abp = sub.add_parser("ab", help="base against head on this machine, rounds interleaved (exit 10 on a regression)")
     abp.add_argument("base", help="a git ref or a folder")
@@ -234,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     abp.add_argument("--out", default=None, help="write both sides' rounds and the verdicts to this JSON file")
     abp.add_argument("--seed", type=int, default=None, help="seed of the round order (default: random)")
     abp.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] is read")
-    abp.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    abp.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     abp.set_defaults(fn=cmd_ab)
     abc = sub.add_parser("ab-check", help="experiment: A/A trials and single-case slowdowns, in random order")
     abc.add_argument("--trials", type=int, default=20)
@@ -242,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     abc.add_argument("--case", required=True, help="the one case to slow (substring of its name)")
     abc.add_argument("--keep", default=None, metavar="DIR", help="store every trial's JSON in DIR")
     abc.add_argument("--seed", type=int, default=0)
-    abc.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    abc.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     abc.set_defaults(fn=cmd_ab_check)
     rep = sub.add_parser("report", help="write report.md and figures from a results JSON")
     rep.add_argument("results")
@@ -259,11 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:  # everything after -- goes to pytest, whatever positionals the subcommand has
         cut = argv.index("--")
         argv, rest = argv[:cut], argv[cut + 1 :]
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
     if hasattr(args, "pytest_args"):
-        args.pytest_args = [*args.pytest_args, *rest]
-    elif rest:
-        print(f"error: {args.command} takes no pytest arguments (got {' '.join(rest)})", file=sys.stderr)
+        args.pytest_args = [*unknown, *rest]
+    elif unknown or rest:
+        print(f"error: {args.command} does not take {' '.join(unknown + rest)}", file=sys.stderr)
         return 2
     try:
         return args.fn(args)

@@ -106,3 +106,18 @@ def test_ab_a_against_a_runs_and_reports(tmp_path):
     assert result.exit_code in (EXIT_OK, EXIT_REGRESSION)  # the experiment (README) measures how often 0
     assert (tmp_path / "ab.json").exists()
     assert "test_decode[tiny-manual-bs8-ctx128]" in "\n".join(result.lines)
+
+
+def test_the_command_line_keeps_ab_options_apart_from_pytest_arguments():
+    from harness.__main__ import parser
+
+    argv = "ab HEAD HEAD --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 --max-case-s 3".split()
+    args, unknown = parser().parse_known_args(argv)
+    assert (args.base, args.head, args.inject_slowdown, args.inject_case, args.max_case_s) == (
+        "HEAD",
+        "HEAD",
+        0.05,
+        "paged-bs1-ctx128",
+        3.0,
+    )
+    assert unknown == []

@@ -135,7 +135,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         args.head,
         args.pytest_args,
         (args.inject_slowdown, args.inject_case),
-        Budget(args.target, args.min_blocks, args.max_case_s),
+        Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s),
         args.runs,
         args.out,
         args.seed,
@@ -227,9 +227,15 @@ def parser() -> argparse.ArgumentParser:
     abp.add_argument("head", nargs="?", default=None, help="a git ref or a folder (default: the working tree)")
     abp.add_argument("--inject-slowdown", type=float, default=0.0, help="experiments: slow HEAD's matching cases")
     abp.add_argument("--inject-case", default="", help="the cases --inject-slowdown slows (substring of the name)")
-    abp.add_argument("--target", type=float, default=0.01, help="stop a case when its CI half-width is below this")
-    abp.add_argument("--min-blocks", type=int, default=6, help="ABBA blocks per case, at least")
-    abp.add_argument("--max-case-s", type=float, default=20.0, help="most seconds of rounds per case")
+    from harness.ab.runner import Budget
+
+    budget = Budget()
+    abp.add_argument("--target", type=float, default=budget.target, help="stop a case when its CI half-width is below this")
+    abp.add_argument("--min-blocks", type=int, default=budget.min_blocks, help="ABBA blocks per case, at least")
+    abp.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
+    abp.add_argument(
+        "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work to last this long"
+    )
     abp.add_argument("--runs", type=int, default=3, help="whole runs per side when a side has no worker")
     abp.add_argument("--out", default=None, help="write both sides' rounds and the verdicts to this JSON file")
     abp.add_argument("--seed", type=int, default=None, help="seed of the round order (default: random)")

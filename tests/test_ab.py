@@ -87,9 +87,13 @@ def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     assert result.exit_code == EXIT_REGRESSION, "\n".join(result.lines)
     (verdict,) = [v for v in result.doc["verdicts"] if v["name"] == "test_decode[tiny-manual-bs8-ctx128]"]
     assert verdict["status"] == "regression"
-    assert verdict["change"] == pytest.approx(-0.2, abs=0.05)  # 25% more time: 20% fewer tokens/s
+    # 25% more time is 20% fewer tokens/s; the measured change on a shared host is only roughly that,
+    # so the test asks for the sign and the order of magnitude, not a timing (the README's experiment
+    # measures the accuracy)
+    assert -0.4 < verdict["change"] < -0.08
     rounds = result.doc["cases"]["test_decode[tiny-manual-bs8-ctx128]"]
     assert len(rounds["base_s"]) == len(rounds["head_s"]) == 2 * len(rounds["order"]) >= 12
+    assert rounds["reps"] > 1  # a decode step of tiny is milliseconds: a round repeats it
     assert set(rounds["order"]) <= {"ABBA", "BAAB"}
     assert "REGRESSION" in "\n".join(result.lines)
 

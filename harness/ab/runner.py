@@ -16,6 +16,7 @@ interleaved ABAB and a paired t-test on the run medians; the output says so.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -110,7 +111,8 @@ def _env() -> dict:
 @dataclass
 class CaseRounds:
     name: str
-    tokens: float = 0.0
+    tokens: float = 0.0  # generated per round (all reps)
+    reps: int = 1
     base_s: list[float] = field(default_factory=list)
     head_s: list[float] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # "ABBA" or "BAAB" for each block, in the order run
@@ -122,6 +124,18 @@ class Budget:
     target: float = 0.01  # stop when the change's interval half-width is below this
     min_blocks: int = 6
     max_case_s: float = 20.0  # both sides' rounds of one case, at most
+    min_round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
+
+
+def reps_for(opened: list[dict], budget: Budget) -> int:
+    """Units of work per round, the same on both sides: enough that a round lasts min_round_s, from the
+    faster side's warm-up. A millisecond decode step alone is mostly the cost of waking up after the
+    other process ran (seen: 3 ms and 7 ms rounds of one step, bimodal). A worker of protocol 1 (no
+    warm_s) runs one unit per round, and then so does the other side."""
+    warm = [o.get("warm_s") for o in opened]
+    if any(w is None for w in warm) or budget.min_round_s <= 0:
+        return 1
+    return max(1, min(1000, math.ceil(budget.min_round_s / max(min(warm), 1e-6))))
 
 
 def interleave(
@@ -137,7 +151,7 @@ def interleave(
         order = "ABBA" if rng.random() < 0.5 else "BAAB"
         times = {"A": [], "B": []}
         for who in order:
-            times[who].append((base if who == "A" else head).ask("round")["seconds"])
+            times[who].append((base if who == "A" else head).ask("round", reps=rounds.reps)["seconds"])
         rounds.base_s += times["A"]
         rounds.head_s += times["B"]
         rounds.order.append(order)
@@ -217,7 +231,8 @@ def compare_interleaved(
                     if "tokens" in o:
                         w.ask("close")
                 continue
-            r = CaseRounds(name, tokens=opened[0]["tokens"])
+            reps = reps_for(opened, budget)
+            r = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
             interleave(workers[0], workers[1], r, budget, rng)
             for w in workers:
                 w.ask("close")
@@ -319,7 +334,7 @@ def ab(
             "threshold": threshold,
             "alpha": alpha,
             "cases": {
-                n: {"tokens": r.tokens, "base_s": r.base_s, "head_s": r.head_s, "order": r.order, "note": r.note}
+                n: {"tokens": r.tokens, "reps": r.reps, "base_s": r.base_s, "head_s": r.head_s, "order": r.order, "note": r.note}
                 for n, r in rounds.items()
             },
             "verdicts": [v.__dict__ for v in found],

@@ -3,10 +3,13 @@ own code (cwd and PYTHONPATH are the side's checkout) and the same model seed as
 
 It speaks JSON lines on stdout (everything else it or a library prints goes to stderr):
   {"cmd": "cases"}            -> {"cases": [name, ...]}    the cases the pytest args select
-  {"cmd": "open", "case": n}  -> {"tokens": t} or {"skip": why} or {"error": why}
+  {"cmd": "open", "case": n}  -> {"tokens": t, "warm_s": s} or {"skip": why} or {"error": why}
                                  builds model and engine (untimed), checks the engine against HF
-                                 greedy (probe, then the first round's outputs), one warm-up round
-  {"cmd": "round"}            -> {"seconds": s}            one timed round of the open case
+                                 greedy (probe, then the first round's outputs), one warm-up unit
+                                 of work (warm_s: how long it took)
+  {"cmd": "round", "reps": k} -> {"seconds": s}            one timed round: k units of the open case
+                                 (k is the same on both sides, so a round is long enough that the
+                                 first unit after the other process ran does not dominate it)
   {"cmd": "close"}            -> {}
   {"cmd": "quit"}             -> exits
 Slowdown injection for experiments: --ab-inject-slowdown F --ab-inject-case PATTERN slows the rounds
@@ -21,7 +24,7 @@ import json
 import os
 import sys
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: open reports warm_s, round takes reps
 
 
 def keyword_match(expr: str | None, names: list[str]) -> bool:
@@ -111,7 +114,9 @@ class Worker:
             prepare = getattr(engine, "prepare", None)
             if prepare is not None:
                 prepare(requests)
+            start = now(cache.device)
             first = engine.generate(requests)  # the warm-up round, checked against HF greedy
+            self.last = now(cache.device) - start
             problem = cache.check_rounds(case, requests, [first])
             if problem:
                 return {"error": f"output check failed: {problem}"}
@@ -125,11 +130,15 @@ class Worker:
         if kind.step:
             run()  # warm-up
         self.round = run
-        return {"tokens": tokens}
+        return {"tokens": tokens, "warm_s": self.last}
 
-    def run_round(self) -> dict:
-        self.round()
-        return {"seconds": self.last}
+    def run_round(self, reps: int = 1) -> dict:
+        """reps units of work, each timed on its own (set-up outside the clock), summed."""
+        total = 0.0
+        for _ in range(reps):
+            self.round()
+            total += self.last
+        return {"seconds": total}
 
     def close(self) -> dict:
         if self.teardown is not None:
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             elif cmd == "open":
                 reply = worker.open(msg["case"])
             elif cmd == "round":
-                reply = worker.run_round()
+                reply = worker.run_round(int(msg.get("reps", 1)))
             elif cmd == "close":
                 reply = worker.close()
             else:

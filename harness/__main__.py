@@ -127,15 +127,34 @@ def cmd_gate_check(args: argparse.Namespace) -> int:
     )
 
 
+def add_budget_options(sub: argparse.ArgumentParser) -> None:
+    """How long `ab` (and each trial of `ab-check`) spends on a case; defaults from Budget."""
+    from harness.ab.runner import Budget
+
+    budget = Budget()
+    sub.add_argument("--target", type=float, default=budget.target, help="stop a case at this CI half-width")
+    sub.add_argument("--min-blocks", type=int, default=budget.min_blocks, help="ABBA blocks per case, at least")
+    sub.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
+    sub.add_argument(
+        "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work this long"
+    )
+
+
+def budget_from(args: argparse.Namespace):
+    from harness.ab.runner import Budget
+
+    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s)
+
+
 def cmd_ab(args: argparse.Namespace) -> int:
-    from harness.ab.runner import Budget, ab
+    from harness.ab.runner import ab
 
     result = ab(
         args.base,
         args.head,
         args.pytest_args,
         (args.inject_slowdown, args.inject_case),
-        Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s),
+        budget_from(args),
         args.runs,
         args.out,
         args.seed,
@@ -148,7 +167,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 def cmd_ab_check(args: argparse.Namespace) -> int:
     from harness.ab.experiment import ab_check
 
-    return ab_check(args.trials, args.slowdown, args.case, args.pytest_args, args.keep, args.seed)
+    return ab_check(args.trials, args.slowdown, args.case, args.pytest_args, args.keep, args.seed, budget_from(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -227,15 +246,7 @@ def parser() -> argparse.ArgumentParser:
     abp.add_argument("head", nargs="?", default=None, help="a git ref or a folder (default: the working tree)")
     abp.add_argument("--inject-slowdown", type=float, default=0.0, help="experiments: slow HEAD's matching cases")
     abp.add_argument("--inject-case", default="", help="the cases --inject-slowdown slows (substring of the name)")
-    from harness.ab.runner import Budget
-
-    budget = Budget()
-    abp.add_argument("--target", type=float, default=budget.target, help="stop a case when its CI half-width is below this")
-    abp.add_argument("--min-blocks", type=int, default=budget.min_blocks, help="ABBA blocks per case, at least")
-    abp.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
-    abp.add_argument(
-        "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work to last this long"
-    )
+    add_budget_options(abp)
     abp.add_argument("--runs", type=int, default=3, help="whole runs per side when a side has no worker")
     abp.add_argument("--out", default=None, help="write both sides' rounds and the verdicts to this JSON file")
     abp.add_argument("--seed", type=int, default=None, help="seed of the round order (default: random)")
@@ -248,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     abc.add_argument("--case", required=True, help="the one case to slow (substring of its name)")
     abc.add_argument("--keep", default=None, metavar="DIR", help="store every trial's JSON in DIR")
     abc.add_argument("--seed", type=int, default=0)
+    add_budget_options(abc)
     abc.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     abc.set_defaults(fn=cmd_ab_check)
     rep = sub.add_parser("report", help="write report.md and figures from a results JSON")

@@ -9,11 +9,20 @@ import random
 import time
 from pathlib import Path
 
-from harness.ab.runner import ab
+from harness.ab.runner import Budget, ab
 from harness.errors import EXIT_REGRESSION
 
 
-def ab_check(trials: int, slowdown: float, case: str, pytest_args: list[str], keep: str | None, seed: int) -> int:
+def ab_check(
+    trials: int,
+    slowdown: float,
+    case: str,
+    pytest_args: list[str],
+    keep: str | None,
+    seed: int,
+    budget: Budget | None = None,
+) -> int:
+    budget = budget or Budget()
     root = str(Path.cwd())
     schedule = [(label, i) for label in ("A/A", "slowed") for i in range(trials)]
     random.Random(seed).shuffle(schedule)
@@ -22,7 +31,7 @@ def ab_check(trials: int, slowdown: float, case: str, pytest_args: list[str], ke
         inject = (slowdown, case) if label == "slowed" else (0.0, "")
         out = str(Path(keep) / f"{'aa' if label == 'A/A' else 'slowed'}-{i:02d}.json") if keep else None
         start = time.perf_counter()
-        result = ab(root, None, pytest_args, inject, out=out, seed=seed * 1000 + n)
+        result = ab(root, None, pytest_args, inject, budget, out=out, seed=seed * 1000 + n)
         runtime = time.perf_counter() - start
         failed = result.exit_code == EXIT_REGRESSION
         regressions = [v["name"] for v in result.doc["verdicts"] if v["status"] == "regression"]

@@ -334,7 +334,14 @@ def ab(
             "threshold": threshold,
             "alpha": alpha,
             "cases": {
-                n: {"tokens": r.tokens, "reps": r.reps, "base_s": r.base_s, "head_s": r.head_s, "order": r.order, "note": r.note}
+                n: {
+                    "tokens": r.tokens,
+                    "reps": r.reps,
+                    "base_s": r.base_s,
+                    "head_s": r.head_s,
+                    "order": r.order,
+                    "note": r.note,
+                }
                 for n, r in rounds.items()
             },
             "verdicts": [v.__dict__ for v in found],

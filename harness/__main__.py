@@ -138,12 +138,15 @@ def add_budget_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work this long"
     )
+    sub.add_argument(
+        "--passes", type=int, default=budget.passes, help="fresh worker pairs, each with its share of a case's time"
+    )
 
 
 def budget_from(args: argparse.Namespace):
     from harness.ab.runner import Budget
 
-    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s)
+    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes)
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

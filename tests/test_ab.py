@@ -59,6 +59,23 @@ def test_whole_runs_fallback_is_a_paired_t_on_run_medians():
     assert e.p_slower < 0.01
 
 
+def test_rounds_repeat_short_work_the_same_number_of_times_on_both_sides():
+    from harness.ab.runner import reps_for
+
+    budget = Budget(min_round_s=0.1)
+    assert reps_for([{"warm_s": 0.004}, {"warm_s": 0.005}], budget) == 25  # from the faster side
+    assert reps_for([{"warm_s": 0.5}, {"warm_s": 0.4}], budget) == 1
+    assert reps_for([{"warm_s": 0.004}, {}], budget) == 1  # a protocol-1 worker: one unit each
+
+
+def test_a_pass_is_judged_on_its_own_blocks():
+    from harness.ab.runner import CaseRounds, block_sums
+
+    r = CaseRounds("x", base_s=[1, 1, 2, 2, 3, 3], head_s=[1, 1, 2, 2, 3, 3], order=["ABBA"] * 3)
+    assert block_sums(r) == ([2, 4, 6], [2, 4, 6])
+    assert block_sums(r, first_block=2) == ([6], [6])
+
+
 def test_keyword_selection_follows_pytest():
     name = "test_decode[small-paged-bs1-ctx128]"
     assert keyword_match("decode and bs1", [name, "test_decode.py"])

@@ -66,7 +66,12 @@ def resolve_side(label: str, spec: str | None, root: Path, tmp: Path) -> Side:
 
 class WorkerProcess:
     def __init__(self, side: Side, args: list[str]) -> None:
-        self.side = side
+        self.side, self.args = side, args
+        self.proc: subprocess.Popen | None = None
+        self.hello: dict = {}
+
+    def start(self) -> None:
+        args, side = self.args, self.side
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.ab.worker", *args],
             cwd=side.path,
@@ -93,7 +98,7 @@ class WorkerProcess:
         return reply
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
                 self.proc.stdin.flush()
@@ -116,6 +121,7 @@ class CaseRounds:
     base_s: list[float] = field(default_factory=list)
     head_s: list[float] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # "ABBA" or "BAAB" for each block, in the order run
+    pass_changes: list[float] = field(default_factory=list)  # each pass's own estimate (fresh processes)
     note: str = ""
 
 
@@ -125,6 +131,7 @@ class Budget:
     min_blocks: int = 6
     max_case_s: float = 20.0  # both sides' rounds of one case, at most
     min_round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
+    passes: int = 2  # fresh worker pairs per comparison; each pass gets max_case_s / passes of each case
 
 
 def reps_for(opened: list[dict], budget: Budget) -> int:
@@ -139,13 +146,21 @@ def reps_for(opened: list[dict], budget: Budget) -> int:
 
 
 def interleave(
-    base: WorkerProcess, head: WorkerProcess, rounds: CaseRounds, budget: Budget, rng: random.Random
+    base: WorkerProcess,
+    head: WorkerProcess,
+    rounds: CaseRounds,
+    budget: Budget,
+    rng: random.Random,
+    first_block: int = 0,
+    last: bool = True,
 ) -> None:
     """ABBA (or BAAB, at random) blocks until the interval is narrow enough or the time is spent.
 
     A round that follows a round of the same process finds its caches warm; one that follows the other
     process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
-    with like (and a linear drift of the machine cancels too); a lone A-B pair would not."""
+    with like (and a linear drift of the machine cancels too); a lone A-B pair would not. Blocks from
+    first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
+    pass, that of all passes together."""
     start = time.perf_counter()
     while True:
         order = "ABBA" if rng.random() < 0.5 else "BAAB"
@@ -155,19 +170,17 @@ def interleave(
         rounds.base_s += times["A"]
         rounds.head_s += times["B"]
         rounds.order.append(order)
-        if len(rounds.order) >= budget.min_blocks:
-            if estimate(*block_sums(rounds)).half_width < budget.target:
+        if len(rounds.order) - first_block >= budget.min_blocks:
+            if estimate(*block_sums(rounds, 0 if last else first_block)).half_width < budget.target:
                 return
             if time.perf_counter() - start > budget.max_case_s:
-                rounds.note = (
-                    f"time cap ({budget.max_case_s:.0f} s) before the interval narrowed to +-{budget.target:.0%}"
-                )
+                rounds.note = f"time cap before the interval narrowed to +-{budget.target:.0%}"
                 return
 
 
-def block_sums(rounds: CaseRounds) -> tuple[list[float], list[float]]:
+def block_sums(rounds: CaseRounds, first_block: int = 0) -> tuple[list[float], list[float]]:
     """Each block's two base rounds and two head rounds, summed: one paired observation per block."""
-    pair = range(0, len(rounds.base_s), 2)
+    pair = range(2 * first_block, len(rounds.base_s), 2)
     return [rounds.base_s[i] + rounds.base_s[i + 1] for i in pair], [
         rounds.head_s[i] + rounds.head_s[i + 1] for i in pair
     ]
@@ -205,44 +218,80 @@ class ABResult:
 def compare_interleaved(
     base: Side, head: Side, args: list[str], inject: tuple[float, str], budget: Budget, seed: int
 ) -> tuple[dict[str, CaseRounds], dict[str, PairedEstimate], list[str]]:
+    """Every case, in `budget.passes` passes, each with a fresh pair of worker processes (started in
+    alternating order), each pass taking its share of the case's time. A process carries a bias of
+    its own that no interleaving cancels (where its weights and buffers landed in memory: seen as a
+    steady +2.5% between two processes of the same code); fresh processes turn it into noise that
+    averages over the passes."""
     rng = random.Random(seed)
     head_args = [*args, "--ab-inject-slowdown", str(inject[0]), "--ab-inject-case", inject[1]] if inject[0] else args
-    workers = [WorkerProcess(base, args), WorkerProcess(head, head_args)]
-    try:
-        for w in workers:
-            if "error" in w.hello:
-                raise PerfSuiteError(f"the {w.side.label} worker ({w.side.spec}) could not start: {w.hello['error']}")
-        lists = [w.ask("cases")["cases"] for w in workers]
-        common = [n for n in lists[0] if n in set(lists[1])]
-        missing = sorted(set(lists[0]) ^ set(lists[1]))
-        if not common:
-            raise PerfSuiteError("base and head have no case in common for these pytest arguments: nothing to compare")
-        rounds, estimates = {}, {}
-        for name in common:
-            opened = [w.ask("open", case=name) for w in workers]
-            problems = [
-                f"{w.side.label}: {o.get('error') or o.get('skip')}"
-                for w, o in zip(workers, opened, strict=True)
-                if "tokens" not in o
-            ]
-            if problems:
-                missing.append(f"{name} ({'; '.join(problems)})")
-                for w, o in zip(workers, opened, strict=True):
-                    if "tokens" in o:
-                        w.ask("close")
-                continue
-            reps = reps_for(opened, budget)
-            r = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
-            interleave(workers[0], workers[1], r, budget, rng)
+    passes = max(1, budget.passes)
+    share = Budget(
+        budget.target, max(2, math.ceil(budget.min_blocks / passes)), budget.max_case_s / passes, budget.min_round_s
+    )
+    rounds: dict[str, CaseRounds] = {}
+    missing: list[str] = []  # what the table lists as not compared
+    skipped: set[str] = set()  # cases a side could not run: not opened again
+    common: list[str] | None = None
+    for n in range(passes):
+        pair = [WorkerProcess(base, args), WorkerProcess(head, head_args)]
+        workers = pair if n % 2 == 0 else pair[::-1]  # started in this order; [base, head] below
+        try:
             for w in workers:
-                w.ask("close")
-            rounds[name], estimates[name] = r, estimate(*block_sums(r))
-            e = estimates[name]
-            print(f"  {name}: {e.change:+.2%} ({e.pairs} blocks, +-{e.half_width:.1%})", file=sys.stderr, flush=True)
-        return rounds, estimates, missing
-    finally:
-        for w in workers:
-            w.close()
+                w.start()
+            for w in pair:
+                if "error" in w.hello:
+                    raise PerfSuiteError(
+                        f"the {w.side.label} worker ({w.side.spec}) could not start: {w.hello['error']}"
+                    )
+            if common is None:
+                lists = [w.ask("cases")["cases"] for w in pair]
+                common = [c for c in lists[0] if c in set(lists[1])]
+                missing += sorted(set(lists[0]) ^ set(lists[1]))
+                if not common:
+                    raise PerfSuiteError(
+                        "base and head have no case in common for these pytest arguments: nothing to compare"
+                    )
+            else:
+                for w in pair:
+                    w.ask("cases")
+            for name in common:
+                if name in skipped:
+                    continue
+                opened = [w.ask("open", case=name) for w in pair]
+                problems = [
+                    f"{w.side.label}: {o.get('error') or o.get('skip')}"
+                    for w, o in zip(pair, opened, strict=True)
+                    if "tokens" not in o
+                ]
+                if problems:
+                    missing.append(f"{name} ({'; '.join(problems)})")
+                    skipped.add(name)
+                    rounds.pop(name, None)
+                    for w, o in zip(pair, opened, strict=True):
+                        if "tokens" in o:
+                            w.ask("close")
+                    continue
+                if name not in rounds:
+                    reps = reps_for(opened, budget)
+                    rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
+                r = rounds[name]
+                first_block = len(r.order)
+                interleave(pair[0], pair[1], r, share, rng, first_block, last=n == passes - 1)
+                for w in pair:
+                    w.ask("close")
+                e = estimate(*block_sums(r, first_block))
+                r.pass_changes.append(e.change)
+                print(
+                    f"  {name}, pass {n + 1}/{passes}: {e.change:+.2%} ({e.pairs} blocks, +-{e.half_width:.1%})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            for w in pair:
+                w.close()
+    estimates = {name: estimate(*block_sums(r)) for name, r in rounds.items()}
+    return rounds, estimates, missing
 
 
 def compare_whole_runs(

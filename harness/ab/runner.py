@@ -386,6 +386,7 @@ def ab(
                 n: {
                     "tokens": r.tokens,
                     "reps": r.reps,
+                    "pass_changes": r.pass_changes,
                     "base_s": r.base_s,
                     "head_s": r.head_s,
                     "order": r.order,

@@ -215,6 +215,21 @@ class ABResult:
     doc: dict
 
 
+def open_both(pair: list[WorkerProcess], name: str) -> tuple[list[dict], str]:
+    """Open the case on both sides; where one side cannot run it, close it on the other and say why."""
+    opened = [w.ask("open", case=name) for w in pair]
+    problems = [
+        f"{w.side.label}: {o.get('error') or o.get('skip')}"
+        for w, o in zip(pair, opened, strict=True)
+        if "tokens" not in o
+    ]
+    if problems:
+        for w, o in zip(pair, opened, strict=True):
+            if "tokens" in o:
+                w.ask("close")
+    return opened, "; ".join(problems)
+
+
 def compare_interleaved(
     base: Side, head: Side, args: list[str], inject: tuple[float, str], budget: Budget, seed: int
 ) -> tuple[dict[str, CaseRounds], dict[str, PairedEstimate], list[str]]:
@@ -258,19 +273,11 @@ def compare_interleaved(
             for name in common:
                 if name in skipped:
                     continue
-                opened = [w.ask("open", case=name) for w in pair]
-                problems = [
-                    f"{w.side.label}: {o.get('error') or o.get('skip')}"
-                    for w, o in zip(pair, opened, strict=True)
-                    if "tokens" not in o
-                ]
-                if problems:
-                    missing.append(f"{name} ({'; '.join(problems)})")
+                opened, problem = open_both(pair, name)
+                if problem:
+                    missing.append(f"{name} ({problem})")
                     skipped.add(name)
                     rounds.pop(name, None)
-                    for w, o in zip(pair, opened, strict=True):
-                        if "tokens" in o:
-                            w.ask("close")
                     continue
                 if name not in rounds:
                     reps = reps_for(opened, budget)

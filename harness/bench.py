@@ -19,8 +19,9 @@ from harness import roofline
 from harness.cases import Case, get_kind
 from harness.engine_cache import EngineCache
 from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
-from harness.hardware import HardwareInfo, NvmlUnavailable, load_nvml, nvml_handle, probe
+from harness.hardware import HardwareInfo, probe
 from harness.models import canonical_dtype, default_dtype, resolve_device
+from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.options import PerfOptions
 from harness.results import BenchRecord, CaseResult, ResultsFile
 from harness.timer import CaseTimer, Timing
@@ -163,13 +164,11 @@ class PerfSession:
         if benchmark.disabled or benchmark.stats is None:
             return None
         median_s = benchmark.stats.stats.median
-        hw = self.hardware
-        peaks = hw.peaks()
+        peaks = self.hardware.peaks()
         result = CaseResult(
             kind=case.kind,
             model=case.model,
             engine=case.engine,
-            device=hw.name,
             dtype=self.dtype,
             batch_size=case.batch_size,
             prompt_len=case.prompt_len,
@@ -179,20 +178,8 @@ class PerfSession:
             tokens=tokens,
             tokens_per_s=roofline.tokens_per_s(tokens, median_s),
             median_ms=median_s * 1e3,
-            peak_bw_gbps=peaks.bw_bytes_s / 1e9,
-            peak_bw_source=peaks.bw_source,
-            peak_tflops=peaks.flops_s / 1e12,
-            peak_flops_source=peaks.flops_source,
-            theoretical_bw_gbps=hw.theoretical_bw_gbps,
-            measured_bw_gbps=hw.measured_bw_gbps,
-            theoretical_tflops=hw.theoretical_tflops,
-            measured_tflops=hw.measured_tflops,
-            measured_read_bw_gbps=hw.measured_read_bw_gbps,
-            llc_mb=hw.llc_bytes and hw.llc_bytes / 2**20,
-            bw_warning=hw.bw_warning,
-            gpu_healthy=None if hw.health is None else hw.health.healthy and not timing.gpu_problems,
-            health_problems=[] if hw.health is None else hw.health.problems + timing.gpu_problems,
             own_forward=bool(getattr(self.cache.engine_class(case.engine), "own_forward", False)),
+            **self._machine_fields(peaks, timing),
         )
         if get_kind(case.kind).step:
             result.update({f"{case.kind}_ms": median_s * 1e3})
@@ -211,6 +198,26 @@ class PerfSession:
         benchmark.extra_info.update(result.to_extra_info())
         self.records.append((benchmark.name, result))
         return result
+
+    def _machine_fields(self, peaks, timing: Timing) -> dict:
+        """What a case records about the machine it ran on: peaks, measured figures, GPU health."""
+        hw = self.hardware
+        return dict(
+            device=hw.name,
+            peak_bw_gbps=peaks.bw_bytes_s / 1e9,
+            peak_bw_source=peaks.bw_source,
+            peak_tflops=peaks.flops_s / 1e12,
+            peak_flops_source=peaks.flops_source,
+            theoretical_bw_gbps=hw.theoretical_bw_gbps,
+            measured_bw_gbps=hw.measured_bw_gbps,
+            theoretical_tflops=hw.theoretical_tflops,
+            measured_tflops=hw.measured_tflops,
+            measured_read_bw_gbps=hw.measured_read_bw_gbps,
+            llc_mb=hw.llc_bytes and hw.llc_bytes / 2**20,
+            bw_warning=hw.bw_warning,
+            gpu_healthy=None if hw.health is None else hw.health.healthy and not timing.gpu_problems,
+            health_problems=[] if hw.health is None else hw.health.problems + timing.gpu_problems,
+        )
 
     def _working_set(self, result: CaseResult, case: Case, requests: list[Request], peaks) -> None:
         """Does the case's working set fit in the last-level cache, and, above 100%, why."""

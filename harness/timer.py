@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.hardware import NvmlSampler
 from harness.models import LoadedModel
+from harness.nvml import NvmlSampler
 from harness.timing import synchronize
 
 MAX_ROUNDS = 200
@@ -101,7 +101,7 @@ class CaseTimer:
     warmup_rounds: int = 1
     min_time_s: float = 1.0
     nvml: object = None  # the pynvml module on a GPU, else None
-    nvml_handle: object = None  # this device's NVML handle (harness/hardware.py, nvml_handle)
+    nvml_handle: object = None  # this device's NVML handle (harness/nvml.py, nvml_handle)
 
     def plan(self, timed: Callable[[], None], setup: Callable[[], object] | None) -> tuple[int, int]:
         """(rounds, warm-up rounds left). The first warm-up round is timed here (it never counts) to size

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.ab.runner import Budget, Side, ab
+from harness.ab.rounds import Budget
+from harness.ab.runner import ab
+from harness.ab.sides import Side
 from harness.ab.stats import estimate, log_ratios, run_medians_estimate
 from harness.ab.worker import keyword_match, selected_kinds
 from harness.errors import EXIT_OK, EXIT_REGRESSION
@@ -60,7 +62,7 @@ def test_whole_runs_fallback_is_a_paired_t_on_run_medians():
 
 
 def test_rounds_repeat_short_work_the_same_number_of_times_on_both_sides():
-    from harness.ab.runner import reps_for
+    from harness.ab.rounds import reps_for
 
     budget = Budget(min_round_s=0.1)
     assert reps_for([{"warm_s": 0.004}, {"warm_s": 0.005}], budget) == 25  # from the faster side
@@ -69,7 +71,7 @@ def test_rounds_repeat_short_work_the_same_number_of_times_on_both_sides():
 
 
 def test_a_pass_is_judged_on_its_own_blocks():
-    from harness.ab.runner import CaseRounds, block_sums
+    from harness.ab.rounds import CaseRounds, block_sums
 
     r = CaseRounds("x", base_s=[1, 1, 2, 2, 3, 3], head_s=[1, 1, 2, 2, 3, 3], order=["ABBA"] * 3)
     assert block_sums(r) == ([2, 4, 6], [2, 4, 6])

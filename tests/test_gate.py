@@ -354,7 +354,7 @@ def test_machine_speed_correction_can_be_switched_off():
 
 
 def test_holm_adjustment_matches_its_definition():
-    from harness.baseline.gate import holm
+    from harness.baseline.significance import holm
 
     # sorted 0.001, 0.01, 0.02, 0.5 -> 4x, 3x, 2x, 1x, each at least the one before it
     assert holm([0.02, 0.001, 0.5, 0.01]) == pytest.approx([0.04, 0.004, 0.5, 0.03])

@@ -6,14 +6,9 @@ import types
 import pytest
 
 from harness import hardware
-from harness.hardware import (
-    HardwareInfo,
-    NvmlUnavailable,
-    bandwidth_warning,
-    machine_slug,
-    nvml_health,
-    nvml_peak_bw_bytes_s,
-)
+from harness import nvml as nvml_lib
+from harness.hardware import HardwareInfo, bandwidth_warning, machine_slug
+from harness.nvml import NvmlUnavailable, nvml_health, nvml_peak_bw_bytes_s
 
 
 class FakeNVMLError(Exception):
@@ -76,7 +71,7 @@ def test_an_unsupported_query_is_a_note_not_a_crash():
 def test_nvml_library_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     with pytest.raises(NvmlUnavailable, match="nvidia-ml-py is not installed"):
-        hardware.load_nvml()
+        nvml_lib.load_nvml()
 
 
 def test_nvml_init_failure(monkeypatch):
@@ -85,7 +80,7 @@ def test_nvml_init_failure(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(nvmlInit=fail))
     with pytest.raises(NvmlUnavailable, match="Shared Library Not Found"):
-        hardware.load_nvml()
+        nvml_lib.load_nvml()
 
 
 def test_health_problems_are_named():
@@ -133,7 +128,7 @@ def test_sampler_energy_and_what_it_saw_between_rounds():
         nvmlDeviceGetTotalEnergyConsumption=lambda h: next(energy),
         nvmlDeviceGetCurrentClocksEventReasons=lambda h: next(reasons),
     )
-    sampler = hardware.NvmlSampler(nvml, "gpu0")
+    sampler = nvml_lib.NvmlSampler(nvml, "gpu0")
     sampler.start()
     sampler.sample()
     sampler.sample()
@@ -181,22 +176,22 @@ def test_nvml_handle_follows_the_device_torch_sees_not_its_index():
     """Under CUDA_VISIBLE_DEVICES=3, torch's cuda:0 is NVML's GPU 3: look it up by UUID, then PCI bus."""
     notes = []
     nvml = fake_nvml()
-    assert hardware.nvml_handle(nvml, 0, notes, PROPS) == "uuid:GPU-5c2ab0e3-0000-1111-2222-333344445555"
+    assert nvml_lib.nvml_handle(nvml, 0, notes, PROPS) == "uuid:GPU-5c2ab0e3-0000-1111-2222-333344445555"
 
     def unknown(*_):
         raise FakeNVMLError("Not Found")
 
     nvml = fake_nvml(nvmlDeviceGetHandleByUUID=unknown)
-    assert hardware.nvml_handle(nvml, 0, notes, PROPS) == "pci:00000000:1b:00.0"
+    assert nvml_lib.nvml_handle(nvml, 0, notes, PROPS) == "pci:00000000:1b:00.0"
     bare = types.SimpleNamespace()
-    assert hardware.nvml_handle(nvml, 0, notes, bare) == "gpu0"
+    assert nvml_lib.nvml_handle(nvml, 0, notes, bare) == "gpu0"
     assert "looked up by index 0" in notes[-1]
 
 
 def test_inside_a_container_the_suite_is_not_another_process():
     """NVML lists host PIDs; /proc/self/status's NSpid gives this process's host PID first."""
     status = "Name:\tpython\nNSpid:\t48211\t37\nVmHWM:\t100 kB\n"
-    mine = hardware.own_pids(status)
+    mine = nvml_lib.own_pids(status)
     assert 48211 in mine
     nvml = fake_nvml(nvmlDeviceGetComputeRunningProcesses=lambda h: [types.SimpleNamespace(pid=48211)])
     health = nvml_health(nvml, "gpu0", [], own_pid=mine)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from harness.__main__ import main
 from harness.baseline.record import merge_runs
-from harness.report.render import DPI, FIG_SIZE
+from harness.report.figures import DPI, FIG_SIZE
 
 SAMPLE = Path(__file__).parent / "data" / "sample_results.json"
 FIGURES = ["prefill_vs_decode", "decode_steps", "batching", "roofline", "engines", "compare"]

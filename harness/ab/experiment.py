@@ -9,7 +9,8 @@ import random
 import time
 from pathlib import Path
 
-from harness.ab.runner import Budget, ab
+from harness.ab.rounds import Budget
+from harness.ab.runner import ab
 from harness.errors import EXIT_REGRESSION
 
 

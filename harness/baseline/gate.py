@@ -30,19 +30,18 @@ regression. Cases missing from either side are listed.
 
 from __future__ import annotations
 
-import math
 import statistics
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scipy import stats
-
 from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
+from harness.baseline.significance import SUITE_ROW, CaseTest, case_test, holm, suite_test
+from harness.baseline.speed import CaseData, RunNoise, Speed
 from harness.errors import ConfigError
 from harness.results import BenchRecord, ResultsFile
 
-SUITE_ROW = "suite geometric mean"
+__all__ = ["SUITE_ROW", "Thresholds", "Verdict", "compare", "format_table", "has_regression", "method_line"]
 
 
 @dataclass(frozen=True)
@@ -113,180 +112,6 @@ class Verdict:
     note: str = ""
 
 
-def _reference_shape(bench: BenchRecord) -> list[int]:
-    return list(bench.result.reference_shape or [1, 8])  # 1 x 8 before shapes were recorded
-
-
-# --- machine speed ------------------------------------------------------------------------------
-SAME_STACK_KEYS = ("torch", "transformers", "dtype", "gpu", "cuda", "cpu")
-
-
-@dataclass(frozen=True)
-class Speed:
-    """Machine-speed factors: tokens/s x factor is throughput in units of the reference forward.
-
-    The reference is a fixed forward of the case's model that no engine code runs (harness/bench.py),
-    timed beside every case; PERF_INJECT_SLOWDOWN does not touch it. On a shared machine a neighbour
-    or a clock change slows the reference and the cases alike, and dividing it out leaves what the
-    engine itself changed. A regression inside torch or transformers would slow the reference as
-    well, so the correction is applied only when both sides ran the same stack (SAME_STACK_KEYS).
-    `mode`: "case" divides by each case's own reference (follows drift within a run), "run" by the
-    run's median reference (steadier, misses drift within the run), "off" compares raw tokens/s.
-    """
-
-    mode: str
-    now: dict[str, float] = field(default_factory=dict)  # case -> factor for the current run
-    base: dict[str, float] = field(default_factory=dict)  # case -> factor for the pooled baseline
-    base_runs: dict[str, list[float]] = field(default_factory=dict)  # case -> factor per baseline run
-    why_off: str = ""
-    # Cases compared raw: their engine runs the reference forward's own code (HF's model forward), so
-    # a regression there would slow the reference too, and dividing it out would hide it.
-    raw_cases: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, baseline: ResultsFile, current: ResultsFile, mode: str) -> Speed:
-        if mode == "off":
-            return cls("off", why_off="machine-speed correction switched off ([tool.perf] normalise)")
-        differ = [k for k in SAME_STACK_KEYS if baseline.machine_info.get(k) != current.machine_info.get(k)]
-        if differ:
-            return cls("off", why_off=f"no machine-speed correction: {', '.join(differ)} differ between the runs")
-        base, now = baseline.by_name(), current.by_name()
-        if any(b.result.reference_median_ms is None for b in [*base.values(), *now.values()]):
-            return cls("off", why_off="no machine-speed correction: a side has no reference timings")
-        reshaped = [n for n in base.keys() & now.keys() if _reference_shape(base[n]) != _reference_shape(now[n])]
-        if reshaped:
-            return cls(
-                "off",
-                why_off=f"no machine-speed correction: the reference forward has another shape on each side "
-                f"for {len(reshaped)} case(s) (a baseline from an older suite: record it again)",
-            )
-        runs = {name: b.result.run_reference_ms or [b.result.reference_median_ms] for name, b in base.items()}
-        if mode == "run":
-            width = min(len(r) for r in runs.values())
-            per_run = [statistics.median(r[i] for r in runs.values()) for i in range(width)]
-            runs = {name: per_run for name in base}
-            whole = statistics.median(b.result.reference_median_ms for b in now.values())
-            now_ref = dict.fromkeys(now, whole)
-            base_ref = dict.fromkeys(base, statistics.median(b.result.reference_median_ms for b in base.values()))
-        else:
-            now_ref = {name: b.result.reference_median_ms for name, b in now.items()}
-            base_ref = {name: b.result.reference_median_ms for name, b in base.items()}
-        unit = statistics.median(base_ref.values())  # keeps corrected numbers near the baseline's own
-        shares = [n for n in base.keys() & now.keys() if not (base[n].result.own_forward and now[n].result.own_forward)]
-        return cls(
-            mode,
-            now={k: v / unit for k, v in now_ref.items()},
-            base={k: v / unit for k, v in base_ref.items()},
-            base_runs={k: [x / unit for x in v] for k, v in runs.items()},
-            raw_cases=frozenset(shares),
-        )
-
-    def factors(self, name: str, runs: int) -> tuple[float, float, list[float]]:
-        """(baseline factor, current factor, factor per baseline run) for one case."""
-        if self.mode == "off" or name in self.raw_cases:
-            return 1.0, 1.0, [1.0] * runs
-        per_run = self.base_runs.get(name, [])
-        return self.base[name], self.now[name], per_run if len(per_run) == runs else [self.base[name]] * runs
-
-
-@dataclass(frozen=True)
-class CaseData:
-    """One case's throughputs on both sides, corrected for machine speed."""
-
-    base_rounds: list[float]
-    now_rounds: list[float]
-    base_runs: list[float]  # each baseline run's median ([] for a single-run baseline)
-    raw_change: float
-
-    @classmethod
-    def of(cls, name: str, base: BenchRecord, now: BenchRecord, speed: Speed) -> CaseData:
-        runs = base.result.pooled_run_tok_s
-        f_base, f_now, f_runs = speed.factors(name, len(runs))
-        b, n = base.round_tok_s(), now.round_tok_s()
-        raw = statistics.median(n) / statistics.median(b) - 1
-        return cls(
-            [x * f_base for x in b], [x * f_now for x in n], [m * f for m, f in zip(runs, f_runs, strict=True)], raw
-        )
-
-
-@dataclass(frozen=True)
-class RunNoise:
-    """The machine's run-to-run spread of log throughput, pooled over every case of a baseline."""
-
-    sd: float
-    df: int
-
-    @classmethod
-    def of(cls, cases: list[CaseData]) -> RunNoise | None:
-        squares, df = 0.0, 0
-        for case in cases:
-            logs = [math.log(x) for x in case.base_runs]
-            if logs:
-                mean = sum(logs) / len(logs)
-                squares += sum((x - mean) ** 2 for x in logs)
-                df += len(logs) - 1
-        return cls(math.sqrt(squares / df), df) if df else None
-
-
-def _run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[float, float, float]:
-    """(baseline centre, p slower, p faster): this run's median against the baseline runs' spread."""
-    logs = [math.log(x) for x in runs]
-    centre = sum(logs) / len(logs)
-    own = statistics.stdev(logs)
-    sd = max(own, noise.sd) * math.sqrt(1 + 1 / len(logs))  # a new run's deviation from the runs' mean
-    if sd == 0:
-        delta = math.log(now_med) - centre
-        return math.exp(centre), float(delta >= 0), float(delta <= 0)
-    score = (math.log(now_med) - centre) / sd
-    return math.exp(centre), float(stats.t.cdf(score, noise.df)), float(stats.t.sf(score, noise.df))
-
-
-@dataclass(frozen=True)
-class CaseTest:
-    """One case's change and its one-sided p-values, before the verdict."""
-
-    name: str
-    fields: dict
-    p_slower: float
-    p_faster: float
-    note: str
-    unreliable: bool
-
-
-def case_test(
-    name: str, base: BenchRecord, now: BenchRecord, thresholds: Thresholds, data: CaseData, noise: RunNoise | None
-) -> CaseTest:
-    group = now.group
-    b, n = data.base_rounds, data.now_rounds
-    now_med = statistics.median(n)
-    if data.base_runs and noise is not None:
-        base_med, p_slower, p_faster = _run_to_run_p(data.base_runs, now_med, noise)
-    else:
-        base_med = statistics.median(b)
-        p_slower = float(stats.mannwhitneyu(b, n, alternative="greater").pvalue)
-        p_faster = float(stats.mannwhitneyu(b, n, alternative="less").pvalue)
-    fields = {
-        "base_tok_s": base.median_tok_s,
-        "now_tok_s": now.median_tok_s,
-        "change": now_med / base_med - 1,
-        "threshold": thresholds.for_case(name, group),
-    }
-    note = f"raw {data.raw_change:+.1%}" if abs(data.raw_change - fields["change"]) >= 0.0005 else ""
-    unhealthy = base.result.gpu_healthy is False or now.result.gpu_healthy is False
-    return CaseTest(name, fields, p_slower, p_faster, note, unhealthy)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment: rejecting where the adjusted p < alpha keeps the chance of any false
-    alarm among the m tests below alpha, whatever their dependence (Holm 1979)."""
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
 def judge_all(tests: list[CaseTest], thresholds: Thresholds) -> list[Verdict]:
     """Verdicts for the cases of one run, their p-values adjusted over the reliable cases."""
     reliable = [t for t in tests if not t.unreliable]
@@ -322,33 +147,6 @@ def _decide(name, change, threshold, p_slower, p_faster, alpha, fields, note="")
     if change > threshold and p_faster < alpha:
         return Verdict(name, "improvement", p_value=p_faster, note=note, **fields)
     return Verdict(name, "ok", p_value=min(p_slower, p_faster), note=note, **fields)
-
-
-def suite_test(data: dict[str, CaseData], tests: list[CaseTest], thresholds: Thresholds) -> CaseTest | None:
-    """The suite's geometric-mean change, tested against the suite means of the baseline runs.
-
-    Baseline run i has a suite mean S_i (the mean log throughput of its cases); this run has S. A
-    slow spell of the machine moves every case of a run together, so the cases of one run are not
-    independent samples: the only honest spread of S is the spread of the S_i, with n - 1 degrees of
-    freedom (t-test of S against the S_i, as for one case). Needs a baseline pooled from two or more
-    runs with every compared case in every run; otherwise there is no suite row."""
-    reliable = [t.name for t in tests if not t.unreliable]
-    runs = {len(data[name].base_runs) for name in reliable}
-    if len(reliable) < 3 or len(runs) != 1 or min(runs) < 2:
-        return None
-    n = runs.pop()
-    base_means = [statistics.fmean(math.log(data[c].base_runs[i]) for c in reliable) for i in range(n)]
-    now_mean = statistics.fmean(math.log(statistics.median(data[c].now_rounds)) for c in reliable)
-    centre = statistics.fmean(base_means)
-    sd = statistics.stdev(base_means) * math.sqrt(1 + 1 / n)
-    delta = now_mean - centre
-    if sd == 0:
-        p_slower, p_faster = float(delta >= 0), float(delta <= 0)
-    else:
-        p_slower, p_faster = float(stats.t.cdf(delta / sd, n - 1)), float(stats.t.sf(delta / sd, n - 1))
-    fields = {"change": math.expm1(delta), "threshold": thresholds.default}
-    note = f"{len(reliable)} cases, against the suite means of {n} baseline runs ({n - 1} df)"
-    return CaseTest(SUITE_ROW, fields, p_slower, p_faster, note, False)
 
 
 @dataclass(frozen=True)

@@ -18,58 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.engines.paged.layers import LayerWeights, apply_rope, layer_weights, rms_norm
 from harness.models import DTYPES, LoadedModel
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # Zhang & Sennrich 2019; computed in float32 as transformers' Qwen3RMSNorm/LlamaRMSNorm do.
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # RoPE (Su et al. 2021), the rotate-half form used by Llama and Qwen. x: (T, heads, d); cos/sin: (T, 1, d)
-    return x * cos + rotate_half(x) * sin
-
-
-@dataclass
-class LayerWeights:
-    input_norm: torch.Tensor
-    q_proj: torch.Tensor
-    k_proj: torch.Tensor
-    v_proj: torch.Tensor
-    o_proj: torch.Tensor
-    q_norm: torch.Tensor | None
-    k_norm: torch.Tensor | None
-    post_norm: torch.Tensor
-    gate_proj: torch.Tensor
-    up_proj: torch.Tensor
-    down_proj: torch.Tensor
-
-
-def _layer_weights(layer) -> LayerWeights:
-    attn, mlp = layer.self_attn, layer.mlp
-    q_norm = getattr(attn, "q_norm", None)
-    k_norm = getattr(attn, "k_norm", None)
-    return LayerWeights(
-        layer.input_layernorm.weight,
-        attn.q_proj.weight,
-        attn.k_proj.weight,
-        attn.v_proj.weight,
-        attn.o_proj.weight,
-        None if q_norm is None else q_norm.weight,
-        None if k_norm is None else k_norm.weight,
-        layer.post_attention_layernorm.weight,
-        mlp.gate_proj.weight,
-        mlp.up_proj.weight,
-        mlp.down_proj.weight,
-    )
 
 
 @dataclass
@@ -115,7 +65,7 @@ class PagedModelRunner:
         # ms at 1 row, 16.9 -> 11.3 ms at 24 rows); the layer weights fit in cache and gain nothing.
         # One transposed copy of the head; on CUDA cuBLAS takes either layout at the same speed.
         self.lm_head_t = self.lm_head.t().contiguous() if self.device.type == "cpu" else None
-        self.layers = [_layer_weights(layer) for layer in hf.model.layers]
+        self.layers = [layer_weights(layer) for layer in hf.model.layers]
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
         shape = (spec.num_layers, num_blocks, block_size, self.n_kv, self.head_dim)
         # zeros, not empty: padded gather slots must never hold NaN (0 * NaN poisons a masked softmax row)

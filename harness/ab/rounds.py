@@ -1,0 +1,88 @@
+"""A case's rounds on both sides, and how they are taken: ABBA blocks until the interval is narrow.
+
+A round repeats the case's unit of work `reps` times on one side; a block is four rounds, ABBA or
+BAAB at random; each block gives one paired observation (block_sums) for harness/ab/stats.py.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+from harness.ab.sides import WorkerProcess
+from harness.ab.stats import estimate
+
+
+@dataclass
+class CaseRounds:
+    name: str
+    tokens: float = 0.0  # generated per round (all reps)
+    reps: int = 1
+    base_s: list[float] = field(default_factory=list)
+    head_s: list[float] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # "ABBA" or "BAAB" for each block, in the order run
+    pass_changes: list[float] = field(default_factory=list)  # each pass's own estimate (fresh processes)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    target: float = 0.01  # stop when the change's interval half-width is below this
+    min_blocks: int = 6
+    max_case_s: float = 20.0  # both sides' rounds of one case, at most
+    min_round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
+    passes: int = 2  # fresh worker pairs per comparison; each pass gets max_case_s / passes of each case
+
+
+def reps_for(opened: list[dict], budget: Budget) -> int:
+    """Units of work per round, the same on both sides: enough that a round lasts min_round_s, from the
+    faster side's warm-up. A millisecond decode step alone is mostly the cost of waking up after the
+    other process ran (seen: 3 ms and 7 ms rounds of one step, bimodal). A worker of protocol 1 (no
+    warm_s) runs one unit per round, and then so does the other side."""
+    warm = [o.get("warm_s") for o in opened]
+    if any(w is None for w in warm) or budget.min_round_s <= 0:
+        return 1
+    return max(1, min(1000, math.ceil(budget.min_round_s / max(min(warm), 1e-6))))
+
+
+def interleave(
+    base: WorkerProcess,
+    head: WorkerProcess,
+    rounds: CaseRounds,
+    budget: Budget,
+    rng: random.Random,
+    first_block: int = 0,
+    last: bool = True,
+) -> None:
+    """ABBA (or BAAB, at random) blocks until the interval is narrow enough or the time is spent.
+
+    A round that follows a round of the same process finds its caches warm; one that follows the other
+    process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
+    with like (and a linear drift of the machine cancels too); a lone A-B pair would not. Blocks from
+    first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
+    pass, that of all passes together."""
+    start = time.perf_counter()
+    while True:
+        order = "ABBA" if rng.random() < 0.5 else "BAAB"
+        times = {"A": [], "B": []}
+        for who in order:
+            times[who].append((base if who == "A" else head).ask("round", reps=rounds.reps)["seconds"])
+        rounds.base_s += times["A"]
+        rounds.head_s += times["B"]
+        rounds.order.append(order)
+        if len(rounds.order) - first_block >= budget.min_blocks:
+            if estimate(*block_sums(rounds, 0 if last else first_block)).half_width < budget.target:
+                return
+            if time.perf_counter() - start > budget.max_case_s:
+                rounds.note = f"time cap before the interval narrowed to +-{budget.target:.0%}"
+                return
+
+
+def block_sums(rounds: CaseRounds, first_block: int = 0) -> tuple[list[float], list[float]]:
+    """Each block's two base rounds and two head rounds, summed: one paired observation per block."""
+    pair = range(2 * first_block, len(rounds.base_s), 2)
+    return [rounds.base_s[i] + rounds.base_s[i + 1] for i in pair], [
+        rounds.head_s[i] + rounds.head_s[i + 1] for i in pair
+    ]

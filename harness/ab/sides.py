@@ -1,0 +1,156 @@
+"""The two sides of an A/B comparison: where each side's code lives, and the worker process that runs it.
+
+A side is a folder used as it is, or a git ref checked out into a worktree of its own (removed again
+when the comparison ends). Its worker (harness/ab/worker.py) runs with that side's code on its path
+and answers one JSON line per command on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import PerfSuiteError
+
+WORKER = "harness/ab/worker.py"
+
+
+@dataclass
+class Side:
+    label: str  # "base" or "head"
+    spec: str  # what the user gave: a ref, a folder, or "working tree"
+    path: Path
+    commit: str | None = None
+
+    @property
+    def has_worker(self) -> bool:
+        return (self.path / WORKER).exists()
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.commit or self.path})"
+
+
+def git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PerfSuiteError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def resolve_side(label: str, spec: str | None, root: Path, tmp: Path) -> Side:
+    """A folder is used as it is; anything else is a git ref checked out into a worktree of its own."""
+    if spec is None:
+        return Side(label, "working tree", root)
+    if Path(spec).is_dir():
+        return Side(label, spec, Path(spec).resolve())
+    commit = git(root, "rev-parse", "--verify", f"{spec}^{{commit}}")
+    path = tmp / f"{label}-{commit[:12]}"
+    git(root, "worktree", "add", "--detach", str(path), commit)
+    return Side(label, spec, path, commit)
+
+
+@contextmanager
+def checked_out(base_spec: str, head_spec: str | None) -> Iterator[list[Side]]:
+    """[base, head], each resolved; worktrees made for refs are removed on the way out."""
+    root = Path(git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    tmp = Path(tempfile.mkdtemp(prefix="llm-perf-ab-"))
+    sides: list[Side] = []
+    try:
+        sides.append(resolve_side("base", base_spec, root, tmp))
+        sides.append(resolve_side("head", head_spec, root, tmp))
+        yield sides
+    finally:
+        for s in sides:
+            if s.commit is not None:
+                subprocess.run(
+                    ["git", "-C", str(root), "worktree", "remove", "--force", str(s.path)], capture_output=True
+                )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def worker_env(side: Side) -> dict:
+    """This process's environment with the side's own code first on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "PYTHONPATH": str(side.path)}
+
+
+class WorkerProcess:
+    def __init__(self, side: Side, args: list[str]) -> None:
+        self.side, self.args = side, args
+        self.proc: subprocess.Popen | None = None
+        self.hello: dict = {}
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.ab.worker", *self.args],
+            cwd=self.side.path,
+            env=worker_env(self.side),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the worker's own messages go to the terminal
+            text=True,
+        )
+        self.hello = self._read()
+        if "error" in self.hello:
+            who = f"the {self.side.label} worker ({self.side.spec})"
+            raise PerfSuiteError(f"{who} could not start: {self.hello['error']}")
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise PerfSuiteError(f"the {self.side.label} worker ({self.side.spec}) exited (code {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, cmd: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if "error" in reply and cmd != "open":
+            raise PerfSuiteError(f"{self.side.label} worker ({self.side.spec}), {cmd}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+@contextmanager
+def worker_pair(base: Side, head: Side, args: list[str], head_args: list[str], base_first: bool):
+    """[base worker, head worker], started in the order asked (a fresh pair per pass alternates it, so
+    neither side always gets the first-started process's place in memory); both closed on the way out."""
+    pair = [WorkerProcess(base, args), WorkerProcess(head, head_args)]
+    try:
+        for w in pair if base_first else pair[::-1]:
+            w.start()
+        yield pair
+    finally:
+        for w in pair:
+            w.close()
+
+
+def open_both(pair: list[WorkerProcess], name: str) -> tuple[list[dict], str]:
+    """Open the case on both sides; where one side cannot run it, close it on the other and say why."""
+    opened = [w.ask("open", case=name) for w in pair]
+    problems = [
+        f"{w.side.label}: {o.get('error') or o.get('skip')}"
+        for w, o in zip(pair, opened, strict=True)
+        if "tokens" not in o
+    ]
+    if problems:
+        for w, o in zip(pair, opened, strict=True):
+            if "tokens" in o:
+                w.ask("close")
+    return opened, "; ".join(problems)

@@ -1,0 +1,178 @@
+"""What each `python -m harness` subcommand does; harness/__main__.py parses the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.options import options_from
+
+
+def _options(args: argparse.Namespace, names: list[str]):
+    """The shared options (harness/options.py) this subcommand takes, as a PerfOptions."""
+    return options_from(lambda flag: getattr(args, flag.lstrip("-").replace("-", "_")), names)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from harness.hardware import machine_slug, probe
+    from harness.models import canonical_dtype, default_dtype, resolve_device
+
+    options = _options(args, ["device", "dtype"])
+    device = resolve_device(options.device)
+    dtype = canonical_dtype(options.dtype) if options.dtype else default_dtype(device)
+    if args.slug:  # names this machine's baseline folder; no measurement needed
+        print(machine_slug(probe(device, dtype, measure=False)))
+        return 0
+    hw = probe(device, dtype)
+
+    def fmt(value, unit: str) -> str:
+        return f"{value:,.4g} {unit}" if value else "n/a"
+
+    rows = [
+        ("device", f"{hw.name} ({hw.device})"),
+        ("machine slug", machine_slug(hw)),
+        ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
+        ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
+        ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
+        ("transformers", hw.transformers),
+        ("dtype", hw.dtype),
+        ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
+        ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
+        (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
+        ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
+        ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)"),
+    ]
+    if hw.health is not None:
+        h = hw.health
+        rows += [
+            ("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
+            ("temperature", fmt(h.temperature_c, "C")),
+            ("power limit", fmt(h.power_limit_w, "W")),
+            ("other GPU processes", str(h.other_processes)),
+            ("clock event reasons", ", ".join(h.clock_event_reasons) or "none"),
+        ]
+    rows += [("note", n) for n in hw.notes]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_roofline(args: argparse.Namespace) -> int:
+    from harness.report.tables import roofline_tables
+
+    for line in roofline_tables(args.model, args.gpu, args.dtype, args.prompt_len, args.simple, args.device):
+        print(line)
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from harness.correctness.sensitivity import context_sensitivity
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    options = _options(args, ["models", "seed"])
+    for name in options.models:
+        loaded = build_model(get_spec(name), seed=options.seed, context_sensitive=not args.hf_init)
+        print(context_sensitivity(loaded, args.prompts, args.new_tokens).line(name), flush=True)
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from harness.engines.registry import discover
+
+    rows = discover(args.engine_module or [])
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.origin:<28}  {'available' if r.available else 'unavailable: ' + r.reason}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.baseline.gate import Thresholds
+    from harness.baseline.run import judge
+    from harness.baseline.storage import load_results
+
+    baseline, current = load_results(args.baseline), load_results(args.current)
+    outcome = judge(baseline, current, Thresholds.from_pyproject(args.pyproject), args.baseline, args.any_machine)
+    print("\n".join(outcome.lines))
+    return outcome.exit_code
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.baseline.record import update_baseline
+
+    path = update_baseline(args.pytest_args, args.from_file, args.runs)
+    print(f"baseline written: {path} (commit it to make it this machine's reference)")
+    return 0
+
+
+def cmd_gate_check(args: argparse.Namespace) -> int:
+    from harness.baseline.experiment import gate_check, replay
+
+    if args.replay:
+        return replay(args.replay, args.normalise, args.multiple)
+    return gate_check(
+        args.trials,
+        args.slowdown,
+        args.tier,
+        args.pytest_args,
+        args.baseline_runs,
+        args.keep,
+        args.normalise,
+        args.multiple,
+        args.case,
+    )
+
+
+def add_budget_options(sub: argparse.ArgumentParser) -> None:
+    """How long `ab` (and each trial of `ab-check`) spends on a case; defaults from Budget."""
+    from harness.ab.rounds import Budget
+
+    budget = Budget()
+    sub.add_argument("--target", type=float, default=budget.target, help="stop a case at this CI half-width")
+    sub.add_argument("--min-blocks", type=int, default=budget.min_blocks, help="ABBA blocks per case, at least")
+    sub.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
+    sub.add_argument(
+        "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work this long"
+    )
+    sub.add_argument(
+        "--passes", type=int, default=budget.passes, help="fresh worker pairs, each with its share of a case's time"
+    )
+
+
+def budget_from(args: argparse.Namespace):
+    from harness.ab.rounds import Budget
+
+    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes)
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from harness.ab.runner import ab
+
+    result = ab(
+        args.base,
+        args.head,
+        args.pytest_args,
+        (args.inject_slowdown, args.inject_case),
+        budget_from(args),
+        args.runs,
+        args.out,
+        args.seed,
+        args.pyproject,
+    )
+    print("\n".join(result.lines))
+    return result.exit_code
+
+
+def cmd_ab_check(args: argparse.Namespace) -> int:
+    from harness.ab.experiment import ab_check
+
+    return ab_check(args.trials, args.slowdown, args.case, args.pytest_args, args.keep, args.seed, budget_from(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.render import write_report
+
+    path = write_report(args.results, args.out, args.compare, args.pyproject)
+    print(f"report written: {path}")
+    return 0

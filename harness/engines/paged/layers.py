@@ -1,0 +1,61 @@
+"""The decoder's pieces as plain functions over the HF model's own weight tensors: RMSNorm, RoPE and
+one layer's weights. Each follows transformers' modeling_qwen3 / modeling_llama in its order of
+operations, so the paged forward's greedy tokens match HF's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Zhang & Sennrich 2019; computed in float32 as transformers' Qwen3RMSNorm/LlamaRMSNorm do.
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # RoPE (Su et al. 2021), the rotate-half form used by Llama and Qwen. x: (T, heads, d); cos/sin: (T, 1, d)
+    return x * cos + rotate_half(x) * sin
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    q_proj: torch.Tensor
+    k_proj: torch.Tensor
+    v_proj: torch.Tensor
+    o_proj: torch.Tensor
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    post_norm: torch.Tensor
+    gate_proj: torch.Tensor
+    up_proj: torch.Tensor
+    down_proj: torch.Tensor
+
+
+def layer_weights(layer) -> LayerWeights:
+    attn, mlp = layer.self_attn, layer.mlp
+    q_norm = getattr(attn, "q_norm", None)
+    k_norm = getattr(attn, "k_norm", None)
+    return LayerWeights(
+        layer.input_layernorm.weight,
+        attn.q_proj.weight,
+        attn.k_proj.weight,
+        attn.v_proj.weight,
+        attn.o_proj.weight,
+        None if q_norm is None else q_norm.weight,
+        None if k_norm is None else k_norm.weight,
+        layer.post_attention_layernorm.weight,
+        mlp.gate_proj.weight,
+        mlp.up_proj.weight,
+        mlp.down_proj.weight,
+    )

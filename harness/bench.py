@@ -111,9 +111,7 @@ class PerfSession:
 
     def bench_generate(self, benchmark, case: Case, requests: Sequence[Request], engine) -> GenerateResult:
         kind = get_kind(case.kind)
-        prepare = getattr(engine, "prepare", None)
-        if prepare is not None:  # untimed: start threads, size caches for this workload
-            prepare(requests)
+        engine.prepare(requests)  # untimed: start threads, size caches for this workload
         rounds: list[GenerateResult] = []  # every round's outputs are checked; the last one's metrics reported
         loaded = self.cache.model(case.model)
         target = self._slowed(benchmark, lambda: rounds.append(engine.generate(requests)))
@@ -178,7 +176,7 @@ class PerfSession:
             tokens=tokens,
             tokens_per_s=roofline.tokens_per_s(tokens, median_s),
             median_ms=median_s * 1e3,
-            own_forward=bool(getattr(self.cache.engine_class(case.engine), "own_forward", False)),
+            own_forward=bool(self.cache.engine_class(case.engine).own_forward),
             **self._machine_fields(peaks, timing),
         )
         if get_kind(case.kind).step:

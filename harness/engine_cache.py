@@ -61,8 +61,7 @@ class EngineCache:
         return not kind.step or hasattr(self.engine_class(name), f"{kind.name}_case")
 
     def unavailable_reason(self, name: str) -> str | None:
-        check = getattr(self.engine_class(name), "unavailable_reason", None)
-        return check(self.device) if check else None
+        return self.engine_class(name).unavailable_reason(self.device)
 
     def requests(self, case: Case) -> list[Request]:
         return get_kind(case.kind).requests(case, self.model(case.model).spec.vocab_size, self.options.seed)
@@ -126,9 +125,7 @@ class EngineCache:
     def close(self) -> None:
         """Release engines (threads, pools: transformers-cb's manager), the model and its reference."""
         for engine in self._engines.values():
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+            engine.close()
         self._engines.clear()
         self._parity.clear()
         if self._checker is not None:

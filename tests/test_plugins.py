@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.engines import EngineConfig
 from harness.engines.hf_generate import HFGenerateEngine
@@ -150,3 +151,29 @@ def test_transformers_cb_matches_hf(tiny):
     assert [o.token_ids for o in again.outputs] == reference
     for out in result.outputs:
         assert out.arrival_s <= out.first_token_s <= out.finish_s
+
+
+def test_an_engine_written_without_the_base_gets_its_defaults_and_keeps_its_own_methods():
+    from harness.engines.base import BaseEngine, as_engine_class
+
+    class Bare:
+        name = "bare"
+
+        def __init__(self, loaded, config):
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    cls = as_engine_class(Bare)
+    assert issubclass(cls, Bare)
+    assert issubclass(cls, BaseEngine)
+    assert cls.name == "bare"
+    assert cls.own_forward is False
+    assert cls.teacher_forced_logits is None
+    assert cls.unavailable_reason(torch.device("cpu")) is None
+    engine = cls(None, None)  # its own constructor, not the base's
+    engine.prepare([])  # the base's no-op
+    engine.close()
+    assert engine.closed  # its own close, not the base's
+    assert as_engine_class(cls) is cls

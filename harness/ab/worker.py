@@ -111,9 +111,7 @@ class Worker:
                 self.last = now(cache.device) - start
         else:
             requests = cache.requests(case)
-            prepare = getattr(engine, "prepare", None)
-            if prepare is not None:
-                prepare(requests)
+            engine.prepare(requests)
             start = now(cache.device)
             first = engine.generate(requests)  # the warm-up round, checked against HF greedy
             self.last = now(cache.device) - start

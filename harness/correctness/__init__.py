@@ -59,7 +59,7 @@ class OutputChecker:
     ) -> str | None:
         """Teacher-forced logits against HF's, for engines that can give them (teacher_forced_logits), on
         continuations already verified to be HF greedy's."""
-        forced = getattr(engine, "teacher_forced_logits", None)
+        forced = engine.teacher_forced_logits
         if forced is None:
             return None
         start = time.perf_counter()
@@ -74,9 +74,7 @@ class OutputChecker:
         """The fast first gate before an engine's first timed case: the probe workload's tokens (and
         logits where the engine gives them) against HF's."""
         requests = probe_requests(self.reference.loaded.spec.vocab_size)
-        prepare = getattr(engine, "prepare", None)
-        if prepare is not None:
-            prepare(requests)
+        engine.prepare(requests)
         outputs = engine.generate(requests).outputs
         problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")
         return problem or self.logits_problem(engine_name, engine, requests, [o.token_ids for o in outputs])

@@ -5,11 +5,20 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from harness.engines.base import Engine, EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.engines.base import (
+    BaseEngine,
+    Engine,
+    EngineConfig,
+    GenerateResult,
+    RequestOutput,
+    StepCase,
+    as_engine_class,
+)
 from harness.errors import PerfSuiteError, UnknownNameError
 
 __all__ = [
     "BUILTIN_ENGINES",
+    "BaseEngine",
     "Engine",
     "EngineConfig",
     "EngineSource",
@@ -42,7 +51,7 @@ def import_target(target: str) -> type:
     if not attr:
         raise PerfSuiteError(f"engine {target!r} must look like package.module:Class")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        return as_engine_class(getattr(importlib.import_module(module_name), attr))
     except (ImportError, AttributeError) as exc:
         raise PerfSuiteError(f"cannot load engine {target!r}: {exc}") from None
 

@@ -33,9 +33,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from harness.timing import WorkClock
 from harness.workloads import Request
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models import LoadedModel
 
 
 @dataclass
@@ -135,3 +141,42 @@ class StepEngine(Engine, Protocol):
     def prefill_case(self, batch_size: int, prompt_len: int, seed: int = 0) -> StepCase: ...
 
     def decode_case(self, batch_size: int, context_len: int, seed: int = 0) -> StepCase: ...
+
+
+class BaseEngine:
+    """The shared constructor and the optional methods, doing nothing, of every engine.
+
+    Built-in engines subclass it; an engine from elsewhere that does not is given it as a mixin when
+    it is loaded (as_engine_class), so the suite calls prepare/close/unavailable_reason on any engine
+    without probing for them. teacher_forced_logits is None where an engine cannot give its logits."""
+
+    name: str = ""
+    own_forward: bool = False  # True when its forward is its own code, not HF's (see the module docstring)
+    teacher_forced_logits: Callable | None = None
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+        self.loaded, self.config = loaded, config
+        self.model, self.device, self.spec = loaded.model, loaded.device, loaded.spec
+        self.eos_token_id = loaded.spec.eos_token_id
+        self.clock = WorkClock(loaded.device, config.slowdown)  # PERF_INJECT_SLOWDOWN's extra work
+
+    @staticmethod
+    def unavailable_reason(device: torch.device) -> str | None:
+        """Why the engine cannot run on `device` (its cases skip with this), or None."""
+        return None
+
+    def prepare(self, requests: Sequence[Request]) -> None:
+        """Untimed set-up for a workload (threads, caches sized for it)."""
+
+    def close(self) -> None:
+        """Give back threads, processes and memory when the suite is done with the engine."""
+
+    def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        raise NotImplementedError
+
+
+def as_engine_class(cls: type) -> type:
+    """`cls` with BaseEngine's defaults behind its own methods (an engine written without the base)."""
+    if issubclass(cls, BaseEngine):
+        return cls
+    return type(cls.__name__, (cls, BaseEngine), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})

@@ -6,20 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.base import BaseEngine, GenerateResult, RequestOutput
 from harness.engines.hf_common import StepRecorder, fill_output, generate_kwargs, trim_at_eos
-from harness.models import LoadedModel
-from harness.timing import WorkClock, now
+from harness.timing import now
 from harness.workloads import Request
 
 
-class HFGenerateEngine:
+class HFGenerateEngine(BaseEngine):
     name = "hf-generate"
-
-    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
-        self.model, self.device, self.config = loaded.model, loaded.device, config
-        self.eos_token_id = loaded.spec.eos_token_id
-        self.clock = WorkClock(loaded.device, config.slowdown)
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> GenerateResult:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.models import LoadedModel
-from harness.timing import WorkClock, now
+from harness.timing import now
 from harness.workloads import Request
 
 
@@ -23,14 +23,12 @@ def crop_to(cache: DynamicCache, length: int) -> None:
         cache.crop(-extra)
 
 
-class ManualEngine:
+class ManualEngine(BaseEngine):
     name = "manual"
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
-        self.model, self.device, self.config = loaded.model, loaded.device, config
+        super().__init__(loaded, config)
         self.vocab_size = loaded.spec.vocab_size
-        self.eos_token_id = loaded.spec.eos_token_id
-        self.clock = WorkClock(loaded.device, config.slowdown)
 
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""

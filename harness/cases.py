@@ -13,40 +13,18 @@ Tiers: `quick` (the CI gate's set, about a minute on 2 CPU cores), `default` (ma
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from harness import roofline
+from harness.arrivals import AT_ONCE, Load
 from harness.engines.base import EngineConfig
 from harness.errors import UnknownNameError
 from harness.specs import ModelSpec
-from harness.workloads import Request, fixed_requests, mixed_requests
+from harness.workloads import WORKLOADS, Request, fixed_requests
 
 TIERS = ("quick", "default", "full")
 REFERENCE_MAX_TOKENS = 128  # the largest reference forward (see CaseKind.reference_shape)
-
-
-@dataclass(frozen=True)
-class Workload:
-    """A seeded mixed-length request set for the serving cases."""
-
-    name: str
-    num_requests: int
-    prompt_range: tuple[int, int]
-    output_range: tuple[int, int]
-    seed: int = 0
-
-    def requests(self, vocab_size: int) -> list[Request]:
-        return mixed_requests(self.num_requests, self.prompt_range, self.output_range, vocab_size, seed=self.seed)
-
-
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("mixed16", 16, (16, 128), (16, 64)),
-        Workload("mixed32", 32, (16, 256), (16, 128)),
-        Workload("mixed64", 64, (16, 512), (16, 256)),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -59,6 +37,7 @@ class Case:
     context_len: int = 0
     new_tokens: int = 0
     workload: str = ""
+    load: Load = AT_ONCE  # serving: how the requests arrive (harness/arrivals.py)
 
     def __str__(self) -> str:  # how results JSON shows the parameter
         return self.id
@@ -85,7 +64,10 @@ class CaseKind:
         m = self.matrix[tier]
         return [{"prompt_len": p, "new_tokens": t} for p in m["prompt_lens"] for t in m["new_tokens"]]
 
-    def cases(self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None) -> list[Case]:
+    def cases(
+        self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None, load: Load = AT_ONCE
+    ) -> list[Case]:
+        """This kind's cases in a tier; `load` applies to kinds whose requests arrive over time (serving)."""
         return [
             Case(self.name, model, engine, bs, **sizes)
             for engine in engines
@@ -176,13 +158,17 @@ class DecodeKind(CaseKind):
 
 class ServingKind(CaseKind):
     def case_id(self, case: Case) -> str:
-        return f"{case.model}-{case.engine}-{case.workload}"
+        return f"{case.model}-{case.engine}-{case.workload}{case.load.suffix()}"
 
-    def cases(self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None) -> list[Case]:
-        return [Case(self.name, model, e, workload=w) for e in engines for w in self.matrix[tier]["workloads"]]
+    def cases(self, tier, model, engines, batch_sizes, load: Load = AT_ONCE) -> list[Case]:
+        workloads = self.matrix[tier]["workloads"]
+        return [Case(self.name, model, e, workload=w, load=load) for e in engines for w in workloads]
 
     def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
-        return WORKLOADS[case.workload].requests(vocab_size)
+        """The workload's requests, each with its arrival time under the case's load (seeded: fixed work)."""
+        requests = WORKLOADS[case.workload].requests(vocab_size)
+        offsets = case.load.offsets(len(requests), seed)
+        return [dataclasses.replace(r, arrival_offset_s=t) for r, t in zip(requests, offsets, strict=True)]
 
     def cost(self, spec, dtype, case, requests, config):
         lengths = [(len(r.prompt_ids), r.max_new_tokens) for r in requests]
@@ -280,12 +266,19 @@ def get_kind(name: str) -> CaseKind:
 
 
 def build_cases(
-    kind: str, tier: str, models: list[str], engines: list[str] | None, batch_sizes: list[int] | None, engine_ok
+    kind: str,
+    tier: str,
+    models: list[str],
+    engines: list[str] | None,
+    batch_sizes: list[int] | None,
+    engine_ok,
+    load: Load = AT_ONCE,
 ) -> list[Case]:
     """Cases of one kind. `engines`/`batch_sizes` override the tier's; `engine_ok(name, kind)` filters
-    engines that cannot run this kind (an engine without decode_case has no decode cases)."""
+    engines that cannot run this kind (an engine without decode_case has no decode cases); `load` is
+    the serving cases' arrival process."""
     k = get_kind(kind)
     if tier not in TIERS:
         raise UnknownNameError("tier", tier, list(TIERS))
     chosen = [e for e in (engines or k.matrix[tier]["engines"]) if engine_ok(e, k)]
-    return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes)]
+    return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes, load)]

@@ -171,8 +171,9 @@ def cmd_ab_check(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report.render import write_report
+    from harness.report.render import serving_table, write_report
 
     path = write_report(args.results, args.out, args.compare, args.pyproject)
+    print("\n".join(serving_table(args.results)))  # the serving cases side by side, where there are any
     print(f"report written: {path}")
     return 0

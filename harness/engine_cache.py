@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from harness import roofline
-from harness.cases import Case, CaseKind, get_kind
+from harness.cases import Case, CaseKind, build_cases, get_kind
 from harness.correctness import OutputChecker
 from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, build_model, load_model
@@ -62,6 +62,26 @@ class EngineCache:
 
     def unavailable_reason(self, name: str) -> str | None:
         return self.engine_class(name).unavailable_reason(self.device)
+
+    def cases(self, kind: str) -> list[Case]:
+        """The cases of one kind this run's options ask for (the plugin's parametrisation, the A/B worker's list)."""
+        opts = self.options
+        return build_cases(
+            kind,
+            opts.tier,
+            self.model_names(),
+            list(opts.engines) if opts.engines else None,
+            list(opts.batch_sizes) if opts.batch_sizes else None,
+            self.engine_ok,
+            opts.load(),
+        )
+
+    def load_problem(self, case: Case) -> str | None:
+        """Why the engine cannot take the case's load: requests arriving over time need an engine that
+        admits them as they arrive (takes_arrivals); every engine takes them all at once."""
+        if case.load.at_once or self.engine_class(case.engine).takes_arrivals:
+            return None
+        return "it takes every request at once; --request-rate/--max-concurrency need an engine that takes arrivals"
 
     def requests(self, case: Case) -> list[Request]:
         return get_kind(case.kind).requests(case, self.model(case.model).spec.vocab_size, self.options.seed)

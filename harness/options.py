@@ -8,10 +8,12 @@ the CLI adds the ones it needs to its subcommands, and both build a PerfOptions 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.arrivals import Load
 from harness.cases import TIERS
 from harness.engines.base import EngineConfig
 from harness.errors import ConfigError
@@ -35,6 +37,10 @@ class PerfOptions:
     max_batch_size: int = EngineConfig.max_batch_size
     max_num_seqs: int = EngineConfig.max_num_seqs
     seed: int = 0
+    request_rate: float = math.inf  # serving: requests/s (inf: every request at t=0)
+    burstiness: float = 1.0  # serving: gamma shape of the gaps between arrivals (1: Poisson)
+    max_concurrency: int = 0  # serving: most requests in flight (0: no cap)
+    goodput: tuple[tuple[str, float], ...] = ()  # serving: SLOs in ms, ("ttft", 2000.0), ...
     engine_modules: tuple[str, ...] = ()
     parity: bool = True
     baselines_dir: str = "baselines"
@@ -48,7 +54,16 @@ class PerfOptions:
             kv_cache_mem=self.kv_cache_mem,
             preemption=self.preemption,
             slowdown=slowdown,
+            max_concurrency=self.max_concurrency,
         )
+
+    def load(self) -> Load:
+        """How serving requests arrive (harness/arrivals.py)."""
+        return Load(self.request_rate, self.burstiness, self.max_concurrency)
+
+    @property
+    def slo_ms(self) -> dict[str, float]:
+        return dict(self.goodput)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -71,6 +86,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     switch: str | None = None  # a flag without a value: "store_true", or "store_false" (e.g. --no-parity)
     repeat: bool = False  # may be given several times (--engine-module)
+    many: bool = False  # takes one or more values after the flag (--goodput ttft:2000 tpot:200)
 
     @property
     def default(self):
@@ -82,6 +98,8 @@ class Option:
             add_argument(self.flag, action="store_true", default=False, help=self.help)
         elif self.repeat:
             add_argument(self.flag, action="append", default=[], help=self.help)
+        elif self.many:
+            add_argument(self.flag, nargs="+", default=None, help=self.help)
         else:
             shown = ",".join(map(str, self.default)) if isinstance(self.default, tuple) else self.default
             add_argument(self.flag, default=None, choices=self.choices, help=f"{self.help} (default: {shown})")
@@ -105,6 +123,28 @@ def _number(flag: str, kind: type = int) -> Callable[[str], object]:
             raise ConfigError(f"{flag} wants {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
     return parse
+
+
+SLO_METRICS = ("ttft", "tpot", "e2el")
+
+
+def _slos(values: list[str]) -> tuple[tuple[str, float], ...]:
+    """--goodput ttft:2000 tpot:200 -> (("ttft", 2000.0), ("tpot", 200.0)): vLLM's spelling, ms."""
+    out = []
+    for item in values:
+        name, _, ms = item.partition(":")
+        if name not in SLO_METRICS:
+            raise ConfigError(
+                f"--goodput {item!r}: the metric must be one of {', '.join(SLO_METRICS)} (e.g. ttft:2000)"
+            )
+        try:
+            limit = float(ms)
+        except ValueError:
+            raise ConfigError(f"--goodput {item!r}: the limit must be milliseconds, e.g. {name}:200") from None
+        if not limit > 0:
+            raise ConfigError(f"--goodput {item!r}: the limit must be > 0 ms")
+        out.append((name, limit))
+    return tuple(out)
 
 
 OPTIONS = [
@@ -147,6 +187,31 @@ OPTIONS = [
         _number("--max-num-seqs"),
     ),
     Option("--perf-seed", "seed", "seed of the model weights and of the requests", _number("--perf-seed")),
+    Option(
+        "--request-rate",
+        "request_rate",
+        "serving: requests per second, arrivals seeded (inf: every request at t=0)",
+        _number("--request-rate", float),
+    ),
+    Option(
+        "--burstiness",
+        "burstiness",
+        "serving: gamma shape of the gaps between arrivals (1: Poisson; lower: burstier)",
+        _number("--burstiness", float),
+    ),
+    Option(
+        "--max-concurrency",
+        "max_concurrency",
+        "serving: most requests in flight at once; an arrived request waits for a slot (0: no cap)",
+        _number("--max-concurrency"),
+    ),
+    Option(
+        "--goodput",
+        "goodput",
+        "serving: SLOs in ms, e.g. ttft:2000 tpot:200 e2el:10000; goodput = requests/s meeting all of them",
+        _slos,
+        many=True,
+    ),
     Option(
         "--engine-module",
         "engine_modules",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.bench import PerfSession
-from harness.cases import KINDS, build_cases
+from harness.cases import KINDS
 from harness.engines.registry import engine_sources
 from harness.errors import EXIT_GATE_ERROR, EXIT_REGRESSION, EXIT_UNHEALTHY, PerfSuiteError
 from harness.options import add_options, options_from, rooted
@@ -91,16 +91,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {', '.join(KINDS)}"
         )
     session = metafunc.config.stash[SESSION_KEY]
-    opts = session.options
     try:
-        cases = build_cases(
-            kind,
-            opts.tier,
-            session.cache.model_names(),
-            list(opts.engines) if opts.engines else None,
-            list(opts.batch_sizes) if opts.batch_sizes else None,
-            session.cache.engine_ok,
-        )
+        cases = session.cache.cases(kind)
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])
@@ -116,7 +108,7 @@ def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
     """The engine of this case, built (with its model) outside the timed region and checked against HF
     greedy on the probe workload; skipped when unavailable."""
     case = request.getfixturevalue("case")
-    reason = perf.cache.unavailable_reason(case.engine)
+    reason = perf.cache.unavailable_reason(case.engine) or perf.cache.load_problem(case)
     if reason:
         pytest.skip(f"engine {case.engine} unavailable: {reason}")
     problem = perf.cache.parity_problem(case)

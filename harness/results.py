@@ -83,8 +83,27 @@ class CaseResult:
     ttft_ms_p99: float | None = None
     tpot_ms_p50: float | None = None
     tpot_ms_p99: float | None = None
-    latency_ms_p50: float | None = None
+    latency_ms_p50: float | None = None  # E2EL, its older name
     latency_ms_p99: float | None = None
+    # serving under load (vLLM's definitions; GenerateResult.latency_summary)
+    ttft_ms_mean: float | None = None
+    ttft_ms_p90: float | None = None
+    tpot_ms_mean: float | None = None
+    tpot_ms_p90: float | None = None
+    itl_ms_mean: float | None = None
+    itl_ms_p50: float | None = None
+    itl_ms_p90: float | None = None
+    itl_ms_p99: float | None = None
+    e2el_ms_mean: float | None = None
+    e2el_ms_p50: float | None = None
+    e2el_ms_p90: float | None = None
+    e2el_ms_p99: float | None = None
+    request_throughput: float | None = None  # finished requests per second of the round
+    output_throughput: float | None = None  # output tokens per second of the round
+    goodput: float | None = None  # requests per second that met every --goodput SLO
+    request_rate: float | None = None  # the offered load (None: every request at once)
+    burstiness: float | None = None
+    max_concurrency: int | None = None
     # engine metrics (GenerateResult.metrics)
     kv_utilisation: float | None = None
     preemptions: float | None = None

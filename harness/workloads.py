@@ -13,6 +13,7 @@ class Request:
     max_new_tokens: int
     priority: int = 0  # lower value is served first (vLLM's convention)
     request_id: int = 0
+    arrival_offset_s: float = 0.0  # when it arrives, seconds after the round starts (harness/arrivals.py)
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -54,3 +55,27 @@ def shared_prefix_requests(
     return [
         Request(prefix + _prompt(rng, int(s), vocab_size), new_tokens, request_id=i) for i, s in enumerate(suffix_lens)
     ]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A seeded mixed-length request set for the serving cases."""
+
+    name: str
+    num_requests: int
+    prompt_range: tuple[int, int]
+    output_range: tuple[int, int]
+    seed: int = 0
+
+    def requests(self, vocab_size: int) -> list[Request]:
+        return mixed_requests(self.num_requests, self.prompt_range, self.output_range, vocab_size, seed=self.seed)
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("mixed16", 16, (16, 128), (16, 64)),
+        Workload("mixed32", 32, (16, 256), (16, 128)),
+        Workload("mixed64", 64, (16, 512), (16, 256)),
+    )
+}

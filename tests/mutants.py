@@ -8,6 +8,8 @@ outside engine would be.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from transformers import DynamicCache
 
@@ -129,6 +131,18 @@ PAGED_MUTANTS = [
     StaleBlockPaged,
     OwnTokensPrefixPaged,
 ]
+
+
+class IgnoresArrivalsPaged(PagedEngine):
+    """Takes every request at t=0 whatever its arrival time, with no concurrency cap (right tokens,
+    wrong load: tests/test_arrivals.py refuses it)."""
+
+    name = "mutant-ignores-arrivals"
+
+    def generate(self, requests):
+        self.config = dataclasses.replace(self.config, max_concurrency=0)
+        return super().generate([dataclasses.replace(r, arrival_offset_s=0.0) for r in requests])
+
 
 # --- plug-in variants, public protocol only ----------------------------------------------------
 

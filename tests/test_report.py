@@ -56,3 +56,31 @@ def test_report_links_every_figure_and_carries_the_numbers(report):
     assert "**regression**" in md  # the compare table highlights the slowed case
     assert "transformers-cb" in md
     assert "KV util" in md
+
+
+def test_report_prints_the_serving_engines_side_by_side(tmp_path, capsys):
+    assert main(["report", str(SAMPLE), "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("engine "))
+    assert "TTFT p50 ms" in header
+    assert "TPOT p99 ms" in header
+    benches = json.loads(SAMPLE.read_text())["benchmarks"]
+    serving = [b["extra_info"] for b in benches if b["extra_info"]["kind"] == "serving"]
+    assert serving, "the sample has serving cases"
+    for info in serving:
+        row = next(line for line in lines if line.startswith(info["engine"] + " ") and info["workload"] in line)
+        assert f"{info['tokens_per_s']:,.1f}" in row
+        assert row.split()[-1] == (info.get("output_check") or "-")  # the sample predates the output check
+
+
+def test_the_serving_table_says_whether_tokens_equal_hf():
+    from harness.report.render import _checked
+    from harness.results import CaseResult
+
+    def result(text):
+        return CaseResult(kind="serving", model="small", engine="vllm", output_check=text)
+
+    assert _checked(result("3 rounds x 64 requests equal HF greedy")) == "equal HF"
+    tie = "3 rounds x 64 requests equal HF greedy; 1 near-tie(s) within 1e-05 x |logit| accepted: request 3"
+    assert _checked(result(tie)) == "equal HF (1 near-tie)"
+    assert _checked(result("off (--no-parity)")) == "off (--no-parity)"

@@ -65,20 +65,13 @@ class Worker:
         self.teardown = None
 
     def list_cases(self) -> list[str]:
-        from harness.cases import KINDS, build_cases
+        from harness.cases import KINDS
 
-        cache, opts = self.session.cache, self.session.options
+        cache = self.session.cache
         for kind in KINDS:
             if self.kinds is not None and kind not in self.kinds:
                 continue
-            cases = build_cases(
-                kind,
-                opts.tier,
-                cache.model_names(),
-                list(opts.engines) if opts.engines else None,
-                list(opts.batch_sizes) if opts.batch_sizes else None,
-                cache.engine_ok,
-            )
+            cases = cache.cases(kind)
             for case in cases:
                 name = f"test_{kind}[{case.id}]"
                 if keyword_match(self.keyword, [name, f"test_{kind}.py", "perf_tests"]):

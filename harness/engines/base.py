@@ -55,6 +55,7 @@ class RequestOutput:
     first_token_s: float | None = None
     finish_s: float | None = None
     error: str | None = None  # set when the engine could not serve this request; the others go on
+    token_times: list[float] = field(default_factory=list)  # when each token reached the caller, where known
 
     @property
     def ttft_s(self) -> float | None:
@@ -69,7 +70,21 @@ class RequestOutput:
 
     @property
     def latency_s(self) -> float | None:
+        """End-to-end latency (vLLM's E2EL): arrival to the last token."""
         return None if self.finish_s is None else self.finish_s - self.arrival_s
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Inter-token latencies: the gaps between consecutive tokens, where the engine stamps each."""
+        return [b - a for a, b in zip(self.token_times, self.token_times[1:], strict=False)]
+
+    def meets(self, slo_ms: dict[str, float]) -> bool:
+        """Whether this request met every SLO (DistServe's goodput): ttft, tpot, e2el in ms."""
+        values = {"ttft": self.ttft_s, "tpot": self.tpot_s, "e2el": self.latency_s}
+        return self.error is None and all(
+            values[k] is None and k == "tpot" or values[k] is not None and values[k] * 1e3 <= limit
+            for k, limit in slo_ms.items()
+        )
 
 
 @dataclass
@@ -84,14 +99,32 @@ class GenerateResult:
     def generated_tokens(self) -> int:
         return sum(len(o.token_ids) for o in self.outputs)
 
-    def latency_summary(self) -> dict[str, float]:
-        """TTFT / TPOT / end-to-end latency p50 and p99 in milliseconds, over requests that finished."""
+    def latency_summary(self, slo_ms: dict[str, float] | None = None) -> dict[str, float]:
+        """vLLM's serving metrics over the requests that finished, in ms: TTFT, TPOT, ITL (every gap
+        between consecutive tokens, pooled over requests) and E2EL, each as mean, p50, p90 and p99
+        (E2EL also under its older name latency_ms_*); request and output-token throughput; and, with
+        SLOs, goodput: requests per second that met every one of them."""
+        done = [o for o in self.outputs if o.error is None]
+        series = {
+            "ttft": [o.ttft_s for o in done if o.ttft_s is not None],
+            "tpot": [o.tpot_s for o in done if o.tpot_s is not None],
+            "itl": [gap for o in done for gap in o.itl_s],
+            "e2el": [o.latency_s for o in done if o.latency_s is not None],
+        }
         summary: dict[str, float] = {}
-        for name in ("ttft", "tpot", "latency"):
-            values = [v * 1e3 for o in self.outputs if o.error is None and (v := getattr(o, f"{name}_s")) is not None]
-            if values:
-                summary[f"{name}_ms_p50"] = statistics.median(values)
-                summary[f"{name}_ms_p99"] = percentile(values, 99)
+        for name, seconds in series.items():
+            if seconds:
+                values = [v * 1e3 for v in seconds]
+                summary[f"{name}_ms_mean"] = statistics.fmean(values)
+                for pct in (50, 90, 99):
+                    summary[f"{name}_ms_p{pct}"] = percentile(values, pct)
+        if "e2el_ms_p50" in summary:
+            summary["latency_ms_p50"], summary["latency_ms_p99"] = summary["e2el_ms_p50"], summary["e2el_ms_p99"]
+        if self.elapsed_s > 0:
+            summary["request_throughput"] = len(done) / self.elapsed_s
+            summary["output_throughput"] = sum(len(o.token_ids) for o in done) / self.elapsed_s
+            if slo_ms:
+                summary["goodput"] = sum(o.meets(slo_ms) for o in done) / self.elapsed_s
         return summary
 
 
@@ -117,6 +150,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 4096
     enable_prefix_caching: bool = True
     slowdown: float = 0.0  # PERF_INJECT_SLOWDOWN: extra work, proportional to real work
+    max_concurrency: int = 0  # most requests in flight at once (--max-concurrency; 0: no cap)
 
 
 @dataclass
@@ -152,6 +186,7 @@ class BaseEngine:
 
     name: str = ""
     own_forward: bool = False  # True when its forward is its own code, not HF's (see the module docstring)
+    takes_arrivals: bool = False  # generate() honours Request.arrival_offset_s and config.max_concurrency
     teacher_forced_logits: Callable | None = None
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:

@@ -53,5 +53,6 @@ def left_padded(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple
 
 def fill_output(out: RequestOutput, tokens: list[int], step_times: list[float], finish_s: float) -> None:
     out.token_ids = tokens
+    out.token_times = list(step_times[: len(tokens)])
     out.first_token_s = step_times[0] if step_times else finish_s
     out.finish_s = finish_s

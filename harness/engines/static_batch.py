@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from harness.arrivals import ArrivalQueue
 from harness.engines.base import BaseEngine, GenerateResult, RequestOutput
 from harness.engines.hf_common import StepRecorder, fill_output, generate_kwargs, left_padded, trim_at_eos
 from harness.timing import now
@@ -41,12 +42,10 @@ def contiguous_kv_utilisation(batches: Sequence[Sequence[Request]]) -> float:
 
 class StaticBatchEngine(BaseEngine):
     name = "static-batch"
-
-    def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
-        return arrival_batches(requests, self.config.max_batch_size)
+    takes_arrivals = True  # each batch takes what has arrived when the last one ends
 
     @torch.inference_mode()
-    def _run_batch(self, batch: list[Request], start: float) -> list[RequestOutput]:
+    def _run_batch(self, batch: list[Request], arrived: list[float]) -> list[RequestOutput]:
         ids, mask = left_padded([r.prompt_ids for r in batch], self.device)
         recorder = StepRecorder(self.device)
         max_new = max(r.max_new_tokens for r in batch)
@@ -62,17 +61,29 @@ class StaticBatchEngine(BaseEngine):
         finish = now(self.device)  # the whole batch returns at once
         new = seqs[:, ids.shape[1] :].tolist()
         outputs = []
-        for req, row in zip(batch, new, strict=True):
-            out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)
+        for req, row, t in zip(batch, new, arrived, strict=True):
+            out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t)
             tokens = trim_at_eos(row[: req.max_new_tokens], self.eos_token_id, self.config.ignore_eos)
             fill_output(out, tokens, recorder.step_times, finish)
             outputs.append(out)
         return outputs
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        """Batches of up to max_batch_size (and max_concurrency) requests, each taking, in arrival order,
+        what has arrived when the last batch ends; all at once by default, so the batches are
+        arrival_batches(requests)."""
         start = now(self.device)
-        batches = self.batches(requests)
-        outputs = [out for batch in batches for out in self._run_batch(batch, start)]
+        size = min(self.config.max_batch_size, self.config.max_concurrency or self.config.max_batch_size)
+        arrivals = ArrivalQueue(requests, size, start)
+        batches, order = [], {}
+        while arrivals:
+            arrivals.wait_for_next(0)
+            admitted = arrivals.admit(0)
+            batch = [req for _, req, _ in admitted]
+            for (i, _, _), out in zip(admitted, self._run_batch(batch, [t for _, _, t in admitted]), strict=True):
+                order[i] = out
+            batches.append(batch)
+        outputs = [order[i] for i in range(len(requests))]
         metrics = {
             "kv_utilisation": contiguous_kv_utilisation(batches),
             "num_batches": float(len(batches)),

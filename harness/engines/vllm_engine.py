@@ -23,11 +23,11 @@ from collections.abc import Sequence
 
 import torch
 
+from harness.arrivals import ArrivalQueue
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput
 from harness.models import LoadedModel
 from harness.timing import now
 from harness.workloads import Request
-
 
 # vLLM's own default KV block size (tokens) per device type: its CPU attention needs a multiple of 32
 # and defaults to 128 (vllm/platforms/cpu.py); CUDA defaults to 16, as paged. The suite leaves it to
@@ -37,6 +37,7 @@ VLLM_DEFAULT_BLOCK = {"cpu": 128, "cuda": 16}
 
 class VLLMEngine(BaseEngine):
     name = "vllm"
+    takes_arrivals = True
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
     llm_options: dict = {}  # extra LLM(...) keywords, e.g. {"enforce_eager": True} in quick tests
 
@@ -100,40 +101,58 @@ class VLLMEngine(BaseEngine):
         }
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        """Each request goes to vLLM when it arrives (harness/arrivals.py), stepped here until all finish."""
+        engine = self.llm.llm_engine
+        self.llm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
+        start = now(self.device)
+        arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
+        outputs: dict[str, RequestOutput] = {}
+        by_id: dict[str, int] = {}
+        in_flight = 0
+        while arrivals or in_flight:
+            for i, req, t in arrivals.admit(in_flight):
+                rid = self._add(req)
+                outputs[rid], by_id[rid] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t), i
+                in_flight += 1
+            arrivals.wait_for_next(in_flight)
+            if in_flight:
+                in_flight -= self._step(engine, outputs)
+        order = {by_id[rid]: out for rid, out in outputs.items()}
+        metrics = {"kv_pool_tokens": float(self.kv_pool_tokens)} if self.kv_pool_tokens else {}
+        return GenerateResult([order[i] for i in range(len(requests))], now(self.device) - start, metrics=metrics)
+
+    def _add(self, req: Request) -> str:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        engine = self.llm.llm_engine
-        self.llm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
-        start = now(self.device)
-        outputs: dict[str, RequestOutput] = {}
-        for req in requests:
-            self._ids += 1
-            rid = f"{self._ids}"
-            params = SamplingParams(
-                temperature=0.0,
-                max_tokens=req.max_new_tokens,
-                ignore_eos=self.config.ignore_eos,
-                detokenize=False,
-                output_kind=RequestOutputKind.DELTA,
-            )
-            outputs[rid] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=now(self.device))
-            engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt_ids)), params)
-        while engine.has_unfinished_requests():
-            step = engine.step()
-            t = now(self.device)
-            for res in step:
-                out = outputs[res.request_id]
-                new = list(res.outputs[0].token_ids) if res.outputs else []
-                if new and out.first_token_s is None:
-                    out.first_token_s = t
-                out.token_ids += new
-                if res.finished:
-                    out.finish_s = t
-        finish = now(self.device)
-        metrics = {"kv_pool_tokens": float(self.kv_pool_tokens)} if self.kv_pool_tokens else {}
-        return GenerateResult(list(outputs.values()), finish - start, metrics=metrics)
+        self._ids += 1
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=req.max_new_tokens,
+            ignore_eos=self.config.ignore_eos,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        self.llm.llm_engine.add_request(str(self._ids), TokensPrompt(prompt_token_ids=list(req.prompt_ids)), params)
+        return str(self._ids)
+
+    def _step(self, engine, outputs: dict[str, RequestOutput]) -> int:
+        """One engine step; new tokens stamped when they reach this process. Returns how many finished."""
+        finished = 0
+        step = engine.step()
+        t = now(self.device)
+        for res in step:
+            out = outputs[res.request_id]
+            new = list(res.outputs[0].token_ids) if res.outputs else []
+            if new and out.first_token_s is None:
+                out.first_token_s = t
+            out.token_ids += new
+            out.token_times += [t] * len(new)
+            if res.finished:
+                out.finish_s = t
+                finished += 1
+        return finished
 
     def close(self) -> None:
         """Shut the engine core process down and drop the saved model."""

@@ -20,6 +20,7 @@ from harness.report.figures import (
     fig_prefill_vs_decode,
     fig_roofline,
 )
+from harness.report.tables import text_table
 from harness.results import CaseResult, ResultsFile
 
 
@@ -117,6 +118,22 @@ def _compare_rows(verdicts: list[Verdict]) -> list[list[str]]:
         ]
         for v in verdicts
     ]
+
+
+def _checked(e: CaseResult) -> str:
+    """The output check in a word or two: 'equal HF' (with its near-ties), or what it said."""
+    text = e.output_check or "-"
+    if "equal HF greedy" not in text:
+        return text
+    ties = text.split("; ", 1)[1].split(" near-tie", 1)[0] if "near-tie" in text else ""
+    return "equal HF" + (f" ({ties} near-tie)" if ties else "")
+
+
+def serving_table(results: str) -> list[str]:
+    """The engines side by side on each serving workload, as a terminal table (make bench-vllm prints it)."""
+    kinds = by_kind(load_results(results))
+    rows = [[*row, _checked(b.result)] for row, b in zip(_engine_rows(kinds), kinds.get(SERVING.name, []), strict=True)]
+    return text_table([*ENGINE_HEADER, "tokens"], rows) if rows else []
 
 
 def _head(results: str, doc: ResultsFile) -> list[str]:

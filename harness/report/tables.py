@@ -23,7 +23,7 @@ def _peaks(gpu: str | None, dtype: str, device: str) -> tuple[str, float, float 
     return f"{hw.name} ({peaks.bw_source} bandwidth, {peaks.flops_source} FLOP/s)", peaks.bw_bytes_s, peaks.flops_s
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:>{w}}}" if i else f"{{:<{w}}}" for i, w in enumerate(widths))
     return [fmt.format(*header), fmt.format(*["-" * w for w in widths]), *[fmt.format(*r) for r in rows]]
@@ -45,7 +45,7 @@ def roofline_tables(
         else "detailed: per-layer matmuls + causal attention; bytes = streamed weights + KV (+ embedding rows)"
     )
     lines = [f"Prefill vs decode: {model}, {dtype}, prompt {prompt_len} tokens ({mode})"]
-    lines += _table(
+    lines += text_table(
         ["phase", "tokens", "GFLOPs", "GB moved", "FLOPs/byte"],
         [
             [name, str(tokens), f"{c.flops / 1e9:.2f}", f"{c.bytes / 1e9:.2f}", f"{c.arith_intensity:.1f}"]
@@ -63,7 +63,7 @@ def roofline_tables(
         label, bw, _ = _peaks(gpu, size_dtype, device)
         sizes = [(name, roofline.decode_cost(get_spec(name), size_dtype, 1, prompt_len).bytes) for name in SIZE_SPECS]
     lines.append(f"Decode bound at batch 1, {size_dtype}, {bw / 1e12:.2f} TB/s ({label}): time >= bytes / bandwidth")
-    lines += _table(
+    lines += text_table(
         ["model", "GB per token", "ms per token", "tokens/s upper bound"],
         [[name, f"{b / 1e9:.1f}", f"{b / bw * 1e3:.1f}", f"{bw / b:.0f}"] for name, b in sizes],
     )

@@ -9,6 +9,7 @@ import psutil
 import torch
 
 from harness import roofline
+from harness.arrivals import ArrivalQueue
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.paged.block_manager import BlockManager
 from harness.engines.paged.model_runner import PagedModelRunner, PrefillChunk
@@ -38,6 +39,7 @@ def kv_pool_bytes(kv_cache_mem: float | None, device: torch.device) -> int:
 
 class PagedEngine(BaseEngine):
     name = "paged"
+    takes_arrivals = True  # generate() admits each request at its arrival time (harness/arrivals.py)
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
     # the parts a variant may replace (the mutation tests swap in deliberately broken ones)
     runner_class: type[PagedModelRunner] = PagedModelRunner
@@ -118,6 +120,7 @@ class PagedEngine(BaseEngine):
             seq.output_ids.append(token)
             out = self._outputs[seq.seq_id]
             out.token_ids.append(token)
+            out.token_times.append(t)
             if out.first_token_s is None:
                 out.first_token_s = t
             if len(seq.output_ids) >= seq.max_new_tokens or (
@@ -153,20 +156,24 @@ class PagedEngine(BaseEngine):
         self.bm.prefix_hit_tokens = 0
 
     def generate(self, requests: Seq[Request]) -> GenerateResult:
-        """All requests arrive at once; outputs come back in request order. A request that can never
-        fit gets its error in its output; the others finish."""
+        """Each request joins when it arrives (its arrival_offset_s; all at once by default) and while
+        fewer than config.max_concurrency are in flight; outputs come back in request order. A request
+        that can never fit gets its error in its output; the others finish."""
         if not self.has_unfinished():
             self.bm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
         self._reset_metrics()
         start = now(self.device)
+        arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
         order: dict[int, RequestOutput] = {}
-        for i, req in enumerate(requests):
-            try:
-                self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
-            except RequestTooLargeError as exc:
-                order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start, error=str(exc))
-        by_request = {req.request_id: i for i, req in enumerate(requests) if i not in order}
-        while self.has_unfinished():
+        by_request: dict[int, int] = {}
+        while arrivals or self.has_unfinished():
+            for i, req, t in arrivals.admit(len(self._outputs)):
+                try:
+                    self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
+                    by_request[req.request_id] = i
+                except RequestTooLargeError as exc:
+                    order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t, error=str(exc))
+            arrivals.wait_for_next(len(self._outputs))
             for out in self.step():
                 order[by_request[out.request_id]] = out
         outputs = [order[i] for i in range(len(requests))]

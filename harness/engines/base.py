@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from harness.timing import WorkClock
 from harness.workloads import Request
 
 if TYPE_CHECKING:
@@ -193,6 +192,8 @@ class BaseEngine:
         self.loaded, self.config = loaded, config
         self.model, self.device, self.spec = loaded.model, loaded.device, loaded.spec
         self.eos_token_id = loaded.spec.eos_token_id
+        from harness.timing import WorkClock  # torch: not imported with the protocol (the bookkeeping has none)
+
         self.clock = WorkClock(loaded.device, config.slowdown)  # PERF_INJECT_SLOWDOWN's extra work
 
     @staticmethod

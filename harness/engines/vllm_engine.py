@@ -108,7 +108,7 @@ class VLLMEngine(BaseEngine):
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
         outputs: dict[str, RequestOutput] = {}
         by_id: dict[str, int] = {}
-        in_flight = 0
+        in_flight = most = 0
         while arrivals or in_flight:
             for i, req, t in arrivals.admit(in_flight):
                 rid = self._add(req)
@@ -117,8 +117,12 @@ class VLLMEngine(BaseEngine):
             arrivals.wait_for_next(in_flight)
             if in_flight:
                 in_flight -= self._step(engine, outputs)
+                # requests that have a token and are not done: the sequences vLLM is decoding at once
+                most = max(most, sum(o.first_token_s is not None and o.finish_s is None for o in outputs.values()))
         order = {by_id[rid]: out for rid, out in outputs.items()}
-        metrics = {"kv_pool_tokens": float(self.kv_pool_tokens)} if self.kv_pool_tokens else {}
+        metrics = {"max_running_seqs": float(most)}
+        if self.kv_pool_tokens:
+            metrics["kv_pool_tokens"] = float(self.kv_pool_tokens)
         return GenerateResult([order[i] for i in range(len(requests))], now(self.device) - start, metrics=metrics)
 
     def _add(self, req: Request) -> str:

@@ -168,7 +168,9 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
     if not cases:
         return None
     fig, axes = plt.subplots(1, len(ENGINE_METRICS), figsize=FIG_SIZE)
-    labels = [f"{b.result.engine}\n{b.result.workload}" for b in cases]
+    workloads = sorted({b.result.workload for b in cases})
+    one = len(workloads) == 1  # the usual case: the workload goes in the title, the engine under its bar
+    labels = [b.result.engine if one else f"{b.result.engine}\n{b.result.workload}" for b in cases]
     colors = [f"C{i}" for i in range(len(cases))]
     width = 0.6
     for ax, (key, title) in zip(axes, ENGINE_METRICS, strict=True):
@@ -188,8 +190,10 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
             ax.set_ylim(0, 1.1)
         ax.set_xlim(-0.75, len(cases) - 0.25)
         ax.set_title(title, fontsize="small")
-        ax.tick_params(axis="x", labelsize="small", rotation=30)
-    fig.suptitle("Engines side by side on the same serving workload")
+        ax.tick_params(axis="x", labelsize="small", rotation=45)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+    fig.suptitle("Engines side by side on " + (f"the serving workload {workloads[0]}" if one else "serving workloads"))
     return _save(fig, out, "engines")
 
 

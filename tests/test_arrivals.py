@@ -5,6 +5,7 @@ import math
 import time
 
 import pytest
+from arrival_check import arrival_problems
 
 from harness.arrivals import AT_ONCE, ArrivalQueue, Load
 from harness.engines.base import GenerateResult, RequestOutput
@@ -104,41 +105,13 @@ def test_serving_metrics_follow_vllms_definitions_worked_by_hand():
     assert "goodput" not in result.latency_summary()  # no SLO, no goodput
 
 
-def _arrival_problems(engine, tiny) -> list[str]:
-    """Six requests, arriving over 0.2 s, with at most two in flight (the engine's config): what the
-    engine got wrong. Each must start no earlier than it arrives, no more than two may run at once,
-    and the tokens must still be HF greedy's."""
-    from harness.correctness import OutputChecker
-    from harness.workloads import mixed_requests
-
-    offsets = [0.0, 0.0, 0.0, 0.1, 0.15, 0.2]
-    base = mixed_requests(6, (4, 24), (3, 12), tiny.spec.vocab_size, seed=5)
-    requests = [
-        Request(r.prompt_ids, r.max_new_tokens, request_id=r.request_id, arrival_offset_s=t)
-        for r, t in zip(base, offsets, strict=True)
-    ]
-    start = time.perf_counter()
-    result = engine.generate(requests)
-    problems = [OutputChecker(tiny).tokens_problem(engine.name, requests, result.outputs, "arrivals")]
-    for req, out in zip(requests, result.outputs, strict=True):
-        if out.arrival_s < start + req.arrival_offset_s:
-            problems.append(f"request {req.request_id} admitted before it arrived")
-        if not out.arrival_s <= out.first_token_s <= out.finish_s or len(out.token_times) != len(out.token_ids):
-            problems.append(f"request {req.request_id}: timestamps out of order or missing")
-    intervals = sorted((o.arrival_s, o.finish_s) for o in result.outputs)
-    most = max(sum(a <= t < f for a, f in intervals) for t, _ in intervals)
-    if most > 2 or result.metrics["max_running_seqs"] > 2:
-        problems.append(f"{most} requests in flight at once, cap 2")
-    return [p for p in problems if p]
-
-
 @pytest.mark.parametrize("engine_name", ["paged", "static-batch"])
 def test_engines_admit_requests_at_their_arrival_and_keep_hf_greedy_tokens(tiny, engine_name):
     from harness.engines import load_engine_class
     from harness.engines.base import EngineConfig
 
     engine = load_engine_class(engine_name)(tiny, EngineConfig(max_concurrency=2, max_batch_size=4))
-    assert _arrival_problems(engine, tiny) == []
+    assert arrival_problems(engine, tiny) == []
 
 
 def test_an_engine_that_ignores_arrivals_is_caught(tiny):
@@ -147,7 +120,7 @@ def test_an_engine_that_ignores_arrivals_is_caught(tiny):
 
     from harness.engines.base import EngineConfig
 
-    problems = _arrival_problems(IgnoresArrivalsPaged(tiny, EngineConfig(max_concurrency=2, max_batch_size=4)), tiny)
+    problems = arrival_problems(IgnoresArrivalsPaged(tiny, EngineConfig(max_concurrency=2, max_batch_size=4)), tiny)
     assert any("before it arrived" in p for p in problems)
     assert any("in flight at once" in p for p in problems)
 
@@ -165,3 +138,25 @@ def test_an_engine_that_takes_everything_at_once_is_skipped_under_a_load_with_th
     assert "takes every request at once" in cache.load_problem(loaded)
     assert cache.load_problem(Case("serving", "tiny", "paged", workload="mixed16", load=Load(2.0))) is None
     assert loaded.id == "tiny-transformers-cb-mixed16-rate2"
+
+
+def test_waiting_for_the_engine_counts_in_ttft_and_waiting_for_the_cap_does_not():
+    start = time.perf_counter()
+    queue = ArrivalQueue(_requests([0.0, 0.0, 0.0]), max_concurrency=1, start=start)
+    ((_, _, first),) = queue.admit(in_flight=0)
+    assert first == start  # counts from its arrival
+    assert queue.admit(in_flight=1) == []  # the cap is full: the other two are held
+    time.sleep(0.01)
+    ((_, _, second),) = queue.admit(in_flight=0)
+    assert second >= start + 0.01  # counts from when the cap let it in
+
+
+def test_static_batch_requests_that_wait_for_an_earlier_batch_count_that_wait(tiny):
+    from harness.engines.base import EngineConfig
+    from harness.engines.static_batch import StaticBatchEngine
+    from harness.workloads import fixed_requests
+
+    result = StaticBatchEngine(tiny, EngineConfig(max_batch_size=2)).generate(fixed_requests(4, 8, 6, 512))
+    first, second = result.outputs[:2], result.outputs[2:]
+    assert {o.arrival_s for o in result.outputs} == {first[0].arrival_s}  # all arrived at once
+    assert min(o.ttft_s for o in second) > max(o.latency_s for o in first)  # queued behind the first batch

@@ -6,9 +6,12 @@ Runs only where vLLM is installed: `make vllm-env` sets up .venv-vllm beside the
 
 from __future__ import annotations
 
+import dataclasses
+
 import psutil
 import pytest
 import torch
+from arrival_check import arrival_problems
 
 from harness import roofline
 from harness.correctness import OutputChecker
@@ -17,7 +20,7 @@ from harness.engines.base import EngineConfig
 from harness.engines.vllm_engine import VLLMEngine
 from harness.models import build_model
 from harness.specs import get_spec
-from harness.workloads import mixed_requests
+from harness.workloads import Request, mixed_requests
 
 pytestmark = pytest.mark.skipif(
     VLLMEngine.unavailable_reason(torch.device("cpu")) is not None and not torch.cuda.is_available(),
@@ -50,8 +53,15 @@ def run():
     engine = EagerVLLM(loaded, EngineConfig(kv_cache_mem=float(8 * 128 * per_token)))
     started = {p.pid for p in psutil.Process().children(recursive=True) if is_engine_process(p)} - before
     requests = mixed_requests(6, (8, 40), (4, 24), loaded.spec.vocab_size, seed=3)
+    too_long = Request(tuple(range(1, 1001)), 4, request_id=100)  # more than the pool's max_model_len
     try:
+        refused = engine.generate([too_long, requests[0]])
+        engine.config = dataclasses.replace(engine.config, max_concurrency=2)
+        arrivals = arrival_problems(engine, loaded)
+        engine.config = dataclasses.replace(engine.config, max_concurrency=0)
         yield {
+            "refused": refused,
+            "arrivals": arrivals,
             "loaded": loaded,
             "engine": engine,
             "requests": requests,
@@ -78,8 +88,22 @@ def test_vllm_timestamps_are_per_request_on_the_suite_clock(run):
         assert out.arrival_s <= out.first_token_s < out.finish_s
         assert out.ttft_s < out.latency_s
     assert max(o.ttft_s for o in result.outputs) < result.elapsed_s
-    assert len({o.first_token_s for o in result.outputs}) > 1 or len(result.outputs) == 1
+    # per request, not one stamp for the whole call: requests of different lengths finish at different steps
+    lengths = {r.max_new_tokens for r in run["requests"]}
+    assert len({o.finish_s for o in result.outputs}) == len(lengths) > 1
     assert result.metrics["kv_pool_tokens"] == 8 * 128  # the KV bytes asked for, in tokens
+
+
+def test_vllm_takes_requests_as_they_arrive(run):
+    assert run["arrivals"] == []
+
+
+def test_a_request_vllm_refuses_says_so_while_the_others_finish(run):
+    refused, other = run["refused"].outputs
+    assert "vLLM refused it" in refused.error
+    assert not refused.token_ids
+    checker = OutputChecker(run["loaded"])
+    assert checker.tokens_problem("vllm", run["requests"][:1], [other], "beside a refused request") is None
 
 
 def test_vllm_close_leaves_no_engine_process(run):

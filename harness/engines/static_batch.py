@@ -69,20 +69,26 @@ class StaticBatchEngine(BaseEngine):
         return outputs
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
-        """Batches of up to max_batch_size (and max_concurrency) requests, each taking, in arrival order,
-        what has arrived when the last batch ends; all at once by default, so the batches are
-        arrival_batches(requests)."""
+        """Batches of up to max_batch_size requests, each taking, in arrival order, what has arrived (and
+        been let in by max_concurrency) when the last batch ends; all at once by default, so the batches
+        are arrival_batches(requests). A request's TTFT counts from its arrival: waiting for earlier
+        batches is part of it."""
         start = now(self.device)
-        size = min(self.config.max_batch_size, self.config.max_concurrency or self.config.max_batch_size)
-        arrivals = ArrivalQueue(requests, size, start)
+        arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
+        waiting: list[tuple[int, Request, float]] = []  # arrived (and let in by the cap), not yet batched
         batches, order = [], {}
-        while arrivals:
-            arrivals.wait_for_next(0)
-            admitted = arrivals.admit(0)
+        while arrivals or waiting:
+            if not waiting:
+                arrivals.wait_for_next(0)
+            waiting += arrivals.admit(len(waiting))
+            if not waiting:  # woke a hair before the next arrival
+                continue
+            admitted, waiting = waiting[: self.config.max_batch_size], waiting[self.config.max_batch_size :]
             batch = [req for _, req, _ in admitted]
             for (i, _, _), out in zip(admitted, self._run_batch(batch, [t for _, _, t in admitted]), strict=True):
                 order[i] = out
             batches.append(batch)
+            arrivals.hold_if_full(len(admitted) + len(waiting))  # who arrived during the batch, at the cap
         outputs = [order[i] for i in range(len(requests))]
         metrics = {
             "kv_utilisation": contiguous_kv_utilisation(batches),

@@ -109,11 +109,18 @@ class VLLMEngine(BaseEngine):
         outputs: dict[str, RequestOutput] = {}
         by_id: dict[str, int] = {}
         in_flight = most = 0
+        from vllm.exceptions import VLLMValidationError  # not a ValueError in vllm 0.32
+
+        refusals = (ValueError, VLLMValidationError)
         while arrivals or in_flight:
             for i, req, t in arrivals.admit(in_flight):
-                rid = self._add(req)
-                outputs[rid], by_id[rid] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t), i
-                in_flight += 1
+                out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t)
+                try:
+                    rid = self._add(req)
+                    in_flight += 1
+                except refusals as exc:  # vLLM refuses a request longer than max_model_len; the others go on
+                    rid, out.error = f"refused-{i}", f"request {req.request_id}: vLLM refused it: {exc}"
+                outputs[rid], by_id[rid] = out, i
             arrivals.wait_for_next(in_flight)
             if in_flight:
                 in_flight -= self._step(engine, outputs)

@@ -169,7 +169,8 @@ class PagedEngine(BaseEngine):
         while arrivals or self.has_unfinished():
             for i, req, t in arrivals.admit(len(self._outputs)):
                 try:
-                    self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
+                    seq_id = self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
+                    self._outputs[seq_id].arrival_s = t  # its arrival (or the slot the cap gave it), not this step
                     by_request[req.request_id] = i
                 except RequestTooLargeError as exc:
                     order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t, error=str(exc))

@@ -23,7 +23,7 @@ from harness.hardware import HardwareInfo, probe
 from harness.models import canonical_dtype, default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.options import PerfOptions
-from harness.results import BenchRecord, CaseResult, ResultsFile
+from harness.results import BenchRecord, CaseResult, ResultsFile, round_latency
 from harness.timer import CaseTimer, Timing
 from harness.timing import WorkClock, injected_case, injected_slowdown
 from harness.workloads import Request
@@ -132,6 +132,9 @@ class PerfSession:
             "failed_requests": sum(o.error is not None for o in last.outputs),
             "output_check": self._check_summary(case, len(rounds), len(requests), ties_before),
         }
+        if kind.keeps_round_latency and benchmark.stats is not None:
+            timed = rounds[-len(benchmark.stats.stats.data) :]  # the rounds before them were warm-up
+            extra["round_latency"] = round_latency([r.latency_summary(self.options.slo_ms) for r in timed])
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
         self.record(benchmark, case, last.generated_tokens, cost, timing, extra, list(requests))

@@ -64,10 +64,9 @@ class CaseKind:
         m = self.matrix[tier]
         return [{"prompt_len": p, "new_tokens": t} for p in m["prompt_lens"] for t in m["new_tokens"]]
 
-    def cases(
-        self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None, load: Load = AT_ONCE
-    ) -> list[Case]:
-        """This kind's cases in a tier; `load` applies to kinds whose requests arrive over time (serving)."""
+    def cases(self, tier: str, model: str, engines: list[str], batch_sizes: list[int] | None, **serving) -> list[Case]:
+        """This kind's cases in a tier; `serving` (loads, workloads) applies to kinds whose requests arrive
+        over time (ServingKind)."""
         return [
             Case(self.name, model, engine, bs, **sizes)
             for engine in engines
@@ -106,6 +105,11 @@ class CaseKind:
     @property
     def equal_kv_memory(self) -> bool:
         """Engines that size their own KV pool get what static-batch reserves for the same requests."""
+        return False
+
+    @property
+    def keeps_round_latency(self) -> bool:
+        """Its cases record the latency metrics of every round (CaseResult.round_latency), for the gate."""
         return False
 
 
@@ -160,9 +164,26 @@ class ServingKind(CaseKind):
     def case_id(self, case: Case) -> str:
         return f"{case.model}-{case.engine}-{case.workload}{case.load.suffix()}"
 
-    def cases(self, tier, model, engines, batch_sizes, load: Load = AT_ONCE) -> list[Case]:
-        workloads = self.matrix[tier]["workloads"]
-        return [Case(self.name, model, e, workload=w, load=load) for e in engines for w in workloads]
+    def cases(
+        self,
+        tier: str,
+        model: str,
+        engines: list[str],
+        batch_sizes: list[int] | None,
+        loads: list[Load] | None = None,
+        workloads: list[str] | None = None,
+    ) -> list[Case]:
+        """One case per engine, workload and load: several loads (a list of --request-rate) are a rate
+        sweep, each rate its own case, so each is timed, checked and gated like any other."""
+        for name in workloads or []:
+            if name not in WORKLOADS:
+                raise UnknownNameError("workload", name, list(WORKLOADS))
+        return [
+            Case(self.name, model, e, workload=w, load=load)
+            for e in engines
+            for w in workloads or self.matrix[tier]["workloads"]
+            for load in loads or [AT_ONCE]
+        ]
 
     def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
         """The workload's requests, each with its arrival time under the case's load (seeded: fixed work)."""
@@ -184,6 +205,10 @@ class ServingKind(CaseKind):
 
     @property
     def equal_kv_memory(self) -> bool:
+        return True
+
+    @property
+    def keeps_round_latency(self) -> bool:
         return True
 
 
@@ -272,13 +297,15 @@ def build_cases(
     engines: list[str] | None,
     batch_sizes: list[int] | None,
     engine_ok,
-    load: Load = AT_ONCE,
+    loads: list[Load] | None = None,
+    workloads: list[str] | None = None,
 ) -> list[Case]:
     """Cases of one kind. `engines`/`batch_sizes` override the tier's; `engine_ok(name, kind)` filters
-    engines that cannot run this kind (an engine without decode_case has no decode cases); `load` is
-    the serving cases' arrival process."""
+    engines that cannot run this kind (an engine without decode_case has no decode cases); `loads` are
+    the serving cases' arrival processes (one case each) and `workloads` replace the tier's."""
     k = get_kind(kind)
     if tier not in TIERS:
         raise UnknownNameError("tier", tier, list(TIERS))
     chosen = [e for e in (engines or k.matrix[tier]["engines"]) if engine_ok(e, k)]
-    return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes, load)]
+    serving = {"loads": loads, "workloads": workloads} if isinstance(k, ServingKind) else {}
+    return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes, **serving)]

@@ -73,7 +73,8 @@ class EngineCache:
             list(opts.engines) if opts.engines else None,
             list(opts.batch_sizes) if opts.batch_sizes else None,
             self.engine_ok,
-            opts.load(),
+            opts.loads(),
+            list(opts.workloads) if opts.workloads else None,
         )
 
     def load_problem(self, case: Case) -> str | None:

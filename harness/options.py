@@ -37,10 +37,11 @@ class PerfOptions:
     max_batch_size: int = EngineConfig.max_batch_size
     max_num_seqs: int = EngineConfig.max_num_seqs
     seed: int = 0
-    request_rate: float = math.inf  # serving: requests/s (inf: every request at t=0)
+    request_rates: tuple[float, ...] = (math.inf,)  # serving: requests/s, one case per rate (inf: all at t=0)
     burstiness: float = 1.0  # serving: gamma shape of the gaps between arrivals (1: Poisson)
     max_concurrency: int = 0  # serving: most requests in flight (0: no cap)
     goodput: tuple[tuple[str, float], ...] = ()  # serving: SLOs in ms, ("ttft", 2000.0), ...
+    workloads: tuple[str, ...] | None = None  # serving: replaces each tier's workload list
     engine_modules: tuple[str, ...] = ()
     parity: bool = True
     baselines_dir: str = "baselines"
@@ -57,9 +58,10 @@ class PerfOptions:
             max_concurrency=self.max_concurrency,
         )
 
-    def load(self) -> Load:
-        """How serving requests arrive (harness/arrivals.py)."""
-        return Load(self.request_rate, self.burstiness, self.max_concurrency)
+    def loads(self) -> list[Load]:
+        """How serving requests arrive (harness/arrivals.py): one Load per --request-rate, so a list of
+        rates is a sweep, one serving case per rate."""
+        return [Load(rate, self.burstiness, self.max_concurrency) for rate in self.request_rates]
 
     @property
     def slo_ms(self) -> dict[str, float]:
@@ -113,6 +115,19 @@ class Option:
         if raw is None:
             return self.default
         return self.parse(raw) if self.parse else raw
+
+
+def _rates(value: str) -> tuple[float, ...]:
+    """--request-rate 0.5,1,2,inf -> (0.5, 1.0, 2.0, inf): one rate, or a ladder (a sweep), in the given order."""
+    try:
+        rates = tuple(float(v) for v in _csv(value))
+    except ValueError:
+        raise ConfigError(f"--request-rate wants numbers (requests/s) or inf, comma-separated, got {value!r}") from None
+    if not rates:
+        raise ConfigError("--request-rate got no rate")
+    if len(set(rates)) != len(rates):
+        raise ConfigError(f"--request-rate lists a rate twice: {value!r}")
+    return rates
 
 
 def _number(flag: str, kind: type = int) -> Callable[[str], object]:
@@ -189,9 +204,16 @@ OPTIONS = [
     Option("--perf-seed", "seed", "seed of the model weights and of the requests", _number("--perf-seed")),
     Option(
         "--request-rate",
-        "request_rate",
-        "serving: requests per second, arrivals seeded (inf: every request at t=0)",
-        _number("--request-rate", float),
+        "request_rates",
+        "serving: requests per second, arrivals seeded (inf: every request at t=0); a comma-separated list "
+        "is a rate sweep, one case per rate (e.g. 0.5,1,2,4,inf)",
+        _rates,
+    ),
+    Option(
+        "--workloads",
+        "workloads",
+        "serving: comma-separated workloads replacing the tier's (README, 'Workloads')",
+        _csv,
     ),
     Option(
         "--burstiness",

@@ -126,7 +126,9 @@ class GenerateResult:
             summary["request_throughput"] = len(done) / self.elapsed_s
             summary["output_throughput"] = sum(len(o.token_ids) for o in done) / self.elapsed_s
             if slo_ms:
-                summary["goodput"] = sum(o.meets(slo_ms) for o in done) / self.elapsed_s
+                met = sum(o.meets(slo_ms) for o in done)
+                summary["goodput"] = met / self.elapsed_s
+                summary["slo_attainment"] = met / len(self.outputs)
         return summary
 
 

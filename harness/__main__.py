@@ -11,6 +11,7 @@ from harness.commands import (
     cmd_ab,
     cmd_ab_check,
     cmd_baseline,
+    cmd_bench_http,
     cmd_compare,
     cmd_engines,
     cmd_gate_check,
@@ -18,6 +19,7 @@ from harness.commands import (
     cmd_model_check,
     cmd_report,
     cmd_roofline,
+    cmd_save_model,
 )
 from harness.errors import PerfSuiteError
 from harness.options import add_options
@@ -140,11 +142,25 @@ def _add_report(sub) -> None:
     rep.set_defaults(fn=cmd_report)
 
 
+def _add_served(sub) -> None:
+    save = sub.add_parser("save-model", help="write a spec's seeded model as an HF checkpoint (for a server)")
+    save.add_argument("model", help="a model spec, e.g. small")
+    save.add_argument("--out", required=True, help="the folder to write")
+    save.add_argument("--seed", type=int, default=0, help="the weights' seed (the suite's --perf-seed)")
+    save.set_defaults(fn=cmd_save_model)
+    http = sub.add_parser("bench-http", help="serve a spec's model with vLLM on 127.0.0.1 and run the serving cases")
+    http.add_argument("--model", default="small", help="the model spec to save and serve")
+    http.add_argument("--workload", default="mixed16", help="the serving workload (the server's KV is sized for it)")
+    http.add_argument("--eager", action="store_true", help="vLLM without graph compilation (quicker start)")
+    http.set_defaults(pytest_args=[])  # what follows -- goes to pytest: --engines, --request-rate, --goodput...
+    http.set_defaults(fn=cmd_bench_http)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description="llm-perf-suite command line")
     sub = p.add_subparsers(dest="command", required=True)
     adders = (_add_info, _add_roofline, _add_model_check, _add_engines, _add_compare, _add_baseline)
-    for add in (*adders, _add_gate_check, _add_ab, _add_ab_check, _add_report):
+    for add in (*adders, _add_gate_check, _add_ab, _add_ab_check, _add_report, _add_served):
         add(sub)
     return p
 

@@ -23,7 +23,7 @@ from harness.hardware import HardwareInfo, probe
 from harness.models import canonical_dtype, default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.options import PerfOptions
-from harness.results import BenchRecord, CaseResult, ResultsFile, round_latency
+from harness.results import ROUND_LATENCY, BenchRecord, CaseResult, ResultsFile
 from harness.timer import CaseTimer, Timing
 from harness.timing import WorkClock, injected_case, injected_slowdown
 from harness.workloads import Request
@@ -128,6 +128,7 @@ class PerfSession:
             **last.phase_ms,
             **last.latency_summary(self.options.slo_ms),
             **case.load.recorded(),
+            **({"slo_ms": self.options.slo_ms} if self.options.slo_ms else {}),
             "num_requests": len(requests),
             "failed_requests": sum(o.error is not None for o in last.outputs),
             "output_check": self._check_summary(case, len(rounds), len(requests), ties_before),
@@ -268,3 +269,9 @@ class PerfSession:
         )
         self.gate_lines = outcome.lines
         return outcome.exit_code
+
+
+def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:
+    """ROUND_LATENCY's values of every round (GenerateResult.latency_summary), for the metrics every round has."""
+    out = {k: [s[k] for s in summaries] for k in ROUND_LATENCY if summaries and all(k in s for s in summaries)}
+    return out or None

@@ -177,3 +177,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     print("\n".join(serving_table(args.results)))  # the serving cases side by side, where there are any
     print(f"report written: {path}")
     return 0
+
+
+def cmd_save_model(args: argparse.Namespace) -> int:
+    from harness.served import save_model
+
+    out = save_model(args.model, args.out, seed=args.seed)
+    print(f"{args.model} (seed {args.seed}) saved to {out}: serve it, then --engines openai --openai-base-url ...")
+    return 0
+
+
+def cmd_bench_http(args: argparse.Namespace) -> int:
+    from harness.served import bench_http
+
+    return bench_http(args.model, args.workload, args.pytest_args, eager=args.eager)

@@ -42,6 +42,9 @@ class PerfOptions:
     max_concurrency: int = 0  # serving: most requests in flight (0: no cap)
     goodput: tuple[tuple[str, float], ...] = ()  # serving: SLOs in ms, ("ttft", 2000.0), ...
     workloads: tuple[str, ...] | None = None  # serving: replaces each tier's workload list
+    openai_base_url: str | None = EngineConfig.openai_base_url
+    openai_model: str | None = EngineConfig.openai_model
+    openai_prompt: str = EngineConfig.openai_prompt
     engine_modules: tuple[str, ...] = ()
     parity: bool = True
     baselines_dir: str = "baselines"
@@ -56,6 +59,9 @@ class PerfOptions:
             preemption=self.preemption,
             slowdown=slowdown,
             max_concurrency=self.max_concurrency,
+            openai_base_url=self.openai_base_url,
+            openai_model=self.openai_model,
+            openai_prompt=self.openai_prompt,
         )
 
     def loads(self) -> list[Load]:
@@ -233,6 +239,14 @@ OPTIONS = [
         "serving: SLOs in ms, e.g. ttft:2000 tpot:200 e2el:10000; goodput = requests/s meeting all of them",
         _slos,
         many=True,
+    ),
+    Option("--openai-base-url", "openai_base_url", "openai engine: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
+    Option("--openai-model", "openai_model", "openai engine: the served model's name (default: the first it lists)"),
+    Option(
+        "--openai-prompt",
+        "openai_prompt",
+        "openai engine: send prompts as token ids, or as text decoded with --model-path's tokenizer",
+        choices=("ids", "text"),
     ),
     Option(
         "--engine-module",

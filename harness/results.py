@@ -102,6 +102,7 @@ class CaseResult:
     output_throughput: float | None = None  # output tokens per second of the round
     goodput: float | None = None  # requests per second that met every --goodput SLO
     slo_attainment: float | None = None  # the fraction of requests that met every --goodput SLO
+    slo_ms: dict[str, float] | None = None  # the --goodput SLOs, ms by metric: {"ttft": 2000, "tpot": 200}
     round_latency: dict[str, list[float]] | None = None  # serving: the gated latency metrics of every timed round
     request_rate: float | None = None  # the offered load (None: every request at once)
     burstiness: float | None = None
@@ -130,6 +131,7 @@ class CaseResult:
     baseline_runs: int | None = None
     run_tok_s: list[float] | None = None
     run_reference_ms: list[float] | None = None
+    run_latency: dict[str, list[float]] | None = None  # each run's median of every round_latency metric
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     @classmethod
@@ -180,12 +182,6 @@ assert ALWAYS <= {f.name for f in dataclasses.fields(CaseResult)}
 # The latency metrics a serving case keeps for every timed round (CaseResult.round_latency), so the gate
 # can test them like throughput: lower is better for the first two, higher for goodput.
 ROUND_LATENCY = ("ttft_ms_p99", "tpot_ms_p99", "goodput")
-
-
-def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:
-    """ROUND_LATENCY's values of every round (GenerateResult.latency_summary), for the metrics every round has."""
-    out = {k: [s[k] for s in summaries] for k in ROUND_LATENCY if summaries and all(k in s for s in summaries)}
-    return out or None
 
 
 @dataclass

@@ -29,6 +29,6 @@ def arrival_problems(engine, loaded) -> list[str]:
             problems.append(f"request {req.request_id}: timestamps out of order or missing")
     intervals = sorted((o.arrival_s, o.finish_s) for o in result.outputs)
     most = max(sum(a <= t < f for a, f in intervals) for t, _ in intervals)
-    if most > 2 or result.metrics["max_running_seqs"] > 2:
+    if most > 2 or result.metrics.get("max_running_seqs", result.metrics.get("max_in_flight", 0)) > 2:
         problems.append(f"{most} requests in flight at once, cap 2")
     return [p for p in problems if p]

@@ -26,6 +26,10 @@ Both tests compare throughput corrected for machine speed (Speed): a fixed refer
 beside every case tells how fast the machine was during each run, on a shared machine the largest
 single source of run-to-run change. A case recorded on an unhealthy GPU is unreliable, never a
 regression. Cases missing from either side are listed.
+
+Serving cases at a fixed request rate add latency rows (p99 TTFT and TPOT regress going up, goodput
+going down; `[tool.perf] latency_threshold`), tested the same way, raw, and adjusted with the cases:
+harness/baseline/latency.py.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
+from harness.baseline.latency import latency_method, latency_tests
 from harness.baseline.significance import SUITE_ROW, CaseTest, case_test, holm, suite_test
 from harness.baseline.speed import CaseData, RunNoise, Speed
 from harness.errors import ConfigError
@@ -53,6 +58,7 @@ class Thresholds:
     normalise: str = "case"  # machine-speed correction: "case", "run" or "off" (see Speed)
     multiple: str = "holm"  # per-case p-values adjusted over the cases of a run: "holm" or "none"
     ab_threshold: float = 0.02  # `harness ab`: base and head interleaved on one machine resolve small changes
+    latency_threshold: float = 0.10  # serving at a fixed rate: p99 TTFT/TPOT up, goodput down (latency.py)
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISE_MODES:
@@ -64,6 +70,7 @@ class Thresholds:
         for name, value in [
             ("threshold", self.default),
             ("ab_threshold", self.ab_threshold),
+            ("latency_threshold", self.latency_threshold),
             *self.groups.items(),
             *self.cases.items(),
         ]:
@@ -93,6 +100,7 @@ class Thresholds:
                 normalise=str(perf.get("normalise", defaults.normalise)),
                 multiple=str(perf.get("multiple", defaults.multiple)),
                 ab_threshold=float(perf.get("ab_threshold", defaults.ab_threshold)),
+                latency_threshold=float(perf.get("latency_threshold", defaults.latency_threshold)),
             )
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -110,10 +118,12 @@ class Verdict:
     p_value: float | None = None
     threshold: float | None = None
     note: str = ""
+    metric: str = ""  # a latency row's metric (ttft_ms_p99, tpot_ms_p99, goodput); "" for tokens/s
 
 
 def judge_all(tests: list[CaseTest], thresholds: Thresholds) -> list[Verdict]:
-    """Verdicts for the cases of one run, their p-values adjusted over the reliable cases."""
+    """Verdicts for the rows of one run, their p-values adjusted over the reliable rows. A row's gain is its
+    change for the better: a latency row whose metric is lower-is-better gains when it goes down."""
     reliable = [t for t in tests if not t.unreliable]
     slower = [t.p_slower for t in reliable]
     faster = [t.p_faster for t in reliable]
@@ -129,7 +139,7 @@ def judge_all(tests: list[CaseTest], thresholds: Thresholds) -> list[Verdict]:
         verdicts.append(
             _decide(
                 t.name,
-                t.fields["change"],
+                -t.fields["change"] if t.lower_is_better else t.fields["change"],
                 t.fields["threshold"],
                 p_slower,
                 p_faster,
@@ -141,10 +151,10 @@ def judge_all(tests: list[CaseTest], thresholds: Thresholds) -> list[Verdict]:
     return verdicts
 
 
-def _decide(name, change, threshold, p_slower, p_faster, alpha, fields, note="") -> Verdict:
-    if change < -threshold and p_slower < alpha:
+def _decide(name, gain, threshold, p_slower, p_faster, alpha, fields, note="") -> Verdict:
+    if gain < -threshold and p_slower < alpha:
         return Verdict(name, "regression", p_value=p_slower, note=note, **fields)
-    if change > threshold and p_faster < alpha:
+    if gain > threshold and p_faster < alpha:
         return Verdict(name, "improvement", p_value=p_faster, note=note, **fields)
     return Verdict(name, "ok", p_value=min(p_slower, p_faster), note=note, **fields)
 
@@ -169,13 +179,15 @@ class Prepared:
 
 
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
-    """One verdict per case (sorted), the missing cases, then the suite row when there are enough cases."""
+    """One verdict per case and per latency row (sorted: a case's latency rows follow it), the missing
+    cases, then the suite row when there are enough cases."""
     prep = Prepared.of(baseline, current, thresholds)
     base, now = prep.base, prep.now
     tests = [case_test(name, base[name], now[name], thresholds, d, prep.noise) for name, d in prep.data.items()]
     suite = suite_test(prep.data, tests, thresholds)
-    judged = judge_all(tests + ([suite] if suite else []), thresholds)  # Holm over the cases and the suite row
-    verdicts = [v for v in judged if v.name != SUITE_ROW]
+    tests += latency_tests(base, now, thresholds)
+    judged = judge_all(tests + ([suite] if suite else []), thresholds)  # Holm over every row and the suite row
+    verdicts = sorted((v for v in judged if v.name != SUITE_ROW), key=lambda v: v.name)
     verdicts += [
         Verdict(name, "missing-now", note="in the baseline, not in this run")
         for name in sorted(base.keys() - now.keys())
@@ -206,6 +218,7 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
         test += ", p adjusted over the run's cases and the suite row (Holm)"
     if noise is None:
         test += "; no suite row (it needs a baseline pooled from several runs)"
+    test += latency_method(prep.base, prep.now, thresholds)
     if speed.mode == "off":
         return f"{test}; {speed.why_off}"
     machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1
@@ -216,6 +229,7 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
     )
 
 
+LATENCY_DROP = " (latency rows: a rise of p99 TTFT or TPOT, a drop of goodput)"
 MARKS = {
     "regression": "REGRESSION",
     "improvement": "improved",
@@ -226,6 +240,13 @@ MARKS = {
 }
 
 
+def _value(x: float | None, metric: str) -> str:
+    """A table cell: tokens/s to 0.1; a latency row's value (ms, requests/s) to 3 significant digits below 100."""
+    if x is None:
+        return ""
+    return f"{x:#.3g}" if metric and abs(x) < 100 else f"{x:,.1f}"
+
+
 def format_table(verdicts: list[Verdict], alpha: float, method: str = "") -> list[str]:
     width = max([len(v.name) for v in verdicts] + [4])
     lines = [
@@ -233,8 +254,8 @@ def format_table(verdicts: list[Verdict], alpha: float, method: str = "") -> lis
     ]
     for v in verdicts:
         nums = (
-            "" if v.base_tok_s is None else f"{v.base_tok_s:,.1f}",
-            "" if v.now_tok_s is None else f"{v.now_tok_s:,.1f}",
+            _value(v.base_tok_s, v.metric),
+            _value(v.now_tok_s, v.metric),
             "" if v.change is None else f"{v.change:+.1%}",
             "" if v.p_value is None else f"{v.p_value:.4f}",
             "" if v.threshold is None else f"{v.threshold:.0%}",
@@ -253,7 +274,8 @@ def format_table(verdicts: list[Verdict], alpha: float, method: str = "") -> lis
         + (f"; suite {MARKS[suite.status] or 'unchanged'}" if suite else "")
     )
     lines.append(
-        f"a regression needs a drop above its threshold AND p < {alpha}; "
+        f"a regression needs a drop{LATENCY_DROP if any(v.metric for v in verdicts) else ''} above its threshold "
+        f"AND p < {alpha}; "
         f"{method or 'per case: see harness/baseline/gate.py'}"
     )
     return lines

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 SUITE_ROW = "suite geometric mean"
 
 
-def _run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[float, float, float]:
-    """(baseline centre, p slower, p faster): this run's median against the baseline runs' spread."""
+def run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[float, float, float]:
+    """(baseline centre, p lower, p higher): this run's median against the baseline runs' spread (positive values)."""
     logs = [math.log(x) for x in runs]
     centre = sum(logs) / len(logs)
     own = statistics.stdev(logs)
@@ -37,7 +37,8 @@ def _run_to_run_p(runs: list[float], now_med: float, noise: RunNoise) -> tuple[f
 
 @dataclass(frozen=True)
 class CaseTest:
-    """One case's change and its one-sided p-values, before the verdict."""
+    """One row's change and its one-sided p-values, before the verdict. p_slower is the p-value of a
+    change for the worse: lower throughput, or for a latency row (lower_is_better) a higher value."""
 
     name: str
     fields: dict
@@ -45,6 +46,7 @@ class CaseTest:
     p_faster: float
     note: str
     unreliable: bool
+    lower_is_better: bool = False  # latency rows (harness/baseline/latency.py): p99 TTFT and TPOT
 
 
 def case_test(
@@ -54,7 +56,7 @@ def case_test(
     b, n = data.base_rounds, data.now_rounds
     now_med = statistics.median(n)
     if data.base_runs and noise is not None:
-        base_med, p_slower, p_faster = _run_to_run_p(data.base_runs, now_med, noise)
+        base_med, p_slower, p_faster = run_to_run_p(data.base_runs, now_med, noise)
     else:
         base_med = statistics.median(b)
         p_slower = float(stats.mannwhitneyu(b, n, alternative="greater").pvalue)

@@ -25,6 +25,7 @@ class OutputChecker:
     def __init__(self, loaded: LoadedModel) -> None:
         self.reference = GreedyReference(loaded)
         self.margin = TOKEN_MARGIN[loaded.dtype]
+        self.vocab_size = loaded.model.get_output_embeddings().weight.shape[0]
         self.logit_tolerance = LOGIT_TOLERANCE[loaded.dtype]
         self.seconds = 0.0
         self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
@@ -41,7 +42,9 @@ class OutputChecker:
                 key = self._key(req, out)
                 if key not in self._verified or out.error is not None:
                     ties: list[tuple[int, int, float]] = []
-                    mismatch = verify_tokens([req], [out], self.reference.teacher_forced_logits, self.margin, ties)
+                    mismatch = verify_tokens(
+                        [req], [out], self.reference.teacher_forced_logits, self.margin, ties, self.vocab_size
+                    )
                     if mismatch is not None:
                         return dataclasses.replace(mismatch, request_index=i).describe(engine, where)
                     self._verified[key] = [(pos, gap) for _, pos, gap in ties]

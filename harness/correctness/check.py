@@ -66,9 +66,11 @@ def verify_tokens(
     teacher_forced: TeacherForced,
     margin: float = 0.0,
     near_ties: list[tuple[int, int, float]] | None = None,
+    vocab_size: int | None = None,
 ) -> Mismatch | None:
     """None when every request's output is HF greedy's (near-ties within `margin` allowed, and appended
-    to `near_ties` as (request index, position, gap)); else where it first is not."""
+    to `near_ties` as (request index, position, gap)); else where it first is not. A token outside
+    [0, vocab_size) (a server's placeholder for ids it did not send) is a mismatch, not a crash."""
     if len(outputs) != len(requests):
         return Mismatch(
             -1, -1, 0, (), (), len(requests), len(outputs), f"{len(outputs)} outputs for {len(requests)} requests"
@@ -80,6 +82,10 @@ def verify_tokens(
         if len(have) != want_len:
             pos = min(len(have), want_len)
             return Mismatch(i, req.request_id, pos, (), tuple(have[pos : pos + 5]), want_len, len(have), "wrong length")
+        bad = [p for p, t in enumerate(have) if t < 0 or (vocab_size is not None and t >= vocab_size)]
+        if bad:
+            pos, detail = bad[0], f"token {have[bad[0]]} is outside the vocabulary (no token ids? see --no-parity)"
+            return Mismatch(i, req.request_id, pos, (), tuple(have[pos : pos + 5]), want_len, len(have), detail)
         logits = teacher_forced(req, have)  # (n, vocab): row p is HF's view of position p given have[:p]
         best = logits.max(dim=-1)
         gaps = best.values - logits.gather(1, torch.tensor(have, dtype=torch.long)[:, None])[:, 0]

@@ -36,6 +36,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "paged": "harness.engines.paged.engine:PagedEngine",
     "transformers-cb": "harness.engines.transformers_cb:TransformersCBEngine",
     "vllm": "harness.engines.vllm_engine:VLLMEngine",
+    "openai": "harness.engines.openai_engine:OpenAIEngine",
 }
 
 

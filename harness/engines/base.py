@@ -155,6 +155,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     slowdown: float = 0.0  # PERF_INJECT_SLOWDOWN: extra work, proportional to real work
     max_concurrency: int = 0  # most requests in flight at once (--max-concurrency; 0: no cap)
+    openai_base_url: str | None = None  # openai: the server, e.g. http://127.0.0.1:8000/v1
+    openai_model: str | None = None  # openai: the served model's name (None: the first the server lists)
+    openai_prompt: str = "ids"  # openai: prompts as token ids, or as text through --model-path's tokenizer
 
 
 @dataclass

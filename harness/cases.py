@@ -275,7 +275,10 @@ SERVING = ServingKind(
     {
         "quick": {"engines": ["paged"], "workloads": ["mixed16"]},
         "default": {"engines": ["static-batch", "paged"], "workloads": ["mixed16"]},
-        "full": {"engines": ["static-batch", "paged", "transformers-cb"], "workloads": ["mixed64"]},
+        "full": {
+            "engines": ["static-batch", "paged", "transformers-cb"],
+            "workloads": ["mixed64", "prefix16", "conv16"],  # appended: stored ids keep matching
+        },
     },
     marker="*",
 )

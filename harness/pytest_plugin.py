@@ -127,7 +127,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     tr = terminalreporter
     if session.gate_lines:
-        tr.section("llm-perf-suite: regression gate (tokens/s)")
+        tr.section("llm-perf-suite: regression gate (tokens/s; serving latency at a fixed rate)")
         for line in session.gate_lines:
             tr.write_line(line)
     tr.section("llm-perf-suite: throughput and roofline")

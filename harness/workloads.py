@@ -1,8 +1,16 @@
-"""Seeded request sets. Token ids only: no tokenizer is needed to time a model."""
+"""Seeded request sets. Token ids only: no tokenizer is needed to time a model.
+
+WORKLOADS is the serving cases' registry (`--workloads a,b`): uniform mixes (mixedN), groups sharing
+a system prompt (prefix16) and lengths drawn from a shipped conversation-like sample (conv16).
+Existing entries never change their requests: stored baselines match them by case id."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
 
 import numpy as np
 
@@ -57,9 +65,19 @@ def shared_prefix_requests(
     ]
 
 
+class Workload(ABC):
+    """A named, seeded request set for the serving cases: the same requests on every call."""
+
+    name: str
+
+    @abstractmethod
+    def requests(self, vocab_size: int) -> list[Request]:
+        """The requests of one round, token ids below vocab_size, request ids 0..n-1 in arrival order."""
+
+
 @dataclass(frozen=True)
-class Workload:
-    """A seeded mixed-length request set for the serving cases."""
+class MixedWorkload(Workload):
+    """Prompt and output lengths uniform over inclusive ranges (mixed_requests)."""
 
     name: str
     num_requests: int
@@ -71,11 +89,69 @@ class Workload:
         return mixed_requests(self.num_requests, self.prompt_range, self.output_range, vocab_size, seed=self.seed)
 
 
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("mixed16", 16, (16, 128), (16, 64)),
-        Workload("mixed32", 32, (16, 256), (16, 128)),
-        Workload("mixed64", 64, (16, 512), (16, 256)),
-    )
-}
+@dataclass(frozen=True)
+class SharedPrefixWorkload(Workload):
+    """`num_groups` groups of `group_size` requests; a group's requests share one `prefix_len`-token
+    system prompt and differ after it. Groups take turns in arrival order (0, 1, ..., 0, 1, ...), so a
+    prefix cache must hold all the groups' prefixes at once to hit."""
+
+    name: str
+    num_groups: int
+    group_size: int
+    prefix_len: int
+    suffix_range: tuple[int, int]
+    output_range: tuple[int, int]
+    seed: int = 0
+
+    def requests(self, vocab_size: int) -> list[Request]:
+        rng = np.random.default_rng(self.seed)
+        prefixes = [_prompt(rng, self.prefix_len, vocab_size) for _ in range(self.num_groups)]
+        num = self.num_groups * self.group_size
+        suffix_lens = rng.integers(self.suffix_range[0], self.suffix_range[1] + 1, size=num)
+        output_lens = rng.integers(self.output_range[0], self.output_range[1] + 1, size=num)
+        return [
+            Request(prefixes[i % self.num_groups] + _prompt(rng, int(s), vocab_size), int(n), request_id=i)
+            for i, (s, n) in enumerate(zip(suffix_lens, output_lens, strict=True))
+        ]
+
+
+def read_lengths(file_name: str) -> list[tuple[int, int]]:
+    """(prompt_len, output_len) rows of a CSV shipped in harness/data ('#' lines are comments)."""
+    text = resources.files("harness.data").joinpath(file_name).read_text()
+    rows = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if rows[:1] != ["prompt_len,output_len"]:
+        raise ValueError(f"{file_name}: expected the header 'prompt_len,output_len', got {rows[:1]}")
+    return [(int(p), int(o)) for p, o in (row.split(",") for row in rows[1:])]
+
+
+@dataclass(frozen=True)
+class LengthsFileWorkload(Workload):
+    """`num_requests` (prompt_len, output_len) rows drawn, seeded and without replacement, from a
+    lengths file in harness/data; random prompt tokens of those lengths."""
+
+    name: str
+    num_requests: int
+    file_name: str
+    seed: int = 0
+
+    def requests(self, vocab_size: int) -> list[Request]:
+        rng = np.random.default_rng(self.seed)
+        lengths = read_lengths(self.file_name)
+        rows = rng.choice(len(lengths), size=self.num_requests, replace=False)
+        return [
+            Request(_prompt(rng, lengths[r][0], vocab_size), lengths[r][1], request_id=i) for i, r in enumerate(rows)
+        ]
+
+
+WORKLOADS: Mapping[str, Workload] = MappingProxyType(
+    {
+        w.name: w
+        for w in (
+            MixedWorkload("mixed16", 16, (16, 128), (16, 64)),
+            MixedWorkload("mixed32", 32, (16, 256), (16, 128)),
+            MixedWorkload("mixed64", 64, (16, 512), (16, 256)),
+            SharedPrefixWorkload("prefix16", 4, 4, 100, (8, 32), (16, 48)),
+            LengthsFileWorkload("conv16", 16, "conversation_lengths.csv"),
+        )
+    }
+)

@@ -144,6 +144,21 @@ class IgnoresArrivalsPaged(PagedEngine):
         return super().generate([dataclasses.replace(r, arrival_offset_s=0.0) for r in requests])
 
 
+class KeepsPrefixCacheManager(BlockManager):
+    """Never forgets its cached blocks: a round reads the prefixes the previous round left behind."""
+
+    def reset_prefix_cache(self):
+        pass
+
+
+class WarmPrefixCachePaged(PagedEngine):
+    """Right tokens, but every round after the first starts with a warm prefix cache: less work than the
+    first, so its rounds are not the same work (tests/test_workloads.py refuses it)."""
+
+    name = "mutant-warm-prefix-cache"
+    block_manager_class = KeepsPrefixCacheManager
+
+
 # --- plug-in variants, public protocol only ----------------------------------------------------
 
 

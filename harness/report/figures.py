@@ -209,7 +209,7 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
 
 
 def fig_compare(verdicts: list, out: Path) -> str | None:
-    rows = [v for v in verdicts if v.change is not None]
+    rows = [v for v in verdicts if v.change is not None and not v.metric]  # tokens/s rows; latency: the table
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(FIG_SIZE[0], max(FIG_SIZE[1], 0.3 * len(rows) + 1.5)))

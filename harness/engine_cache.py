@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 
 from harness import roofline
-from harness.arrivals import AT_ONCE
 from harness.cases import Case, CaseKind, build_cases, get_kind
 from harness.correctness import OutputChecker
 from harness.engines import EngineSource, GenerateResult, load_engine_class
@@ -90,9 +89,9 @@ class EngineCache:
 
     def kv_bytes(self, case: Case) -> int | None:
         """KV memory for a kind compared at equal memory, when --kv-cache-mem is not given: what
-        static-batch reserves for the same requests (its largest batch, each request holding the batch's
-        padded length, every request sent at once: the most it reserves, whatever the load, so every
-        rate of a sweep runs on one engine and one pool). Engines that size their own KV pool (paged)
+        static-batch reserves for the same requests (its largest batch of --max-batch-size requests in
+        request order, each holding the batch's padded length). The arrival times do not enter it, so
+        every rate of a sweep gets the same pool and runs on one engine. Engines that size their own KV pool (paged)
         get exactly that, so their gain is what they do with the same memory: more sequences per step,
         less waste."""
         from harness.engines.static_batch import arrival_batches, contiguous_kv_tokens
@@ -100,8 +99,7 @@ class EngineCache:
         if not get_kind(case.kind).equal_kv_memory or self.options.kv_cache_mem is not None:
             return None
         loaded = self.model(case.model)
-        at_once = dataclasses.replace(case, load=AT_ONCE)  # one pool for every rate of a sweep: its largest
-        tokens = contiguous_kv_tokens(arrival_batches(self.requests(at_once), self.options.max_batch_size))
+        tokens = contiguous_kv_tokens(arrival_batches(self.requests(case), self.options.max_batch_size))
         return tokens * roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
 
     def engine(self, case: Case):

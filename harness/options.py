@@ -131,7 +131,7 @@ def _rates(value: str) -> tuple[float, ...]:
         raise ConfigError(f"--request-rate wants numbers (requests/s) or inf, comma-separated, got {value!r}") from None
     if not rates:
         raise ConfigError("--request-rate got no rate")
-    if len(set(rates)) != len(rates):
+    if len({f"{r:g}" for r in rates}) != len(rates):  # as case ids spell them (Load.suffix)
         raise ConfigError(f"--request-rate lists a rate twice: {value!r}")
     return rates
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.engines.openai_client import Endpoint
-from harness.errors import ConfigError, PerfSuiteError
+from harness.errors import ConfigError, PerfSuiteError, UnknownNameError
 
 STARTUP_TIMEOUT_S = 600.0  # vLLM on 2 CPU cores: about a minute eager, several with its graph compile
 
@@ -56,7 +56,9 @@ class VLLMServer:
 
     def __post_init__(self) -> None:
         if self.log_path is None:
-            self.log_path = Path(tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")[1])
+            fd, name = tempfile.mkstemp(prefix="vllm-serve-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
 
     def command(self, port: int) -> list[str]:
         cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir]
@@ -100,20 +102,34 @@ class VLLMServer:
         text = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """SIGTERM to the server's process group (API server, engine core, workers); SIGKILL if it lingers."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group: children outlive an API server that died
-        except ProcessLookupError:
+    def stop(self, grace_s: float = 60.0) -> None:
+        """SIGTERM to the server's process group (API server, engine core, workers), SIGKILL to whatever
+        of the group is left after `grace_s`: no process of it outlives the context."""
+        group = self.proc.pid
+        if not _signal_group(group, signal.SIGTERM):
             return
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _signal_group(group, 0):  # 0: is any of the group alive?
+            self.proc.poll()  # reaps the leader, so it does not count as alive
+            time.sleep(0.2)
+        _signal_group(group, signal.SIGKILL)
+        self.proc.wait()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Signal a process group; False when none of it is left."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# What bench-http sets itself, to keep the server and the in-process engines on the same model and KV memory
+BENCH_HTTP_OWNS = ("--models", "--workloads", "--dtype", "--perf-seed", "--max-batch-size", "--kv-cache-mem")
 
 
 def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int = 0) -> dict:
@@ -137,6 +153,13 @@ def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = 
     bfloat16 on CUDA, for the server and the in-process engines alike."""
     import torch
 
+    from harness.workloads import WORKLOADS
+
+    if workload not in WORKLOADS:
+        raise UnknownNameError("workload", workload, list(WORKLOADS))
+    owned = [a for a in pytest_args if a.split("=")[0] in BENCH_HTTP_OWNS or a == "--openai-base-url"]
+    if owned:
+        raise ConfigError(f"bench-http sets {', '.join(owned)} itself (the server must match): use --model/--workload")
     device, dtype = ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
     with tempfile.TemporaryDirectory(prefix="llm-perf-served-") as folder:
         save_model(model, folder, dtype=dtype)

@@ -14,7 +14,7 @@ from harness.engines.base import EngineConfig
 from harness.engines.manual import ManualEngine
 from harness.workloads import Request
 
-FAULTS = ("none", "wrong-token", "no-ids", "usage-mismatch", "cut-stream")
+FAULTS = ("none", "wrong-token", "no-ids", "usage-mismatch", "cut-stream", "cut-chunk", "garbage", "bad-prompt-count")
 
 
 class FakeServer:
@@ -24,6 +24,7 @@ class FakeServer:
         self.fault, self.gap_s, self.max_prompt = fault, gap_s, max_prompt
         self.lock = threading.Lock()  # one forward at a time through the shared model
         self.resets = 0
+        self.received: dict[tuple[int, ...], float] = {}  # prompt -> when its request came in (perf_counter)
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.base_url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
 
@@ -52,7 +53,8 @@ class FakeServer:
                 choice["token_ids"] = [token]
             yield {"choices": [choice]}
         used = len(tokens) + (1 if self.fault == "usage-mismatch" else 0)
-        yield {"choices": [], "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": used}}
+        prompt = len(body["prompt"]) + (1 if self.fault == "bad-prompt-count" else 0)
+        yield {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": used}}
 
 
 def _handler(server: FakeServer):
@@ -79,6 +81,8 @@ def _handler(server: FakeServer):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            if isinstance(body.get("prompt"), list):
+                server.received[tuple(body["prompt"])] = time.perf_counter()
             if self.path == "/reset_prefix_cache":
                 server.resets += 1
                 return self._json(200, {})
@@ -86,13 +90,25 @@ def _handler(server: FakeServer):
                 return self._json(400, {"error": {"message": "This model's maximum context length is exceeded"}})
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
+            self.send_header("Transfer-Encoding", "chunked")  # as uvicorn streams (vLLM's server)
             self.end_headers()
-            for chunk in server.chunks(body):
+            for i, chunk in enumerate(server.chunks(body)):
                 time.sleep(server.gap_s)
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
+                if server.fault == "garbage" and i == 1:
+                    self._chunk(b"data: {not json\n\n")
+                    continue
+                if server.fault == "cut-chunk" and i == 1:  # the server dies mid-chunk
+                    self.wfile.write(b"400\r\ndata: {")
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            self._chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
             self.close_connection = True
+
+        def _chunk(self, raw: bytes) -> None:
+            self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            self.wfile.flush()
 
     return Handler

@@ -69,6 +69,23 @@ def test_goodput_down_is_a_regression():
     assert "higher is better" in verdicts[GOODPUT].note
 
 
+def test_goodput_against_other_slos_is_not_compared():
+    """Goodput counts requests within the SLOs: measured against other SLOs it is another quantity."""
+    base, now = serving(goodput=2.0), serving(goodput=1.2, seed=10)
+    base["extra_info"]["slo_ms"], now["extra_info"]["slo_ms"] = {"ttft": 2000.0}, {"ttft": 1000.0}
+    verdicts = judged(base, now)
+    assert GOODPUT not in verdicts
+    assert TTFT in verdicts
+
+
+def test_latency_of_a_run_with_failed_requests_is_never_a_verdict():
+    """A server that drops its slowest requests would show a better p99: such rows are unreliable."""
+    now = serving(ttft=100.0, seed=10)
+    now["extra_info"]["failed_requests"] = 3
+    verdicts = judged(serving(), now)
+    assert verdicts[TTFT].status == "unreliable"
+
+
 def test_goodput_up_and_latency_down_are_improvements():
     verdicts = judged(serving(goodput=1.2), serving(ttft=100.0, tpot=20.0, goodput=2.0, seed=10))
     assert [verdicts[n].status for n in (TTFT, TPOT, GOODPUT)] == ["improvement"] * 3

@@ -1,8 +1,11 @@
 """The `openai` engine against a fake OpenAI-compatible server (tests/fake_openai_server.py): its
 tokens held to HF greedy, per-token stamps, arrivals and the cap, usage counts, refused requests, and
-the broken servers its checks refuse. tests/test_vllm_real.py runs it against a real `vllm serve`."""
+the broken servers its checks refuse. tests/test_openai_real.py runs it against a real `vllm serve`."""
 
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import pytest
 from arrival_check import arrival_problems
@@ -34,7 +37,8 @@ def test_tokens_equal_hf_greedy_with_a_stamp_per_token(tiny):
         assert len(out.token_ids) == req.max_new_tokens
         assert len(out.token_times) == len(out.token_ids)
         assert out.arrival_s < out.first_token_s <= out.finish_s
-        assert min(out.itl_s) >= 0.009  # the server sends one chunk every 10 ms: each token is stamped apart
+        assert len(out.itl_s) == len(out.token_ids) - 1  # one chunk per token: each stamped apart
+        assert out.finish_s - out.first_token_s >= 0.0095 * (len(out.token_ids) - 1)  # chunks 10 ms apart
     assert result.metrics["prefix_cache_reset"] == 1.0
     assert server.resets == 1
 
@@ -52,6 +56,9 @@ def test_requests_arrive_on_time_under_the_cap(tiny):
         ("no-ids", "outside the vocabulary"),  # no token ids: placeholders, which no greedy output equals
         ("usage-mismatch", "usage says"),  # the stream lost a token the server counted
         ("cut-stream", "finish_reason"),  # the stream ended early
+        ("cut-chunk", "IncompleteRead"),  # the server died mid-chunk: an error, not a hung round
+        ("garbage", "JSONDecodeError"),  # a data line that is not JSON
+        ("bad-prompt-count", "prompt"),  # the server saw another prompt than the one sent
     ],
 )
 def test_broken_servers_are_refused(tiny, fault, expect):
@@ -90,6 +97,8 @@ def test_bad_configuration_is_a_clear_error(tiny):
         OpenAIEngine(tiny, EngineConfig(openai_base_url="http://127.0.0.1:9/v1"))
     with pytest.raises(ConfigError, match="http://HOST:PORT/v1"):
         Endpoint("127.0.0.1:8000")
+    with pytest.raises(ConfigError, match="http://HOST:PORT/v1"):
+        Endpoint("http://127.0.0.1:99999/v1")
     with FakeServer(tiny) as server:
         with pytest.raises(UnknownNameError, match="fake-model"):
             engine_for(tiny, server, openai_model="gpt-9")
@@ -110,3 +119,17 @@ def test_every_round_starts_from_a_reset_cache(tiny):
         for _ in range(3):
             engine.generate(requests)
     assert server.resets == 3
+
+
+def test_a_request_due_while_others_run_is_sent_on_time(tiny):
+    """Arrivals while calls are in flight and the cap is not full go out when they arrive, not when a
+    call happens to finish (the slow server keeps every call in flight for the whole round)."""
+    base = mixed_requests(4, (4, 12), (8, 8), tiny.spec.vocab_size, seed=9)
+    offsets = [0.0, 0.05, 0.1, 0.15]
+    requests = [dataclasses.replace(r, arrival_offset_s=t) for r, t in zip(base, offsets, strict=True)]
+    with FakeServer(tiny, gap_s=0.05) as server:  # 8 tokens x 50 ms: each call lasts 0.4 s or more
+        start = time.perf_counter()
+        result = engine_for(tiny, server).generate(requests)
+    for req, out in zip(requests, result.outputs, strict=True):
+        assert out.error is None
+        assert server.received[req.prompt_ids] - (start + req.arrival_offset_s) < 0.05

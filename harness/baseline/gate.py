@@ -46,7 +46,9 @@ from harness.baseline.speed import CaseData, RunNoise, Speed
 from harness.errors import ConfigError
 from harness.results import BenchRecord, ResultsFile
 
-__all__ = ["SUITE_ROW", "Thresholds", "Verdict", "compare", "format_table", "has_regression", "method_line"]
+__all__ = [
+    *("SUITE_ROW", "Thresholds", "Verdict", "cell_value", "compare", "format_table", "has_regression", "method_line"),
+]
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,7 @@ MARKS = {
 }
 
 
-def _value(x: float | None, metric: str) -> str:
+def cell_value(x: float | None, metric: str) -> str:
     """A table cell: tokens/s to 0.1; a latency row's value (ms, requests/s) to 3 significant digits below 100."""
     if x is None:
         return ""
@@ -254,8 +256,8 @@ def format_table(verdicts: list[Verdict], alpha: float, method: str = "") -> lis
     ]
     for v in verdicts:
         nums = (
-            _value(v.base_tok_s, v.metric),
-            _value(v.now_tok_s, v.metric),
+            cell_value(v.base_tok_s, v.metric),
+            cell_value(v.now_tok_s, v.metric),
             "" if v.change is None else f"{v.change:+.1%}",
             "" if v.p_value is None else f"{v.p_value:.4f}",
             "" if v.threshold is None else f"{v.threshold:.0%}",

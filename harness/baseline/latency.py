@@ -78,8 +78,11 @@ def latency_rows(base: dict[str, BenchRecord], now: dict[str, BenchRecord]) -> l
     for name in sorted(base.keys() & now.keys()):
         b, n = gated_metrics(base[name]), gated_metrics(now[name])
         per_run = base[name].result.run_latency or {}
-        unhealthy = base[name].result.gpu_healthy is False or now[name].result.gpu_healthy is False
-        for metric in (m for m in ROUND_LATENCY if m in b and m in n):
+        sides = (base[name].result, now[name].result)
+        # an unhealthy GPU, or failed requests (their latencies are missing from the percentiles): not judged
+        unhealthy = any(r.gpu_healthy is False or (r.failed_requests or 0) > 0 for r in sides)
+        same_slos = base[name].result.slo_ms == now[name].result.slo_ms  # goodput counts against them
+        for metric in (m for m in ROUND_LATENCY if m in b and m in n and (m != "goodput" or same_slos)):
             runs = [float(x) for x in per_run.get(metric) or []]
             runs = runs if len(runs) >= 2 else []
             raw = _change(statistics.median(n[metric]), statistics.median(b[metric]))

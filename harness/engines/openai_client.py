@@ -41,10 +41,14 @@ class Endpoint:
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:  # out of range or not a number
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise ConfigError(f"--openai-base-url must look like http://HOST:PORT/v1, got {base_url!r}")
         self.base_url, self.https = base_url.rstrip("/"), parts.scheme == "https"
-        self.host, self.port = parts.hostname, parts.port or (443 if self.https else 80)
+        self.host, self.port = parts.hostname, port or (443 if self.https else 80)
         self.prefix = parts.path if parts.path.endswith("/v1") else parts.path + "/v1"
 
     def connect(self, timeout: float = READ_TIMEOUT_S) -> http.client.HTTPConnection:
@@ -58,13 +62,16 @@ class Endpoint:
             conn.request("GET", self.prefix + path)
             resp = conn.getresponse()
             body = resp.read().decode(errors="replace")
-        except OSError as exc:
-            raise ConfigError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ConfigError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc!r}") from None
         finally:
             conn.close()
         if resp.status != 200:
             raise ConfigError(f"{self.base_url}{path}: HTTP {resp.status}: {body[:200]}")
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{self.base_url}{path}: not JSON: {body[:200]!r}") from None
 
     def post(self, path: str, root: bool = False) -> int:
         """POST with no body (e.g. vLLM's /reset_prefix_cache, at the server root): the status, 0 if unreachable."""
@@ -74,13 +81,17 @@ class Endpoint:
             resp = conn.getresponse()
             resp.read()
             return resp.status
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return 0
         finally:
             conn.close()
 
     def served_models(self) -> list[str]:
-        return [m["id"] for m in self.get_json("/models").get("data", [])]
+        doc = self.get_json("/models")
+        try:
+            return [m["id"] for m in doc.get("data", [])]
+        except (AttributeError, KeyError, TypeError):
+            raise ConfigError(f"{self.base_url}/models: not an OpenAI model list: {str(doc)[:200]}") from None
 
 
 def completion_body(model: str, prompt: list[int] | str, max_tokens: int, ignore_eos: bool) -> dict:
@@ -108,7 +119,7 @@ def stream_completion(endpoint: Endpoint, body: dict) -> StreamedCompletion:
             out.error = f"HTTP {resp.status}: {_error_text(resp.read())}"
             return out
         _read_events(resp, out)
-    except OSError as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # a cut chunk, a bad line, a non-HTTP port
         out.error = f"{type(exc).__name__}: {exc}"
     finally:
         conn.close()
@@ -124,7 +135,10 @@ def _read_events(resp: http.client.HTTPResponse, out: StreamedCompletion) -> Non
         data = text[len("data:") :].strip()
         if data == "[DONE]":
             break
-        _take_chunk(json.loads(data), t, out)
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError(f"a data line that is not a JSON object: {data[:80]!r}")
+        _take_chunk(chunk, t, out)
         if out.error:
             break
     if out.error is None and out.finish_s is None:

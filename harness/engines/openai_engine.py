@@ -103,24 +103,36 @@ class _Calls:
             thread.join()
 
     def _until_next_arrival(self) -> float | None:
-        """Wake at the next arrival, or when a call finishes (notify), whichever is first."""
+        """How long to wait: until the next arrival, or, once it is due, not at all (room under the cap)
+        or until a call finishes (notify: the cap is full, and the request counts from when it is let
+        in). Re-reads the clock, so a request that came due since admit() looked is never missed."""
         if not self.arrivals.pending:
             return None
         wait = self.arrivals.pending[0][2] - time.perf_counter()
-        return wait if wait > 0 else None  # arrived but held by the cap: a finishing call wakes us
+        if wait > 0:
+            return wait
+        if self.in_flight < self.arrivals.cap:
+            return 0.0
+        self.arrivals.hold_if_full(self.in_flight)
+        return None
 
     def _call(self, i: int, req: Request) -> None:
-        got = stream_completion(self.engine.endpoint, self.engine.body(req))
+        """One request, start to end; whatever goes wrong becomes its error, and it always counts as done."""
         out = self.outputs[i]
-        _fill(out, got, req)
-        with self.done:
-            self.in_flight -= 1
-            self.done.notify()
+        try:
+            got = stream_completion(self.engine.endpoint, self.engine.body(req))
+            _fill(out, got, req, prompt_ids=self.engine.tokenizer is None)
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not hang the round
+            out.error = f"request {req.request_id}: {type(exc).__name__}: {exc}"
+        finally:
+            with self.done:
+                self.in_flight -= 1
+                self.done.notify()
 
 
-def _fill(out: RequestOutput, got: StreamedCompletion, req: Request) -> None:
-    """The streamed answer as a RequestOutput; a server error or a usage count the stream disagrees
-    with becomes this request's error (the others go on)."""
+def _fill(out: RequestOutput, got: StreamedCompletion, req: Request, prompt_ids: bool = True) -> None:
+    """The streamed answer as a RequestOutput; a server error, or a usage count the stream (or, for
+    prompts sent as ids, the prompt) disagrees with, becomes this request's error (the others go on)."""
     out.token_ids, out.token_times, out.finish_s = got.token_ids, got.token_times, got.finish_s
     out.first_token_s = got.token_times[0] if got.token_times else None
     if got.error:
@@ -130,3 +142,6 @@ def _fill(out: RequestOutput, got: StreamedCompletion, req: Request) -> None:
             f"request {req.request_id}: usage says {got.completion_tokens} tokens, the stream carried "
             f"{len(got.token_ids)}"
         )
+    elif prompt_ids and got.prompt_tokens is not None and got.prompt_tokens != len(req.prompt_ids):
+        sent = len(req.prompt_ids)
+        out.error = f"request {req.request_id}: usage says a {got.prompt_tokens}-token prompt; {sent} were sent"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.baseline.gate import Thresholds, Verdict, compare
+from harness.baseline.gate import Thresholds, Verdict, cell_value, compare
 from harness.baseline.storage import load_results
 from harness.cases import SERVING
 from harness.report.figures import (
@@ -109,8 +109,8 @@ def _compare_rows(verdicts: list[Verdict]) -> list[list[str]]:
     return [
         [
             v.name,
-            f"{v.base_tok_s:,.1f}" if v.base_tok_s else "-",
-            f"{v.now_tok_s:,.1f}" if v.now_tok_s else "-",
+            cell_value(v.base_tok_s, v.metric) or "-",
+            cell_value(v.now_tok_s, v.metric) or "-",
             f"{v.change:+.1%}" if v.change is not None else "-",
             f"{v.p_value:.4f}" if v.p_value is not None else "-",
             f"**{v.status}**" if v.status == "regression" else v.status,

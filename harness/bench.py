@@ -17,6 +17,7 @@ import pytest
 
 from harness import roofline
 from harness.cases import Case, get_kind
+from harness.correctness.calibrate import CALIBRATION_FACTOR
 from harness.engine_cache import EngineCache
 from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
 from harness.hardware import HardwareInfo, probe
@@ -151,7 +152,10 @@ class PerfSession:
             gaps = ", ".join(
                 f"request {r} token {p} (top two {gap:.2g} apart)" for (r, p), gap in list(ties.items())[:3]
             )
-            text += f"; {len(ties)} near-tie(s) within {checker.margin:g} x |logit| accepted: {gaps}"
+            text += f"; {len(ties)} near-tie(s) within {checker.margin:.3g} x |logit| accepted: {gaps}"
+        if checker.calibration is not None:
+            measured = checker.calibration.describe(checker.reference.loaded.dtype)
+            text += f"; margins x{CALIBRATION_FACTOR:g} of what they measured: {measured}"
         return text
 
     def record(

@@ -61,8 +61,8 @@ class ReorderedRaggedRunner(PagedModelRunner):
             g = groups[0]
             mask = None
             if g.mask is not None:
-                pos = torch.tensor(positions)
-                mask = (torch.arange(g.ctx)[None] <= pos[:, None])[:, None, None, :]
+                pos = torch.tensor(positions, device=g.mask.device)
+                mask = (torch.arange(g.ctx, device=g.mask.device)[None] <= pos[:, None])[:, None, None, :]
             groups = [DecodeGroup(None, g.tables, g.ctx, mask, g.buffers)]
         return groups
 

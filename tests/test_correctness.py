@@ -7,6 +7,8 @@ import torch
 from harness.correctness.check import TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.reference import GreedyReference
 from harness.engines.base import RequestOutput
+from harness.models import build_model
+from harness.specs import get_spec
 from harness.workloads import Request
 
 VOCAB = 50
@@ -95,3 +97,41 @@ def test_logits_within_tolerance_pass_and_the_first_bad_row_is_named():
     m = check_logits(got, want, 1e-4)
     assert (m.request_index, m.position) == (1, 2)
     assert m.tolerance == pytest.approx(1e-4 * 10.0)  # relative to the row's largest |logit|
+
+
+def test_low_precision_margins_widen_to_hfs_own_disagreement():
+    """bfloat16: the checker measures HF against itself once, then both margins are twice that (or the
+    floor); float32 keeps its fixed margins and measures nothing."""
+    from harness.correctness import OutputChecker
+    from harness.correctness.calibrate import CALIBRATION_FACTOR
+    from harness.correctness.check import LOGIT_TOLERANCE
+
+    loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
+    checker = OutputChecker(loaded)
+    checker.calibrate()
+    c = checker.calibration
+    assert c.logit_diff > 0  # bfloat16 rounding is visible
+    widened = CALIBRATION_FACTOR * max(c.token_gap, c.logit_diff)
+    assert checker.margin == max(TOKEN_MARGIN["bfloat16"], widened)
+    assert checker.logit_tolerance == max(LOGIT_TOLERANCE["bfloat16"], widened)
+    assert checker.unusable is None
+    exact = OutputChecker(build_model(get_spec("tiny"), seed=0))
+    exact.calibrate()
+    assert exact.calibration is None
+    assert exact.margin == TOKEN_MARGIN["float32"]
+
+
+def test_a_model_too_noisy_to_check_is_refused_whatever_the_engine(tiny, monkeypatch):
+    """When HF disagrees with itself by as much as a broken engine would (qwen3-0.6b's shape in bfloat16:
+    0.74 x |logit|), the check says it cannot vouch, for HF's own tokens too, rather than pass anything."""
+    import harness.correctness as correctness
+    from harness.correctness.calibrate import SelfDisagreement
+
+    loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
+    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.5, 0.742))
+    checker = correctness.OutputChecker(loaded)
+    req = Request(tuple(range(5, 25)), 6)
+    good = list(checker.reference.for_request(req).tokens)
+    problem = checker.tokens_problem("hf-generate", [req], [out(good)], "the probe workload")
+    assert "cannot tell a broken engine from a correct one" in problem
+    assert "--dtype float32" in problem

@@ -15,16 +15,21 @@ MUTANTS = [*mutants.PAGED_MUTANTS, *mutants.PLUGIN_MUTANTS]
 CORRECT = ["paged", "manual", "static-batch", mutants._GreedyLoop.name]
 
 
-def _cache(model: str) -> EngineCache:
+def _cache(model: str, dtype: str = "float32") -> EngineCache:
     """The engine cache of a suite run with the mutants registered (as --engine-module would)."""
     modules = [f"mutants:{cls.__name__}" for cls in [*MUTANTS, mutants._GreedyLoop]]
-    options = PerfOptions(models=(model,), device="cpu", engine_modules=tuple(modules), kv_cache_mem=64 * 2**20)
+    options = PerfOptions(
+        models=(model,), device="cpu", dtype=dtype, engine_modules=tuple(modules), kv_cache_mem=64 * 2**20
+    )
     return PerfSession(options, engine_sources=engine_sources(modules)).cache
 
 
-@pytest.fixture(scope="module", params=["tiny", pytest.param("small", marks=pytest.mark.slow)])
+# bfloat16: the margins are calibrated to HF's own rounding (harness/correctness/calibrate.py) and must
+# still refuse every mutant
+@pytest.fixture(scope="module", params=["tiny", "tiny-bfloat16", pytest.param("small", marks=pytest.mark.slow)])
 def session(request):
-    cache = _cache(request.param)
+    model, _, dtype = request.param.partition("-")
+    cache = _cache(model, dtype or "float32")
     yield cache
     cache.close()
 

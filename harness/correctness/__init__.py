@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
+from harness.correctness.calibrate import CALIBRATION_FACTOR, SelfDisagreement, hf_self_disagreement
 from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.probe import probe_requests
 from harness.correctness.reference import GreedyReference
@@ -30,12 +31,30 @@ class OutputChecker:
         self.seconds = 0.0
         self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
         self._verified: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, float]]] = {}
+        self.calibration: SelfDisagreement | None = None  # bfloat16/float16: HF's own disagreement
+        self._calibrated = loaded.dtype == "float32"
+        self.unusable: str | None = None  # why the check cannot vouch for any engine (calibrate.py)
+
+    def calibrate(self) -> None:
+        """Low precision: widen the margins to CALIBRATION_FACTOR x HF's own disagreement (calibrate.py),
+        measured once per model before its first check."""
+        if self._calibrated:
+            return
+        self._calibrated = True
+        self.calibration = hf_self_disagreement(self.reference)
+        noise = max(self.calibration.token_gap, self.calibration.logit_diff)
+        self.margin = max(self.margin, CALIBRATION_FACTOR * noise)
+        self.logit_tolerance = max(self.logit_tolerance, CALIBRATION_FACTOR * noise)
+        self.unusable = self.calibration.too_noisy(self.reference.loaded.dtype, self.margin)
 
     def tokens_problem(
         self, engine: str, requests: Sequence[Request], outputs: Sequence[RequestOutput], where: str
     ) -> str | None:
         start = time.perf_counter()
         try:
+            self.calibrate()
+            if self.unusable:
+                return f"engine {engine}, {where}: {self.unusable}"
             if len(outputs) != len(requests):
                 return verify_tokens(requests, outputs, self.reference.teacher_forced_logits).describe(engine, where)
             for i, (req, out) in enumerate(zip(requests, outputs, strict=True)):
@@ -67,6 +86,9 @@ class OutputChecker:
             return None
         start = time.perf_counter()
         try:
+            self.calibrate()
+            if self.unusable:
+                return f"engine {engine_name}: {self.unusable}"
             want = [self.reference.teacher_forced_logits(q, c) for q, c in zip(requests, continuations, strict=True)]
             mismatch = check_logits(forced(requests, continuations), want, self.logit_tolerance)
         finally:

@@ -138,12 +138,18 @@ def add_budget_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--passes", type=int, default=budget.passes, help="fresh worker pairs, each with its share of a case's time"
     )
+    sub.add_argument(
+        "--follow-up",
+        type=int,
+        default=budget.follow_up,
+        help="extra passes (fresh workers, a whole case's time) for cases that lean to a regression, undecided",
+    )
 
 
 def budget_from(args: argparse.Namespace):
     from harness.ab.rounds import Budget
 
-    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes)
+    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes, args.follow_up)
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

@@ -145,3 +145,20 @@ def test_the_command_line_keeps_ab_options_apart_from_pytest_arguments():
         3.0,
     )
     assert unknown == []
+
+
+def test_only_undecided_drops_are_followed_up():
+    """A case that reads as a drop beyond the threshold without a significant p gets a follow-up pass;
+    a significant drop (already a regression), a small drop and a gain do not."""
+    from harness.ab.rounds import CaseRounds
+    from harness.ab.runner import undecided_regressions
+    from harness.ab.stats import PairedEstimate
+
+    cases = {
+        "undecided": PairedEstimate(-0.045, -0.09, 0.0, 0.02, 0.98, 20),
+        "regression": PairedEstimate(-0.06, -0.08, -0.04, 1e-6, 1.0, 20),
+        "small drop": PairedEstimate(-0.01, -0.03, 0.01, 0.2, 0.8, 20),
+        "gain": PairedEstimate(0.05, 0.0, 0.09, 0.98, 0.02, 20),
+    }
+    rounds = {n: CaseRounds(n, tokens=10.0, base_s=[1.0, 1.0], head_s=[1.0, 1.0]) for n in cases}
+    assert undecided_regressions(cases, rounds, threshold=0.02, alpha=0.01) == ["undecided"]

@@ -34,6 +34,7 @@ class Budget:
     max_case_s: float = 20.0  # both sides' rounds of one case, at most
     min_round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
     passes: int = 2  # fresh worker pairs per comparison; each pass gets max_case_s / passes of each case
+    follow_up: int = 1  # extra passes, each with fresh workers, for the cases that lean to a regression
 
 
 def reps_for(opened: list[dict], budget: Budget) -> int:

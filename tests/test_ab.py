@@ -162,3 +162,18 @@ def test_only_undecided_drops_are_followed_up():
     }
     rounds = {n: CaseRounds(n, tokens=10.0, base_s=[1.0, 1.0], head_s=[1.0, 1.0]) for n in cases}
     assert undecided_regressions(cases, rounds, threshold=0.02, alpha=0.01) == ["undecided"]
+
+
+class _SteadyWorker:
+    """A worker whose rounds all take the same time: the interval of their ratios has no width at all."""
+
+    def ask(self, cmd, **kw):
+        return {"seconds": 0.01}
+
+
+def test_an_interval_of_two_blocks_does_not_stop_a_case():
+    from harness.ab.rounds import MIN_INTERVAL_BLOCKS, CaseRounds, interleave
+
+    rounds = CaseRounds("steady", tokens=1.0)
+    interleave(_SteadyWorker(), _SteadyWorker(), rounds, Budget(min_blocks=2, max_case_s=60.0), random.Random(0))
+    assert len(rounds.order) == MIN_INTERVAL_BLOCKS  # narrow from the first block, but stopped only at 6

@@ -37,6 +37,11 @@ class Budget:
     follow_up: int = 1  # extra passes, each with fresh workers, for the cases that lean to a regression
 
 
+# The interval may stop a case early only once it rests on this many blocks: a bootstrap of the median
+# of two blocks is as narrow as those two happen to be (seen: "+4.5%, 2 blocks, +-0.3%").
+MIN_INTERVAL_BLOCKS = 6
+
+
 def reps_for(opened: list[dict], budget: Budget) -> int:
     """Units of work per round, the same on both sides: enough that a round lasts min_round_s, from the
     faster side's warm-up. A millisecond decode step alone is mostly the cost of waking up after the
@@ -63,7 +68,7 @@ def interleave(
     process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
     with like (and a linear drift of the machine cancels too); a lone A-B pair would not. Blocks from
     first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
-    pass, that of all passes together."""
+    pass and a follow-up, that of all passes together, and only once it rests on MIN_INTERVAL_BLOCKS."""
     start = time.perf_counter()
     while True:
         order = "ABBA" if rng.random() < 0.5 else "BAAB"
@@ -74,7 +79,8 @@ def interleave(
         rounds.head_s += times["B"]
         rounds.order.append(order)
         if len(rounds.order) - first_block >= budget.min_blocks:
-            if estimate(*block_sums(rounds, 0 if last else first_block)).half_width < budget.target:
+            considered = block_sums(rounds, 0 if last else first_block)
+            if len(considered[0]) >= MIN_INTERVAL_BLOCKS and estimate(*considered).half_width < budget.target:
                 return
             if time.perf_counter() - start > budget.max_case_s:
                 rounds.note = f"time cap before the interval narrowed to +-{budget.target:.0%}"

@@ -97,7 +97,7 @@ class Comparison:
             self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
         r = self.rounds[name]
         first_block = len(r.order)
-        interleave(pair[0], pair[1], r, share, self.rng, first_block, last=n == self.budget.passes - 1)
+        interleave(pair[0], pair[1], r, share, self.rng, first_block, last=n >= self.budget.passes - 1)
         for w in pair:
             w.ask("close")
         e = estimate(*block_sums(r, first_block))
@@ -159,7 +159,7 @@ def compare_interleaved(
             for name in run.cases(pair):
                 run.run_case(pair, name, share, n)
     estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
-    whole = Budget(budget.target, share.min_blocks, budget.max_case_s, budget.min_round_s)
+    whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
     for n in range(budget.passes, budget.passes + budget.follow_up):
         suspects = undecided_regressions(estimates, run.rounds, *decide)
         if not suspects:

@@ -165,6 +165,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _own_options(command: str, rest: list[str]) -> tuple[list[str], list[str]]:
+    """Split what follows -- into the subcommand's own options (with their values) and pytest's
+    arguments: `ab HEAD HEAD -- perf_tests -k x --inject-slowdown 0.05` must inject, not hand
+    --inject-slowdown to a worker that ignores it."""
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    takes_value = {s: a.nargs != 0 for a in sub._actions for s in a.option_strings if s not in ("-h", "--help")}
+    own, left, i = [], [], 0
+    while i < len(rest):
+        flag = rest[i].split("=", 1)[0]
+        if flag in takes_value:
+            width = 1 if "=" in rest[i] or not takes_value[flag] else 2
+            own += rest[i : i + width]
+            i += width
+        else:
+            left.append(rest[i])
+            i += 1
+    return own, left
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     rest: list[str] = []
@@ -172,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, rest = argv[:cut], argv[cut + 1 :]
     args, unknown = parser().parse_known_args(argv)
+    if hasattr(args, "pytest_args") and rest:  # the command's own options may follow -- too: take them back
+        own, rest = _own_options(args.command, rest)
+        if own:
+            args, unknown = parser().parse_known_args([*argv, *own])
     if hasattr(args, "pytest_args"):
         args.pytest_args = [*unknown, *rest]
     elif unknown or rest:

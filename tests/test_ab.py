@@ -177,3 +177,14 @@ def test_an_interval_of_two_blocks_does_not_stop_a_case():
     rounds = CaseRounds("steady", tokens=1.0)
     interleave(_SteadyWorker(), _SteadyWorker(), rounds, Budget(min_blocks=2, max_case_s=60.0), random.Random(0))
     assert len(rounds.order) == MIN_INTERVAL_BLOCKS  # narrow from the first block, but stopped only at 6
+
+
+def test_ab_options_after_the_double_dash_are_ab_options_not_pytest_arguments():
+    """`ab HEAD HEAD -- perf_tests -k x --inject-slowdown 0.05 --inject-case c` must inject: the worker
+    would silently ignore an option it does not know."""
+    from harness.__main__ import _own_options
+
+    rest = "perf_tests --models small -k decode --inject-slowdown 0.05 --inject-case=paged --max-case-s 3".split()
+    own, left = _own_options("ab", rest)
+    assert own == ["--inject-slowdown", "0.05", "--inject-case=paged", "--max-case-s", "3"]
+    assert left == ["perf_tests", "--models", "small", "-k", "decode"]

@@ -232,3 +232,31 @@ class StaleAcrossRounds(_GreedyLoop):
 
 
 PLUGIN_MUTANTS = [DropsPromptHead, DriftsAfter16, StaleAcrossRounds]
+
+
+def mutant_cache(model: str, dtype: str = "float32", device: str = "cpu", kv_cache_mem: float = 64 * 2**20):
+    """The engine cache of a suite run with every mutant (and the correct _GreedyLoop) registered, as
+    --engine-module would register them."""
+    from harness.bench import PerfSession
+    from harness.engines.registry import engine_sources
+    from harness.options import PerfOptions
+
+    modules = [f"mutants:{cls.__name__}" for cls in [*PAGED_MUTANTS, *PLUGIN_MUTANTS, _GreedyLoop]]
+    options = PerfOptions(
+        models=(model,), device=device, dtype=dtype, engine_modules=tuple(modules), kv_cache_mem=kv_cache_mem
+    )
+    return PerfSession(options, engine_sources=engine_sources(modules)).cache
+
+
+def suite_refusal(cache, engine: str, batch_size: int = 4, prompt_len: int = 32) -> str | None:
+    """What the suite says of an engine before timing (the probe) or after it (three timed rounds of
+    a batching case), called as the benchmark cases call it (harness/bench.py)."""
+    from harness.cases import Case
+
+    model = cache.options.models[0]
+    problem = cache.parity_problem(Case("generate", model, engine))
+    if problem:
+        return problem
+    case = Case("batching", model, engine, batch_size=batch_size, prompt_len=prompt_len, new_tokens=32)
+    requests = cache.requests(case)
+    return cache.check_rounds(case, requests, [cache.engine(case).generate(requests) for _ in range(3)])

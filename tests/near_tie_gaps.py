@@ -15,12 +15,9 @@ import sys
 import mutants
 import torch
 
-from harness.bench import PerfSession
 from harness.cases import Case
 from harness.correctness.calibrate import relative_token_gaps
 from harness.correctness.probe import probe_requests
-from harness.engines.registry import engine_sources
-from harness.options import PerfOptions
 
 SHIPPED = ["hf-generate", "manual", "static-batch", "paged"]
 MUTANTS = [*mutants.PAGED_MUTANTS, *mutants.PLUGIN_MUTANTS]
@@ -44,11 +41,7 @@ def main(argv: list[str]) -> None:
     model = argv[2] if len(argv) > 2 else "small"
     engines = argv[3].split(",") if len(argv) > 3 else [*SHIPPED, *(m.name for m in MUTANTS)]
     torch.backends.cuda.matmul.allow_tf32 = False
-    modules = [f"mutants:{c.__name__}" for c in MUTANTS]
-    options = PerfOptions(
-        models=(model,), device=device, dtype=dtype, engine_modules=tuple(modules), kv_cache_mem=256 << 20
-    )
-    cache = PerfSession(options, engine_sources=engine_sources(modules)).cache
+    cache = mutants.mutant_cache(model, dtype, device, kv_cache_mem=256 << 20)
     for engine in engines:
         print(f"{device} {dtype} {model} {engine:32s} largest gap {largest_gap(cache, model, engine):.4g}", flush=True)
 

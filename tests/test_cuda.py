@@ -10,13 +10,9 @@ import mutants
 import pytest
 import torch
 
-from harness.bench import PerfSession
-from harness.cases import Case
 from harness.engines import EngineConfig
 from harness.engines.paged.engine import PagedEngine
-from harness.engines.registry import engine_sources
 from harness.hardware import probe
-from harness.options import PerfOptions
 from harness.workloads import mixed_requests
 
 DEVICE = os.environ.get("PERF_CUDA_TEST_DEVICE", "cuda")
@@ -30,24 +26,14 @@ MUTANTS = [*mutants.PAGED_MUTANTS, *mutants.PLUGIN_MUTANTS]
 def cache(request):
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here, as on the CPU
     model, _, dtype = request.param.rpartition("-")
-    modules = [f"mutants:{cls.__name__}" for cls in MUTANTS]
-    options = PerfOptions(
-        models=(model,), device=DEVICE, dtype=dtype, engine_modules=tuple(modules), kv_cache_mem=256 << 20
-    )
-    cache = PerfSession(options, engine_sources=engine_sources(modules)).cache
+    cache = mutants.mutant_cache(model, dtype, DEVICE, kv_cache_mem=256 << 20)
     yield cache
     cache.close()
 
 
 def refusal(cache, engine: str) -> str | None:
     """The probe before timing, then three rounds of a batching case, as tests/test_mutants.py."""
-    model = cache.options.models[0]
-    problem = cache.parity_problem(Case("generate", model, engine))
-    if problem:
-        return problem
-    case = Case("batching", model, engine, batch_size=8, prompt_len=64, new_tokens=32)
-    requests = cache.requests(case)
-    return cache.check_rounds(case, requests, [cache.engine(case).generate(requests) for _ in range(3)])
+    return mutants.suite_refusal(cache, engine, batch_size=8, prompt_len=64)
 
 
 @pytest.mark.parametrize("engine", SHIPPED)

@@ -5,23 +5,10 @@ the correct ones. The check is called exactly as the benchmark cases call it (ha
 import mutants
 import pytest
 
-from harness.bench import PerfSession
 from harness.cases import Case
-from harness.engine_cache import EngineCache
-from harness.engines.registry import engine_sources
-from harness.options import PerfOptions
 
 MUTANTS = [*mutants.PAGED_MUTANTS, *mutants.PLUGIN_MUTANTS]
 CORRECT = ["paged", "manual", "static-batch", mutants._GreedyLoop.name]
-
-
-def _cache(model: str, dtype: str = "float32") -> EngineCache:
-    """The engine cache of a suite run with the mutants registered (as --engine-module would)."""
-    modules = [f"mutants:{cls.__name__}" for cls in [*MUTANTS, mutants._GreedyLoop]]
-    options = PerfOptions(
-        models=(model,), device="cpu", dtype=dtype, engine_modules=tuple(modules), kv_cache_mem=64 * 2**20
-    )
-    return PerfSession(options, engine_sources=engine_sources(modules)).cache
 
 
 # bfloat16: the margins are calibrated to HF's own rounding (harness/correctness/calibrate.py) and must
@@ -29,21 +16,12 @@ def _cache(model: str, dtype: str = "float32") -> EngineCache:
 @pytest.fixture(scope="module", params=["tiny", "tiny-bfloat16", pytest.param("small", marks=pytest.mark.slow)])
 def session(request):
     model, _, dtype = request.param.partition("-")
-    cache = _cache(model, dtype or "float32")
+    cache = mutants.mutant_cache(model, dtype or "float32")
     yield cache
     cache.close()
 
 
-def refusal(cache: EngineCache, engine: str) -> str | None:
-    """What the suite says before timing (probe) or after it (the timed rounds of a batching case)."""
-    model = cache.options.models[0]
-    problem = cache.parity_problem(Case("generate", model, engine))
-    if problem:
-        return problem
-    case = Case("batching", model, engine, batch_size=4, prompt_len=32, new_tokens=32)
-    requests = cache.requests(case)
-    rounds = [cache.engine(case).generate(requests) for _ in range(3)]
-    return cache.check_rounds(case, requests, rounds)
+refusal = mutants.suite_refusal
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])

@@ -188,3 +188,14 @@ def test_ab_options_after_the_double_dash_are_ab_options_not_pytest_arguments():
     own, left = _own_options("ab", rest)
     assert own == ["--inject-slowdown", "0.05", "--inject-case=paged", "--max-case-s", "3"]
     assert left == ["perf_tests", "--models", "small", "-k", "decode"]
+
+
+def test_only_the_first_pass_checks_outputs():
+    """Later passes run the same code on the same seed: their workers skip the HF check (--no-parity);
+    the first pass's do not, on either side, and the head keeps its injection."""
+    from harness.ab.runner import checked_once
+
+    args, head = ["perf_tests", "-k", "decode"], ["perf_tests", "-k", "decode", "--ab-inject-slowdown", "0.05"]
+    assert checked_once(args, head, 0) == (args, head)
+    later = checked_once(args, head, 1)
+    assert later == ([*args, "--no-parity"], [*head, "--no-parity"])

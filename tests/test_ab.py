@@ -199,3 +199,61 @@ def test_only_the_first_pass_checks_outputs():
     assert checked_once(args, head, 0) == (args, head)
     later = checked_once(args, head, 1)
     assert later == ([*args, "--no-parity"], [*head, "--no-parity"])
+
+
+def test_the_family_holds_only_cases_that_can_be_significant():
+    """Tarone: 4 blocks can never give p < 1/16, so that case leaves Holm's family; 9, 24 and 25 blocks
+    can reach 0.01 / 3 and stay in it. With all four counted the bar would be 0.01 / 4 for the first."""
+    from harness.ab.stats import smallest_p, testable
+
+    assert [smallest_p(4), smallest_p(9), smallest_p(60)] == [1 / 16, 1 / 512, 0.0]
+    assert testable([4, 25, 24, 9], alpha=0.01) == [False, True, True, True]
+    assert testable([4, 5], alpha=0.01) == [False, False]  # nothing can be significant: nothing is tested
+    assert testable([30] * 11, alpha=0.01) == [True] * 11
+
+
+def _steady(change: float, blocks: int, block_s: float):
+    """A case whose every block reads `change` (some jitter so Wilcoxon has distinct ranks)."""
+    from harness.ab.rounds import CaseRounds
+    from harness.ab.stats import estimate
+
+    base = [block_s / 4 * (1 + 0.001 * i) for i in range(2 * blocks)]
+    head = [b / (1 + change) for b in base]
+    r = CaseRounds("c", tokens=10.0, base_s=base, head_s=head, order=["ABBA"] * blocks)
+    from harness.ab.rounds import block_sums
+
+    return estimate(*block_sums(r)), r
+
+
+def test_a_case_of_too_few_blocks_is_unreliable_never_a_regression():
+    """A serving case of 4 blocks, every one 10% slower, cannot be significant: 'unreliable', its change
+    shown; a decode case of 25 blocks 5% slower is a regression."""
+    from harness.ab.runner import verdicts
+
+    serving, decode = _steady(-0.10, 4, 10.0), _steady(-0.05, 25, 0.4)
+    found = {
+        v.name: v
+        for v in verdicts(
+            {"serving": serving[0], "decode": decode[0]},
+            {"serving": serving[1], "decode": decode[1]},
+            threshold=0.02,
+            alpha=0.01,
+        )
+    }
+    assert found["serving"].status == "unreliable"
+    assert found["serving"].change == pytest.approx(-0.10, abs=1e-6)
+    assert "too few blocks" in found["serving"].note
+    assert found["decode"].status == "regression"
+
+
+def test_a_follow_up_goes_only_where_its_blocks_could_decide():
+    """Both lean -5% without being decided. The serving case (10 s blocks, 4 of them) would get one
+    more block from a 10 s follow-up: 5 blocks can never reach 0.01 / 3, so it is not followed up. The
+    generate case (2 s blocks, 6 of them) would reach 11: it is."""
+    from harness.ab.runner import undecided_regressions
+
+    cases = {"serving": _steady(-0.05, 4, 10.0), "generate": _steady(-0.05, 6, 2.0), "decode": _steady(0.0, 25, 0.4)}
+    estimates = {n: c[0] for n, c in cases.items()}
+    rounds = {n: c[1] for n, c in cases.items()}
+    assert undecided_regressions(estimates, rounds, 0.02, 0.01, follow_up_s=10.0) == ["generate"]
+    assert undecided_regressions(estimates, rounds, 0.02, 0.01, follow_up_s=60.0) == ["generate", "serving"]

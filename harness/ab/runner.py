@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.ab.rounds import Budget, CaseRounds, block_sums, interleave, reps_for
 from harness.ab.sides import Side, WorkerProcess, checked_out, open_both, worker_pair
-from harness.ab.stats import PairedEstimate, estimate
+from harness.ab.stats import PairedEstimate, estimate, smallest_p, testable
 from harness.baseline.gate import Verdict, format_table
 from harness.baseline.significance import holm
 from harness.errors import EXIT_OK, EXIT_REGRESSION, PerfSuiteError
@@ -35,22 +35,29 @@ INTERLEAVED = "interleaved rounds (ABBA, random start), Wilcoxon signed-rank on 
 def verdicts(
     estimates: dict[str, PairedEstimate], rounds: dict[str, CaseRounds], threshold: float, alpha: float
 ) -> list[Verdict]:
+    """Holm over the cases that can be significant at all (stats.testable); a case with too few blocks
+    for that is "unreliable", its change shown, never a regression."""
     names = sorted(estimates)
-    slower = holm([estimates[n].p_slower for n in names])
-    faster = holm([estimates[n].p_faster for n in names])
+    family = dict(zip(names, testable([estimates[n].pairs for n in names], alpha), strict=True))
+    tested = [n for n in names if family[n]]
+    slower = dict(zip(tested, holm([estimates[n].p_slower for n in tested]), strict=True))
+    faster = dict(zip(tested, holm([estimates[n].p_faster for n in tested]), strict=True))
     out = []
-    for name, p_slow, p_fast in zip(names, slower, faster, strict=True):
+    for name in names:
         e, r = estimates[name], rounds[name]
         base_tok = r.tokens / sorted(r.base_s)[len(r.base_s) // 2] if r.base_s else None
         head_tok = r.tokens / sorted(r.head_s)[len(r.head_s) // 2] if r.head_s else None
         note = f"{e.pairs} blocks, 95% CI {e.low:+.1%}..{e.high:+.1%}" + (f"; {r.note}" if r.note else "")
         fields = dict(base_tok_s=base_tok, now_tok_s=head_tok, change=e.change, threshold=threshold, note=note)
-        if e.change < -threshold and p_slow < alpha:
-            out.append(Verdict(name, "regression", p_value=p_slow, **fields))
-        elif e.change > threshold and p_fast < alpha:
-            out.append(Verdict(name, "improvement", p_value=p_fast, **fields))
+        if not family[name]:
+            few = f"too few blocks to be significant (p >= {smallest_p(e.pairs):.2g}); more --max-case-s"
+            out.append(Verdict(name, "unreliable", **{**fields, "note": f"{note}; {few}"}))
+        elif e.change < -threshold and slower[name] < alpha:
+            out.append(Verdict(name, "regression", p_value=slower[name], **fields))
+        elif e.change > threshold and faster[name] < alpha:
+            out.append(Verdict(name, "improvement", p_value=faster[name], **fields))
         else:
-            out.append(Verdict(name, "ok", p_value=min(p_slow, p_fast), **fields))
+            out.append(Verdict(name, "ok", p_value=min(slower[name], faster[name]), **fields))
     return out
 
 
@@ -112,14 +119,25 @@ class Comparison:
 
 
 def undecided_regressions(
-    estimates: dict[str, PairedEstimate], rounds: dict[str, CaseRounds], threshold: float, alpha: float
+    estimates: dict[str, PairedEstimate],
+    rounds: dict[str, CaseRounds],
+    threshold: float,
+    alpha: float,
+    follow_up_s: float = math.inf,
 ) -> list[str]:
-    """Cases that read as a drop beyond the threshold but are not (yet) significant after Holm."""
-    return [
-        v.name
-        for v in verdicts(estimates, rounds, threshold, alpha)
-        if v.status == "ok" and v.change is not None and v.change < -threshold
-    ]
+    """Cases that read as a drop beyond the threshold but are not (yet) significant after Holm, and that
+    a follow-up of follow_up_s seconds of rounds can make significant: a case with too few blocks now
+    is followed up only when the blocks it would add (at its own pace) let it reach alpha / (the number
+    of cases). A serving case of 10-second blocks, at 4 blocks, is not: a minute for nothing."""
+    out = []
+    for v in verdicts(estimates, rounds, threshold, alpha):
+        if v.change is None or v.change >= -threshold or v.status not in ("ok", "unreliable"):
+            continue
+        r = rounds[v.name]
+        added = follow_up_s / max((sum(r.base_s) + sum(r.head_s)) / max(len(r.order), 1), 1e-9)
+        if v.status == "ok" or smallest_p(int(len(r.order) + added)) <= alpha / len(estimates):
+            out.append(v.name)
+    return out
 
 
 def checked_once(args: list[str], head_args: list[str], n: int) -> tuple[list[str], list[str]]:
@@ -170,7 +188,7 @@ def compare_interleaved(
     estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
     whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
     for n in range(budget.passes, budget.passes + budget.follow_up):
-        suspects = undecided_regressions(estimates, run.rounds, *decide)
+        suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=budget.max_case_s)
         if not suspects:
             break
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:

@@ -64,6 +64,27 @@ def estimate(base_s: list[float], head_s: list[float], confidence: float = 0.95)
     )
 
 
+def smallest_p(pairs: int) -> float:
+    """The smallest one-sided p Wilcoxon's signed-rank test can give on `pairs` pairs: 2^-pairs, when
+    every pair leans the same way (scipy's exact distribution, used up to 50 pairs without ties). Above
+    50 pairs scipy's normal approximation goes lower still: any such case can be significant."""
+    return 0.5**pairs if pairs <= 50 else 0.0
+
+
+def testable(pairs: list[int], alpha: float) -> list[bool]:
+    """Which cases enter the multiple-testing family (Tarone 1990). A case of 4 blocks (a 3-second
+    serving round) can never give p < 1/16, so counting it among the m of Holm's alpha/m only takes
+    power from the cases that can: the family is the smallest K with at most K cases whose smallest p
+    is <= alpha/K. The choice rests on block counts alone, not on which way any case leaned, so Holm
+    over that family still keeps the chance of any false alarm below alpha."""
+    smallest = [smallest_p(n) for n in pairs]
+    for k in range(1, len(pairs) + 1):
+        family = [p <= alpha / k for p in smallest]
+        if sum(family) <= k:
+            return family
+    return [True] * len(pairs)
+
+
 def run_medians_estimate(base_medians: list[float], head_medians: list[float]) -> PairedEstimate:
     """Whole runs interleaved ABAB (a side without the worker protocol): a paired t-test on the log
     ratios of run i's medians (tok/s), which needs at least two pairs."""

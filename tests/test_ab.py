@@ -214,14 +214,11 @@ def test_the_family_holds_only_cases_that_can_be_significant():
 
 def _steady(change: float, blocks: int, block_s: float):
     """A case whose every block reads `change` (some jitter so Wilcoxon has distinct ranks)."""
-    from harness.ab.rounds import CaseRounds
-    from harness.ab.stats import estimate
+    from harness.ab.rounds import CaseRounds, block_sums
 
     base = [block_s / 4 * (1 + 0.001 * i) for i in range(2 * blocks)]
     head = [b / (1 + change) for b in base]
     r = CaseRounds("c", tokens=10.0, base_s=base, head_s=head, order=["ABBA"] * blocks)
-    from harness.ab.rounds import block_sums
-
     return estimate(*block_sums(r)), r
 
 

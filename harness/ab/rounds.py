@@ -61,8 +61,9 @@ def interleave(
     rng: random.Random,
     first_block: int = 0,
     last: bool = True,
-) -> None:
-    """ABBA (or BAAB, at random) blocks until the interval is narrow enough or the time is spent.
+) -> bool:
+    """ABBA (or BAAB, at random) blocks: at least budget.min_blocks of them, then until the interval is
+    narrow enough (True) or budget.max_case_s is spent (False).
 
     A round that follows a round of the same process finds its caches warm; one that follows the other
     process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
@@ -70,6 +71,7 @@ def interleave(
     first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
     pass and a follow-up, that of all passes together, and only once it rests on MIN_INTERVAL_BLOCKS."""
     start = time.perf_counter()
+    visit_start = len(rounds.order)
     while True:
         order = "ABBA" if rng.random() < 0.5 else "BAAB"
         times = {"A": [], "B": []}
@@ -78,13 +80,12 @@ def interleave(
         rounds.base_s += times["A"]
         rounds.head_s += times["B"]
         rounds.order.append(order)
-        if len(rounds.order) - first_block >= budget.min_blocks:
+        if len(rounds.order) - visit_start >= budget.min_blocks:
             considered = block_sums(rounds, 0 if last else first_block)
             if len(considered[0]) >= MIN_INTERVAL_BLOCKS and estimate(*considered).half_width < budget.target:
-                return
+                return True
             if time.perf_counter() - start > budget.max_case_s:
-                rounds.note = f"time cap before the interval narrowed to +-{budget.target:.0%}"
-                return
+                return False
 
 
 def block_sums(rounds: CaseRounds, first_block: int = 0) -> tuple[list[float], list[float]]:

@@ -91,31 +91,70 @@ class Comparison:
                 )
         return [c for c in self.common if c not in self.skipped]
 
-    def run_case(self, pair: list[WorkerProcess], name: str, share: Budget, n: int) -> None:
-        """One pass of one case: open it on both sides, interleave its rounds, close it."""
-        opened, problem = open_both(pair, name)
-        if problem:
-            self.missing.append(f"{name} ({problem})")
-            self.skipped.add(name)
-            self.rounds.pop(name, None)
-            return
-        if name not in self.rounds:
-            reps = reps_for(opened, self.budget)
-            self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
-        r = self.rounds[name]
-        first_block = len(r.order)
-        interleave(pair[0], pair[1], r, share, self.rng, first_block, last=n >= self.budget.passes - 1)
-        for w in pair:
-            w.ask("close")
-        e = estimate(*block_sums(r, first_block))
-        r.pass_changes.append(e.change)
+    def run_pass(self, pair: list[WorkerProcess], names: list[str], share: Budget, n: int) -> None:
+        """One pass over the cases, with one pair of workers: each case's share of rounds is taken in up
+        to MAX_VISITS visits (opened, a few blocks, closed), the cases visited in turn, so one case's
+        blocks come from moments spread over the pass instead of a few seconds in a row. Noise on this
+        host comes in phases that can favour one process for seconds: 8 blocks in a row of one case, in
+        the same pair of processes, read changes spread 2.5-3% beyond their blocks' own noise, while
+        fresh pairs added nothing measurable (docs in README, "A/B on one machine"); blocks taken in one
+        such phase lean together, and a test that counts them as independent calls the lean a change."""
+        plan: dict[str, tuple[int, int]] = {}  # name -> (visits, its first block of this pass)
+        settled: set[str] = set()
+        for visit in range(MAX_VISITS):
+            for name in names:
+                if name in self.skipped or name in settled or (name in plan and visit >= plan[name][0]):
+                    continue
+                if visit and name not in plan:
+                    continue
+                opened, problem = open_both(pair, name)
+                if problem:
+                    self.missing.append(f"{name} ({problem})")
+                    self.skipped.add(name)
+                    self.rounds.pop(name, None)
+                    plan.pop(name, None)
+                    continue
+                if name not in self.rounds:
+                    reps = reps_for(opened, self.budget)
+                    self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
+                r = self.rounds[name]
+                if name not in plan:
+                    plan[name] = (visits_for(opened, r.reps, share) if len(names) > 1 else 1, len(r.order))
+                visits, first = plan[name]
+                part = Budget(share.target, math.ceil(share.min_blocks / visits), share.max_case_s / visits)
+                last = n >= self.budget.passes - 1
+                if interleave(pair[0], pair[1], r, part, self.rng, first, last):
+                    settled.add(name)
+                for w in pair:
+                    w.ask("close")
         passes = self.budget.passes
         label = f"pass {n + 1}/{passes}" if n < passes else f"follow-up {n + 1 - passes}"
-        print(
-            f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks, +-{e.half_width:.1%})",
-            file=sys.stderr,
-            flush=True,
-        )
+        for name, (visits, first) in plan.items():
+            r = self.rounds[name]
+            if name not in settled:
+                r.note = f"time cap before the interval narrowed to +-{self.budget.target:.0%}"
+            e = estimate(*block_sums(r, first))
+            r.pass_changes.append(e.change)
+            print(
+                f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {visits} visit(s), +-{e.half_width:.1%})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+MAX_VISITS = 4  # visits per case and pass, at most: each re-opens the case (a warm-up unit of work)
+VISIT_BLOCKS = 2  # a case gets as many visits as its pass share holds this many blocks, up to MAX_VISITS
+
+
+def visits_for(opened: list[dict], reps: int, share: Budget) -> int:
+    """How many visits a case's share of a pass is split into: one for a case whose blocks are long (a
+    serving block of 10 s gets its share in one go), up to MAX_VISITS for a decode step of milliseconds.
+    A block is four rounds of `reps` units; a worker of protocol 1 (no warm_s) gets one visit."""
+    warm = [o.get("warm_s") for o in opened]
+    if any(w is None for w in warm):
+        return 1
+    block_s = 4 * reps * max(max(warm), 1e-6)
+    return max(1, min(MAX_VISITS, int(share.max_case_s / (VISIT_BLOCKS * block_s))))
 
 
 def undecided_regressions(
@@ -159,10 +198,10 @@ def compare_interleaved(
     decide: tuple[float, float] = (0.02, 0.01),
 ) -> tuple[dict[str, CaseRounds], dict[str, PairedEstimate], list[str]]:
     """Every case, in `budget.passes` passes, each with a fresh pair of worker processes (started in
-    alternating order), each pass taking its share of the case's time. A process carries a bias of
-    its own that no interleaving cancels (where its weights and buffers landed in memory: seen as a
-    steady +2.5% between two processes of the same code); fresh processes turn it into noise that
-    averages over the passes.
+    alternating order), each pass taking its share of the case's time in visits spread over the pass
+    (Comparison.run_pass). Fresh processes guard against a bias of one process (where its memory
+    landed); measured here, pairs differed no more than their blocks' noise explains, while stretches
+    of one case in the same pair did: the visits are for that.
 
     Then up to `budget.follow_up` follow-up passes, again with fresh workers, for the cases that read
     as a drop beyond the threshold (decide = (threshold, alpha)) without being significant yet: each
@@ -183,8 +222,7 @@ def compare_interleaved(
     run = Comparison(budget, random.Random(seed), {}, [], set())
     for n in range(budget.passes):
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
-            for name in run.cases(pair):
-                run.run_case(pair, name, share, n)
+            run.run_pass(pair, run.cases(pair), share, n)
     estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
     whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
     for n in range(budget.passes, budget.passes + budget.follow_up):
@@ -193,8 +231,8 @@ def compare_interleaved(
             break
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
             run.cases(pair)
-            for name in suspects:
-                run.run_case(pair, name, whole, n)
+            run.run_pass(pair, suspects, whole, n)
+            for name in (s for s in suspects if s in run.rounds):
                 run.rounds[name].note = "; ".join(filter(None, [run.rounds[name].note, "followed up"]))
         estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
     return run.rounds, estimates, run.missing

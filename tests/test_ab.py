@@ -254,3 +254,67 @@ def test_a_follow_up_goes_only_where_its_blocks_could_decide():
     rounds = {n: c[1] for n, c in cases.items()}
     assert undecided_regressions(estimates, rounds, 0.02, 0.01, follow_up_s=10.0) == ["generate"]
     assert undecided_regressions(estimates, rounds, 0.02, 0.01, follow_up_s=60.0) == ["generate", "serving"]
+
+
+class _TimedWorker:
+    """A worker whose rounds take warm_s * reps of a shared fake clock; it logs what it opened."""
+
+    def __init__(self, clock: list[float], warm: dict[str, float], opens: list[str] | None = None):
+        self.clock, self.warm, self.opens, self.case = clock, warm, opens, None
+
+    def ask(self, cmd, case=None, reps=1):
+        if cmd == "open":
+            self.case = case
+            if self.opens is not None:
+                self.opens.append(case)
+            return {"tokens": 1.0, "warm_s": self.warm[case]}
+        if cmd == "round":
+            self.clock[0] += self.warm[self.case] * reps
+            return {"seconds": self.warm[self.case] * reps}
+        return {}
+
+
+def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
+    """A decode case of 0.4 s blocks gets its 4 s share of the pass in 4 visits between the other
+    cases; a serving case of 8 s blocks gets one visit, of its 2 blocks. Every visit opens the case
+    again and the pass's estimate rests on all its blocks."""
+    from types import SimpleNamespace
+
+    import harness.ab.rounds as rounds_module
+    from harness.ab.rounds import CaseRounds
+    from harness.ab.runner import MAX_VISITS, Comparison, block_seconds, visits_for
+
+    clock = [0.0]
+    monkeypatch.setattr(rounds_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    warm, opens = {"decode": 0.01, "serving": 2.0}, []
+    pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
+    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
+    run.run_pass(pair, ["decode", "serving"], Budget(target=0.0, min_blocks=2, max_case_s=4.0), 0)
+    assert opens == ["decode", "serving"] + ["decode"] * (MAX_VISITS - 1)
+    assert run.rounds["decode"].reps == 10  # 0.1 s rounds of 10 steps: 0.4 s blocks
+    assert len(run.rounds["decode"].order) == MAX_VISITS * 3  # each visit: 1 s, so 3 blocks of 0.4 s
+    assert len(run.rounds["serving"].order) == 2  # at least min_blocks, past its share after both
+    assert [len(run.rounds[n].pass_changes) for n in ("decode", "serving")] == [1, 1]
+    assert "time cap" in run.rounds["decode"].note  # never narrowed to a target of 0
+    # a side of protocol 1 reports no warm-up time: its cases get one visit
+    assert block_seconds([{"warm_s": None}, {"warm_s": 0.01}], CaseRounds("new")) is None
+    assert visits_for(None, Budget(max_case_s=4.0)) == 1
+    # a later pass judges the blocks by those run before, not by the (cold) warm-up unit
+    assert block_seconds([{"warm_s": 5.0}] * 2, run.rounds["decode"]) == pytest.approx(0.4)
+
+
+def test_a_single_case_gets_one_visit(monkeypatch):
+    """A follow-up of one suspect has nothing to put between its visits: one visit, no re-opens."""
+    from types import SimpleNamespace
+
+    import harness.ab.rounds as rounds_module
+    from harness.ab.runner import Comparison
+
+    clock = [0.0]
+    monkeypatch.setattr(rounds_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    warm, opens = {"decode": 0.01}, []
+    pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
+    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
+    run.run_pass(pair, ["decode"], Budget(target=0.0, min_blocks=2, max_case_s=3.9), 1)
+    assert opens == ["decode"]
+    assert len(run.rounds["decode"].order) == 10  # 0.4 s blocks until past the 3.9 s cap

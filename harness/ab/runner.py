@@ -119,7 +119,7 @@ class Comparison:
                     self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
                 r = self.rounds[name]
                 if name not in plan:
-                    plan[name] = (visits_for(opened, r.reps, share) if len(names) > 1 else 1, len(r.order))
+                    plan[name] = (visits_for(block_seconds(opened, r), share) if len(names) > 1 else 1, len(r.order))
                 visits, first = plan[name]
                 part = Budget(share.target, math.ceil(share.min_blocks / visits), share.max_case_s / visits)
                 last = n >= self.budget.passes - 1
@@ -146,15 +146,22 @@ MAX_VISITS = 4  # visits per case and pass, at most: each re-opens the case (a w
 VISIT_BLOCKS = 2  # a case gets as many visits as its pass share holds this many blocks, up to MAX_VISITS
 
 
-def visits_for(opened: list[dict], reps: int, share: Budget) -> int:
-    """How many visits a case's share of a pass is split into: one for a case whose blocks are long (a
-    serving block of 10 s gets its share in one go), up to MAX_VISITS for a decode step of milliseconds.
-    A block is four rounds of `reps` units; a worker of protocol 1 (no warm_s) gets one visit."""
+def block_seconds(opened: list[dict], r: CaseRounds) -> float | None:
+    """A block's length: from the blocks the case ran before (an earlier pass), else from the opens'
+    warm-up units (the first after building, so an overestimate), else None (a worker of protocol 1)."""
+    if r.order:
+        return (sum(r.base_s) + sum(r.head_s)) / len(r.order)
     warm = [o.get("warm_s") for o in opened]
-    if any(w is None for w in warm):
+    return None if any(w is None for w in warm) else 4 * r.reps * max(max(warm), 1e-6)
+
+
+def visits_for(block_s: float | None, share: Budget) -> int:
+    """How many visits a case's share of a pass is split into: one for a case whose blocks are long (a
+    serving block of 10 s gets its share in one go), up to MAX_VISITS for a decode step of milliseconds;
+    one where the block's length is unknown."""
+    if block_s is None:
         return 1
-    block_s = 4 * reps * max(max(warm), 1e-6)
-    return max(1, min(MAX_VISITS, int(share.max_case_s / (VISIT_BLOCKS * block_s))))
+    return max(1, min(MAX_VISITS, int(share.max_case_s / (VISIT_BLOCKS * max(block_s, 1e-6)))))
 
 
 def undecided_regressions(

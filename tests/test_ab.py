@@ -114,6 +114,7 @@ def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     assert len(rounds["base_s"]) == len(rounds["head_s"]) == 2 * len(rounds["order"]) >= 12
     assert rounds["reps"] > 1  # a decode step of tiny is milliseconds: a round repeats it
     assert len(rounds["pass_changes"]) == 2  # two passes, each with fresh worker processes
+    assert sum(rounds["pass_blocks"]) == len(rounds["order"])
     assert set(rounds["order"]) <= {"ABBA", "BAAB"}
     assert "REGRESSION" in "\n".join(result.lines)
 
@@ -295,6 +296,7 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     assert len(run.rounds["decode"].order) == MAX_VISITS * 3  # each visit: 1 s, so 3 blocks of 0.4 s
     assert len(run.rounds["serving"].order) == 2  # at least min_blocks, past its share after both
     assert [len(run.rounds[n].pass_changes) for n in ("decode", "serving")] == [1, 1]
+    assert [run.rounds[n].pass_blocks for n in ("decode", "serving")] == [[MAX_VISITS * 3], [2]]
     assert "time cap" in run.rounds["decode"].note  # never narrowed to a target of 0
     # a side of protocol 1 reports no warm-up time: its cases get one visit
     assert block_seconds([{"warm_s": None}, {"warm_s": 0.01}], CaseRounds("new")) is None
@@ -318,3 +320,37 @@ def test_a_single_case_gets_one_visit(monkeypatch):
     run.run_pass(pair, ["decode"], Budget(target=0.0, min_blocks=2, max_case_s=3.9), 1)
     assert opens == ["decode"]
     assert len(run.rounds["decode"].order) == 10  # 0.4 s blocks until past the 3.9 s cap
+
+
+def _nested_rows(segment_sd: float, pair_sd: float, seed: int = 0) -> list[dict]:
+    """6 pairs x 4 segments x 8 blocks of log ratios: block noise 3%, plus the given components."""
+    rng, rows = random.Random(seed), []
+    for p in range(6):
+        pair = rng.gauss(0, pair_sd)
+        for s in range(4):
+            seg = pair + rng.gauss(0, segment_sd)
+            rows.append(
+                {"pair": p, "segment": s, "case": "c", "log_ratios": [seg + rng.gauss(0, 0.03) for _ in range(8)]}
+            )
+    return rows
+
+
+def test_the_noise_analysis_finds_a_segment_lean_and_no_lean_where_there_is_none():
+    """examples/ab_noise.py's nested analysis: stretches that lean 4% beyond 3% block noise show as a
+    segment component with a small p; pure block noise shows none (p well above 0.01)."""
+    import re
+
+    from examples.ab_noise import analyse, main
+
+    def p_values(rows):
+        line = analyse(rows)[1]
+        return [float(x) for x in re.findall(r"p ([0-9.]+)\)", line)]
+
+    seg_p, pair_p = p_values(_nested_rows(segment_sd=0.04, pair_sd=0.0))
+    assert seg_p < 0.001
+    assert pair_p > 0.01
+    seg_p, pair_p = p_values(_nested_rows(segment_sd=0.0, pair_sd=0.0))
+    assert seg_p > 0.01
+    assert pair_p > 0.01
+    with pytest.raises(SystemExit):
+        main(["--pairs", "1"])

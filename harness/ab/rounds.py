@@ -24,6 +24,7 @@ class CaseRounds:
     head_s: list[float] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # "ABBA" or "BAAB" for each block, in the order run
     pass_changes: list[float] = field(default_factory=list)  # each pass's own estimate (fresh processes)
+    pass_blocks: list[int] = field(default_factory=list)  # how many blocks each pass ran, in order
     note: str = ""
 
 

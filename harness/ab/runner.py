@@ -5,7 +5,8 @@ defaults to the working tree) and the same model seed. For every case both worke
 outside any timing, then the orchestrator alternates single rounds between them in ABBA blocks with
 a random start, so both sides see the same machine at the same moment; pairs of neighbouring rounds
 give log ratios (harness/ab/stats.py). Rounds go on until the interval of the case's change is
-narrower than --target (half-width) or the case has used --max-case-s.
+narrower than --target (half-width) or the case has used --max-case-s, in passes (a fresh pair of
+workers each) and, within a pass, in visits to the cases in turn (Comparison.run_pass).
 
 Verdicts: a case regresses when its one-sided p (Wilcoxon signed-rank, Holm-adjusted over the cases)
 is below alpha AND its change is below -threshold ([tool.perf] ab_threshold, default 2%). A side
@@ -135,6 +136,7 @@ class Comparison:
                 r.note = f"time cap before the interval narrowed to +-{self.budget.target:.0%}"
             e = estimate(*block_sums(r, first))
             r.pass_changes.append(e.change)
+            r.pass_blocks.append(e.pairs)
             print(
                 f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {visits} visit(s), +-{e.half_width:.1%})",
                 file=sys.stderr,
@@ -247,7 +249,7 @@ def compare_interleaved(
 
 def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, found) -> dict:
     """Everything --out keeps: both sides' rounds, in the order run, and the verdicts."""
-    keep = ("tokens", "reps", "pass_changes", "base_s", "head_s", "order", "note")
+    keep = ("tokens", "reps", "pass_changes", "pass_blocks", "base_s", "head_s", "order", "note")
     return {
         "method": method,
         "seed": seed,

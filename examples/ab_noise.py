@@ -1,0 +1,163 @@
+"""Where an A/B comparison's noise lives: fresh process pairs, stretches of one case in one pair, blocks.
+
+    python -m examples.ab_noise --pairs 4 --segments 3 --blocks 8 -- perf_tests --models small \
+        --perf-tier quick -k "manual and decode and bs1 or paged and prefill and bs1"
+
+Both sides are this working tree (an A/A: any change is noise). For each of --pairs fresh pairs of
+worker processes, every selected case is opened, run for --blocks ABBA blocks and closed, --segments
+times in turn (case 1, case 2, case 1, case 2, ...). A nested analysis of variance of the blocks' log
+ratios then splits their spread three ways, per case:
+  - block: the noise of one ABBA block, which the A/B's test models;
+  - segment: how far a stretch of --blocks blocks in a row leans beyond its blocks' noise (a phase of
+    the machine that favours one process for a few seconds);
+  - pair: how far a pair of processes leans beyond its segments (a speed of the process's own: where
+    its memory landed).
+
+    python -m examples.ab_noise --passes-of AB.json
+
+reads the rounds an `harness ab ... --out AB.json` kept and asks the same of its passes (each a fresh
+pair of processes): do the passes' mean log ratios differ more than their blocks' noise allows
+(Cochran's Q, chi-square on passes - 1 degrees of freedom, summed over the cases)?
+
+A component the A/B's Wilcoxon test does not model makes its p too small; that is what
+`harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
+against the one below it. The segment and pair means are means, so one burst moves them: the robust
+lines (medians, MAD) are printed beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics as st
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+from harness.ab.rounds import Budget, CaseRounds, block_sums, interleave, reps_for
+from harness.ab.sides import Side, open_both, worker_pair
+from harness.ab.stats import log_ratios
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def collect(pairs: int, segments: int, blocks: int, args: list[str], seed: int) -> list[dict]:
+    """One row per (pair, segment, case): the log ratios of its blocks."""
+    base, head = Side("base", "working tree", ROOT), Side("head", "working tree", ROOT)
+    rng, rows = random.Random(seed), []
+    for p in range(pairs):
+        with worker_pair(base, head, args, args, base_first=p % 2 == 0) as pair:
+            names = [c for c in pair[0].ask("cases")["cases"] if c in set(pair[1].ask("cases")["cases"])]
+            reps: dict[str, int] = {}
+            for s in range(segments):
+                for name in names:
+                    opened, problem = open_both(pair, name)
+                    if problem:
+                        raise SystemExit(f"{name}: {problem}")
+                    reps.setdefault(name, reps_for(opened, Budget()))
+                    r = CaseRounds(name, reps=reps[name])
+                    interleave(pair[0], pair[1], r, Budget(target=0.0, min_blocks=blocks, max_case_s=0.0), rng)
+                    for w in pair:
+                        w.ask("close")
+                    lr = log_ratios(*block_sums(r))
+                    rows.append({"pair": p, "segment": s, "case": name, "log_ratios": lr})
+                    print(f"pair {p} segment {s} {name}: {st.fmean(lr):+.2%}", file=sys.stderr, flush=True)
+    return rows
+
+
+def analyse(rows: list[dict]) -> list[str]:
+    """Per case: the three components (as standard deviations of a log ratio), with F tests."""
+    out = []
+    for case in sorted({r["case"] for r in rows}):
+        mine = [r for r in rows if r["case"] == case]
+        pairs, segs = sorted({r["pair"] for r in mine}), sorted({r["segment"] for r in mine})
+        n = len(mine[0]["log_ratios"])
+        seg_mean = {(r["pair"], r["segment"]): st.fmean(r["log_ratios"]) for r in mine}
+        pair_mean = {p: st.fmean(seg_mean[p, s] for s in segs) for p in pairs}
+        grand = st.fmean(pair_mean.values())
+        df_pair, df_seg = len(pairs) - 1, len(pairs) * (len(segs) - 1)
+        df_block = len(pairs) * len(segs) * (n - 1)
+        ms_pair = len(segs) * n * sum((pair_mean[p] - grand) ** 2 for p in pairs) / df_pair
+        ms_seg = n * sum((seg_mean[p, s] - pair_mean[p]) ** 2 for p in pairs for s in segs) / df_seg
+        ms_block = sum((x - seg_mean[r["pair"], r["segment"]]) ** 2 for r in mine for x in r["log_ratios"]) / df_block
+        sd_pair = math.sqrt(max(0.0, (ms_pair - ms_seg) / (len(segs) * n)))
+        sd_seg = math.sqrt(max(0.0, (ms_seg - ms_block) / n))
+        f_pair, f_seg = ms_pair / ms_seg, ms_seg / ms_block
+        resid = [x - st.median(r["log_ratios"]) for r in mine for x in r["log_ratios"]]
+        robust_block = 1.4826 * st.median(abs(v) for v in resid)
+        seg_medians = [st.median(r["log_ratios"]) for r in mine]
+        out += [
+            f"{case}",
+            f"  block sd {math.sqrt(ms_block):.2%} (robust {robust_block:.2%}); "
+            f"segment sd {sd_seg:.2%} beyond that (F {f_seg:.2f}, p {stats.f.sf(f_seg, df_seg, df_block):.3f}); "
+            f"pair sd {sd_pair:.2%} beyond that (F {f_pair:.2f}, p {stats.f.sf(f_pair, df_pair, df_seg):.3f})",
+            f"  pairs' means {' '.join(f'{pair_mean[p]:+.1%}' for p in pairs)}; sd of segment medians "
+            f"{st.stdev(seg_medians):.2%}, of which blocks explain about {1.25 * robust_block / math.sqrt(n):.2%}",
+        ]
+    return out
+
+
+def passes_of(doc: dict) -> list[str]:
+    """Cochran's Q of each case's passes (needs `pass_blocks`, kept since the visits came in)."""
+    out, total_q, total_df = [], 0.0, 0
+    for case, c in sorted(doc["cases"].items()):
+        r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
+        lr, counts = log_ratios(*block_sums(r)), c.get("pass_blocks")
+        if not counts or sum(counts) != len(lr):
+            raise SystemExit(f"{case}: no pass_blocks in this file (an ab --out from before visits)")
+        means, weights, start = [], [], 0
+        for n in counts:
+            x = lr[start : start + n]
+            start += n
+            if n < 2 or st.variance(x) == 0:
+                continue
+            means.append(st.fmean(x))
+            weights.append(n / st.variance(x))
+        if len(means) < 2:
+            continue
+        pooled = sum(w * m for w, m in zip(weights, means, strict=True)) / sum(weights)
+        q = sum(w * (m - pooled) ** 2 for w, m in zip(weights, means, strict=True))
+        total_q, total_df = total_q + q, total_df + len(means) - 1
+        out.append(
+            f"{case}: passes {' '.join(f'{m:+.1%}' for m in means)} (blocks {counts}); "
+            f"Q {q:.1f} on {len(means) - 1} df, p {stats.chi2.sf(q, len(means) - 1):.3f}"
+        )
+    if total_df:
+        out.append(f"all cases: Q {total_q:.1f} on {total_df} df, p {stats.chi2.sf(total_q, total_df):.4f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own, pytest_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(prog="python -m examples.ab_noise", description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--segments", type=int, default=3)
+    parser.add_argument("--blocks", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--out", help="also write the rows (JSON)")
+    parser.add_argument("--analyse", metavar="ROWS_JSON", help="only analyse rows written before by --out")
+    parser.add_argument("--passes-of", metavar="AB_JSON", help="Cochran's Q over the passes of an `ab --out` file")
+    a = parser.parse_args(own)
+    if a.passes_of:
+        print("\n".join(passes_of(json.loads(Path(a.passes_of).read_text()))))
+        return 0
+    if a.pairs < 2 or a.segments < 2 or a.blocks < 2:
+        parser.error("--pairs, --segments and --blocks must each be at least 2: each component needs a spread")
+    if a.analyse:
+        rows = json.loads(Path(a.analyse).read_text())
+    else:
+        rows = collect(a.pairs, a.segments, a.blocks, pytest_args or ["perf_tests"], a.seed)
+        if a.out:
+            from harness.baseline.storage import write_json_atomic
+
+            write_json_atomic(Path(a.out), rows)
+    print("\n".join(analyse(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

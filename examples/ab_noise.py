@@ -17,7 +17,7 @@ ratios then splits their spread three ways, per case:
 
 reads the rounds an `harness ab ... --out AB.json` kept and asks the same of its passes (each a fresh
 pair of processes): do the passes' mean log ratios differ more than their blocks' noise allows
-(Cochran's Q, chi-square on passes - 1 degrees of freedom, summed over the cases)?
+(a one-way analysis of variance per case, Fisher's combination over the cases)?
 
 A component the A/B's Wilcoxon test does not model makes its p too small; that is what
 `harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
@@ -75,6 +75,10 @@ def analyse(rows: list[dict]) -> list[str]:
         mine = [r for r in rows if r["case"] == case]
         pairs, segs = sorted({r["pair"] for r in mine}), sorted({r["segment"] for r in mine})
         n = len(mine[0]["log_ratios"])
+        if len(pairs) < 2 or len(segs) < 2 or n < 2 or len(mine) != len(pairs) * len(segs):
+            raise SystemExit(f"{case}: needs >= 2 pairs, >= 2 segments each, >= 2 blocks each, all present")
+        if any(len(r["log_ratios"]) != n for r in mine):
+            raise SystemExit(f"{case}: every segment must have the same number of blocks ({n})")
         seg_mean = {(r["pair"], r["segment"]): st.fmean(r["log_ratios"]) for r in mine}
         pair_mean = {p: st.fmean(seg_mean[p, s] for s in segs) for p in pairs}
         grand = st.fmean(pair_mean.values())
@@ -101,32 +105,32 @@ def analyse(rows: list[dict]) -> list[str]:
 
 
 def passes_of(doc: dict) -> list[str]:
-    """Cochran's Q of each case's passes (needs `pass_blocks`, kept since the visits came in)."""
-    out, total_q, total_df = [], 0.0, 0
+    """Per case, a one-way analysis of variance of its blocks' log ratios by pass (F on passes - 1 and
+    blocks - passes degrees of freedom, the within-pass variance pooled); over the cases, Fisher's
+    combination of their p. Needs `pass_blocks` (kept since the visits came in). A follow-up pass runs
+    because the earlier ones leaned: give `ab` --follow-up 0 for this."""
+    out, ps = [], []
     for case, c in sorted(doc["cases"].items()):
         r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
         lr, counts = log_ratios(*block_sums(r)), c.get("pass_blocks")
         if not counts or sum(counts) != len(lr):
             raise SystemExit(f"{case}: no pass_blocks in this file (an ab --out from before visits)")
-        means, weights, start = [], [], 0
+        groups, start = [], 0
         for n in counts:
-            x = lr[start : start + n]
+            groups.append(lr[start : start + n])
             start += n
-            if n < 2 or st.variance(x) == 0:
-                continue
-            means.append(st.fmean(x))
-            weights.append(n / st.variance(x))
-        if len(means) < 2:
+        groups = [g for g in groups if len(g) >= 2]
+        if len(groups) < 2:
             continue
-        pooled = sum(w * m for w, m in zip(weights, means, strict=True)) / sum(weights)
-        q = sum(w * (m - pooled) ** 2 for w, m in zip(weights, means, strict=True))
-        total_q, total_df = total_q + q, total_df + len(means) - 1
+        f, p = stats.f_oneway(*groups)
+        ps.append(float(p))
         out.append(
-            f"{case}: passes {' '.join(f'{m:+.1%}' for m in means)} (blocks {counts}); "
-            f"Q {q:.1f} on {len(means) - 1} df, p {stats.chi2.sf(q, len(means) - 1):.3f}"
+            f"{case}: passes {' '.join(f'{st.fmean(g):+.1%}' for g in groups)} (blocks {counts}); "
+            f"F {f:.2f} on {len(groups) - 1} and {sum(map(len, groups)) - len(groups)} df, p {p:.3f}"
         )
-    if total_df:
-        out.append(f"all cases: Q {total_q:.1f} on {total_df} df, p {stats.chi2.sf(total_q, total_df):.4f}")
+    if ps:
+        combined = stats.combine_pvalues(ps, method="fisher").pvalue
+        out.append(f"all {len(ps)} cases (Fisher): p {combined:.4f}")
     return out
 
 
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--out", help="also write the rows (JSON)")
     parser.add_argument("--analyse", metavar="ROWS_JSON", help="only analyse rows written before by --out")
-    parser.add_argument("--passes-of", metavar="AB_JSON", help="Cochran's Q over the passes of an `ab --out` file")
+    parser.add_argument("--passes-of", metavar="AB_JSON", help="do an `ab --out` file's passes differ beyond their blocks' noise?")
     a = parser.parse_args(own)
     if a.passes_of:
         print("\n".join(passes_of(json.loads(Path(a.passes_of).read_text()))))

@@ -115,6 +115,7 @@ def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     assert rounds["reps"] > 1  # a decode step of tiny is milliseconds: a round repeats it
     assert len(rounds["pass_changes"]) == 2  # two passes, each with fresh worker processes
     assert sum(rounds["pass_blocks"]) == len(rounds["order"])
+    assert len(rounds["pass_blocks"]) == len(rounds["pass_changes"])  # one count per pass, not per visit
     assert set(rounds["order"]) <= {"ABBA", "BAAB"}
     assert "REGRESSION" in "\n".join(result.lines)
 
@@ -260,6 +261,8 @@ def test_a_follow_up_goes_only_where_its_blocks_could_decide():
 class _TimedWorker:
     """A worker whose rounds take warm_s * reps of a shared fake clock; it logs what it opened."""
 
+    side = Side("base", "fake", ROOT)
+
     def __init__(self, clock: list[float], warm: dict[str, float], opens: list[str] | None = None):
         self.clock, self.warm, self.opens, self.case = clock, warm, opens, None
 
@@ -275,28 +278,35 @@ class _TimedWorker:
         return {}
 
 
-def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
-    """A decode case of 0.4 s blocks gets its 4 s share of the pass in 4 visits between the other
-    cases; a serving case of 8 s blocks gets one visit, of its 2 blocks. Every visit opens the case
-    again and the pass's estimate rests on all its blocks."""
+def _fake_clock(monkeypatch) -> list[float]:
     from types import SimpleNamespace
 
     import harness.ab.rounds as rounds_module
-    from harness.ab.rounds import CaseRounds
-    from harness.ab.runner import MAX_VISITS, Comparison, block_seconds, visits_for
 
     clock = [0.0]
     monkeypatch.setattr(rounds_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    return clock
+
+
+def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
+    """A decode case of 0.4 s blocks gets its 4.2 s share of the pass in 4 visits between the other
+    cases, each visit taking what is left of the share over the visits left (1.05, 1.0, 0.9, 0.6 s:
+    3, 3, 3 and 2 blocks), so the pass overruns the share by less than a block; a serving case of 8 s
+    blocks gets one visit, of its 2 blocks. Every visit opens the case again."""
+    from harness.ab.rounds import CaseRounds
+    from harness.ab.runner import MAX_VISITS, Comparison, block_seconds, visits_for
+
+    clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01, "serving": 2.0}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
     run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
-    run.run_pass(pair, ["decode", "serving"], Budget(target=0.0, min_blocks=2, max_case_s=4.0), 0)
+    run.run_pass(pair, ["decode", "serving"], Budget(target=0.0, min_blocks=2, max_case_s=4.2), 0)
     assert opens == ["decode", "serving"] + ["decode"] * (MAX_VISITS - 1)
     assert run.rounds["decode"].reps == 10  # 0.1 s rounds of 10 steps: 0.4 s blocks
-    assert len(run.rounds["decode"].order) == MAX_VISITS * 3  # each visit: 1 s, so 3 blocks of 0.4 s
+    assert len(run.rounds["decode"].order) == 3 + 3 + 3 + 2
     assert len(run.rounds["serving"].order) == 2  # at least min_blocks, past its share after both
+    assert [run.rounds[n].pass_blocks for n in ("decode", "serving")] == [[11], [2]]
     assert [len(run.rounds[n].pass_changes) for n in ("decode", "serving")] == [1, 1]
-    assert [run.rounds[n].pass_blocks for n in ("decode", "serving")] == [[MAX_VISITS * 3], [2]]
     assert "time cap" in run.rounds["decode"].note  # never narrowed to a target of 0
     # a side of protocol 1 reports no warm-up time: its cases get one visit
     assert block_seconds([{"warm_s": None}, {"warm_s": 0.01}], CaseRounds("new")) is None
@@ -305,15 +315,50 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     assert block_seconds([{"warm_s": 5.0}] * 2, run.rounds["decode"]) == pytest.approx(0.4)
 
 
-def test_a_single_case_gets_one_visit(monkeypatch):
-    """A follow-up of one suspect has nothing to put between its visits: one visit, no re-opens."""
-    from types import SimpleNamespace
-
-    import harness.ab.rounds as rounds_module
+def test_a_narrow_case_stops_visiting_but_only_after_the_pass_minimum(monkeypatch):
+    """Rounds without any noise give an interval of no width from the start. The case still runs the
+    pass's 8-block minimum (not just MIN_INTERVAL_BLOCKS, 6, nor a visit's own 2): visits of 3, 3 and
+    2 blocks, then no fourth visit and no time-cap note."""
     from harness.ab.runner import Comparison
 
-    clock = [0.0]
-    monkeypatch.setattr(rounds_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    clock = _fake_clock(monkeypatch)
+    warm, opens = {"decode": 0.01, "serving": 2.0}, []
+    pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
+    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
+    run.run_pass(pair, ["decode", "serving"], Budget(target=1.0, min_blocks=8, max_case_s=4.2), 0)
+    assert opens == ["decode", "serving", "decode", "decode"]
+    assert len(run.rounds["decode"].order) == 8
+    assert "time cap" not in run.rounds["decode"].note
+
+
+class _FailingSecondOpen(_TimedWorker):
+    """Opens "decode" once; the second time it reports an error (a case that broke mid-pass)."""
+
+    def ask(self, cmd, case=None, reps=1):
+        if cmd == "open" and case == "decode" and "decode" in (self.opens or []):
+            return {"error": "boom"}
+        return super().ask(cmd, case, reps)
+
+
+def test_a_case_whose_open_fails_on_a_later_visit_is_dropped_and_the_others_go_on(monkeypatch):
+    from harness.ab.runner import Comparison
+
+    clock = _fake_clock(monkeypatch)
+    warm = {"decode": 0.01, "prefill": 0.01}
+    pair = [_FailingSecondOpen(clock, warm, []), _TimedWorker(clock, warm)]
+    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
+    run.run_pass(pair, ["decode", "prefill"], Budget(target=0.0, min_blocks=2, max_case_s=4.2), 0)
+    assert "decode" not in run.rounds
+    assert "decode" in run.skipped
+    assert any("decode" in m and "boom" in m for m in run.missing)
+    assert run.rounds["prefill"].pass_blocks == [11]  # all four visits, unaffected
+
+
+def test_a_single_case_gets_one_visit(monkeypatch):
+    """A follow-up of one suspect has nothing to put between its visits: one visit, no re-opens."""
+    from harness.ab.runner import Comparison
+
+    clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
     run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
@@ -354,3 +399,37 @@ def test_the_noise_analysis_finds_a_segment_lean_and_no_lean_where_there_is_none
     assert pair_p > 0.01
     with pytest.raises(SystemExit):
         main(["--pairs", "1"])
+
+
+def _ab_doc(passes: list[list[float]]) -> dict:
+    """An `ab --out` document of one case whose blocks have the given log ratios, pass by pass."""
+    base, head, order = [], [], []
+    for block in (x for p in passes for x in p):
+        base += [0.5, 0.5]
+        head += [0.5 * math.exp(-block)] * 2
+        order.append("ABBA")
+    case = {"tokens": 1.0, "reps": 1, "base_s": base, "head_s": head, "order": order}
+    return {"cases": {"c": {**case, "pass_blocks": [len(p) for p in passes]}}}
+
+
+def test_the_passes_analysis_finds_a_pass_that_leans_and_none_where_none_does():
+    """--passes-of: a pass 5% off the others (1% block noise) is found; three passes from one
+    distribution are not; a file without pass_blocks is refused by name."""
+    import re
+
+    from examples.ab_noise import passes_of
+
+    rng = random.Random(0)
+
+    def noisy(shift):
+        return [shift + rng.gauss(0, 0.01) for _ in range(10)]
+
+    def p_value(lines):
+        return float(re.search(r"p ([0-9.]+)$", lines[0]).group(1))
+
+    assert p_value(passes_of(_ab_doc([noisy(0.05), noisy(0.0), noisy(0.0)]))) < 1e-6
+    assert p_value(passes_of(_ab_doc([noisy(0.0), noisy(0.0), noisy(0.0)]))) > 0.01
+    doc = _ab_doc([noisy(0.0), noisy(0.0)])
+    del doc["cases"]["c"]["pass_blocks"]
+    with pytest.raises(SystemExit, match="no pass_blocks"):
+        passes_of(doc)

@@ -95,18 +95,20 @@ class Comparison:
     def run_pass(self, pair: list[WorkerProcess], names: list[str], share: Budget, n: int) -> None:
         """One pass over the cases, with one pair of workers: each case's share of rounds is taken in up
         to MAX_VISITS visits (opened, a few blocks, closed), the cases visited in turn, so one case's
-        blocks come from moments spread over the pass instead of a few seconds in a row. Noise on this
-        host comes in phases that can favour one process for seconds: 8 blocks in a row of one case, in
-        the same pair of processes, read changes spread 2.5-3% beyond their blocks' own noise, while
-        fresh pairs added nothing measurable (docs in README, "A/B on one machine"); blocks taken in one
-        such phase lean together, and a test that counts them as independent calls the lean a change."""
-        plan: dict[str, tuple[int, int]] = {}  # name -> (visits, its first block of this pass)
-        settled: set[str] = set()
+        blocks come from moments spread over the pass instead of a few seconds in a row. Stretches of
+        8 blocks of one case, each in one opening in one pair of processes, leaned 2.5-3% beyond their
+        blocks' own noise in one of two runs (a phase of the host, or where that opening's buffers
+        landed), while fresh pairs added nothing measurable (README, "A/B on one machine"): blocks
+        that lean together are what a test counting them as independent calls a change.
+
+        Each visit gets what is left of the case's share (its rounds' seconds) over the visits left, so
+        the pass's rounds overrun the share by about one block, not one per visit; the interval may
+        stop a case early only once the pass has run share.min_blocks of its blocks."""
+        plan: dict[str, _Visits] = {}
         for visit in range(MAX_VISITS):
             for name in names:
-                if name in self.skipped or name in settled or (name in plan and visit >= plan[name][0]):
-                    continue
-                if visit and name not in plan:
+                v = plan.get(name)
+                if name in self.skipped or (v is None and visit) or (v is not None and not v.more()):
                     continue
                 opened, problem = open_both(pair, name)
                 if problem:
@@ -119,29 +121,51 @@ class Comparison:
                     reps = reps_for(opened, self.budget)
                     self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
                 r = self.rounds[name]
-                if name not in plan:
-                    plan[name] = (visits_for(block_seconds(opened, r), share) if len(names) > 1 else 1, len(r.order))
-                visits, first = plan[name]
-                part = Budget(share.target, math.ceil(share.min_blocks / visits), share.max_case_s / visits)
+                if v is None:
+                    planned = visits_for(block_seconds(opened, r), share) if len(names) > 1 else 1
+                    v = plan[name] = _Visits(planned, len(r.order))
+                part = v.next_part(share, r)
+                before = sum(r.base_s) + sum(r.head_s)
                 last = n >= self.budget.passes - 1
-                if interleave(pair[0], pair[1], r, part, self.rng, first, last):
-                    settled.add(name)
+                v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, share.min_blocks)
+                v.used_s += sum(r.base_s) + sum(r.head_s) - before
+                v.done += 1
                 for w in pair:
                     w.ask("close")
         passes = self.budget.passes
         label = f"pass {n + 1}/{passes}" if n < passes else f"follow-up {n + 1 - passes}"
-        for name, (visits, first) in plan.items():
+        for name, v in plan.items():
             r = self.rounds[name]
-            if name not in settled:
+            if not v.settled:
                 r.note = f"time cap before the interval narrowed to +-{self.budget.target:.0%}"
-            e = estimate(*block_sums(r, first))
+            e = estimate(*block_sums(r, v.first))
             r.pass_changes.append(e.change)
             r.pass_blocks.append(e.pairs)
             print(
-                f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {visits} visit(s), +-{e.half_width:.1%})",
+                f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {v.done} visit(s), +-{e.half_width:.1%})",
                 file=sys.stderr,
                 flush=True,
             )
+
+
+@dataclass
+class _Visits:
+    """One case's visits in one pass."""
+
+    planned: int
+    first: int  # the case's first block of this pass
+    done: int = 0
+    used_s: float = 0.0  # its rounds' seconds in this pass, both sides
+    settled: bool = False  # its interval narrowed: no more visits
+
+    def more(self) -> bool:
+        return not self.settled and self.done < self.planned
+
+    def next_part(self, share: Budget, r: CaseRounds) -> Budget:
+        """The next visit's budget: what is left of the share's blocks and seconds, over the visits left."""
+        left = self.planned - self.done
+        need = max(share.min_blocks - (len(r.order) - self.first), 1)
+        return Budget(share.target, math.ceil(need / left), (share.max_case_s - self.used_s) / left)
 
 
 MAX_VISITS = 4  # visits per case and pass, at most: each re-opens the case (a warm-up unit of work)

@@ -315,17 +315,20 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     assert block_seconds([{"warm_s": 5.0}] * 2, run.rounds["decode"]) == pytest.approx(0.4)
 
 
-def test_a_narrow_case_stops_visiting_but_only_after_the_pass_minimum(monkeypatch):
-    """Rounds without any noise give an interval of no width from the start. The case still runs the
-    pass's 8-block minimum (not just MIN_INTERVAL_BLOCKS, 6, nor a visit's own 2): visits of 3, 3 and
-    2 blocks, then no fourth visit and no time-cap note."""
+def test_a_narrow_case_stops_visiting_but_only_once_it_could_be_significant(monkeypatch):
+    """Rounds without any noise give an interval of no width from the start. With two cases at alpha
+    0.01 a case needs 8 blocks before it can reach p <= 0.01 / 2 (2^-8), so it runs 8, not
+    MIN_INTERVAL_BLOCKS (6) nor the pass's minimum (2): visits of 3, 3 and 2 blocks, then no fourth
+    visit and no time-cap note. Stopped at 6 it would have been 'unreliable', never a regression."""
     from harness.ab.runner import Comparison
+    from harness.ab.stats import blocks_for
 
+    assert [blocks_for(1 / 16), blocks_for(0.01 / 2), blocks_for(0.01 / 11)] == [4, 8, 11]
     clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01, "serving": 2.0}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
-    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
-    run.run_pass(pair, ["decode", "serving"], Budget(target=1.0, min_blocks=8, max_case_s=4.2), 0)
+    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set(), alpha=0.01)
+    run.run_pass(pair, ["decode", "serving"], Budget(target=1.0, min_blocks=2, max_case_s=4.2), 0)
     assert opens == ["decode", "serving", "decode", "decode"]
     assert len(run.rounds["decode"].order) == 8
     assert "time cap" not in run.rounds["decode"].note

@@ -63,6 +63,7 @@ def interleave(
     first_block: int = 0,
     last: bool = True,
     pass_min_blocks: int = 0,
+    interval_min_blocks: int = MIN_INTERVAL_BLOCKS,
 ) -> bool:
     """ABBA (or BAAB, at random) blocks: at least budget.min_blocks of them, then until the interval is
     narrow enough (True) or budget.max_case_s is spent (False).
@@ -71,7 +72,7 @@ def interleave(
     process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
     with like (and a linear drift of the machine cancels too); a lone A-B pair would not. Blocks from
     first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
-    pass and a follow-up, that of all passes together, and only once it rests on MIN_INTERVAL_BLOCKS
+    pass and a follow-up, that of all passes together, and only once it rests on interval_min_blocks
     and the pass has run pass_min_blocks (a visit is part of a pass: its own minimum is smaller)."""
     start = time.perf_counter()
     visit_start = len(rounds.order)
@@ -87,7 +88,7 @@ def interleave(
             considered = block_sums(rounds, 0 if last else first_block)
             if (
                 len(rounds.order) - first_block >= pass_min_blocks
-                and len(considered[0]) >= MIN_INTERVAL_BLOCKS
+                and len(considered[0]) >= interval_min_blocks
                 and estimate(*considered).half_width < budget.target
             ):
                 return True

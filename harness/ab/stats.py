@@ -71,6 +71,11 @@ def smallest_p(pairs: int) -> float:
     return 0.5**pairs if pairs <= 50 else 0.0
 
 
+def blocks_for(p: float) -> int:
+    """The fewest pairs on which Wilcoxon's smallest p (2^-n) is at most p."""
+    return max(1, math.ceil(-math.log2(p) - 1e-9))
+
+
 def testable(pairs: list[int], alpha: float) -> list[bool]:
     """Which cases enter the multiple-testing family (Tarone 1990). A case of 4 blocks (a 3-second
     serving round) can never give p < 1/16, so counting it among the m of Holm's alpha/m only takes

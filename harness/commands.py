@@ -130,7 +130,12 @@ def add_budget_options(sub: argparse.ArgumentParser) -> None:
 
     budget = Budget()
     sub.add_argument("--target", type=float, default=budget.target, help="stop a case at this CI half-width")
-    sub.add_argument("--min-blocks", type=int, default=budget.min_blocks, help="ABBA blocks per case, at least")
+    sub.add_argument(
+        "--min-blocks",
+        type=int,
+        default=budget.min_blocks,
+        help="ABBA blocks per case, at least (fewer where they do not fit --max-case-s: one a pass)",
+    )
     sub.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
     sub.add_argument(
         "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work this long"

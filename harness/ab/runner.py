@@ -127,12 +127,13 @@ class Comparison:
                     self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
                 r = self.rounds[name]
                 if v is None:
-                    planned = visits_for(block_seconds(opened, r), share) if len(names) > 1 else 1
-                    v = plan[name] = _Visits(planned, len(r.order))
+                    block_s = block_seconds(opened, r)
+                    planned = visits_for(block_s, share) if len(names) > 1 else 1
+                    v = plan[name] = _Visits(planned, len(r.order), fitting_blocks(block_s, share))
                 part = v.next_part(share, r)
                 before = sum(r.base_s) + sum(r.head_s)
                 last = n >= self.budget.passes - 1
-                v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, share.min_blocks, floor)
+                v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, floor)
                 v.used_s += sum(r.base_s) + sum(r.head_s) - before
                 v.done += 1
                 for w in pair:
@@ -159,6 +160,7 @@ class _Visits:
 
     planned: int
     first: int  # the case's first block of this pass
+    pass_min: int  # blocks this pass runs at least (fitting_blocks)
     done: int = 0
     used_s: float = 0.0  # its rounds' seconds in this pass, both sides
     settled: bool = False  # its interval narrowed: no more visits
@@ -169,7 +171,7 @@ class _Visits:
     def next_part(self, share: Budget, r: CaseRounds) -> Budget:
         """The next visit's budget: what is left of the share's blocks and seconds, over the visits left."""
         left = self.planned - self.done
-        need = max(share.min_blocks - (len(r.order) - self.first), 1)
+        need = max(self.pass_min - (len(r.order) - self.first), 1)
         return Budget(share.target, math.ceil(need / left), (share.max_case_s - self.used_s) / left)
 
 
@@ -184,6 +186,16 @@ def block_seconds(opened: list[dict], r: CaseRounds) -> float | None:
         return (sum(r.base_s) + sum(r.head_s)) / len(r.order)
     warm = [o.get("warm_s") for o in opened]
     return None if any(w is None for w in warm) else 4 * r.reps * max(max(warm), 1e-6)
+
+
+def fitting_blocks(block_s: float | None, share: Budget) -> int:
+    """The blocks a pass runs at least: share.min_blocks, or as many as fit in the share where fewer
+    do, and at least one. --max-case-s caps a case whose blocks are long: the quick tier's serving
+    case (10 s blocks) ran 2 a pass, 55 s of rounds a trial against its 10 s, and at 4 blocks it can
+    never be significant anyway; it now runs one a pass and shows as unreliable, asking for more time."""
+    if block_s is None:
+        return share.min_blocks
+    return max(1, min(share.min_blocks, int(share.max_case_s / max(block_s, 1e-9))))
 
 
 def visits_for(block_s: float | None, share: Budget) -> int:

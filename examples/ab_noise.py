@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--out", help="also write the rows (JSON)")
     parser.add_argument("--analyse", metavar="ROWS_JSON", help="only analyse rows written before by --out")
-    parser.add_argument("--passes-of", metavar="AB_JSON", help="do an `ab --out` file's passes differ beyond their blocks' noise?")
+    parser.add_argument(
+        "--passes-of", metavar="AB_JSON", help="do an `ab --out` file's passes differ beyond their blocks' noise?"
+    )
     a = parser.parse_args(own)
     if a.passes_of:
         print("\n".join(passes_of(json.loads(Path(a.passes_of).read_text()))))

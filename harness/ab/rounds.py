@@ -27,6 +27,11 @@ class CaseRounds:
     pass_blocks: list[int] = field(default_factory=list)  # how many blocks each pass ran, in order
     note: str = ""
 
+    @property
+    def seconds(self) -> float:
+        """Both sides' rounds, all passes: what the case has cost in timed work."""
+        return sum(self.base_s) + sum(self.head_s)
+
 
 @dataclass(frozen=True)
 class Budget:

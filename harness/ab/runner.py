@@ -110,6 +110,7 @@ class Comparison:
         prefill case settled at 9 blocks, +-0.9%): a narrow drop would never be a regression."""
         floor = max(MIN_INTERVAL_BLOCKS, blocks_for(self.alpha / max(len(self.common or names), 1)))
         plan: dict[str, _Visits] = {}
+        last = n >= self.budget.passes - 1
         for visit in range(MAX_VISITS):
             for name in names:
                 v = plan.get(name)
@@ -131,10 +132,9 @@ class Comparison:
                     planned = visits_for(block_s, share) if len(names) > 1 else 1
                     v = plan[name] = _Visits(planned, len(r.order), fitting_blocks(block_s, share))
                 part = v.next_part(share, r)
-                before = sum(r.base_s) + sum(r.head_s)
-                last = n >= self.budget.passes - 1
+                before = r.seconds
                 v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, floor)
-                v.used_s += sum(r.base_s) + sum(r.head_s) - before
+                v.used_s += r.seconds - before
                 v.done += 1
                 for w in pair:
                     w.ask("close")
@@ -183,7 +183,7 @@ def block_seconds(opened: list[dict], r: CaseRounds) -> float | None:
     """A block's length: from the blocks the case ran before (an earlier pass), else from the opens'
     warm-up units (the first after building, so an overestimate), else None (a worker of protocol 1)."""
     if r.order:
-        return (sum(r.base_s) + sum(r.head_s)) / len(r.order)
+        return r.seconds / len(r.order)
     warm = [o.get("warm_s") for o in opened]
     return None if any(w is None for w in warm) else 4 * r.reps * max(max(warm), 1e-6)
 
@@ -223,7 +223,7 @@ def undecided_regressions(
         if v.change is None or v.change >= -threshold or v.status not in ("ok", "unreliable"):
             continue
         r = rounds[v.name]
-        added = follow_up_s / max((sum(r.base_s) + sum(r.head_s)) / max(len(r.order), 1), 1e-9)
+        added = follow_up_s / max(r.seconds / max(len(r.order), 1), 1e-9)
         if v.status == "ok" or smallest_p(int(len(r.order) + added)) <= alpha / len(estimates):
             out.append(v.name)
     return out

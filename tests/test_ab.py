@@ -12,7 +12,7 @@ from harness.ab.runner import ab
 from harness.ab.sides import Side
 from harness.ab.stats import estimate, log_ratios, run_medians_estimate
 from harness.ab.worker import keyword_match, selected_kinds
-from harness.errors import EXIT_OK, EXIT_REGRESSION
+from harness.errors import EXIT_OK, EXIT_REGRESSION, PerfSuiteError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -292,7 +292,8 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     """A decode case of 0.4 s blocks gets its 4.2 s share of the pass in 4 visits between the other
     cases, each visit taking what is left of the share over the visits left (1.05, 1.0, 0.9, 0.6 s:
     3, 3, 3 and 2 blocks), so the pass overruns the share by less than a block; a serving case of 8 s
-    blocks gets one visit, and one block: two (the pass's minimum) do not fit its 4.2 s. Every visit
+    blocks gets one visit, and one block: two (the pass's minimum) do not fit its 4.2 s. (The whole
+    comparison allows it 80 s: enough for the 8 blocks it needs to be significant at all.) Every visit
     opens the case again."""
     from harness.ab.rounds import CaseRounds
     from harness.ab.runner import MAX_VISITS, Comparison, block_seconds, visits_for
@@ -300,7 +301,7 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01, "serving": 2.0}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
-    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
+    run = Comparison(Budget(passes=1, min_round_s=0.1, max_case_s=80.0), random.Random(0), {}, [], set())
     run.run_pass(pair, ["decode", "serving"], Budget(target=0.0, min_blocks=2, max_case_s=4.2), 0)
     assert opens == ["decode", "serving"] + ["decode"] * (MAX_VISITS - 1)
     assert run.rounds["decode"].reps == 10  # 0.1 s rounds of 10 steps: 0.4 s blocks
@@ -333,6 +334,62 @@ def test_a_narrow_case_stops_visiting_but_only_once_it_could_be_significant(monk
     assert opens == ["decode", "serving", "decode", "decode"]
     assert len(run.rounds["decode"].order) == 8
     assert "time cap" not in run.rounds["decode"].note
+
+
+def test_a_case_that_can_never_be_significant_in_its_time_is_opened_once_and_not_timed(monkeypatch):
+    """Among two cases at alpha 0.01 a case needs 8 blocks (2^-8 <= 0.01 / 2); a serving case of 8 s
+    blocks needs 64 s of rounds, more than the comparison's 20 s a case: it is opened (its outputs
+    checked) and closed, never timed nor visited again, and reported with the reason; the decode case
+    goes on as before. With 80 s a case it is timed (the test above)."""
+    from harness.ab.runner import Comparison
+
+    clock = _fake_clock(monkeypatch)
+    warm, opens, closes = {"decode": 0.01, "serving": 2.0}, [], []
+
+    class Closing(_TimedWorker):
+        def ask(self, cmd, case=None, reps=1):
+            if cmd == "close":
+                closes.append(self.case)
+            return super().ask(cmd, case, reps)
+
+    pair = [Closing(clock, warm, opens), _TimedWorker(clock, warm)]
+    run = Comparison(Budget(passes=1, min_round_s=0.1, max_case_s=20.0), random.Random(0), {}, [], set())
+    run.run_pass(pair, ["decode", "serving"], Budget(target=0.0, min_blocks=2, max_case_s=4.2), 0)
+    assert opens.count("serving") == 1
+    assert "serving" in closes
+    assert "serving" not in run.rounds
+    assert "serving" in run.skipped
+    assert run.untimed["serving"] == (
+        "not timed: significance needs 8 blocks of ~8.0 s (64 s of rounds), more than --max-case-s 20"
+    )
+    assert run.rounds["decode"].pass_blocks == [11]
+
+
+class _Protocol:
+    """A worker that only answers the handshake's protocol and logs what it is sent."""
+
+    def __init__(self, protocol: int, reply: dict | None = None):
+        self.hello, self.sent, self.reply = {"protocol": protocol}, [], reply or {"checked": 1}
+        self.side = Side("base", "fake", ROOT)
+
+    def send(self, cmd, **kw):
+        self.sent.append(cmd)
+
+    def _read(self):
+        return self.reply
+
+
+def test_both_parity_probes_start_before_either_is_awaited_and_an_older_worker_is_not_asked():
+    from harness.ab.sides import check_both
+
+    pair = [_Protocol(3), _Protocol(3)]
+    check_both(pair)
+    assert [w.sent for w in pair] == [["check"], ["check"]]
+    old = [_Protocol(2), _Protocol(3)]
+    check_both(old)
+    assert [w.sent for w in old] == [[], ["check"]]
+    with pytest.raises(PerfSuiteError, match="check: boom"):
+        check_both([_Protocol(3, {"error": "boom"}), _Protocol(3)])
 
 
 class _FailingSecondOpen(_TimedWorker):

@@ -20,11 +20,11 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.ab.rounds import MIN_INTERVAL_BLOCKS, Budget, CaseRounds, block_sums, interleave, reps_for
-from harness.ab.sides import Side, WorkerProcess, checked_out, open_both, worker_pair
+from harness.ab.sides import Side, WorkerProcess, check_both, checked_out, open_both, worker_pair
 from harness.ab.stats import PairedEstimate, blocks_for, estimate, smallest_p, testable
 from harness.baseline.gate import Verdict, format_table
 from harness.baseline.significance import holm
@@ -69,6 +69,9 @@ class ABResult:
     doc: dict
 
 
+SPENT = ("start", "check", "open", "rounds", "close")  # worker starts, parity probes, opens, rounds, closes
+
+
 @dataclass
 class Comparison:
     """What the passes of one A/B comparison gather."""
@@ -80,6 +83,8 @@ class Comparison:
     skipped: set[str]  # cases a side could not run: not opened again
     common: list[str] | None = None  # the cases both sides have, from the first pass
     alpha: float = 0.01
+    untimed: dict[str, str] = field(default_factory=dict)  # cases opened (and checked) but never timed: why
+    spent: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPENT, 0.0))  # seconds, by what
 
     def cases(self, pair: list[WorkerProcess]) -> list[str]:
         """The cases to run: both sides' lists, read in every pass (a worker collects them on asking)."""
@@ -92,6 +97,20 @@ class Comparison:
                     "base and head have no case in common for these pytest arguments: nothing to compare"
                 )
         return [c for c in self.common if c not in self.skipped]
+
+    def hopeless(self, block_s: float | None, floor: int) -> str:
+        """Why a case is not worth timing at all ("" when it is): the blocks it needs to be significant
+        among these cases (floor) do not fit in --max-case-s. Such a case always ended "unreliable" (the
+        quick tier's serving case at 10 s a case: 14 s blocks, 28 s of rounds a trial, its change read
+        anywhere from -10% to +14% in A/A), and its time is better left to the cases that can decide.
+        Its outputs were still checked when it was opened."""
+        if block_s is None or floor * block_s <= self.budget.max_case_s:
+            return ""
+        need = floor * block_s
+        return (
+            f"not timed: significance needs {floor} blocks of ~{block_s:.1f} s ({need:.0f} s of rounds), "
+            f"more than --max-case-s {self.budget.max_case_s:g}"
+        )
 
     def run_pass(self, pair: list[WorkerProcess], names: list[str], share: Budget, n: int) -> None:
         """One pass over the cases, with one pair of workers: each case's share of rounds is taken in up
@@ -116,7 +135,9 @@ class Comparison:
                 v = plan.get(name)
                 if name in self.skipped or (v is None and visit) or (v is not None and not v.more()):
                     continue
+                tick = time.perf_counter()
                 opened, problem = open_both(pair, name)
+                self.spent["open"] += time.perf_counter() - tick
                 if problem:
                     self.missing.append(f"{name} ({problem})")
                     self.skipped.add(name)
@@ -129,15 +150,26 @@ class Comparison:
                 r = self.rounds[name]
                 if v is None:
                     block_s = block_seconds(opened, r)
+                    hopeless = self.hopeless(block_s, floor) if not r.order else ""
+                    if hopeless:
+                        self.untimed[name] = hopeless
+                        self.skipped.add(name)
+                        del self.rounds[name]
+                        for w in pair:
+                            w.ask("close")
+                        continue
                     planned = visits_for(block_s, share) if len(names) > 1 else 1
                     v = plan[name] = _Visits(planned, len(r.order), fitting_blocks(block_s, share))
                 part = v.next_part(share, r)
-                before = r.seconds
+                before, before_t = r.seconds, time.perf_counter()
                 v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, floor)
                 v.used_s += r.seconds - before
                 v.done += 1
+                tick = time.perf_counter()
+                self.spent["rounds"] += tick - before_t
                 for w in pair:
                     w.ask("close")
+                self.spent["close"] += time.perf_counter() - tick
         passes = self.budget.passes
         label = f"pass {n + 1}/{passes}" if n < passes else f"follow-up {n + 1 - passes}"
         for name, v in plan.items():
@@ -246,7 +278,7 @@ def compare_interleaved(
     budget: Budget,
     seed: int,
     decide: tuple[float, float] = (0.02, 0.01),
-) -> tuple[dict[str, CaseRounds], dict[str, PairedEstimate], list[str]]:
+) -> tuple[Comparison, dict[str, PairedEstimate]]:
     """Every case, in `budget.passes` passes, each with a fresh pair of worker processes (started in
     alternating order), each pass taking its share of the case's time in visits spread over the pass
     (Comparison.run_pass). Fresh processes guard against a bias of one process (where its memory
@@ -271,24 +303,33 @@ def compare_interleaved(
     )
     run = Comparison(budget, random.Random(seed), {}, [], set(), alpha=decide[1])
     for n in range(budget.passes):
+        tick = time.perf_counter()
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
-            run.run_pass(pair, run.cases(pair), share, n)
+            names = run.cases(pair)
+            run.spent["start"] += time.perf_counter() - tick
+            if n == 0:
+                tick = time.perf_counter()
+                check_both(pair)
+                run.spent["check"] += time.perf_counter() - tick
+            run.run_pass(pair, names, share, n)
     estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
     whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
     for n in range(budget.passes, budget.passes + budget.follow_up):
         suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=budget.max_case_s)
         if not suspects:
             break
+        tick = time.perf_counter()
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
             run.cases(pair)
+            run.spent["start"] += time.perf_counter() - tick
             run.run_pass(pair, suspects, whole, n)
             for name in (s for s in suspects if s in run.rounds):
                 run.rounds[name].note = "; ".join(filter(None, [run.rounds[name].note, "followed up"]))
         estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
-    return run.rounds, estimates, run.missing
+    return run, estimates
 
 
-def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, found) -> dict:
+def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, found, spent) -> dict:
     """Everything --out keeps: both sides' rounds, in the order run, and the verdicts."""
     keep = ("tokens", "reps", "pass_changes", "pass_blocks", "base_s", "head_s", "order", "note")
     return {
@@ -301,13 +342,16 @@ def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, 
         "alpha": thresholds.alpha,
         "cases": {n: {k: getattr(r, k) for k in keep} for n, r in rounds.items()},
         "verdicts": [v.__dict__ for v in found],
+        "spent_s": spent,  # where the comparison's time went: worker starts, opens, rounds, closes
     }
 
 
 def _run(sides: list[Side], args, inject, budget, runs, seed, decide):
-    """(method, rounds, estimates, missing): interleaved rounds where both sides have the worker."""
+    """(method, rounds, estimates, missing, untimed, spent): interleaved rounds where both sides have the
+    worker."""
     if all(s.has_worker for s in sides):
-        return (INTERLEAVED, *compare_interleaved(*sides, args, inject, budget, seed, decide))
+        run, estimates = compare_interleaved(*sides, args, inject, budget, seed, decide)
+        return INTERLEAVED, run.rounds, estimates, run.missing, run.untimed, run.spent
     if inject[0]:
         raise PerfSuiteError("--inject-slowdown needs the worker protocol on both sides")
     from harness.ab.whole_runs import compare_whole_runs
@@ -317,7 +361,7 @@ def _run(sides: list[Side], args, inject, budget, runs, seed, decide):
         f"{lacking} has no worker protocol: {runs} whole runs per side interleaved ABAB, paired t-test "
         "on run medians, Holm"
     )
-    return (method, *compare_whole_runs(*sides, args, runs))
+    return (method, *compare_whole_runs(*sides, args, runs), {}, {})
 
 
 def ab(
@@ -340,14 +384,16 @@ def ab(
     with checked_out(base_spec, head_spec) as sides:
         start = time.perf_counter()
         decide = (thresholds.ab_threshold, thresholds.alpha)
-        method, rounds, estimates, missing = _run(sides, args, inject, budget, runs, seed, decide)
+        method, rounds, estimates, missing, untimed, spent = _run(sides, args, inject, budget, runs, seed, decide)
         found = verdicts(estimates, rounds, thresholds.ab_threshold, thresholds.alpha)
+        found += [Verdict(n, "unreliable", note=why) for n, why in sorted(untimed.items())]
         found += [Verdict(m, "missing-now", note="not compared") for m in missing]
         lines = [
-            f"base {sides[0].describe()} vs head {sides[1].describe()}; {time.perf_counter() - start:.0f} s",
+            f"base {sides[0].describe()} vs head {sides[1].describe()}; {time.perf_counter() - start:.0f} s"
+            + (f" ({', '.join(f'{k} {v:.0f} s' for k, v in spent.items())})" if spent else ""),
             *format_table(found, thresholds.alpha, f"{method}; threshold {thresholds.ab_threshold:.0%}"),
         ]
-        doc = _doc(method, seed, sides, inject, thresholds, rounds, found)
+        doc = _doc(method, seed, sides, inject, thresholds, rounds, found, spent)
     if out:
         from harness.baseline.storage import write_json_atomic
 

@@ -111,9 +111,12 @@ class WorkerProcess:
             raise PerfSuiteError(f"the {self.side.label} worker ({self.side.spec}) exited (code {self.proc.wait()})")
         return json.loads(line)
 
-    def ask(self, cmd: str, **kw) -> dict:
+    def send(self, cmd: str, **kw) -> None:
         self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
         self.proc.stdin.flush()
+
+    def ask(self, cmd: str, **kw) -> dict:
+        self.send(cmd, **kw)
         reply = self._read()
         if "error" in reply and cmd != "open":
             raise PerfSuiteError(f"{self.side.label} worker ({self.side.spec}), {cmd}: {reply['error']}")
@@ -144,6 +147,19 @@ def worker_pair(base: Side, head: Side, args: list[str], head_args: list[str], b
     finally:
         for w in pair:
             w.close()
+
+
+def check_both(pair: list[WorkerProcess]) -> None:
+    """Both workers' parity probes at once (each on one thread; worker.Worker.check), where both speak
+    protocol 3; a side that does not checks its cases as it opens them. A failed probe is not an error
+    here: the case's open reports it, and that case alone is left out."""
+    able = [w for w in pair if w.hello.get("protocol", 1) >= 3]
+    for w in able:
+        w.send("check")
+    for w in able:
+        reply = w._read()
+        if "error" in reply:
+            raise PerfSuiteError(f"{w.side.label} worker ({w.side.spec}), check: {reply['error']}")
 
 
 def open_both(pair: list[WorkerProcess], name: str) -> tuple[list[dict], str]:

@@ -1,8 +1,9 @@
 """Models and engines, built once outside any timed region, and the output check of each engine.
 
 One model is in memory at a time: switching models frees the last one, its engines and its HF
-reference. An engine is checked against HF greedy on the probe workload before its first timed
-case (parity_problem), and every round of its generate cases afterwards (check_rounds).
+reference (the engines' parity results stay: they hold for this seed). An engine is checked against
+HF greedy on the probe workload before its first timed case (parity_problem), and every round of its
+generate cases afterwards (check_rounds).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class EngineCache:
 
     def model(self, name: str) -> LoadedModel:
         if self._model is None or self._model[0] != name:
+            parity = dict(self._parity)  # keyed by (model, engine) on this session's seed: still true
             self.close()
+            self._parity = parity
             if self.options.model_path:
                 loaded = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
             else:
@@ -101,6 +104,14 @@ class EngineCache:
         loaded = self.model(case.model)
         tokens = contiguous_kv_tokens(arrival_batches(self.requests(case), self.options.max_batch_size))
         return tokens * roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
+
+    def engine_keys(self) -> list[tuple[str, str, int | None]]:
+        return list(self._engines)
+
+    def release_engines(self, keys) -> None:
+        """Close and forget these engines (the next case that needs one builds it again)."""
+        for key in keys:
+            self._engines.pop(key).close()
 
     def engine(self, case: Case):
         kv_bytes = self.kv_bytes(case)

@@ -118,10 +118,33 @@ def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     assert len(rounds["pass_blocks"]) == len(rounds["pass_changes"])  # one count per pass, not per visit
     assert set(rounds["order"]) <= {"ABBA", "BAAB"}
     assert "REGRESSION" in "\n".join(result.lines)
+    spent = result.doc["spent_s"]
+    assert set(spent) == {"start", "check", "open", "rounds", "close"}
+    assert spent["rounds"] >= sum(rounds["base_s"]) + sum(rounds["head_s"])  # the rounds' own time, and the asking
+    assert spent["check"] > 0  # both workers of the first pass probed the engine at once
+
+
+def test_a_workers_check_probes_each_engine_once_on_one_thread_and_leaves_no_engine_behind():
+    """check caches the probe's verdict per (model, engine), restores torch's thread count and lets go
+    of the engines it built; an engine whose probe fails is reported when its case is opened."""
+    import torch
+
+    from harness.ab.worker import Worker
+
+    threads = torch.get_num_threads()
+    w = Worker([*ARGS[:5], "-k", "decode and bs8"])
+    names = w.list_cases()
+    assert w.check() == {"checked": len({(c.model, c.engine) for c in w.cases.values()})}
+    assert torch.get_num_threads() == threads
+    assert w.session.cache.engine_keys() == []
+    assert all(p is None for p in w.session.cache._parity.values())
+    w.session.cache._parity[("tiny", "manual")] = "token 3 differs"  # what a failed probe leaves
+    opened = w.open(next(n for n in names if "manual" in n))
+    assert opened == {"error": "parity check failed: token 3 differs"}
+    w.session.cache.close()
 
 
 def test_ab_with_no_case_selected_is_an_error():
-    from harness.errors import PerfSuiteError
 
     with pytest.raises(PerfSuiteError, match="no case in common"):
         ab(str(ROOT), None, ["perf_tests", "--models", "tiny", "-k", "nothing-matches-this"], seed=1)
@@ -306,6 +329,7 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     assert opens == ["decode", "serving"] + ["decode"] * (MAX_VISITS - 1)
     assert run.rounds["decode"].reps == 10  # 0.1 s rounds of 10 steps: 0.4 s blocks
     assert len(run.rounds["decode"].order) == 3 + 3 + 3 + 2
+    assert run.rounds["decode"].visit_blocks == [3, 3, 3, 2]  # --out keeps each opening's blocks
     assert len(run.rounds["serving"].order) == 1  # one block, already past its share
     assert [run.rounds[n].pass_blocks for n in ("decode", "serving")] == [[11], [1]]
     assert [len(run.rounds[n].pass_changes) for n in ("decode", "serving")] == [1, 1]
@@ -319,9 +343,10 @@ def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
 
 def test_a_narrow_case_stops_visiting_but_only_once_it_could_be_significant(monkeypatch):
     """Rounds without any noise give an interval of no width from the start. With two cases at alpha
-    0.01 a case needs 8 blocks before it can reach p <= 0.01 / 2 (2^-8), so it runs 8, not
-    MIN_INTERVAL_BLOCKS (6) nor the pass's minimum (2): visits of 3, 3 and 2 blocks, then no fourth
-    visit and no time-cap note. Stopped at 6 it would have been 'unreliable', never a regression."""
+    0.01 (both timed: the comparison allows 80 s a case) a case needs 8 blocks before it can reach
+    p <= 0.01 / 2 (2^-8), so it runs 8, not MIN_INTERVAL_BLOCKS (6) nor the pass's minimum (2):
+    visits of 3, 3 and 2 blocks, then no fourth visit and no time-cap note. Stopped at 6 it would
+    have been 'unreliable', never a regression."""
     from harness.ab.runner import Comparison
     from harness.ab.stats import blocks_for
 
@@ -329,7 +354,7 @@ def test_a_narrow_case_stops_visiting_but_only_once_it_could_be_significant(monk
     clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01, "serving": 2.0}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
-    run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set(), alpha=0.01)
+    run = Comparison(Budget(passes=1, min_round_s=0.1, max_case_s=80.0), random.Random(0), {}, [], set(), alpha=0.01)
     run.run_pass(pair, ["decode", "serving"], Budget(target=1.0, min_blocks=2, max_case_s=4.2), 0)
     assert opens == ["decode", "serving", "decode", "decode"]
     assert len(run.rounds["decode"].order) == 8
@@ -360,36 +385,53 @@ def test_a_case_that_can_never_be_significant_in_its_time_is_opened_once_and_not
     assert "serving" not in run.rounds
     assert "serving" in run.skipped
     assert run.untimed["serving"] == (
-        "not timed: significance needs 8 blocks of ~8.0 s (64 s of rounds), more than --max-case-s 20"
+        "not timed: significance needs 8 blocks; ~8.0 s blocks give 3 in --max-case-s 20 (about 64 s would do)"
     )
     assert run.rounds["decode"].pass_blocks == [11]
 
 
 class _Protocol:
-    """A worker that only answers the handshake's protocol and logs what it is sent."""
+    """A worker that only answers the handshake's protocol; it logs what it is sent and read, in one
+    log shared by the pair."""
 
-    def __init__(self, protocol: int, reply: dict | None = None):
-        self.hello, self.sent, self.reply = {"protocol": protocol}, [], reply or {"checked": 1}
-        self.side = Side("base", "fake", ROOT)
+    def __init__(self, log: list, label: str, protocol: int, reply: dict | None = None):
+        self.log, self.label, self.reply = log, label, reply or {"checked": 1}
+        self.hello, self.side = {"protocol": protocol}, Side(label, "fake", ROOT)
 
     def send(self, cmd, **kw):
-        self.sent.append(cmd)
+        self.log.append(f"send {cmd} {self.label}")
 
     def _read(self):
+        self.log.append(f"read {self.label}")
         return self.reply
 
 
-def test_both_parity_probes_start_before_either_is_awaited_and_an_older_worker_is_not_asked():
+def test_both_parity_probes_start_before_either_is_awaited_and_only_where_both_can():
     from harness.ab.sides import check_both
 
-    pair = [_Protocol(3), _Protocol(3)]
-    check_both(pair)
-    assert [w.sent for w in pair] == [["check"], ["check"]]
-    old = [_Protocol(2), _Protocol(3)]
-    check_both(old)
-    assert [w.sent for w in old] == [[], ["check"]]
-    with pytest.raises(PerfSuiteError, match="check: boom"):
-        check_both([_Protocol(3, {"error": "boom"}), _Protocol(3)])
+    log = []
+    check_both([_Protocol(log, "base", 3), _Protocol(log, "head", 3)])
+    assert log == ["send check base", "send check head", "read base", "read head"]
+    log.clear()
+    check_both([_Protocol(log, "base", 2), _Protocol(log, "head", 3)])  # an older side: no one probes alone
+    assert log == []
+    check_both([_Protocol(log, "base", 3, {"error": "boom"}), _Protocol(log, "head", 3)])  # said, not raised
+    assert log[-1] == "read head"
+
+
+def test_the_table_lists_timed_then_untimed_then_missing_cases():
+    from harness.ab.runner import table_verdicts
+
+    est, r = _steady(0.0, 12, 0.4)
+    untimed = {"serving": "not timed: ..."}
+    found = table_verdicts({"decode": est}, {"decode": r}, untimed, ["x (head: boom)"], 0.02, 0.01)
+    assert [(v.name, v.status) for v in found] == [
+        ("decode", "ok"),
+        ("serving", "unreliable"),
+        ("x (head: boom)", "missing-now"),
+    ]
+    assert found[1].note == "not timed: ..."
+    assert found[1].change is None
 
 
 class _FailingSecondOpen(_TimedWorker):

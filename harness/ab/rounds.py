@@ -25,6 +25,7 @@ class CaseRounds:
     order: list[str] = field(default_factory=list)  # "ABBA" or "BAAB" for each block, in the order run
     pass_changes: list[float] = field(default_factory=list)  # each pass's own estimate (fresh processes)
     pass_blocks: list[int] = field(default_factory=list)  # how many blocks each pass ran, in order
+    visit_blocks: list[int] = field(default_factory=list)  # how many blocks each visit (one opening) ran
     note: str = ""
 
     @property

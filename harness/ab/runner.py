@@ -62,6 +62,21 @@ def verdicts(
     return out
 
 
+def table_verdicts(
+    estimates: dict[str, PairedEstimate],
+    rounds: dict[str, CaseRounds],
+    untimed: dict[str, str],
+    missing: list[str],
+    threshold: float,
+    alpha: float,
+) -> list[Verdict]:
+    """Every row of the table: the timed cases' verdicts, then the cases opened but not timed
+    (unreliable, with the time they would need), then those not compared (and why)."""
+    found = verdicts(estimates, rounds, threshold, alpha)
+    found += [Verdict(n, "unreliable", note=why) for n, why in sorted(untimed.items())]
+    return found + [Verdict(m, "missing-now", note="not compared") for m in missing]
+
+
 @dataclass(frozen=True)
 class ABResult:
     lines: list[str]
@@ -98,18 +113,34 @@ class Comparison:
                 )
         return [c for c in self.common if c not in self.skipped]
 
-    def hopeless(self, block_s: float | None, floor: int) -> str:
-        """Why a case is not worth timing at all ("" when it is): the blocks it needs to be significant
-        among these cases (floor) do not fit in --max-case-s. Such a case always ended "unreliable" (the
-        quick tier's serving case at 10 s a case: 14 s blocks, 28 s of rounds a trial, its change read
-        anywhere from -10% to +14% in A/A), and its time is better left to the cases that can decide.
-        Its outputs were still checked when it was opened."""
-        if block_s is None or floor * block_s <= self.budget.max_case_s:
+    def floor(self, names: list[str]) -> int:
+        """The blocks a case needs before it can be significant at all among the cases still compared
+        (Tarone's family, stats.testable: 2^-n <= alpha / their number; 11 blocks for 11 cases at
+        0.01), and at least MIN_INTERVAL_BLOCKS."""
+        compared = len([c for c in (self.common or names) if c not in self.untimed and c not in self.skipped])
+        return max(MIN_INTERVAL_BLOCKS, blocks_for(self.alpha / max(compared, 1)))
+
+    def hopeless(self, opened: list[dict], reps: int, floor: int) -> str:
+        """Why a case is not worth timing ("" when it is): the blocks its passes can run do not reach
+        the blocks it needs to be significant at all (floor). A pass runs its share of --max-case-s and
+        overruns it by at most one block; the block's length is judged from the faster side's warm-up
+        unit (the first after building: an overestimate, so the slower side's would be more so). Such
+        a case always ended "unreliable" (the quick tier's serving case at 10 s a case: 14 s blocks,
+        28.7-54.6 s of rounds a trial, its change read anywhere from -10% to +14% in A/A); its time is
+        left to the cases that can decide. Its outputs were still checked when it was opened. A
+        follow-up is not counted: it is for a case in doubt after its passes, not for one whose
+        budget is too short."""
+        warm = [o.get("warm_s") for o in opened]
+        if any(w is None for w in warm):
             return ""
-        need = floor * block_s
+        block_s = 4 * reps * max(min(warm), 1e-9)
+        passes = max(1, self.budget.passes)
+        reachable = passes * math.ceil(self.budget.max_case_s / passes / block_s)
+        if reachable >= floor:
+            return ""
         return (
-            f"not timed: significance needs {floor} blocks of ~{block_s:.1f} s ({need:.0f} s of rounds), "
-            f"more than --max-case-s {self.budget.max_case_s:g}"
+            f"not timed: significance needs {floor} blocks; ~{block_s:.1f} s blocks give {reachable} in "
+            f"--max-case-s {self.budget.max_case_s:g} (about {floor * block_s:.0f} s would do)"
         )
 
     def run_pass(self, pair: list[WorkerProcess], names: list[str], share: Budget, n: int) -> None:
@@ -124,10 +155,9 @@ class Comparison:
         Each visit gets what is left of the case's share (its rounds' seconds) over the visits left, so
         the pass's rounds overrun the share by about one block, not one per visit; the interval may
         stop a case early only once the pass has run share.min_blocks of its blocks, and only on an
-        interval of enough blocks that the case can be significant at all (alpha over all the cases:
-        11 blocks for 11 cases at 0.01). Stopped earlier, a narrow case was left "unreliable" (seen: a
+        interval of enough blocks that the case can be significant at all (Comparison.floor: 11 blocks
+        for 11 cases at 0.01). Stopped earlier, a narrow case was left "unreliable" (seen: a
         prefill case settled at 9 blocks, +-0.9%): a narrow drop would never be a regression."""
-        floor = max(MIN_INTERVAL_BLOCKS, blocks_for(self.alpha / max(len(self.common or names), 1)))
         plan: dict[str, _Visits] = {}
         last = n >= self.budget.passes - 1
         for visit in range(MAX_VISITS):
@@ -149,21 +179,26 @@ class Comparison:
                     self.rounds[name] = CaseRounds(name, tokens=opened[0]["tokens"] * reps, reps=reps)
                 r = self.rounds[name]
                 if v is None:
-                    block_s = block_seconds(opened, r)
-                    hopeless = self.hopeless(block_s, floor) if not r.order else ""
+                    hopeless = "" if r.order else self.hopeless(opened, r.reps, self.floor(names))
                     if hopeless:
                         self.untimed[name] = hopeless
                         self.skipped.add(name)
                         del self.rounds[name]
+                        tick = time.perf_counter()
                         for w in pair:
                             w.ask("close")
+                        self.spent["close"] += time.perf_counter() - tick
                         continue
+                    block_s = block_seconds(opened, r)
                     planned = visits_for(block_s, share) if len(names) > 1 else 1
                     v = plan[name] = _Visits(planned, len(r.order), fitting_blocks(block_s, share))
                 part = v.next_part(share, r)
                 before, before_t = r.seconds, time.perf_counter()
-                v.settled = interleave(pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, floor)
+                v.settled = interleave(
+                    pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, self.floor(names)
+                )
                 v.used_s += r.seconds - before
+                r.visit_blocks.append(len(r.order) - sum(r.visit_blocks))
                 v.done += 1
                 tick = time.perf_counter()
                 self.spent["rounds"] += tick - before_t
@@ -331,7 +366,7 @@ def compare_interleaved(
 
 def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, found, spent) -> dict:
     """Everything --out keeps: both sides' rounds, in the order run, and the verdicts."""
-    keep = ("tokens", "reps", "pass_changes", "pass_blocks", "base_s", "head_s", "order", "note")
+    keep = ("tokens", "reps", "pass_changes", "pass_blocks", "visit_blocks", "base_s", "head_s", "order", "note")
     return {
         "method": method,
         "seed": seed,
@@ -342,7 +377,7 @@ def _doc(method: str, seed: int, sides: list[Side], inject, thresholds, rounds, 
         "alpha": thresholds.alpha,
         "cases": {n: {k: getattr(r, k) for k in keep} for n, r in rounds.items()},
         "verdicts": [v.__dict__ for v in found],
-        "spent_s": spent,  # where the comparison's time went: worker starts, opens, rounds, closes
+        "spent_s": spent,  # where the comparison's time went, in seconds (SPENT)
     }
 
 
@@ -385,9 +420,7 @@ def ab(
         start = time.perf_counter()
         decide = (thresholds.ab_threshold, thresholds.alpha)
         method, rounds, estimates, missing, untimed, spent = _run(sides, args, inject, budget, runs, seed, decide)
-        found = verdicts(estimates, rounds, thresholds.ab_threshold, thresholds.alpha)
-        found += [Verdict(n, "unreliable", note=why) for n, why in sorted(untimed.items())]
-        found += [Verdict(m, "missing-now", note="not compared") for m in missing]
+        found = table_verdicts(estimates, rounds, untimed, missing, thresholds.ab_threshold, thresholds.alpha)
         lines = [
             f"base {sides[0].describe()} vs head {sides[1].describe()}; {time.perf_counter() - start:.0f} s"
             + (f" ({', '.join(f'{k} {v:.0f} s' for k, v in spent.items())})" if spent else ""),

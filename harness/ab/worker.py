@@ -3,9 +3,9 @@ own code (cwd and PYTHONPATH are the side's checkout) and the same model seed as
 
 It speaks JSON lines on stdout (everything else it or a library prints goes to stderr):
   {"cmd": "cases"}            -> {"cases": [name, ...]}    the cases the pytest args select
-  {"cmd": "check"}            -> {"checked": k}            (protocol 3) the parity probe of every
-                                 (model, engine) the cases use, on one thread, so that both workers
-                                 can run it at once (open finds the result cached)
+  {"cmd": "check"}            -> {"checked": k}            (protocol 3; after "cases") the parity
+                                 probe of every (model, engine) the cases use, on one thread, so
+                                 that both workers can run it at once (open finds the result cached)
   {"cmd": "open", "case": n}  -> {"tokens": t, "warm_s": s} or {"skip": why} or {"error": why}
                                  builds model and engine (untimed), checks the engine against HF
                                  greedy (probe, then the first round's outputs), one warm-up unit
@@ -82,26 +82,31 @@ class Worker:
         return list(self.cases)
 
     def check(self) -> dict:
-        """Run the parity probe of each (model, engine) the listed cases use, single-threaded: the
-        orchestrator asks both workers at once, and on 2 cores two probes of one thread each took about
-        as long as one of two threads (16 s against 17 s on the quick tier), where one after the other
-        took twice that. The result is cached: open reports a failed probe as before. Untimed."""
+        """Run the parity probe of each (model, engine) the listed cases use (after "cases"),
+        single-threaded: the orchestrator asks both workers at once, and on 2 cores a probe of the
+        quick tier took 17.2 s on one thread against 15.9 s on two, so two at once take about what one
+        took, where one after the other took twice that. The results are cached (EngineCache keeps
+        them across model switches): open reports a failed probe as before. The engines the probes
+        built are let go again, so that every timed engine is built at the process's own thread count
+        (a thread an engine starts while torch runs on one thread may keep one). Untimed."""
         import torch
 
-        threads = torch.get_num_threads()
+        cache = self.session.cache
+        threads, before = torch.get_num_threads(), set(cache.engine_keys())
         torch.set_num_threads(1)
+        seen: dict = {}
         try:
-            seen = {}
             for case in self.cases.values():
                 key = (case.model, case.engine)
-                if key in seen or self.session.cache.unavailable_reason(case.engine):
+                if key in seen:
                     continue
                 try:
-                    seen[key] = self.session.cache.parity_problem(case)
+                    seen[key] = None if cache.unavailable_reason(case.engine) else cache.parity_problem(case)
                 except Exception as exc:  # not cached: the case's open meets it again and reports it
                     seen[key] = f"{type(exc).__name__}: {exc}"
         finally:
             torch.set_num_threads(threads)
+            cache.release_engines(set(cache.engine_keys()) - before)
         return {"checked": len(seen)}
 
     def open(self, name: str) -> dict:

@@ -19,6 +19,11 @@ reads the rounds an `harness ab ... --out AB.json` kept and asks the same of its
 pair of processes): do the passes' mean log ratios differ more than their blocks' noise allows
 (a one-way analysis of variance per case, Fisher's combination over the cases)?
 
+    python -m examples.ab_noise --orders-of DIR/*.json --exclude paged-bs1-ctx128
+
+pools the blocks of `ab --out` files (an `ab-check --keep DIR`) by block order and the order of the
+block before (orders_of): does either side gain from the order of the rounds?
+
 A component the A/B's Wilcoxon test does not model makes its p too small; that is what
 `harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
 against the one below it. The segment and pair means are means, so one burst moves them: the robust
@@ -134,6 +139,29 @@ def passes_of(doc: dict) -> list[str]:
     return out
 
 
+def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
+    """Blocks' log ratios (head over base, %) by their order and the order of the block before them in
+    the same case, pooled over `ab --out` files (cases whose name contains `exclude` left out: a
+    slowed case). In A/A every group should centre on 0. ABBA after ABBA and BAAB after BAAB give
+    each side one round after its own process and one after the other; ABBA after BAAB and BAAB
+    after ABBA give one side two rounds after the other process: a transition effect shows as
+    those two leaning opposite ways, a bias of one side as all four leaning the same way."""
+    groups: dict[str, list[float]] = {}
+    for doc in docs:
+        for case, c in doc["cases"].items():
+            if exclude and exclude in case:
+                continue
+            r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
+            lr = log_ratios(*block_sums(r))
+            for i in range(1, len(lr)):
+                groups.setdefault(f"{c['order'][i - 1]} then {c['order'][i]}", []).append(100 * lr[i])
+    out = []
+    for key, x in sorted(groups.items()):
+        se = st.stdev(x) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+        out.append(f"{key}: {len(x)} blocks, mean {st.fmean(x):+.2f}% (se {se:.2f}), median {st.median(x):+.2f}%")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     own, pytest_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
@@ -147,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--passes-of", metavar="AB_JSON", help="do an `ab --out` file's passes differ beyond their blocks' noise?"
     )
+    parser.add_argument(
+        "--orders-of", metavar="AB_JSON", nargs="+", help="blocks' log ratios by block order, over `ab --out` files"
+    )
+    parser.add_argument("--exclude", default="", help="with --orders-of: leave out cases whose name contains this")
     a = parser.parse_args(own)
+    if a.orders_of:
+        print("\n".join(orders_of([json.loads(Path(f).read_text()) for f in a.orders_of], a.exclude)))
+        return 0
     if a.passes_of:
         print("\n".join(passes_of(json.loads(Path(a.passes_of).read_text()))))
         return 0

@@ -515,6 +515,30 @@ def _ab_doc(passes: list[list[float]]) -> dict:
     return {"cases": {"c": {**case, "pass_blocks": [len(p) for p in passes]}}}
 
 
+def test_the_orders_analysis_finds_a_side_that_gains_from_abba_blocks():
+    """Blocks whose head reads 2% faster when ABBA and 0 when BAAB: the ABBA groups lean +2%, the
+    BAAB ones do not; an excluded case is left out."""
+    import re
+
+    from examples.ab_noise import orders_of
+
+    rng = random.Random(0)
+    order = [rng.choice(["ABBA", "BAAB"]) for _ in range(400)]
+    base, head = [], []
+    for o in order:
+        lean = 0.02 if o == "ABBA" else 0.0
+        noise = rng.gauss(0, 0.005)
+        base += [0.5, 0.5]
+        head += [0.5 * math.exp(-lean - noise)] * 2
+    case = {"tokens": 1.0, "reps": 1, "base_s": base, "head_s": head, "order": order}
+    lines = orders_of([{"cases": {"c": case, "slowed": {**case, "head_s": [h * 2 for h in head]}}}], "slowed")
+    means = {line.split(":")[0]: float(re.search(r"mean ([-+0-9.]+)%", line).group(1)) for line in lines}
+    assert set(means) == {"ABBA then ABBA", "ABBA then BAAB", "BAAB then ABBA", "BAAB then BAAB"}
+    assert all(1.7 < means[k] < 2.3 for k in ("ABBA then ABBA", "BAAB then ABBA"))
+    assert all(abs(means[k]) < 0.3 for k in ("ABBA then BAAB", "BAAB then BAAB"))
+    assert sum(int(re.search(r": (\d+) blocks", line).group(1)) for line in lines) == 399  # the slowed case left out
+
+
 def test_the_passes_analysis_finds_a_pass_that_leans_and_none_where_none_does():
     """--passes-of: a pass 5% off the others (1% block noise) is found; three passes from one
     distribution are not; a file without pass_blocks is refused by name."""

@@ -103,6 +103,10 @@ def _in_the_repo(monkeypatch):
 
 def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     result = ab(str(ROOT), None, ARGS, inject=(0.25, "manual-bs8"), budget=QUICK, seed=1)
+    (first,) = [v for v in result.doc["verdicts"] if v["name"] == "test_decode[tiny-manual-bs8-ctx128]"]
+    if first["status"] == "unreliable" and "too few blocks" in first["note"]:
+        # seen in a fresh-clone CI on a host busy enough that 6 s held 3 blocks: nothing was measured
+        pytest.skip(f"host too busy to run the blocks a verdict needs: {first['note']}")
     assert result.exit_code == EXIT_REGRESSION, "\n".join(result.lines)
     (verdict,) = [v for v in result.doc["verdicts"] if v["name"] == "test_decode[tiny-manual-bs8-ctx128]"]
     assert verdict["status"] == "regression"

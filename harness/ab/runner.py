@@ -20,6 +20,7 @@ import math
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,15 @@ class Comparison:
                 )
         return [c for c in self.common if c not in self.skipped]
 
+    @contextmanager
+    def timing(self, what: str):
+        """Adds the time the block takes to spent[what]."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[what] += time.perf_counter() - tick
+
     def floor(self, names: list[str]) -> int:
         """The blocks a case needs before it can be significant at all among the cases still compared
         (Tarone's family, stats.testable: 2^-n <= alpha / their number; 11 blocks for 11 cases at
@@ -165,9 +175,8 @@ class Comparison:
                 v = plan.get(name)
                 if name in self.skipped or (v is None and visit) or (v is not None and not v.more()):
                     continue
-                tick = time.perf_counter()
-                opened, problem = open_both(pair, name)
-                self.spent["open"] += time.perf_counter() - tick
+                with self.timing("open"):
+                    opened, problem = open_both(pair, name)
                 if problem:
                     self.missing.append(f"{name} ({problem})")
                     self.skipped.add(name)
@@ -184,10 +193,9 @@ class Comparison:
                         self.untimed[name] = hopeless
                         self.skipped.add(name)
                         del self.rounds[name]
-                        tick = time.perf_counter()
-                        for w in pair:
-                            w.ask("close")
-                        self.spent["close"] += time.perf_counter() - tick
+                        with self.timing("close"):
+                            for w in pair:
+                                w.ask("close")
                         continue
                     block_s = block_seconds(opened, r)
                     planned = visits_for(block_s, share) if len(names) > 1 else 1

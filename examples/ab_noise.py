@@ -33,6 +33,7 @@ lines (medians, MAD) are printed beside.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -59,12 +60,20 @@ def collect(pairs: int, segments: int, blocks: int, args: list[str], seed: int) 
             reps: dict[str, int] = {}
             for s in range(segments):
                 for name in names:
-                    opened, problem = open_both(pair, name)
+                    head_last = rng.random() < 0.5
+                    opened, problem = open_both(pair, name, head_last)
                     if problem:
                         raise SystemExit(f"{name}: {problem}")
                     reps.setdefault(name, reps_for(opened, Budget()))
                     r = CaseRounds(name, reps=reps[name])
-                    interleave(pair[0], pair[1], r, Budget(target=0.0, min_blocks=blocks, max_case_s=0.0), rng)
+                    interleave(
+                        pair[0],
+                        pair[1],
+                        r,
+                        Budget(target=0.0, min_blocks=blocks, max_case_s=0.0),
+                        rng,
+                        lead="B" if head_last else "A",
+                    )
                     for w in pair:
                         w.ask("close")
                     lr = log_ratios(*block_sums(r))
@@ -145,7 +154,11 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
     slowed case). In A/A every group should centre on 0. ABBA after ABBA and BAAB after BAAB give
     each side one round after its own process and one after the other; ABBA after BAAB and BAAB
     after ABBA give one side two rounds after the other process: a transition effect shows as
-    those two leaning opposite ways, a bias of one side as all four leaning the same way."""
+    those two leaning opposite ways, a bias of one side as all four leaning the same way. Where the
+    file has visit_blocks (each opening's blocks), a visit's first block follows the opening, not the
+    block before: it is grouped on its own ("ABBA first in a visit"). Since blocks are led by the side
+    that ran last (harness/ab/rounds.py interleave), a visit's blocks all share one order: only the
+    "ABBA then ABBA", "BAAB then BAAB" and "first in a visit" groups fill."""
     groups: dict[str, list[float]] = {}
     for doc in docs:
         for case, c in doc["cases"].items():
@@ -153,8 +166,12 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
                 continue
             r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
             lr = log_ratios(*block_sums(r))
-            for i in range(1, len(lr)):
-                groups.setdefault(f"{c['order'][i - 1]} then {c['order'][i]}", []).append(100 * lr[i])
+            firsts = set(itertools.accumulate([0, *c.get("visit_blocks", [])]))
+            for i in range(len(lr)):
+                if i in firsts and "visit_blocks" in c:  # after an opening: no block before it in this visit
+                    groups.setdefault(f"{c['order'][i]} first in a visit", []).append(100 * lr[i])
+                elif i:
+                    groups.setdefault(f"{c['order'][i - 1]} then {c['order'][i]}", []).append(100 * lr[i])
     out = []
     for key, x in sorted(groups.items()):
         se = st.stdev(x) / math.sqrt(len(x)) if len(x) > 1 else float("nan")

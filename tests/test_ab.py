@@ -315,6 +315,52 @@ def _fake_clock(monkeypatch) -> list[float]:
     return clock
 
 
+class _LoggedWorker(_TimedWorker):
+    """A _TimedWorker that writes (its label, the command) to a log shared with the other side."""
+
+    def __init__(self, clock, warm, log: list[tuple[str, str]], label: str):
+        super().__init__(clock, warm)
+        self.log, self.label = log, label
+
+    def ask(self, cmd, case=None, reps=1):
+        self.log.append((self.label, cmd))
+        return super().ask(cmd, case, reps)
+
+
+def test_every_block_starts_with_the_side_that_ran_last(monkeypatch):
+    """A round after the other process finds its caches cold: blocks drawn ABBA or BAAB at random gave
+    one side two such rounds in half of them (a transition effect of about 1% in a 40-trial tally).
+    Each visit opens the two sides in a drawn order, and every block, the first included, starts with
+    the side that ran last, so each side gets one round after its own process and one after the
+    other's; both opening orders occur."""
+    from harness.ab.runner import Comparison
+
+    clock, log = _fake_clock(monkeypatch), []
+    warm = {"decode": 0.01, "prefill": 0.02}
+    pair = [_LoggedWorker(clock, warm, log, "A"), _LoggedWorker(clock, warm, log, "B")]
+    run = Comparison(Budget(passes=1, min_round_s=0.1, max_case_s=80.0), random.Random(5), {}, [], set())
+    run.run_pass(pair, ["decode", "prefill"], Budget(target=0.0, min_blocks=2, max_case_s=4.2), 0)
+    visits: list[dict[str, list[str]]] = []  # each opening: who opened, in order, and who ran the rounds
+    for i, (who, cmd) in enumerate(log):
+        if cmd == "open" and (i == 0 or log[i - 1][1] != "open"):
+            visits.append({"open": [], "round": []})
+        if cmd in ("open", "round"):
+            visits[-1][cmd].append(who)
+    leads = set()
+    for v in visits:
+        assert sorted(v["open"]) == ["A", "B"]
+        assert v["round"]
+        assert len(v["round"]) % 4 == 0
+        ran_last = v["open"][-1]
+        leads.add(ran_last)
+        for b in range(0, len(v["round"]), 4):
+            block = "".join(v["round"][b : b + 4])
+            assert block in ("ABBA", "BAAB")
+            assert block[0] == ran_last
+            ran_last = block[-1]
+    assert leads == {"A", "B"}
+
+
 def test_a_pass_visits_short_cases_in_turn_and_a_long_case_once(monkeypatch):
     """A decode case of 0.4 s blocks gets its 4.2 s share of the pass in 4 visits between the other
     cases, each visit taking what is left of the share over the visits left (1.05, 1.0, 0.9, 0.6 s:

@@ -1,7 +1,8 @@
 """A case's rounds on both sides, and how they are taken: ABBA blocks until the interval is narrow.
 
 A round repeats the case's unit of work `reps` times on one side; a block is four rounds, ABBA or
-BAAB at random; each block gives one paired observation (block_sums) for harness/ab/stats.py.
+BAAB, starting with the side that ran last; each block gives one paired observation (block_sums) for
+harness/ab/stats.py.
 """
 
 from __future__ import annotations
@@ -70,20 +71,27 @@ def interleave(
     last: bool = True,
     pass_min_blocks: int = 0,
     interval_min_blocks: int = MIN_INTERVAL_BLOCKS,
+    lead: str | None = None,
 ) -> bool:
-    """ABBA (or BAAB, at random) blocks: at least budget.min_blocks of them, then until the interval is
-    narrow enough (True) or budget.max_case_s is spent (False).
+    """ABBA or BAAB blocks: at least budget.min_blocks of them, then until the interval is narrow enough
+    (True) or budget.max_case_s is spent (False).
 
     A round that follows a round of the same process finds its caches warm; one that follows the other
-    process finds them cold. In A B B A, each side has one of each, so a block's two sums compare like
-    with like (and a linear drift of the machine cancels too); a lone A-B pair would not. Blocks from
+    process finds them cold. A block starts with the side that ran last (`lead`: "A" or "B", the side
+    that opened the case last; at random where not given) and so ends with it, so every block of a
+    visit has the same order and gives each side one warm round and one cold one: a block's two sums
+    compare like with like, and a linear drift of the machine cancels too. Blocks drawn ABBA or BAAB
+    at random, each after whatever ran last, gave one side two cold rounds in half of them: in the kept
+    rounds of a 40-trial A/A tally, BAAB after BAAB read head +0.4% and BAAB after ABBA +1.7%, ABBA
+    after ABBA +0.8% and ABBA after BAAB -0.4% (4,206 blocks; examples/ab_noise.py --orders-of), a
+    transition effect of about 1% that widened every interval. Blocks from
     first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
     pass and a follow-up, that of all passes together, and only once it rests on interval_min_blocks
     and the pass has run pass_min_blocks (a visit is part of a pass: its own minimum is smaller)."""
     start = time.perf_counter()
     visit_start = len(rounds.order)
+    order = "ABBA" if (lead or rng.choice("AB")) == "A" else "BAAB"
     while True:
-        order = "ABBA" if rng.random() < 0.5 else "BAAB"
         times = {"A": [], "B": []}
         for who in order:
             times[who].append((base if who == "A" else head).ask("round", reps=rounds.reps)["seconds"])

@@ -2,11 +2,13 @@
 
 Each side runs in a worker process with its own code (a git worktree for a ref, or a folder; HEAD
 defaults to the working tree) and the same model seed. For every case both workers build the case
-outside any timing, then the orchestrator alternates single rounds between them in ABBA blocks with
-a random start, so both sides see the same machine at the same moment; pairs of neighbouring rounds
-give log ratios (harness/ab/stats.py). Rounds go on until the interval of the case's change is
-narrower than --target (half-width) or the case has used --max-case-s, in passes (a fresh pair of
-workers each) and, within a pass, in visits to the cases in turn (Comparison.run_pass).
+outside any timing (in an order drawn per visit), then the orchestrator alternates single rounds
+between them in ABBA or BAAB blocks led by the side that opened last, so both sides see the same
+machine at the same moment, each with one round after its own process and one after the other's in
+every block; pairs of neighbouring rounds give log ratios (harness/ab/stats.py). Rounds go on until
+the interval of the case's change is narrower than --target (half-width) or the case has used
+--max-case-s, in passes (a fresh pair of workers each) and, within a pass, in visits to the cases in
+turn (Comparison.run_pass).
 
 Verdicts: a case regresses when its one-sided p (Wilcoxon signed-rank, Holm-adjusted over the cases)
 is below alpha AND its change is below -threshold ([tool.perf] ab_threshold, default 2%). A side
@@ -31,7 +33,7 @@ from harness.baseline.gate import Verdict, format_table
 from harness.baseline.significance import holm
 from harness.errors import EXIT_OK, EXIT_REGRESSION, PerfSuiteError
 
-INTERLEAVED = "interleaved rounds (ABBA, random start), Wilcoxon signed-rank on paired log ratios, Holm"
+INTERLEAVED = "interleaved rounds (ABBA/BAAB led by the side that ran last), Wilcoxon signed-rank on log ratios, Holm"
 
 
 def verdicts(
@@ -175,8 +177,9 @@ class Comparison:
                 v = plan.get(name)
                 if name in self.skipped or (v is None and visit) or (v is not None and not v.more()):
                     continue
+                head_last = self.rng.random() < 0.5  # the side opened last leads the visit's blocks
                 with self.timing("open"):
-                    opened, problem = open_both(pair, name)
+                    opened, problem = open_both(pair, name, head_last)
                 if problem:
                     self.missing.append(f"{name} ({problem})")
                     self.skipped.add(name)
@@ -203,7 +206,16 @@ class Comparison:
                 part = v.next_part(share, r)
                 before, before_t = r.seconds, time.perf_counter()
                 v.settled = interleave(
-                    pair[0], pair[1], r, part, self.rng, v.first, last, v.pass_min, self.floor(names)
+                    pair[0],
+                    pair[1],
+                    r,
+                    part,
+                    self.rng,
+                    v.first,
+                    last,
+                    v.pass_min,
+                    self.floor(names),
+                    lead="B" if head_last else "A",
                 )
                 v.used_s += r.seconds - before
                 r.visit_blocks.append(len(r.order) - sum(r.visit_blocks))

@@ -164,11 +164,15 @@ def check_both(pair: list[WorkerProcess]) -> None:
             print(f"{w.side.label} worker ({w.side.spec}), check: {reply['error']}", file=sys.stderr, flush=True)
 
 
-def open_both(pair: list[WorkerProcess], name: str) -> tuple[list[dict], str]:
-    """Open the case on both sides, one after the other: two processes building at once, each with a
-    thread per core, took 3-5x as long as one after the other (on 2 cores, OpenMP threads spin-waiting
-    on each other); where one side cannot run it, close it on the other and say why."""
-    opened = [w.ask("open", case=name) for w in pair]
+def open_both(pair: list[WorkerProcess], name: str, head_last: bool = True) -> tuple[list[dict], str]:
+    """Open the case on both sides, one after the other (head last unless told otherwise; the runner
+    draws it per visit, and the first block starts with the side opened last): two processes building
+    at once, each with a thread per core, took 3-5x as long as one after the other (on 2 cores, OpenMP
+    threads spin-waiting on each other); where one side cannot run it, close it on the other and say
+    why. The replies come in the pair's order, whichever opened first."""
+    opened = [{}, {}]
+    for i in (0, 1) if head_last else (1, 0):
+        opened[i] = pair[i].ask("open", case=name)
     problems = [
         f"{w.side.label}: {o.get('error') or o.get('skip')}"
         for w, o in zip(pair, opened, strict=True)

@@ -101,6 +101,23 @@ def _in_the_repo(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+def test_outside_a_git_repository_folders_still_resolve_and_a_ref_is_refused_by_name(tmp_path, monkeypatch):
+    """A copied tree without .git (a lent GPU machine's copy of the working tree): BASE and HEAD given
+    as folders, or HEAD left to the working tree (the current folder), work; a ref cannot, and the
+    error says so instead of a git message."""
+    from harness.ab.sides import repo_root, resolve_side
+
+    outside = tmp_path / "copy"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert repo_root(outside) is None
+    assert repo_root(ROOT) is not None
+    assert resolve_side("head", None, None, tmp_path).path == outside
+    assert resolve_side("base", str(ROOT), None, tmp_path).path == ROOT
+    with pytest.raises(PerfSuiteError, match="'main' is not a folder.*not in a git repository.*folders"):
+        resolve_side("base", "main", None, tmp_path)
+
+
 def test_ab_end_to_end_catches_an_injected_slowdown_of_one_case():
     result = ab(str(ROOT), None, ARGS, inject=(0.25, "manual-bs8"), budget=QUICK, seed=1)
     (first,) = [v for v in result.doc["verdicts"] if v["name"] == "test_decode[tiny-manual-bs8-ctx128]"]

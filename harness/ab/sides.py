@@ -45,12 +45,24 @@ def git(root: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def resolve_side(label: str, spec: str | None, root: Path, tmp: Path) -> Side:
-    """A folder is used as it is; anything else is a git ref checked out into a worktree of its own."""
+def repo_root(where: Path) -> Path | None:
+    """The git repository `where` is in, or None (a copied tree without .git: folders still work)."""
+    proc = subprocess.run(["git", "-C", str(where), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    return Path(proc.stdout.strip()) if proc.returncode == 0 else None
+
+
+def resolve_side(label: str, spec: str | None, root: Path | None, tmp: Path) -> Side:
+    """A folder is used as it is; anything else is a git ref checked out into a worktree of its own.
+    Outside a git repository (root None) the working tree is the current folder and only folders do."""
     if spec is None:
-        return Side(label, "working tree", root)
+        return Side(label, "working tree", root or Path.cwd())
     if Path(spec).is_dir():
         return Side(label, spec, Path(spec).resolve())
+    if root is None:
+        raise PerfSuiteError(
+            f"{label} {spec!r} is not a folder, and {Path.cwd()} is not in a git repository, so it cannot be a "
+            "ref: give both sides as folders"
+        )
     commit = git(root, "rev-parse", "--verify", f"{spec}^{{commit}}")
     path = tmp / f"{label}-{commit[:12]}"
     git(root, "worktree", "add", "--detach", str(path), commit)
@@ -60,7 +72,7 @@ def resolve_side(label: str, spec: str | None, root: Path, tmp: Path) -> Side:
 @contextmanager
 def checked_out(base_spec: str, head_spec: str | None) -> Iterator[list[Side]]:
     """[base, head], each resolved; worktrees made for refs are removed on the way out."""
-    root = Path(git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    root = repo_root(Path.cwd())
     tmp = Path(tempfile.mkdtemp(prefix="llm-perf-ab-"))
     sides: list[Side] = []
     try:
@@ -69,7 +81,7 @@ def checked_out(base_spec: str, head_spec: str | None) -> Iterator[list[Side]]:
         yield sides
     finally:
         for s in sides:
-            if s.commit is not None:
+            if s.commit is not None and root is not None:
                 subprocess.run(
                     ["git", "-C", str(root), "worktree", "remove", "--force", str(s.path)], capture_output=True
                 )

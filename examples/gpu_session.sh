@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the device tool runs it in a copy of the working tree, without .git):
+#   1. tests/test_cuda.py: the output check as the benchmark cases call it, float32 and bfloat16 (the
+#      near-tie margin calibrated from HF's own disagreement), every shipped engine passing and every
+#      mutant refused; the swap path through pinned memory; the hardware probe;
+#   2. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same with a 5%
+#      slowdown injected into paged-bs1-ctx128 on the head side (must exit 10).
+# Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
+# go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default).
+set -u
+OUT=${OUT:-/tmp/gpu_session}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+summary=()
+step() {  # step NAME LIMIT_S EXPECTED_RC CMD...
+    local name=$1 limit=$2 want=$3
+    shift 3
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    summary+=("$(printf '%-10s rc %-3s (want %s) %4d s' "$name" "$rc" "$want" $((SECONDS - t0)))")
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.draw,temperature.gpu,memory.used --format=csv \
+    | tee "$OUT/smi.txt"
+$PY -c "import sys, torch, transformers, scipy; print(sys.version.split()[0], torch.__version__, \
+transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
+
+step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+AB=(--max-case-s 6 --min-blocks 4)
+SEL=(-- perf_tests --models small -k "decode and bs1 and ctx128")
+step ab_aa 130 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
+step ab_slow 130 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 \
+    --out "$OUT/ab_slow.json" "${SEL[@]}"
+
+for f in test_cuda ab_aa ab_slow; do
+    echo "== $f"
+    grep -v -e Warning -e "return forward_call" -e "^ *warnings.warn" "$OUT/$f.log" | tail -14
+done
+nvidia-smi --query-gpu=clocks.sm,power.draw,temperature.gpu --format=csv,noheader
+echo "== summary"
+printf '%s\n' "${summary[@]}"

@@ -6,15 +6,18 @@
 #   2. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same with a 5%
 #      slowdown injected into paged-bs1-ctx128 on the head side (must exit 10).
 # Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
-# go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default).
+# go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
+# runs only those steps).
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 PY=${PY:-python3}
+STEPS=${STEPS:-test_cuda ab_aa ab_slow}
 mkdir -p "$OUT"
 summary=()
 step() {  # step NAME LIMIT_S EXPECTED_RC CMD...
     local name=$1 limit=$2 want=$3
     shift 3
+    [[ " $STEPS " == *" $name "* ]] || return 0
     local t0=$SECONDS
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
@@ -32,7 +35,7 @@ step ab_aa 130 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL
 step ab_slow 130 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 \
     --out "$OUT/ab_slow.json" "${SEL[@]}"
 
-for f in test_cuda ab_aa ab_slow; do
+for f in $STEPS; do
     echo "== $f"
     grep -v -e Warning -e "return forward_call" -e "^ *warnings.warn" "$OUT/$f.log" | tail -14
 done

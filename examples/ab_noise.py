@@ -24,6 +24,12 @@ pair of processes): do the passes' mean log ratios differ more than their blocks
 pools the blocks of `ab --out` files (an `ab-check --keep DIR`) by block order and the order of the
 block before (orders_of): does either side gain from the order of the rounds?
 
+    python -m examples.ab_noise --verdicts-of DIR/*.json
+
+judges the rounds of `ab --out` files again, with the blocks taken as independent and with their
+visits' design effect (harness/ab/stats.py), and lists the cases each way calls changed: what the
+widening costs in a slowed case and saves in the unslowed ones.
+
 A component the A/B's Wilcoxon test does not model makes its p too small; that is what
 `harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
 against the one below it. The segment and pair means are means, so one burst moves them: the robust
@@ -179,6 +185,43 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
     return out
 
 
+def _case_rounds(case: str, c: dict) -> CaseRounds:
+    return CaseRounds(
+        case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"], visit_blocks=c.get("visit_blocks", [])
+    )
+
+
+def verdicts_of(docs: dict[str, dict]) -> list[str]:
+    """Per file: the cases called regression or improvement with independent blocks ("flat") and with
+    the visits' design effect ("visits"), at the file's own threshold and alpha, and the injected case."""
+    from harness.ab.runner import verdicts
+    from harness.ab.stats import estimate
+
+    out, tally = [], {"flat": [0, 0], "visits": [0, 0]}  # [trials with a false call, slowed trials caught]
+    for name, doc in docs.items():
+        rounds = {case: _case_rounds(case, c) for case, c in doc["cases"].items()}
+        slowed = (doc.get("inject") or {}).get("case") or ""
+        row = [f"{name} ({'slowed ' + slowed if slowed else 'A/A'}):"]
+        for label in tally:
+            est = {
+                case: estimate(*block_sums(r), clusters=r.visits() if label == "visits" else None)
+                for case, r in rounds.items()
+            }
+            called = [v for v in verdicts(est, rounds, doc["threshold"], doc["alpha"]) if v.status != "ok"]
+            called = [v for v in called if v.status in ("regression", "improvement")]
+            false = [v for v in called if not (slowed and slowed in v.name and v.status == "regression")]
+            caught = bool(slowed) and any(slowed in v.name and v.status == "regression" for v in called)
+            tally[label][0] += bool(false)
+            tally[label][1] += caught
+            calls = ", ".join(f"{v.name} {v.status} {v.change:+.1%}" for v in called) or "none"
+            row.append(f"  {label}: {calls}")
+        out += row
+    slowed_n = sum(bool((d.get("inject") or {}).get("case")) for d in docs.values())
+    for label, (false, caught) in tally.items():
+        out.append(f"{label}: {false} of {len(docs)} files with a false call; {caught} of {slowed_n} slowed caught")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     own, pytest_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
@@ -196,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         "--orders-of", metavar="AB_JSON", nargs="+", help="blocks' log ratios by block order, over `ab --out` files"
     )
     parser.add_argument("--exclude", default="", help="with --orders-of: leave out cases whose name contains this")
+    parser.add_argument(
+        "--verdicts-of", metavar="AB_JSON", nargs="+", help="judge `ab --out` files again, blocks flat and by visit"
+    )
     a = parser.parse_args(own)
+    if a.verdicts_of:
+        print("\n".join(verdicts_of({f: json.loads(Path(f).read_text()) for f in a.verdicts_of})))
+        return 0
     if a.orders_of:
         print("\n".join(orders_of([json.loads(Path(f).read_text()) for f in a.orders_of], a.exclude)))
         return 0

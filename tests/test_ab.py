@@ -51,6 +51,66 @@ def test_one_burst_round_moves_one_pair_and_not_the_median():
     assert abs(burst.change - calm.change) < 0.01
 
 
+def clustered_ratios(visits, blocks, lean, noise, shift=0.0, seed=0):
+    """Log ratios of `visits` visits of `blocks` blocks: each visit leans by its own N(0, lean), each
+    block adds N(0, noise); `shift` is a real change (log of head over base)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(visits):
+        v = rng.gauss(0, lean)
+        out += [shift + v + rng.gauss(0, noise) for _ in range(blocks)]
+    return out
+
+
+def _sides(ratios):
+    return [1.0] * len(ratios), [math.exp(-x) for x in ratios]
+
+
+def test_blocks_of_leaning_visits_are_not_taken_for_independent_ones():
+    """A/A whose visits lean (a 5% visit spread, 3% per block, as on the H200 and milder on the CPU):
+    counted as independent blocks, the signed-rank test calls a change far more often than its level;
+    widened by the visits' design effect it stays near its level. The same blocks without a lean keep
+    a design effect near 1, and a real 5% drop among them is still found."""
+    from harness.ab.stats import design_effect
+
+    naive = clustered = 0
+    for seed in range(60):
+        r = clustered_ratios(10, 4, 0.05, 0.03, seed=seed)
+        naive += min(estimate(*_sides(r)).p_slower, estimate(*_sides(r)).p_faster) < 0.025
+        e = estimate(*_sides(r), clusters=[4] * 10)
+        clustered += min(e.p_slower, e.p_faster) < 0.025
+        assert e.design_effect > 1.0
+    assert naive >= 9  # a nominal 5% two-sided test: 3 of 60 expected (200 seeds: 44 naive, 7 widened)
+    assert clustered <= 5
+    flat = [design_effect(clustered_ratios(10, 4, 0.0, 0.03, seed=s), [4] * 10) for s in range(20)]
+    assert sorted(flat)[10] < 1.3
+    drop = clustered_ratios(10, 4, 0.0, 0.03, shift=math.log(0.95), seed=1)
+    e = estimate(*_sides(drop), clusters=[4] * 10)
+    assert e.p_slower < 0.001
+    assert e.change == pytest.approx(-0.05, abs=0.015)
+
+
+def test_the_design_effect_needs_visits_to_read_and_ignores_one_burst():
+    from harness.ab.stats import design_effect
+
+    r = clustered_ratios(6, 4, 0.0, 0.02, seed=4)
+    assert design_effect(r, None) == 1.0
+    assert design_effect(r, [12, 12]) == 1.0  # two visits: nothing to estimate a spread from
+    assert design_effect(r, [1] * 24) == 1.0  # no block beside another
+    calm = design_effect(r, [4] * 6)
+    r[5] += 0.5  # one round of one visit hit by a neighbour: its rank moves, not the visit's mean
+    assert design_effect(r, [4] * 6) < max(1.5, 1.5 * calm)
+
+
+def test_a_cases_visits_are_its_clusters_from_a_given_block_on():
+    from harness.ab.rounds import CaseRounds
+
+    r = CaseRounds("c", order=["ABBA"] * 12, visit_blocks=[3, 3, 4])
+    assert r.visits() == [3, 3, 4, 2]  # the visit under way counts as one
+    assert r.visits(4) == [2, 4, 2]
+    assert r.visits(10) == [2]
+
+
 def test_log_ratios_are_head_over_base_throughput():
     assert log_ratios([2.0], [1.0]) == [pytest.approx(math.log(2))]  # head twice as fast
 
@@ -524,17 +584,19 @@ def test_a_case_whose_open_fails_on_a_later_visit_is_dropped_and_the_others_go_o
     assert run.rounds["prefill"].pass_blocks == [11]  # all four visits, unaffected
 
 
-def test_a_single_case_gets_one_visit(monkeypatch):
-    """A follow-up of one suspect has nothing to put between its visits: one visit, no re-opens."""
-    from harness.ab.runner import Comparison
+def test_a_single_case_is_opened_again_for_each_visit(monkeypatch):
+    """A follow-up of one suspect: the blocks of one opening lean together (stats.design_effect), so it
+    gets its visits like any case, each opening the case again, though nothing runs between them."""
+    from harness.ab.runner import MAX_VISITS, Comparison
 
     clock = _fake_clock(monkeypatch)
     warm, opens = {"decode": 0.01}, []
     pair = [_TimedWorker(clock, warm, opens), _TimedWorker(clock, warm)]
     run = Comparison(Budget(passes=1, min_round_s=0.1), random.Random(0), {}, [], set())
     run.run_pass(pair, ["decode"], Budget(target=0.0, min_blocks=2, max_case_s=3.9), 1)
-    assert opens == ["decode"]
-    assert len(run.rounds["decode"].order) == 10  # 0.4 s blocks until past the 3.9 s cap
+    assert opens == ["decode"] * MAX_VISITS
+    assert run.rounds["decode"].visit_blocks == [3, 3, 2, 2]  # 0.4 s blocks: the 3.9 s cap, spread
+    assert len(run.rounds["decode"].visits()) == MAX_VISITS
 
 
 def _nested_rows(segment_sd: float, pair_sd: float, seed: int = 0) -> list[dict]:
@@ -604,6 +666,39 @@ def test_the_orders_analysis_finds_a_side_that_gains_from_abba_blocks():
     assert all(1.7 < means[k] < 2.3 for k in ("ABBA then ABBA", "BAAB then ABBA"))
     assert all(abs(means[k]) < 0.3 for k in ("ABBA then BAAB", "BAAB then BAAB"))
     assert sum(int(re.search(r": (\d+) blocks", line).group(1)) for line in lines) == 399  # the slowed case left out
+
+
+def _doc_of_ratios(r: list[float], visits: list[int], inject: str = "") -> dict:
+    base, head = [], []
+    for x in r:
+        base += [0.5, 0.5]
+        head += [0.5 * math.exp(-x)] * 2
+    case = {"tokens": 1.0, "reps": 1, "base_s": base, "head_s": head, "order": ["ABBA"] * len(r)}
+    return {
+        "cases": {"c": {**case, "visit_blocks": visits, "note": ""}},
+        "threshold": 0.02,
+        "alpha": 0.01,
+        "inject": {"case": inject, "slowdown": 0.05 if inject else 0.0},
+    }
+
+
+def test_the_verdicts_analysis_judges_kept_rounds_flat_and_by_visit():
+    """--verdicts-of: an A/A whose visits lean (seed 1 of clustered_ratios) is called improved with the
+    blocks taken as independent and not with their design effect; a 5% drop of one case with no lean
+    is caught both ways."""
+    from examples.ab_noise import verdicts_of
+
+    docs = {
+        "aa": _doc_of_ratios(clustered_ratios(10, 4, 0.06, 0.02, seed=1), [4] * 10),
+        "slow": _doc_of_ratios(clustered_ratios(10, 4, 0.0, 0.02, shift=math.log(0.95), seed=2), [4] * 10, "c"),
+    }
+    lines = verdicts_of(docs)
+    assert lines[1].startswith("  flat: c improvement")
+    assert lines[2] == "  visits: none"
+    assert "c regression -5" in lines[4]
+    assert "c regression -5" in lines[5]
+    assert lines[-2] == "flat: 1 of 2 files with a false call; 1 of 1 slowed caught"
+    assert lines[-1] == "visits: 0 of 2 files with a false call; 1 of 1 slowed caught"
 
 
 def test_the_passes_analysis_finds_a_pass_that_leans_and_none_where_none_does():

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from harness.ab.sides import WorkerProcess
-from harness.ab.stats import estimate
+from harness.ab.stats import PairedEstimate, estimate
 
 
 @dataclass
@@ -28,6 +28,20 @@ class CaseRounds:
     pass_blocks: list[int] = field(default_factory=list)  # how many blocks each pass ran, in order
     visit_blocks: list[int] = field(default_factory=list)  # how many blocks each visit (one opening) ran
     note: str = ""
+
+    def visits(self, first_block: int = 0) -> list[int]:
+        """Each visit's block count from block first_block on, the visit under way included: the
+        clusters stats.design_effect reads."""
+        sizes, done = list(self.visit_blocks), sum(self.visit_blocks)
+        if len(self.order) > done:
+            sizes.append(len(self.order) - done)
+        out, seen = [], 0
+        for m in sizes:
+            kept = min(m, seen + m - first_block)
+            if kept > 0:
+                out.append(kept)
+            seen += m
+        return out
 
     @property
     def seconds(self) -> float:
@@ -99,15 +113,20 @@ def interleave(
         rounds.head_s += times["B"]
         rounds.order.append(order)
         if len(rounds.order) - visit_start >= budget.min_blocks:
-            considered = block_sums(rounds, 0 if last else first_block)
+            considered = case_estimate(rounds, 0 if last else first_block)
             if (
                 len(rounds.order) - first_block >= pass_min_blocks
-                and len(considered[0]) >= interval_min_blocks
-                and estimate(*considered).half_width < budget.target
+                and considered.pairs >= interval_min_blocks
+                and considered.half_width < budget.target
             ):
                 return True
             if time.perf_counter() - start > budget.max_case_s:
                 return False
+
+
+def case_estimate(rounds: CaseRounds, first_block: int = 0) -> PairedEstimate:
+    """The estimate from the case's blocks from first_block on, widened by their visits' lean."""
+    return estimate(*block_sums(rounds, first_block), clusters=rounds.visits(first_block))
 
 
 def block_sums(rounds: CaseRounds, first_block: int = 0) -> tuple[list[float], list[float]]:

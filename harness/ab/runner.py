@@ -26,14 +26,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.ab.rounds import MIN_INTERVAL_BLOCKS, Budget, CaseRounds, block_sums, interleave, reps_for
+from harness.ab.rounds import MIN_INTERVAL_BLOCKS, Budget, CaseRounds, case_estimate, interleave, reps_for
 from harness.ab.sides import Side, WorkerProcess, check_both, checked_out, open_both, worker_pair
-from harness.ab.stats import PairedEstimate, blocks_for, estimate, smallest_p, testable
+from harness.ab.stats import PairedEstimate, blocks_for, smallest_p, testable
 from harness.baseline.gate import Verdict, format_table
 from harness.baseline.significance import holm
 from harness.errors import EXIT_OK, EXIT_REGRESSION, PerfSuiteError
 
-INTERLEAVED = "interleaved rounds (ABBA/BAAB led by the side that ran last), Wilcoxon signed-rank on log ratios, Holm"
+INTERLEAVED = (
+    "interleaved rounds (ABBA/BAAB led by the side that ran last), Wilcoxon signed-rank on log ratios "
+    "widened by the visits' design effect, Holm"
+)
 
 
 def verdicts(
@@ -51,7 +54,8 @@ def verdicts(
         e, r = estimates[name], rounds[name]
         base_tok = r.tokens / sorted(r.base_s)[len(r.base_s) // 2] if r.base_s else None
         head_tok = r.tokens / sorted(r.head_s)[len(r.head_s) // 2] if r.head_s else None
-        note = f"{e.pairs} blocks, 95% CI {e.low:+.1%}..{e.high:+.1%}" + (f"; {r.note}" if r.note else "")
+        lean = f", visits lean: variance x{e.design_effect:.1f}" if e.design_effect >= 1.05 else ""
+        note = f"{e.pairs} blocks{lean}, 95% CI {e.low:+.1%}..{e.high:+.1%}" + (f"; {r.note}" if r.note else "")
         fields = dict(base_tok_s=base_tok, now_tok_s=head_tok, change=e.change, threshold=threshold, note=note)
         if not family[name]:
             few = f"too few blocks to be significant (p >= {smallest_p(e.pairs):.2g}); more --max-case-s"
@@ -164,6 +168,10 @@ class Comparison:
         landed), while fresh pairs added nothing measurable (README, "A/B on one machine"): blocks
         that lean together are what a test counting them as independent calls a change.
 
+        A case alone (a follow-up of one suspect) is visited as often: with nothing between its
+        visits, each still opens the case again, and an opening's lean is drawn anew (a follow-up of
+        29 blocks in one opening counts, by its design effect, as little more than one visit).
+
         Each visit gets what is left of the case's share (its rounds' seconds) over the visits left, so
         the pass's rounds overrun the share by about one block, not one per visit; the interval may
         stop a case early only once the pass has run share.min_blocks of its blocks, and only on an
@@ -201,7 +209,7 @@ class Comparison:
                                 w.ask("close")
                         continue
                     block_s = block_seconds(opened, r)
-                    planned = visits_for(block_s, share) if len(names) > 1 else 1
+                    planned = visits_for(block_s, share)
                     v = plan[name] = _Visits(planned, len(r.order), fitting_blocks(block_s, share))
                 part = v.next_part(share, r)
                 before, before_t = r.seconds, time.perf_counter()
@@ -231,11 +239,12 @@ class Comparison:
             r = self.rounds[name]
             if not v.settled:
                 r.note = f"time cap before the interval narrowed to +-{self.budget.target:.0%}"
-            e = estimate(*block_sums(r, v.first))
+            e = case_estimate(r, v.first)
             r.pass_changes.append(e.change)
             r.pass_blocks.append(e.pairs)
             print(
-                f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {v.done} visit(s), +-{e.half_width:.1%})",
+                f"  {name}, {label}: {e.change:+.2%} ({e.pairs} blocks in {v.done} visit(s), +-{e.half_width:.1%}"
+                f"{f', variance x{e.design_effect:.1f}' if e.design_effect >= 1.05 else ''})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -367,7 +376,7 @@ def compare_interleaved(
                 check_both(pair)
                 run.spent["check"] += time.perf_counter() - tick
             run.run_pass(pair, names, share, n)
-    estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
+    estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
     for n in range(budget.passes, budget.passes + budget.follow_up):
         suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=budget.max_case_s)
@@ -380,7 +389,7 @@ def compare_interleaved(
             run.run_pass(pair, suspects, whole, n)
             for name in (s for s in suspects if s in run.rounds):
                 run.rounds[name].note = "; ".join(filter(None, [run.rounds[name].note, "followed up"]))
-        estimates = {name: estimate(*block_sums(r)) for name, r in run.rounds.items()}
+        estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     return run, estimates
 
 

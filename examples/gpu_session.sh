@@ -7,7 +7,7 @@
 #      slowdown injected into paged-bs1-ctx128 on the head side (must exit 10).
 # Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
 # go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
-# runs only those steps).
+# runs only those steps; AB_MAX_CASE_S sets the A/B runs' --max-case-s, 6 by default).
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 PY=${PY:-python3}
@@ -29,10 +29,10 @@ $PY -c "import sys, torch, transformers, scipy; print(sys.version.split()[0], to
 transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
 
 step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
-AB=(--max-case-s 6 --min-blocks 4)
+AB=(--max-case-s "${AB_MAX_CASE_S:-6}" --min-blocks 4)
 SEL=(-- perf_tests --models small -k "decode and bs1 and ctx128")
-step ab_aa 130 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
-step ab_slow 130 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 \
+step ab_aa 170 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
+step ab_slow 170 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 \
     --out "$OUT/ab_slow.json" "${SEL[@]}"
 
 for f in $STEPS; do

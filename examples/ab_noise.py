@@ -202,6 +202,8 @@ def verdicts_of(docs: dict[str, dict]) -> list[str]:
         rounds = {case: _case_rounds(case, c) for case, c in doc["cases"].items()}
         slowed = (doc.get("inject") or {}).get("case") or ""
         row = [f"{name} ({'slowed ' + slowed if slowed else 'A/A'}):"]
+        if not all("visit_blocks" in c for c in doc["cases"].values()):
+            row[0] += " (no visit_blocks kept: each case is one visit, so 'visits' calls nothing)"
         for label in tally:
             est = {
                 case: estimate(*block_sums(r), clusters=r.visits() if label == "visits" else None)

@@ -101,7 +101,9 @@ def interleave(
     transition effect of about 1% that widened every interval. Blocks from
     first_block on are this pass's; the interval that stops early is the pass's own, or, in the last
     pass and a follow-up, that of all passes together, and only once it rests on interval_min_blocks
-    and the pass has run pass_min_blocks (a visit is part of a pass: its own minimum is smaller)."""
+    and the pass has run pass_min_blocks (a visit is part of a pass: its own minimum is smaller). The
+    interval is widened by the visits' design effect (stats.design_effect), so a case whose blocks
+    span fewer than 3 visits does not stop on it."""
     start = time.perf_counter()
     visit_start = len(rounds.order)
     order = "ABBA" if (lead or rng.choice("AB")) == "A" else "BAAB"
@@ -122,6 +124,9 @@ def interleave(
                 return True
             if time.perf_counter() - start > budget.max_case_s:
                 return False
+            # The check took a pause (a bootstrap: 10-20 ms) that only the lead's next round would
+            # follow, the same side in every block of the visit: one untimed unit on the lead first.
+            (base if order[0] == "A" else head).ask("round", reps=1)
 
 
 def case_estimate(rounds: CaseRounds, first_block: int = 0) -> PairedEstimate:

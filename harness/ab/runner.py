@@ -45,7 +45,10 @@ def verdicts(
     """Holm over the cases that can be significant at all (stats.testable); a case with too few blocks
     for that is "unreliable", its change shown, never a regression."""
     names = sorted(estimates)
-    family = dict(zip(names, testable([estimates[n].pairs for n in names], alpha), strict=True))
+    few_visits = {n for n in names if (estimates[n].visits or MIN_VISITS) < MIN_VISITS}
+    family = dict(
+        zip(names, testable([0 if n in few_visits else estimates[n].pairs for n in names], alpha), strict=True)
+    )
     tested = [n for n in names if family[n]]
     slower = dict(zip(tested, holm([estimates[n].p_slower for n in tested]), strict=True))
     faster = dict(zip(tested, holm([estimates[n].p_faster for n in tested]), strict=True))
@@ -57,7 +60,10 @@ def verdicts(
         lean = f", visits lean: variance x{e.design_effect:.1f}" if e.design_effect >= 1.05 else ""
         note = f"{e.pairs} blocks{lean}, 95% CI {e.low:+.1%}..{e.high:+.1%}" + (f"; {r.note}" if r.note else "")
         fields = dict(base_tok_s=base_tok, now_tok_s=head_tok, change=e.change, threshold=threshold, note=note)
-        if not family[name]:
+        if name in few_visits:
+            few = f"{e.visits} visit(s): too few to tell an opening's lean from a change; more --max-case-s"
+            out.append(Verdict(name, "unreliable", **{**fields, "note": f"{note}; {few}"}))
+        elif not family[name]:
             few = f"too few blocks to be significant (p >= {smallest_p(e.pairs):.2g}); more --max-case-s"
             out.append(Verdict(name, "unreliable", **{**fields, "note": f"{note}; {few}"}))
         elif e.change < -threshold and slower[name] < alpha:
@@ -137,10 +143,12 @@ class Comparison:
         return max(MIN_INTERVAL_BLOCKS, blocks_for(self.alpha / max(compared, 1)))
 
     def hopeless(self, opened: list[dict], reps: int, floor: int) -> str:
-        """Why a case is not worth timing ("" when it is): the blocks its passes can run do not reach
-        the blocks it needs to be significant at all (floor). A pass runs its share of --max-case-s and
-        overruns it by at most one block; the block's length is judged from the faster side's warm-up
-        unit (the first after building: an overestimate, so the slower side's would be more so). Such
+        """Why a case is not worth timing ("" when it is): its passes give it fewer than MIN_VISITS
+        openings (visits_for), or the blocks they can run do not reach the blocks it needs to be
+        significant at all (floor). A pass runs its share of --max-case-s and overruns it by at most
+        one block; the block's length is judged from the faster side's warm-up unit (the first after
+        building on the CPU, an overestimate, so the slower side's would be more so; on CUDA the
+        second). Such
         a case always ended "unreliable" (the quick tier's serving case at 10 s a case: 14 s blocks,
         28.7-54.6 s of rounds a trial, its change read anywhere from -10% to +14% in A/A); its time is
         left to the cases that can decide. Its outputs were still checked when it was opened. A
@@ -152,6 +160,13 @@ class Comparison:
         block_s = 4 * reps * max(min(warm), 1e-9)
         passes = max(1, self.budget.passes)
         reachable = passes * math.ceil(self.budget.max_case_s / passes / block_s)
+        visits = passes * visits_for(block_s, Budget(max_case_s=self.budget.max_case_s / passes))
+        if visits < MIN_VISITS:
+            return (
+                f"not timed: a verdict needs {MIN_VISITS} openings; ~{block_s:.1f} s blocks give {visits} in "
+                f"--max-case-s {self.budget.max_case_s:g} (about "
+                f"{passes * math.ceil(MIN_VISITS / passes) * VISIT_BLOCKS * block_s:.0f} s would do)"
+            )
         if reachable >= floor:
             return ""
         return (
@@ -271,13 +286,15 @@ class _Visits:
         return Budget(share.target, math.ceil(need / left), (share.max_case_s - self.used_s) / left)
 
 
+MIN_VISITS = 3  # a case judged on fewer openings is "unreliable": their lean cannot be read (stats.design_effect)
 MAX_VISITS = 4  # visits per case and pass, at most: each re-opens the case (a warm-up unit of work)
 VISIT_BLOCKS = 2  # a case gets as many visits as its pass share holds this many blocks, up to MAX_VISITS
 
 
 def block_seconds(opened: list[dict], r: CaseRounds) -> float | None:
     """A block's length: from the blocks the case ran before (an earlier pass), else from the opens'
-    warm-up units (the first after building, so an overestimate), else None (a worker of protocol 1)."""
+    warm-up units (the first after building, so an overestimate; on CUDA the second), else None (a
+    worker of protocol 1)."""
     if r.order:
         return r.seconds / len(r.order)
     warm = [o.get("warm_s") for o in opened]

@@ -47,7 +47,10 @@ def git(root: Path, *args: str) -> str:
 
 def repo_root(where: Path) -> Path | None:
     """The git repository `where` is in, or None (a copied tree without .git: folders still work)."""
-    proc = subprocess.run(["git", "-C", str(where), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["git", "-C", str(where), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    except OSError:  # no git on this machine at all
+        return None
     return Path(proc.stdout.strip()) if proc.returncode == 0 else None
 
 

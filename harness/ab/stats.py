@@ -20,6 +20,7 @@ from the visits themselves and the test and interval are widened by it.
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import statistics
@@ -42,6 +43,7 @@ class PairedEstimate:
     p_faster: float
     pairs: int
     design_effect: float = 1.0  # the variance of the blocks' statistic over what independent blocks give
+    visits: int | None = None  # the openings the blocks came from, where known
 
     @property
     def half_width(self) -> float:
@@ -63,12 +65,18 @@ def design_effect(ratios: list[float], clusters: list[int] | None) -> float:
     """How much the blocks' grouping into visits (clusters: each visit's block count, in order) widens
     the variance of their mean: 1 + icc * (sum(m_i^2) / n - 1), Kish's design effect for clusters of
     unequal size, with the intraclass correlation from a one-way random-effects analysis of variance
-    of the ratios' ranks (ranks, so that one burst round cannot pass for a leaning visit). 1 where
-    there is nothing to estimate it from: fewer than 3 visits, or no block beside another in a visit,
-    or visits that spread no more than their blocks do."""
-    if not clusters or len(clusters) < 3 or sum(clusters) != len(ratios):
+    of the ratios' ranks (ranks, so that one burst round cannot pass for a leaning visit). With fewer
+    than 3 visits there is no spread of visits to read: the bound icc = 1 (each visit counts as one
+    block, D = sum(m_i^2) / n). 1 without clusters, where no block has another beside it in a visit,
+    or where the visits spread no more than their blocks do."""
+    if not clusters:
         return 1.0
     n, k = len(ratios), len(clusters)
+    if sum(clusters) != n:
+        raise ValueError(f"visits of {sum(clusters)} blocks for {n} blocks")
+    squares = sum(m * m for m in clusters)
+    if k < 3:
+        return squares / n
     if n - k < 2:
         return 1.0
     ranks = stats.rankdata(ratios)
@@ -79,7 +87,6 @@ def design_effect(ratios: list[float], clusters: list[int] | None) -> float:
     grand = statistics.fmean(ranks)
     between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (k - 1)
     within = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups) / (n - k)
-    squares = sum(m * m for m in clusters)
     size = (n - squares / n) / (k - 1)  # the clusters' effective common size
     spread = max(0.0, (between - within) / size)
     if spread == 0.0:
@@ -102,12 +109,27 @@ def estimate(
         p_slower = float(stats.wilcoxon(r, alternative="less").pvalue)
         p_faster = float(stats.wilcoxon(r, alternative="greater").pvalue)
         if deff > 1.0:
-            z = float(stats.wilcoxon(r, alternative="less", method="approx").zstatistic) / math.sqrt(deff)
+            z = signed_rank_z(r) / math.sqrt(deff)
             p_slower, p_faster = max(p_slower, float(stats.norm.cdf(z))), max(p_faster, float(stats.norm.sf(z)))
     mid = statistics.median(r)
     if deff > 1.0:
         low, high = mid - (mid - low) * math.sqrt(deff), mid + (high - mid) * math.sqrt(deff)
-    return PairedEstimate(math.expm1(mid), math.expm1(low), math.expm1(high), p_slower, p_faster, len(r), deff)
+    visits = len(clusters) if clusters else None
+    return PairedEstimate(math.expm1(mid), math.expm1(low), math.expm1(high), p_slower, p_faster, len(r), deff, visits)
+
+
+def signed_rank_z(r: list[float]) -> float:
+    """Wilcoxon's signed-rank statistic as a z (zeros dropped, tied ranks averaged, the variance
+    corrected for ties, no continuity correction): positive when the ratios lean up (head faster)."""
+    x = [v for v in r if v != 0]
+    n = len(x)
+    if n == 0:
+        return 0.0
+    ranks = stats.rankdata([abs(v) for v in x])
+    plus = sum(rk for rk, v in zip(ranks, x, strict=True) if v > 0)
+    ties = sum(t**3 - t for t in collections.Counter(ranks).values())
+    var = n * (n + 1) * (2 * n + 1) / 24 - ties / 48
+    return (plus - n * (n + 1) / 4) / math.sqrt(var) if var > 0 else 0.0
 
 
 def smallest_p(pairs: int) -> float:

@@ -131,7 +131,7 @@ def passes_of(doc: dict) -> list[str]:
     because the earlier ones leaned: give `ab` --follow-up 0 for this."""
     out, ps = [], []
     for case, c in sorted(doc["cases"].items()):
-        r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
+        r = _case_rounds(case, c)
         lr, counts = log_ratios(*block_sums(r)), c.get("pass_blocks")
         if not counts or sum(counts) != len(lr):
             raise SystemExit(f"{case}: no pass_blocks in this file (an ab --out from before visits)")
@@ -170,7 +170,7 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
         for case, c in doc["cases"].items():
             if exclude and exclude in case:
                 continue
-            r = CaseRounds(case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"])
+            r = _case_rounds(case, c)
             lr = log_ratios(*block_sums(r))
             firsts = set(itertools.accumulate([0, *c.get("visit_blocks", [])]))
             for i in range(len(lr)):
@@ -194,6 +194,7 @@ def _case_rounds(case: str, c: dict) -> CaseRounds:
 def verdicts_of(docs: dict[str, dict]) -> list[str]:
     """Per file: the cases called regression or improvement with independent blocks ("flat") and with
     the visits' design effect ("visits"), at the file's own threshold and alpha, and the injected case."""
+    from harness.ab.rounds import case_estimate
     from harness.ab.runner import verdicts
     from harness.ab.stats import estimate
 
@@ -206,11 +207,13 @@ def verdicts_of(docs: dict[str, dict]) -> list[str]:
             row[0] += " (no visit_blocks kept: each case is one visit, so 'visits' calls nothing)"
         for label in tally:
             est = {
-                case: estimate(*block_sums(r), clusters=r.visits() if label == "visits" else None)
-                for case, r in rounds.items()
+                case: case_estimate(r) if label == "visits" else estimate(*block_sums(r)) for case, r in rounds.items()
             }
-            called = [v for v in verdicts(est, rounds, doc["threshold"], doc["alpha"]) if v.status != "ok"]
-            called = [v for v in called if v.status in ("regression", "improvement")]
+            called = [
+                v
+                for v in verdicts(est, rounds, doc["threshold"], doc["alpha"])
+                if v.status in ("regression", "improvement")
+            ]
             false = [v for v in called if not (slowed and slowed in v.name and v.status == "regression")]
             caught = bool(slowed) and any(slowed in v.name and v.status == "regression" for v in called)
             tally[label][0] += bool(false)

@@ -240,9 +240,7 @@ OPTIONS = [
         _slos,
         many=True,
     ),
-    Option(
-        "--openai-base-url", "openai_base_url", "openai engine: the server's base URL, e.g. http://127.0.0.1:8000/v1"
-    ),
+    Option("--openai-base-url", "openai_base_url", "openai engine: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
     Option("--openai-model", "openai_model", "openai engine: the served model's name (default: the first it lists)"),
     Option(
         "--openai-prompt",

@@ -148,8 +148,7 @@ class Comparison:
         significant at all (floor). A pass runs its share of --max-case-s and overruns it by at most
         one block; the block's length is judged from the faster side's warm-up unit (the first after
         building on the CPU, an overestimate, so the slower side's would be more so; on CUDA the
-        second). Such
-        a case always ended "unreliable" (the quick tier's serving case at 10 s a case: 14 s blocks,
+        second). Such a case always ended "unreliable" (the quick tier's serving case at 10 s a case: 14 s blocks,
         28.7-54.6 s of rounds a trial, its change read anywhere from -10% to +14% in A/A); its time is
         left to the cases that can decide. Its outputs were still checked when it was opened. A
         follow-up is not counted: it is for a case in doubt after its passes, not for one whose

@@ -84,9 +84,9 @@ def design_effect(ratios: list[float], clusters: list[int] | None) -> float:
     for m in clusters:
         groups.append(ranks[start : start + m])
         start += m
-    grand = statistics.fmean(ranks)
-    between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (k - 1)
-    within = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups) / (n - k)
+    grand, means = statistics.fmean(ranks), [statistics.fmean(g) for g in groups]
+    between = sum(len(g) * (mean - grand) ** 2 for g, mean in zip(groups, means, strict=True)) / (k - 1)
+    within = sum(sum((x - mean) ** 2 for x in g) for g, mean in zip(groups, means, strict=True)) / (n - k)
     size = (n - squares / n) / (k - 1)  # the clusters' effective common size
     spread = max(0.0, (between - within) / size)
     if spread == 0.0:

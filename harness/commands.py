@@ -147,14 +147,22 @@ def add_budget_options(sub: argparse.ArgumentParser) -> None:
         "--follow-up",
         type=int,
         default=budget.follow_up,
-        help="extra passes (fresh workers, a whole case's time) for cases that lean to a regression, undecided",
+        help="extra passes (fresh workers) for undecided cases that lean to a regression",
+    )
+    sub.add_argument(
+        "--follow-up-s",
+        type=float,
+        default=None,
+        help="seconds of rounds the follow-up spends on its suspects, in short visits (default 4 x --max-case-s)",
     )
 
 
 def budget_from(args: argparse.Namespace):
     from harness.ab.rounds import Budget
 
-    return Budget(args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes, args.follow_up)
+    return Budget(
+        args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes, args.follow_up, args.follow_up_s
+    )
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

@@ -270,20 +270,34 @@ def test_the_command_line_keeps_ab_options_apart_from_pytest_arguments():
 
 
 def test_only_undecided_drops_are_followed_up():
-    """A case that reads as a drop beyond the threshold without a significant p gets a follow-up pass;
-    a significant drop (already a regression), a small drop and a gain do not."""
+    """Cases that lean slower with an interval reaching beyond the threshold and no significant p are
+    the suspects, smallest p first, even one that reads less than the threshold (a 5% slowdown read
+    -0.8% after the passes in one trial); a significant drop (already a regression), a small drop
+    whose interval rules out the threshold and a gain are not."""
     from harness.ab.rounds import CaseRounds
     from harness.ab.runner import undecided_regressions
     from harness.ab.stats import PairedEstimate
 
     cases = {
         "undecided": PairedEstimate(-0.045, -0.09, 0.0, 0.02, 0.98, 20),
+        "leaning": PairedEstimate(-0.008, -0.06, 0.03, 0.01, 0.99, 20),
         "regression": PairedEstimate(-0.06, -0.08, -0.04, 1e-6, 1.0, 20),
-        "small drop": PairedEstimate(-0.01, -0.03, 0.01, 0.2, 0.8, 20),
+        "small drop": PairedEstimate(-0.01, -0.015, -0.005, 0.2, 0.8, 20),
         "gain": PairedEstimate(0.05, 0.0, 0.09, 0.98, 0.02, 20),
     }
     rounds = {n: CaseRounds(n, tokens=10.0, base_s=[1.0, 1.0], head_s=[1.0, 1.0]) for n in cases}
-    assert undecided_regressions(cases, rounds, threshold=0.02, alpha=0.01) == ["undecided"]
+    assert undecided_regressions(cases, rounds, threshold=0.02, alpha=0.01) == ["leaning", "undecided"]
+
+
+def test_a_follow_up_holds_at_most_max_suspects_the_likeliest_first():
+    from harness.ab.rounds import CaseRounds
+    from harness.ab.runner import MAX_SUSPECTS, undecided_regressions
+    from harness.ab.stats import PairedEstimate
+
+    cases = {f"c{i}": PairedEstimate(-0.03, -0.08, 0.02, 0.3 - i / 100, 0.7, 20) for i in range(MAX_SUSPECTS + 2)}
+    rounds = {n: CaseRounds(n, tokens=10.0, base_s=[1.0, 1.0], head_s=[1.0, 1.0]) for n in cases}
+    expected = [f"c{i}" for i in range(MAX_SUSPECTS + 1, 1, -1)]
+    assert undecided_regressions(cases, rounds, threshold=0.02, alpha=0.01) == expected
 
 
 class _SteadyWorker:
@@ -809,3 +823,87 @@ def test_the_passes_analysis_finds_a_pass_that_leans_and_none_where_none_does():
     del doc["cases"]["c"]["pass_blocks"]
     with pytest.raises(SystemExit, match="no pass_blocks"):
         passes_of(doc)
+
+
+class _SlowedWorker(_TimedWorker):
+    """A _TimedWorker whose head rounds of some cases are slower (slowed: case -> factor), with each
+    opening's own lean (visit_sd) and 1% noise per round."""
+
+    def __init__(self, clock, warm, rng, slowed: dict[str, float], visit_sd: float = 0.0, opens=None):
+        super().__init__(clock, warm, opens)
+        self.rng, self.slowed, self.visit_sd, self.factor = rng, slowed, visit_sd, 1.0
+
+    def ask(self, cmd, case=None, reps=1):
+        if cmd == "round":
+            t = self.warm[self.case] * reps * self.factor * math.exp(self.rng.gauss(0, 0.01))
+            t *= self.slowed.get(self.case, 1.0)
+            self.clock[0] += t
+            return {"seconds": t}
+        if cmd == "open":
+            self.factor = math.exp(self.rng.gauss(0, self.visit_sd))
+        return super().ask(cmd, case, reps)
+
+
+def _follow_up_run(slowed: dict[str, float], names: list[str], seed: int = 0, visit_sd: float = 0.0):
+    """A Comparison whose cases have passes' blocks behind them (8 visits of 3 blocks each) and a pair
+    of fake workers, head's rounds of the `slowed` cases slower; and the list of cases opened."""
+    from harness.ab.rounds import CaseRounds, run_blocks
+    from harness.ab.runner import Comparison
+
+    clock, rng, opens = [0.0], random.Random(seed), []
+    warm = dict.fromkeys(names, 0.01)
+    pair = [_SlowedWorker(clock, warm, rng, {}, visit_sd, opens), _SlowedWorker(clock, warm, rng, slowed, visit_sd)]
+    run = Comparison(Budget(passes=2, min_round_s=0.1), random.Random(seed), {}, [], set())
+    for name in names:
+        r = run.rounds[name] = CaseRounds(name, tokens=1.0, reps=10)
+        for v in range(8):
+            for w in pair:
+                w.ask("open", case=name)
+            run_blocks(*pair, r, 3, "AB"[v % 2])
+            r.visit_blocks.append(3)
+    opens.clear()
+    return run, pair, opens
+
+
+def test_a_follow_up_visits_the_likeliest_regression_and_lets_go_of_an_unchanged_case():
+    """Two suspects: one slowed 5%, one unchanged. Each visit goes to the smaller p; the unchanged case
+    is let go once it leans faster or its interval rules out the threshold, and the slowed case gets
+    the rest of the seconds, in visits of VISIT_BLOCKS blocks, each a fresh opening."""
+    from harness.ab.rounds import case_estimate
+    from harness.ab.runner import VISIT_BLOCKS
+
+    run, pair, opens = _follow_up_run({"slowed": 1.05}, ["slowed", "unchanged"])
+    blocks_before = {n: len(r.order) for n, r in run.rounds.items()}
+    run.follow_up(pair, ["unchanged", "slowed"], 12.0, 0.02, 2)
+    assert opens[0] == "slowed"  # the smaller p first, though listed second
+    assert opens.count("slowed") > 3 * opens.count("unchanged")
+    slowed = run.rounds["slowed"]
+    visits = slowed.visit_blocks[8:]
+    assert len(visits) == opens.count("slowed")
+    assert visits == sorted(visits, reverse=True)
+    assert set(visits) == {VISIT_BLOCKS, 1}  # at the end: what fits
+    spent = sum(r.seconds for r in run.rounds.values()) - sum(0.01 * 10 * 4 * n for n in blocks_before.values())
+    assert 12.0 <= spent < 12.0 + 2 * 4 * 0.1 * 1.06 * VISIT_BLOCKS
+    e = case_estimate(run.rounds["unchanged"])
+    assert e.change >= 0 or e.low >= -0.02
+    assert "followed up" in slowed.note
+    assert case_estimate(slowed).change == pytest.approx(1 / 1.05 - 1, abs=0.01)
+
+
+def test_a_follow_up_never_stops_a_suspect_for_being_significant():
+    """Stopping a suspect once its p is low would call an unchanged case that wandered there: a
+    follow-up of one clearly slowed case spends all its seconds on it."""
+    from harness.ab.rounds import case_estimate
+
+    run, pair, opens = _follow_up_run({"slowed": 1.10}, ["slowed"])
+    assert case_estimate(run.rounds["slowed"]).p_slower < 1e-4  # significant before the follow-up
+    run.follow_up(pair, ["slowed"], 8.0, 0.02, 2)
+    assert len(opens) >= 8.0 / (2 * 4 * 0.1 * 1.1 * 1.03)
+
+
+def test_a_follow_up_lets_go_of_a_suspect_that_turns_out_unchanged():
+    """An unchanged case whose passes leaned slower: once its blocks rule out the threshold, or lean
+    faster, its follow-up ends before the seconds are spent."""
+    run, pair, opens = _follow_up_run({}, ["unchanged"], seed=3)
+    run.follow_up(pair, ["unchanged"], 60.0, 0.02, 2)
+    assert 1 <= len(opens) < 20

@@ -57,6 +57,11 @@ class Budget:
     min_round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
     passes: int = 2  # fresh worker pairs per comparison; each pass gets max_case_s / passes of each case
     follow_up: int = 1  # extra passes, each with fresh workers, for the cases that lean to a regression
+    follow_up_s: float | None = None  # seconds of rounds a follow-up pass spends on its suspects (4 x max_case_s)
+
+    @property
+    def follow_up_seconds(self) -> float:
+        return 4 * self.max_case_s if self.follow_up_s is None else self.follow_up_s
 
 
 # The interval may stop a case early only once it rests on this many blocks: a bootstrap of the median
@@ -106,14 +111,9 @@ def interleave(
     span fewer than 3 visits does not stop on it."""
     start = time.perf_counter()
     visit_start = len(rounds.order)
-    order = "ABBA" if (lead or rng.choice("AB")) == "A" else "BAAB"
+    lead = lead or rng.choice("AB")
     while True:
-        times = {"A": [], "B": []}
-        for who in order:
-            times[who].append((base if who == "A" else head).ask("round", reps=rounds.reps)["seconds"])
-        rounds.base_s += times["A"]
-        rounds.head_s += times["B"]
-        rounds.order.append(order)
+        run_blocks(base, head, rounds, 1, lead)
         if len(rounds.order) - visit_start >= budget.min_blocks:
             considered = case_estimate(rounds, 0 if last else first_block)
             if (
@@ -126,7 +126,19 @@ def interleave(
                 return False
             # The check took a pause (a bootstrap: 10-20 ms) that only the lead's next round would
             # follow, the same side in every block of the visit: one untimed unit on the lead first.
-            (base if order[0] == "A" else head).ask("round", reps=1)
+            (base if lead == "A" else head).ask("round", reps=1)
+
+
+def run_blocks(base: WorkerProcess, head: WorkerProcess, rounds: CaseRounds, blocks: int, lead: str) -> None:
+    """`blocks` blocks, each led by `lead` ("A": ABBA, "B": BAAB), their rounds added to `rounds`."""
+    order = "ABBA" if lead == "A" else "BAAB"
+    for _ in range(blocks):
+        times = {"A": [], "B": []}
+        for who in order:
+            times[who].append((base if who == "A" else head).ask("round", reps=rounds.reps)["seconds"])
+        rounds.base_s += times["A"]
+        rounds.head_s += times["B"]
+        rounds.order.append(order)
 
 
 def case_estimate(rounds: CaseRounds, first_block: int = 0) -> PairedEstimate:

@@ -18,6 +18,7 @@ interleaved ABAB and a paired t-test on the run medians; the output says so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -26,7 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.ab.rounds import MIN_INTERVAL_BLOCKS, Budget, CaseRounds, case_estimate, interleave, reps_for
+from harness.ab.rounds import (
+    MIN_INTERVAL_BLOCKS,
+    Budget,
+    CaseRounds,
+    case_estimate,
+    interleave,
+    reps_for,
+    run_blocks,
+)
 from harness.ab.sides import Side, WorkerProcess, check_both, checked_out, open_both, worker_pair
 from harness.ab.stats import PairedEstimate, blocks_for, smallest_p, testable
 from harness.baseline.gate import Verdict, format_table
@@ -263,6 +272,61 @@ class Comparison:
                 flush=True,
             )
 
+    def follow_up(
+        self, pair: list[WorkerProcess], suspects: list[str], seconds: float, threshold: float, n: int
+    ) -> None:
+        """A follow-up pass: visits of VISIT_BLOCKS blocks (each a fresh opening) to the suspects, each
+        visit to the one whose p (head slower, all its blocks) is smallest now, until `seconds` of rounds
+        are spent. A suspect is let go once it leans faster or its interval rules out a drop beyond the
+        threshold: it can then no longer be a regression, and stopping there can only make a false call
+        rarer. No suspect is let go for being significant: stopping on a low p would call a wandering
+        unchanged case. Why many short visits: the lean of an opening (sd about 4% of a decode step's
+        ratio on this host, against 9% for one block) is redrawn only by opening again, and opening a
+        case a worker has built before costs about 0.1 s a side; a pass's share of 10 s gave a decode
+        case 8 visits, an interval of about +-5%, while a 5% drop needs about +-2%."""
+        active = {name: case_estimate(self.rounds[name]) for name in suspects if name in self.rounds}
+        first = {name: len(self.rounds[name].order) for name in active}
+        visits = dict.fromkeys(active, 0)
+        used = 0.0
+        while active and used < seconds:
+            name = min(active, key=lambda c: active[c].p_slower)
+            r = self.rounds[name]
+            block_s = r.seconds / max(len(r.order), 1)
+            head_last = self.rng.random() < 0.5
+            with self.timing("open"):
+                _, problem = open_both(pair, name, head_last)
+            if problem:
+                r.note = "; ".join(filter(None, [r.note, f"follow-up stopped: {problem}"]))
+                del active[name]
+                continue
+            before = r.seconds
+            with self.timing("rounds"):
+                blocks = VISIT_BLOCKS if VISIT_BLOCKS * block_s <= seconds - used else 1
+                run_blocks(pair[0], pair[1], r, blocks, "B" if head_last else "A")
+            r.visit_blocks.append(len(r.order) - sum(r.visit_blocks))
+            with self.timing("close"):
+                for w in pair:
+                    w.ask("close")
+            used += r.seconds - before
+            visits[name] += 1
+            e = active[name] = case_estimate(r)
+            if e.change >= 0 or e.low >= -threshold:
+                del active[name]
+        for name in first:
+            r = self.rounds[name]
+            if not visits[name]:
+                continue  # its open failed, or the seconds went to likelier ones
+            e = case_estimate(r, first[name])
+            r.pass_changes.append(e.change)
+            r.pass_blocks.append(e.pairs)
+            r.note = "; ".join(filter(None, [r.note, f"followed up: {visits[name]} visit(s)"]))
+            print(
+                f"  {name}, follow-up {n + 1 - self.budget.passes}: {e.change:+.2%} ({e.pairs} blocks in "
+                f"{visits[name]} visit(s)); all blocks: {case_estimate(r).change:+.2%}",
+                file=sys.stderr,
+                flush=True,
+            )
+
 
 @dataclass
 class _Visits:
@@ -319,6 +383,9 @@ def visits_for(block_s: float | None, share: Budget) -> int:
     return max(1, min(MAX_VISITS, int(share.max_case_s / (VISIT_BLOCKS * max(block_s, 1e-6)))))
 
 
+MAX_SUSPECTS = 3  # cases a follow-up pass looks at, the likeliest regressions first
+
+
 def undecided_regressions(
     estimates: dict[str, PairedEstimate],
     rounds: dict[str, CaseRounds],
@@ -326,19 +393,23 @@ def undecided_regressions(
     alpha: float,
     follow_up_s: float = math.inf,
 ) -> list[str]:
-    """Cases that read as a drop beyond the threshold but are not (yet) significant after Holm, and that
-    a follow-up of follow_up_s seconds of rounds can make significant: a case with too few blocks now
-    is followed up only when the blocks it would add (at its own pace) let it reach alpha / (the number
-    of cases). A serving case of 10-second blocks, at 4 blocks, is not: a minute for nothing."""
+    """The follow-up's suspects, smallest p (head slower) first, at most MAX_SUSPECTS: cases not yet
+    decided that lean slower and whose interval still reaches a drop beyond the threshold. A 5%
+    slowdown of one case read anywhere from -0.8% to -9.5% after the passes on this 2-core host (the
+    lean of each opening, sd about 4% for a decode step, is most of a pass's error), so a suspect must
+    not need to read beyond -threshold already: 2 of 17 slowed trials read above -2%. A case with too
+    few blocks now is a suspect only when the blocks follow_up_s adds (at its own pace) let it reach
+    alpha / (the number of cases): a serving case of 10-second blocks, at 4 blocks, is not."""
     out = []
     for v in verdicts(estimates, rounds, threshold, alpha):
-        if v.change is None or v.change >= -threshold or v.status not in ("ok", "unreliable"):
+        e = estimates[v.name]
+        if v.status not in ("ok", "unreliable") or e.change >= 0 or e.low >= -threshold:
             continue
         r = rounds[v.name]
         added = follow_up_s / max(r.seconds / max(len(r.order), 1), 1e-9)
         if v.status == "ok" or smallest_p(int(len(r.order) + added)) <= alpha / len(estimates):
             out.append(v.name)
-    return out
+    return sorted(out, key=lambda n: estimates[n].p_slower)[:MAX_SUSPECTS]
 
 
 def checked_once(args: list[str], head_args: list[str], n: int) -> tuple[list[str], list[str]]:
@@ -365,16 +436,15 @@ def compare_interleaved(
     landed); measured here, pairs differed no more than their blocks' noise explains, while stretches
     of one case in the same pair did: the visits are for that.
 
-    Then up to `budget.follow_up` follow-up passes, again with fresh workers, for the cases that read
-    as a drop beyond the threshold (decide = (threshold, alpha)) without being significant yet: each
-    gets a whole case's time (max_case_s) more. A 5% slowdown of one case on this 2-core host often
-    read -4% to -5% with a Holm-adjusted p of 0.02-0.2 after the passes alone; more blocks from fresh
-    processes settle it either way. Looking again only where a case leans to a regression raises the
-    false-alarm rate of that case a little (two looks instead of one), which the A/A experiment measures."""
+    Then up to `budget.follow_up` follow-up passes, again with fresh workers, for the undecided cases
+    that lean slower with an interval reaching a drop beyond the threshold (undecided_regressions;
+    decide = (threshold, alpha)): each pass spends follow_up_seconds / follow_up of rounds on them in
+    short visits (Comparison.follow_up). A 5% slowdown of one case on this 2-core host read -0.8% to
+    -9.5% after the passes alone (17 trials), and was called in 9; the verdict is taken on all of a
+    case's blocks. Looking again only where a case leans to a regression raises the false-alarm rate
+    of that case a little (two looks instead of one), which the A/A experiment measures."""
     head_args = [*args, "--ab-inject-slowdown", str(inject[0]), "--ab-inject-case", inject[1]] if inject[0] else args
-    budget = Budget(
-        budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s, max(1, budget.passes), budget.follow_up
-    )
+    budget = dataclasses.replace(budget, passes=max(1, budget.passes))
     share = Budget(
         budget.target,
         max(2, math.ceil(budget.min_blocks / budget.passes)),
@@ -393,18 +463,16 @@ def compare_interleaved(
                 run.spent["check"] += time.perf_counter() - tick
             run.run_pass(pair, names, share, n)
     estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
-    whole = Budget(budget.target, budget.min_blocks, budget.max_case_s, budget.min_round_s)
+    seconds = budget.follow_up_seconds / max(budget.follow_up, 1)
     for n in range(budget.passes, budget.passes + budget.follow_up):
-        suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=budget.max_case_s)
+        suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=seconds)
         if not suspects:
             break
         tick = time.perf_counter()
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
             run.cases(pair)
             run.spent["start"] += time.perf_counter() - tick
-            run.run_pass(pair, suspects, whole, n)
-            for name in (s for s in suspects if s in run.rounds):
-                run.rounds[name].note = "; ".join(filter(None, [run.rounds[name].note, "followed up"]))
+            run.follow_up(pair, suspects, seconds, decide[0], n)
         estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     return run, estimates
 

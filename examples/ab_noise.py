@@ -30,6 +30,13 @@ judges the rounds of `ab --out` files again, with the blocks taken as independen
 visits' design effect (harness/ab/stats.py), and lists the cases each way calls changed: what the
 widening costs in a slowed case and saves in the unslowed ones.
 
+    python -m examples.ab_noise --visits-of DIR/*.json --exclude paged-bs1-ctx128
+
+splits each case's blocks in `ab --out` files into the noise of one block (sd within a visit) and the
+lean of a visit beyond it (sd of visits' means, less what their blocks' noise explains; method of
+moments, pooled over the files): how many visits, and of how many blocks, a change of a given size
+needs.
+
 A component the A/B's Wilcoxon test does not model makes its p too small; that is what
 `harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
 against the one below it. The segment and pair means are means, so one burst moves them: the robust
@@ -191,6 +198,44 @@ def _case_rounds(case: str, c: dict) -> CaseRounds:
     )
 
 
+def visits_of(docs: list[dict], exclude: str = "") -> list[str]:
+    """Per case, over the files: the pooled sd of blocks within their visit, and the sd of a visit's
+    lean beyond it (each visit's mean about its file's mean, less block variance / visit size, the
+    mean over visits; 0 where that is negative)."""
+    within: dict[str, list[tuple[float, int]]] = {}  # case -> (sum of squares within a visit, its df)
+    lean: dict[str, list[tuple[float, int]]] = {}  # case -> (visit mean's squared deviation, visit size)
+    for doc in docs:
+        for case, c in doc["cases"].items():
+            if exclude and exclude in case:
+                continue
+            r = _case_rounds(case, c)
+            ratios = log_ratios(*block_sums(r))
+            groups, start = [], 0
+            for m in r.visits():
+                groups.append(ratios[start : start + m])
+                start += m
+            if len(groups) < 2:
+                continue
+            mean = st.fmean(ratios)
+            for g in groups:
+                centre = st.fmean(g)
+                within.setdefault(case, []).append((sum((x - centre) ** 2 for x in g), len(g) - 1))
+                lean.setdefault(case, []).append(((centre - mean) ** 2, len(g)))
+    out = []
+    for case in sorted(within):
+        df = sum(d for _, d in within[case])
+        if df == 0:
+            continue
+        block_var = sum(ss for ss, _ in within[case]) / df
+        visit_var = max(0.0, st.fmean(d2 - block_var / m for d2, m in lean[case]))
+        sizes = [m for _, m in lean[case]]
+        out.append(
+            f"{case}: block sd {100 * math.sqrt(block_var):.2f}%, visit lean sd {100 * math.sqrt(visit_var):.2f}% "
+            f"({len(sizes)} visits of {st.fmean(sizes):.1f} blocks in {len(docs)} file(s))"
+        )
+    return out
+
+
 def verdicts_of(docs: dict[str, dict]) -> list[str]:
     """Per file: the cases called regression or improvement with independent blocks ("flat") and with
     the visits' design effect ("visits"), at the file's own threshold and alpha, and the injected case."""
@@ -243,11 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--orders-of", metavar="AB_JSON", nargs="+", help="blocks' log ratios by block order, over `ab --out` files"
     )
-    parser.add_argument("--exclude", default="", help="with --orders-of: leave out cases whose name contains this")
+    parser.add_argument(
+        "--exclude", default="", help="with --orders-of, --visits-of: leave out cases whose name contains this"
+    )
     parser.add_argument(
         "--verdicts-of", metavar="AB_JSON", nargs="+", help="judge `ab --out` files again, blocks flat and by visit"
     )
+    parser.add_argument(
+        "--visits-of", metavar="AB_JSON", nargs="+", help="each case's block sd and visit lean, over `ab --out` files"
+    )
     a = parser.parse_args(own)
+    if a.visits_of:
+        print("\n".join(visits_of([json.loads(Path(f).read_text()) for f in a.visits_of], a.exclude)))
+        return 0
     if a.verdicts_of:
         print("\n".join(verdicts_of({f: json.loads(Path(f).read_text()) for f in a.verdicts_of})))
         return 0

@@ -907,3 +907,23 @@ def test_a_follow_up_lets_go_of_a_suspect_that_turns_out_unchanged():
     run, pair, opens = _follow_up_run({}, ["unchanged"], seed=3)
     run.follow_up(pair, ["unchanged"], 60.0, 0.02, 2)
     assert 1 <= len(opens) < 20
+
+
+def test_the_visits_analysis_reads_the_lean_of_a_visit_and_none_where_there_is_none():
+    """--visits-of on synthetic A/A files: visits leaning with sd 4% over blocks of sd 3% read near 4%
+    and 3%; blocks with no lean read a lean near 0."""
+    import re
+
+    from examples.ab_noise import visits_of
+
+    def sds(lean, seed):
+        docs = [_doc_of_ratios(clustered_ratios(12, 3, lean, 0.03, seed=seed + i), [3] * 12) for i in range(15)]
+        (line,) = visits_of(docs)
+        return [float(x) for x in re.findall(r"sd ([0-9.]+)%", line)]
+
+    block, visit = sds(0.04, 0)
+    assert 2.6 < block < 3.4
+    assert 3.2 < visit < 4.8
+    block, visit = sds(0.0, 100)
+    assert 2.6 < block < 3.4
+    assert visit < 1.0

@@ -844,50 +844,71 @@ class _SlowedWorker(_TimedWorker):
         return super().ask(cmd, case, reps)
 
 
-def _follow_up_run(slowed: dict[str, float], names: list[str], seed: int = 0, visit_sd: float = 0.0):
-    """A Comparison whose cases have passes' blocks behind them (8 visits of 3 blocks each) and a pair
-    of fake workers, head's rounds of the `slowed` cases slower; and the list of cases opened."""
-    from harness.ab.rounds import CaseRounds, run_blocks
+def _passes(changes: list[float], visits: int) -> "CaseRounds":  # noqa: F821
+    """A case's rounds after its passes: one block per change (head's rounds slower by it, 0.1 s base
+    rounds), in `visits` visits of equal size."""
+    from harness.ab.rounds import CaseRounds
+
+    r = CaseRounds("c", tokens=1.0, reps=10)
+    for c in changes:
+        r.base_s += [0.1, 0.1]
+        r.head_s += [0.1 / (1 + c)] * 2
+        r.order.append("ABBA")
+    r.visit_blocks = [len(changes) // visits] * visits
+    return r
+
+
+def _follow_up_run(
+    stage1: dict[str, list[float]], head: dict[str, float], seed: int = 0, visit_sd: float = 0.0, visits: int = 3
+):
+    """A Comparison whose cases have the given passes' block changes behind them (in `visits`), a pair
+    of fake workers whose head rounds of the `head` cases are slower by that factor from now on, and
+    the log of what the base side opened."""
     from harness.ab.runner import Comparison
 
     clock, rng, opens = [0.0], random.Random(seed), []
-    warm = dict.fromkeys(names, 0.01)
-    pair = [_SlowedWorker(clock, warm, rng, {}, visit_sd, opens), _SlowedWorker(clock, warm, rng, slowed, visit_sd)]
+    warm = dict.fromkeys(stage1, 0.01)
+    pair = [_SlowedWorker(clock, warm, rng, {}, visit_sd, opens), _SlowedWorker(clock, warm, rng, head, visit_sd)]
     run = Comparison(Budget(passes=2, min_round_s=0.1), random.Random(seed), {}, [], set())
-    for name in names:
-        r = run.rounds[name] = CaseRounds(name, tokens=1.0, reps=10)
-        for v in range(8):
-            for w in pair:
-                w.ask("open", case=name)
-            run_blocks(*pair, r, 3, "AB"[v % 2])
-            r.visit_blocks.append(3)
-    opens.clear()
+    for name, changes in stage1.items():
+        run.rounds[name] = _passes(changes, visits)
+        run.rounds[name].name = name
     return run, pair, opens
 
 
-def test_a_follow_up_visits_the_likeliest_regression_and_lets_go_of_an_unchanged_case():
-    """Two suspects: one slowed 5%, one unchanged. Each visit goes to the smaller p; the unchanged case
-    is let go once it leans faster or its interval rules out the threshold, and the slowed case gets
-    the rest of the seconds, in visits of VISIT_BLOCKS blocks, each a fresh opening."""
+def _jitter(centre: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [centre + rng.gauss(0, 0.01) for _ in range(n)]
+
+
+def test_a_follow_up_visits_the_likeliest_regression_first_and_lets_go_of_an_unchanged_one():
+    """Two suspects: "unchanged" read -4% on 24 blocks of 4% noise in its passes (the smaller p) but
+    runs at the base's speed now; "slowed" read -3% on 12 and is 5% slower. The first visit goes to the
+    smaller p; "unchanged" is let go once it leans faster or its interval rules out a drop beyond the
+    threshold, and "slowed" gets the rest of the seconds, in visits of VISIT_BLOCKS blocks, each a
+    fresh opening."""
     from harness.ab.rounds import case_estimate
     from harness.ab.runner import VISIT_BLOCKS
 
-    run, pair, opens = _follow_up_run({"slowed": 1.05}, ["slowed", "unchanged"])
-    blocks_before = {n: len(r.order) for n, r in run.rounds.items()}
-    run.follow_up(pair, ["unchanged", "slowed"], 12.0, 0.02, 2)
-    assert opens[0] == "slowed"  # the smaller p first, though listed second
-    assert opens.count("slowed") > 3 * opens.count("unchanged")
-    slowed = run.rounds["slowed"]
-    visits = slowed.visit_blocks[8:]
-    assert len(visits) == opens.count("slowed")
-    assert visits == sorted(visits, reverse=True)
-    assert set(visits) == {VISIT_BLOCKS, 1}  # at the end: what fits
-    spent = sum(r.seconds for r in run.rounds.values()) - sum(0.01 * 10 * 4 * n for n in blocks_before.values())
-    assert 12.0 <= spent < 12.0 + 2 * 4 * 0.1 * 1.06 * VISIT_BLOCKS
+    rng = random.Random(0)
+    unchanged = [-0.04 + rng.gauss(0, 0.04) for _ in range(24)]
+    run, pair, opens = _follow_up_run(
+        {"unchanged": unchanged, "slowed": [-0.03 + rng.gauss(0, 0.04) for _ in range(12)]}, {"slowed": 1.05}
+    )
+    before = {n: case_estimate(r) for n, r in run.rounds.items()}
+    assert before["unchanged"].p_slower < before["slowed"].p_slower
+    spent_before = sum(r.seconds for r in run.rounds.values())
+    going_on = run.follow_up(pair, ["slowed", "unchanged"], 40.0, 0.02, 2)
+    assert opens[0] == "unchanged"  # the smaller p first, though listed second
+    assert going_on == ["slowed"]
     e = case_estimate(run.rounds["unchanged"])
     assert e.change >= 0 or e.low >= -0.02
-    assert "followed up" in slowed.note
-    assert case_estimate(slowed).change == pytest.approx(1 / 1.05 - 1, abs=0.01)
+    assert 0 < opens.count("unchanged") < opens.count("slowed")
+    assert set(run.rounds["slowed"].visit_blocks[3:-1]) == {VISIT_BLOCKS}  # the last: what is left
+    spent = sum(r.seconds for r in run.rounds.values()) - spent_before
+    assert 40.0 <= spent < 40.0 + 2 * 4 * 0.1 * 1.06 * VISIT_BLOCKS
+    assert "followed up" in run.rounds["slowed"].note
+    assert case_estimate(run.rounds["slowed"]).change < -0.04
 
 
 def test_a_follow_up_never_stops_a_suspect_for_being_significant():
@@ -895,18 +916,90 @@ def test_a_follow_up_never_stops_a_suspect_for_being_significant():
     follow-up of one clearly slowed case spends all its seconds on it."""
     from harness.ab.rounds import case_estimate
 
-    run, pair, opens = _follow_up_run({"slowed": 1.10}, ["slowed"])
+    run, pair, opens = _follow_up_run({"slowed": _jitter(-0.10, 24, 3)}, {"slowed": 1.10}, visits=12)
     assert case_estimate(run.rounds["slowed"]).p_slower < 1e-4  # significant before the follow-up
-    run.follow_up(pair, ["slowed"], 8.0, 0.02, 2)
+    assert run.follow_up(pair, ["slowed"], 8.0, 0.02, 2) == ["slowed"]
     assert len(opens) >= 8.0 / (2 * 4 * 0.1 * 1.1 * 1.03)
 
 
-def test_a_follow_up_lets_go_of_a_suspect_that_turns_out_unchanged():
-    """An unchanged case whose passes leaned slower: once its blocks rule out the threshold, or lean
-    faster, its follow-up ends before the seconds are spent."""
-    run, pair, opens = _follow_up_run({}, ["unchanged"], seed=3)
-    run.follow_up(pair, ["unchanged"], 60.0, 0.02, 2)
-    assert 1 <= len(opens) < 20
+def test_a_follow_up_lets_go_of_a_suspect_whose_interval_rules_out_the_threshold():
+    """A case that read -3% in its passes and is 0.5% slower now: it keeps reading slower, but once its
+    interval's low end is above -threshold it can no longer be a regression and is let go."""
+    from harness.ab.rounds import case_estimate
+
+    run, pair, opens = _follow_up_run({"c": _jitter(-0.03, 9, 4)}, {"c": 1.005})
+    assert run.follow_up(pair, ["c"], 60.0, 0.02, 2) == []
+    assert 1 <= len(opens) < 40
+    e = case_estimate(run.rounds["c"])
+    assert e.change < 0
+    assert e.low >= -0.02
+
+
+def test_a_follow_up_lets_go_of_a_suspect_that_leans_faster():
+    """A case that read -3% in its passes and whose head is 8% faster now, in openings that lean by 5%:
+    once its change is positive it is let go, though its wide interval still reaches -threshold."""
+    from harness.ab.rounds import case_estimate
+
+    run, pair, opens = _follow_up_run({"c": _jitter(-0.03, 9, 5)}, {"c": 1 / 1.08}, seed=6, visit_sd=0.05)
+    assert run.follow_up(pair, ["c"], 60.0, 0.02, 2) == []
+    e = case_estimate(run.rounds["c"])
+    assert e.change >= 0
+    assert e.low < -0.02
+    assert len(opens) < 30
+
+
+def test_a_follow_up_goes_on_where_an_open_fails_and_keeps_the_blocks_before():
+    from harness.ab.rounds import case_estimate
+
+    run, pair, opens = _follow_up_run({"decode": _jitter(-0.05, 12, 7), "prefill": _jitter(-0.04, 12, 8)}, {})
+    pair[0] = _FailingSecondOpen(pair[0].clock, pair[0].warm, ["decode"])
+    blocks = len(run.rounds["decode"].order)
+    assert case_estimate(run.rounds["decode"]).p_slower < case_estimate(run.rounds["prefill"]).p_slower
+    going_on = run.follow_up(pair, ["decode", "prefill"], 4.0, 0.02, 2)
+    assert "decode" not in going_on
+    assert len(run.rounds["decode"].order) == blocks
+    assert "follow-up stopped: " in run.rounds["decode"].note
+    assert len(run.rounds["prefill"].order) > 12
+
+
+def test_each_follow_up_visit_is_led_by_the_side_opened_last():
+    from harness.ab.runner import Comparison
+
+    clock, log = [0.0], []
+    warm = {"decode": 0.01}
+    pair = [_LoggedWorker(clock, warm, log, "A"), _LoggedWorker(clock, warm, log, "B")]
+    run = Comparison(Budget(passes=2, min_round_s=0.1), random.Random(3), {}, [], set())
+    run.rounds["decode"] = _passes(_jitter(-0.05, 9, 9), 3)
+    run.follow_up(pair, ["decode"], 6.0, 0.02, 2)
+    leads, last_open = set(), None
+    for i, (who, cmd, _) in enumerate(log):
+        if cmd == "open":
+            last_open = who
+        elif cmd == "round" and log[i - 1][1] == "open":
+            assert who == last_open
+            leads.add(who)
+    assert leads == {"A", "B"}
+
+
+def test_the_follow_up_budget_defaults_to_four_cases_and_is_an_option():
+    from harness.__main__ import parser
+    from harness.commands import budget_from
+
+    assert Budget(max_case_s=10.0).follow_up_seconds == 40.0
+    assert Budget(max_case_s=10.0, follow_up_s=7.0).follow_up_seconds == 7.0
+    args, _ = parser().parse_known_args("ab HEAD --max-case-s 5 --follow-up-s 12".split())
+    assert budget_from(args).follow_up_seconds == 12.0
+    args, _ = parser().parse_known_args("ab HEAD --max-case-s 5".split())
+    assert budget_from(args).follow_up_seconds == 20.0
+
+
+def test_follow_up_visits_of_short_blocks_last_half_a_second():
+    from harness.ab.runner import MIN_VISIT_S, VISIT_BLOCKS, visit_blocks
+
+    assert visit_blocks(0.45, 40.0) == VISIT_BLOCKS
+    assert visit_blocks(0.03, 40.0) * 0.03 >= MIN_VISIT_S
+    assert visit_blocks(0.45, 0.6) == VISIT_BLOCKS  # one block and some left: overrun by one block
+    assert visit_blocks(0.45, 0.3) == 1
 
 
 def test_the_visits_analysis_reads_the_lean_of_a_visit_and_none_where_there_is_none():

@@ -274,8 +274,8 @@ class Comparison:
 
     def follow_up(
         self, pair: list[WorkerProcess], suspects: list[str], seconds: float, threshold: float, n: int
-    ) -> None:
-        """A follow-up pass: visits of VISIT_BLOCKS blocks (each a fresh opening) to the suspects, each
+    ) -> list[str]:
+        """A follow-up pass: visits of visit_blocks blocks (each a fresh opening) to the suspects, each
         visit to the one whose p (head slower, all its blocks) is smallest now, until `seconds` of rounds
         are spent. A suspect is let go once it leans faster or its interval rules out a drop beyond the
         threshold: it can then no longer be a regression, and stopping there can only make a false call
@@ -283,15 +283,17 @@ class Comparison:
         unchanged case. Why many short visits: the lean of an opening (sd about 4% of a decode step's
         ratio on this host, against 9% for one block) is redrawn only by opening again, and opening a
         case a worker has built before costs about 0.1 s a side; a pass's share of 10 s gave a decode
-        case 8 visits, an interval of about +-5%, while a 5% drop needs about +-2%."""
+        case 8 visits, an interval of about +-5%, while a 5% drop needs about +-2%. Returns the
+        suspects not let go (a later follow-up pass goes on with them: it must not drop one for having
+        become significant either). The estimates between visits are counted as rounds' time."""
         active = {name: case_estimate(self.rounds[name]) for name in suspects if name in self.rounds}
         first = {name: len(self.rounds[name].order) for name in active}
         visits = dict.fromkeys(active, 0)
         used = 0.0
-        while active and used < seconds:
+        while active and used < seconds and sum(visits.values()) < MAX_FOLLOW_UP_VISITS:
             name = min(active, key=lambda c: active[c].p_slower)
             r = self.rounds[name]
-            block_s = r.seconds / max(len(r.order), 1)
+            block_s = max(r.seconds / max(len(r.order), 1), 1e-6)
             head_last = self.rng.random() < 0.5
             with self.timing("open"):
                 _, problem = open_both(pair, name, head_last)
@@ -301,15 +303,15 @@ class Comparison:
                 continue
             before = r.seconds
             with self.timing("rounds"):
-                blocks = VISIT_BLOCKS if VISIT_BLOCKS * block_s <= seconds - used else 1
-                run_blocks(pair[0], pair[1], r, blocks, "B" if head_last else "A")
+                run_blocks(pair[0], pair[1], r, visit_blocks(block_s, seconds - used), "B" if head_last else "A")
             r.visit_blocks.append(len(r.order) - sum(r.visit_blocks))
             with self.timing("close"):
                 for w in pair:
                     w.ask("close")
             used += r.seconds - before
             visits[name] += 1
-            e = active[name] = case_estimate(r)
+            with self.timing("rounds"):
+                e = active[name] = case_estimate(r)
             if e.change >= 0 or e.low >= -threshold:
                 del active[name]
         for name in first:
@@ -326,6 +328,7 @@ class Comparison:
                 file=sys.stderr,
                 flush=True,
             )
+        return list(active)
 
 
 @dataclass
@@ -347,6 +350,19 @@ class _Visits:
         left = self.planned - self.done
         need = max(self.pass_min - (len(r.order) - self.first), 1)
         return Budget(share.target, math.ceil(need / left), (share.max_case_s - self.used_s) / left)
+
+
+MIN_VISIT_S = 0.5  # a follow-up visit runs at least this long (both sides' rounds): short blocks, more of them
+MAX_FOLLOW_UP_VISITS = 200  # visits per follow-up pass, at most: each costs an open of both sides and an estimate
+
+
+def visit_blocks(block_s: float, left_s: float) -> int:
+    """Blocks in one follow-up visit: VISIT_BLOCKS, or as many as make MIN_VISIT_S of rounds where
+    blocks are short (a worker of protocol 1 runs one 30 ms unit a round: 80 s would be a thousand
+    visits, each re-estimating all its blocks); one where the seconds left hold no more than one."""
+    if block_s >= left_s:
+        return 1
+    return max(VISIT_BLOCKS, math.ceil(MIN_VISIT_S / block_s))
 
 
 MIN_VISITS = 3  # a case judged on fewer openings is "unreliable": their lean cannot be read (stats.design_effect)
@@ -464,15 +480,17 @@ def compare_interleaved(
             run.run_pass(pair, names, share, n)
     estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     seconds = budget.follow_up_seconds / max(budget.follow_up, 1)
-    for n in range(budget.passes, budget.passes + budget.follow_up):
-        suspects = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=seconds)
+    going_on: list[str] = []  # suspects of the follow-up before that it did not let go
+    for n in range(budget.passes, budget.passes + budget.follow_up if seconds > 0 else budget.passes):
+        new = undecided_regressions(estimates, run.rounds, *decide, follow_up_s=seconds)
+        suspects = sorted(set(going_on) | set(new), key=lambda c: estimates[c].p_slower)[:MAX_SUSPECTS]
         if not suspects:
             break
         tick = time.perf_counter()
         with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
             run.cases(pair)
             run.spent["start"] += time.perf_counter() - tick
-            run.follow_up(pair, suspects, seconds, decide[0], n)
+            going_on = run.follow_up(pair, suspects, seconds, decide[0], n)
         estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     return run, estimates
 

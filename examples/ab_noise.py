@@ -194,7 +194,14 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
 
 def _case_rounds(case: str, c: dict) -> CaseRounds:
     return CaseRounds(
-        case, c["tokens"], c["reps"], c["base_s"], c["head_s"], c["order"], visit_blocks=c.get("visit_blocks", [])
+        case,
+        c["tokens"],
+        c["reps"],
+        c["base_s"],
+        c["head_s"],
+        c["order"],
+        pass_blocks=c.get("pass_blocks", []),
+        visit_blocks=c.get("visit_blocks", []),
     )
 
 

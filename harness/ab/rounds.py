@@ -32,7 +32,15 @@ class CaseRounds:
     def visits(self, first_block: int = 0) -> list[int]:
         """Each visit's block count from block first_block on, the visit under way included: the
         clusters stats.design_effect reads."""
-        sizes, done = list(self.visit_blocks), sum(self.visit_blocks)
+        return self._clusters(self.visit_blocks, first_block)
+
+    def pairs(self, first_block: int = 0) -> list[int]:
+        """Each pass's block count (each pass a pair of worker processes of its own) from block
+        first_block on, the pass under way included: the outer clusters of stats.estimate."""
+        return self._clusters(self.pass_blocks, first_block)
+
+    def _clusters(self, done_sizes: list[int], first_block: int) -> list[int]:
+        sizes, done = list(done_sizes), sum(done_sizes)
         if len(self.order) > done:
             sizes.append(len(self.order) - done)
         out, seen = [], 0
@@ -142,8 +150,11 @@ def run_blocks(base: WorkerProcess, head: WorkerProcess, rounds: CaseRounds, blo
 
 
 def case_estimate(rounds: CaseRounds, first_block: int = 0) -> PairedEstimate:
-    """The estimate from the case's blocks from first_block on, widened by their visits' lean."""
-    return estimate(*block_sums(rounds, first_block), clusters=rounds.visits(first_block))
+    """The estimate from the case's blocks from first_block on, widened by their visits' lean and, where
+    they come from 3 pairs of processes or more, by the pairs' lean."""
+    return estimate(
+        *block_sums(rounds, first_block), clusters=rounds.visits(first_block), groups=rounds.pairs(first_block)
+    )
 
 
 def block_sums(rounds: CaseRounds, first_block: int = 0) -> tuple[list[float], list[float]]:

@@ -273,7 +273,7 @@ class Comparison:
             )
 
     def follow_up(
-        self, pair: list[WorkerProcess], suspects: list[str], seconds: float, threshold: float, n: int
+        self, pair: list[WorkerProcess], suspects: list[str], seconds: float, threshold: float, n: int, part: int = 0
     ) -> list[str]:
         """A follow-up pass: visits of visit_blocks blocks (each a fresh opening) to the suspects, each
         visit to the one whose p (head slower, all its blocks) is smallest now, until `seconds` of rounds
@@ -323,7 +323,7 @@ class Comparison:
             r.pass_blocks.append(e.pairs)
             r.note = "; ".join(filter(None, [r.note, f"followed up: {visits[name]} visit(s)"]))
             print(
-                f"  {name}, follow-up {n + 1 - self.budget.passes}: {e.change:+.2%} ({e.pairs} blocks in "
+                f"  {name}, follow-up {n + 1 - self.budget.passes}.{part + 1}: {e.change:+.2%} ({e.pairs} blocks in "
                 f"{visits[name]} visit(s)); all blocks: {case_estimate(r).change:+.2%}",
                 file=sys.stderr,
                 flush=True,
@@ -352,6 +352,7 @@ class _Visits:
         return Budget(share.target, math.ceil(need / left), (share.max_case_s - self.used_s) / left)
 
 
+FOLLOW_UP_PAIRS = 3  # a follow-up pass's seconds are spread over this many fresh pairs of workers, one after another
 MIN_VISIT_S = 0.5  # a follow-up visit runs at least this long (both sides' rounds): short blocks, more of them
 MAX_FOLLOW_UP_VISITS = 200  # visits per follow-up pass, at most: each costs an open of both sides and an estimate
 
@@ -486,11 +487,15 @@ def compare_interleaved(
         suspects = sorted(set(going_on) | set(new), key=lambda c: estimates[c].p_slower)[:MAX_SUSPECTS]
         if not suspects:
             break
-        tick = time.perf_counter()
-        with worker_pair(base, head, *checked_once(args, head_args, n), base_first=n % 2 == 0) as pair:
-            run.cases(pair)
-            run.spent["start"] += time.perf_counter() - tick
-            going_on = run.follow_up(pair, suspects, seconds, decide[0], n)
+        for part in range(FOLLOW_UP_PAIRS):
+            tick = time.perf_counter()
+            with worker_pair(base, head, *checked_once(args, head_args, n), base_first=(n + part) % 2 == 0) as pair:
+                run.cases(pair)
+                run.spent["start"] += time.perf_counter() - tick
+                going_on = run.follow_up(pair, suspects, seconds / FOLLOW_UP_PAIRS, decide[0], n, part)
+            suspects = going_on
+            if not suspects:
+                break
         estimates = {name: case_estimate(r) for name, r in run.rounds.items()}
     return run, estimates
 

@@ -44,7 +44,7 @@ from harness.errors import EXIT_OK, EXIT_REGRESSION, PerfSuiteError
 
 INTERLEAVED = (
     "interleaved rounds (ABBA/BAAB led by the side that ran last), Wilcoxon signed-rank on log ratios "
-    "widened by the visits' design effect, Holm"
+    "widened by the design effect of visits and (from 3 on) worker pairs, Holm"
 )
 
 

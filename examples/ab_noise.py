@@ -173,23 +173,29 @@ def orders_of(docs: list[dict], exclude: str = "") -> list[str]:
     that ran last (harness/ab/rounds.py interleave), a visit's blocks all share one order: only the
     "ABBA then ABBA", "BAAB then BAAB" and "first in a visit" groups fill."""
     groups: dict[str, list[float]] = {}
-    for doc in docs:
-        for case, c in doc["cases"].items():
-            if exclude and exclude in case:
-                continue
-            r = _case_rounds(case, c)
-            lr = log_ratios(*block_sums(r))
-            firsts = set(itertools.accumulate([0, *c.get("visit_blocks", [])]))
-            for i in range(len(lr)):
-                if i in firsts and "visit_blocks" in c:  # after an opening: no block before it in this visit
-                    groups.setdefault(f"{c['order'][i]} first in a visit", []).append(100 * lr[i])
-                elif i:
-                    groups.setdefault(f"{c['order'][i - 1]} then {c['order'][i]}", []).append(100 * lr[i])
+    for _case, c, _, lr in _kept_ratios(docs, exclude):
+        firsts = set(itertools.accumulate([0, *c.get("visit_blocks", [])]))
+        for i in range(len(lr)):
+            if i in firsts and "visit_blocks" in c:  # after an opening: no block before it in this visit
+                groups.setdefault(f"{c['order'][i]} first in a visit", []).append(100 * lr[i])
+            elif i:
+                groups.setdefault(f"{c['order'][i - 1]} then {c['order'][i]}", []).append(100 * lr[i])
     out = []
     for key, x in sorted(groups.items()):
         se = st.stdev(x) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
         out.append(f"{key}: {len(x)} blocks, mean {st.fmean(x):+.2f}% (se {se:.2f}), median {st.median(x):+.2f}%")
     return out
+
+
+def _kept_ratios(docs: list[dict], exclude: str = ""):
+    """(case, its kept dict, its CaseRounds, its blocks' log ratios) for every case of every `ab --out`
+    doc, leaving out cases whose name contains `exclude`."""
+    for doc in docs:
+        for case, c in doc["cases"].items():
+            if exclude and exclude in case:
+                continue
+            r = _case_rounds(case, c)
+            yield case, c, r, log_ratios(*block_sums(r))
 
 
 def _case_rounds(case: str, c: dict) -> CaseRounds:
@@ -211,23 +217,18 @@ def visits_of(docs: list[dict], exclude: str = "") -> list[str]:
     mean over visits; 0 where that is negative)."""
     within: dict[str, list[tuple[float, int]]] = {}  # case -> (sum of squares within a visit, its df)
     lean: dict[str, list[tuple[float, int]]] = {}  # case -> (visit mean's squared deviation, visit size)
-    for doc in docs:
-        for case, c in doc["cases"].items():
-            if exclude and exclude in case:
-                continue
-            r = _case_rounds(case, c)
-            ratios = log_ratios(*block_sums(r))
-            groups, start = [], 0
-            for m in r.visits():
-                groups.append(ratios[start : start + m])
-                start += m
-            if len(groups) < 2:
-                continue
-            mean = st.fmean(ratios)
-            for g in groups:
-                centre = st.fmean(g)
-                within.setdefault(case, []).append((sum((x - centre) ** 2 for x in g), len(g) - 1))
-                lean.setdefault(case, []).append(((centre - mean) ** 2, len(g)))
+    for case, _, r, ratios in _kept_ratios(docs, exclude):
+        groups, start = [], 0
+        for m in r.visits():
+            groups.append(ratios[start : start + m])
+            start += m
+        if len(groups) < 2:
+            continue
+        mean = st.fmean(ratios)
+        for g in groups:
+            centre = st.fmean(g)
+            within.setdefault(case, []).append((sum((x - centre) ** 2 for x in g), len(g) - 1))
+            lean.setdefault(case, []).append(((centre - mean) ** 2, len(g)))
     out = []
     for case in sorted(within):
         df = sum(d for _, d in within[case])

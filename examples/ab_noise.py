@@ -37,6 +37,16 @@ lean of a visit beyond it (sd of visits' means, less what their blocks' noise ex
 moments, pooled over the files): how many visits, and of how many blocks, a change of a given size
 needs.
 
+    python -m examples.ab_noise --allocation 40 --blocks 3 -- perf_tests --models small --perf-tier quick \
+        -k "paged-bs1-ctx128 and decode"
+
+asks whether where a process's weights landed makes a lean of its own, with no second process:
+two workers of this working tree in one process (A and B, the same seeded weights), ABBA blocks of
+the one selected case between them. B's openings alternate: a fresh one (B's parameters copied to
+new memory and its engines built again) and a kept one (the engine the fresh one built, opened
+again). If the placement leans, the kept opening leans with the fresh one before it (same memory);
+and a fresh opening draws a lean that a kept one does not.
+
 A component the A/B's Wilcoxon test does not model makes its p too small; that is what
 `harness ab`'s visits (segment) and fresh pairs per pass (pair) are for. F and p test each component
 against the one below it. The segment and pair means are means, so one burst moves them: the robust
@@ -93,6 +103,76 @@ def collect(pairs: int, segments: int, blocks: int, args: list[str], seed: int) 
                     rows.append({"pair": p, "segment": s, "case": name, "log_ratios": lr})
                     print(f"pair {p} segment {s} {name}: {st.fmean(lr):+.2%}", file=sys.stderr, flush=True)
     return rows
+
+
+def allocation_rows(openings: int, blocks: int, args: list[str], seed: int) -> list[dict]:
+    """In this process, 2 x `openings` openings of the one case `args` select, alternately fresh and
+    kept (see the module's doc): one row per opening, the log ratios of its blocks (A's seconds over
+    B's: B's gain)."""
+    from harness.ab.worker import Worker
+
+    argv = [*args, "--no-parity"]
+    a, b = Worker(argv), Worker(argv)
+    names = a.list_cases()
+    if len(names) != 1 or b.list_cases() != names:
+        raise SystemExit(f"--allocation needs pytest args that select exactly one case; these select {len(names)}")
+    name, rng, rows, reps = names[0], random.Random(seed), [], None
+    for i in range(2 * openings):
+        fresh = i % 2 == 0
+        if fresh and i:
+            cache = b.session.cache
+            for param in cache.model(b.cases[name].model).model.parameters():
+                param.data = param.data.clone()
+            cache.release_engines(cache.engine_keys())
+        opened = [a.open(name), b.open(name)]
+        if any("tokens" not in o for o in opened):
+            raise SystemExit(f"{name}: {opened}")
+        reps = reps or reps_for(opened, Budget())
+        ratios = []
+        for _ in range(blocks):
+            seconds = {a: 0.0, b: 0.0}
+            for w in (a, b, b, a) if rng.random() < 0.5 else (b, a, a, b):
+                seconds[w] += w.run_round(reps)["seconds"]
+            ratios.append(math.log(seconds[a] / seconds[b]))
+        a.close()
+        b.close()
+        rows.append({"fresh": fresh, "log_ratios": ratios})
+        print(f"opening {i} ({'fresh' if fresh else 'kept'}): {st.fmean(ratios):+.2%}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _block_and_lean(groups: list[list[float]], centre: float) -> tuple[float, int, list[tuple[float, int]]]:
+    """The sum of squares of blocks within their group and its df, and each group's (squared
+    deviation of its mean from `centre`, size): what a method-of-moments split needs."""
+    ss = sum(sum((x - st.fmean(g)) ** 2 for x in g) for g in groups)
+    return ss, sum(len(g) - 1 for g in groups), [((st.fmean(g) - centre) ** 2, len(g)) for g in groups]
+
+
+def allocation_of(rows: list[dict]) -> list[str]:
+    """Per kind of opening: block sd and the openings' lean sd beyond it; then the correlation of
+    consecutive openings' means with the same memory (fresh, then kept) and with new memory (kept,
+    then the next fresh)."""
+    out = []
+    for fresh in (True, False):
+        groups = [r["log_ratios"] for r in rows if r["fresh"] == fresh]
+        if len(groups) < 2:
+            raise SystemExit("--allocation needs at least 2 openings of each kind")
+        ss, df, lean = _block_and_lean(groups, st.fmean(x for g in groups for x in g))
+        block_var = ss / max(df, 1)
+        lean_var = st.fmean(d2 - block_var / m for d2, m in lean) * len(lean) / (len(lean) - 1)
+        out.append(
+            f"{'fresh' if fresh else 'kept'} openings ({len(groups)}): block sd {math.sqrt(block_var):.2%}, "
+            f"opening lean sd {math.sqrt(max(lean_var, 0.0)):.2%} (variance {lean_var * 1e4:+.1f} %^2), "
+            f"mean {st.fmean(st.fmean(g) for g in groups):+.2%}"
+        )
+    means = [st.fmean(r["log_ratios"]) for r in rows]
+    for label, start in (("same memory (fresh, then kept)", 0), ("new memory (kept, then fresh)", 1)):
+        pairs = [(means[i], means[i + 1]) for i in range(start, len(means) - 1, 2)]
+        if len(pairs) >= 3:
+            rho = stats.pearsonr(*zip(*pairs, strict=True))
+            rho_line = f"correlation {rho.statistic:+.2f} (p {rho.pvalue:.2f})"
+            out.append(f"{label}: {len(pairs)} pairs of openings, {rho_line}")
+    return out
 
 
 def analyse(rows: list[dict]) -> list[str]:
@@ -224,11 +304,9 @@ def visits_of(docs: list[dict], exclude: str = "") -> list[str]:
             start += m
         if len(groups) < 2:
             continue
-        mean = st.fmean(ratios)
-        for g in groups:
-            centre = st.fmean(g)
-            within.setdefault(case, []).append((sum((x - centre) ** 2 for x in g), len(g) - 1))
-            lean.setdefault(case, []).append(((centre - mean) ** 2, len(g)))
+        ss, df, deviations = _block_and_lean(groups, st.fmean(ratios))
+        within.setdefault(case, []).append((ss, df))
+        lean.setdefault(case, []).extend(deviations)
     out = []
     for case in sorted(within):
         df = sum(d for _, d in within[case])
@@ -305,7 +383,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--visits-of", metavar="AB_JSON", nargs="+", help="each case's block sd and visit lean, over `ab --out` files"
     )
+    parser.add_argument(
+        "--allocation", type=int, metavar="N", help="in one process: N fresh and N kept openings of B's weights"
+    )
     a = parser.parse_args(own)
+    if a.allocation:
+        if a.analyse:
+            rows = json.loads(Path(a.analyse).read_text())
+        else:
+            rows = allocation_rows(a.allocation, a.blocks, pytest_args or ["perf_tests"], a.seed)
+        if a.out and not a.analyse:
+            from harness.baseline.storage import write_json_atomic
+
+            write_json_atomic(Path(a.out), rows)
+        print("\n".join(allocation_of(rows)))
+        return 0
     if a.visits_of:
         print("\n".join(visits_of([json.loads(Path(f).read_text()) for f in a.visits_of], a.exclude)))
         return 0

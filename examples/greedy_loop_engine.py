@@ -8,6 +8,7 @@ import torch
 from transformers import DynamicCache
 
 from harness.engines import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.hf_common import cache_keyword
 from harness.models import LoadedModel
 from harness.timing import now
 
@@ -21,13 +22,13 @@ class GreedyLoopEngine:
     @torch.inference_mode()
     def generate(self, requests) -> GenerateResult:
         start = now(self.device)  # now() synchronises the device before reading the clock
-        outputs = []
+        outputs, keyword = [], cache_keyword(self.model)
         for req in requests:
             out = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=start)
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([req.prompt_ids], device=self.device)
             for _ in range(req.max_new_tokens):  # ignore_eos: exactly max_new_tokens tokens
-                logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+                logits = self.model(input_ids=ids, **{keyword: cache}, use_cache=True).logits
                 ids = logits[:, -1:].argmax(dim=-1)
                 out.token_ids.append(int(ids))
                 out.first_token_s = out.first_token_s or now(self.device)

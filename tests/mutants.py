@@ -14,6 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from harness.engines import EngineConfig, GenerateResult, RequestOutput
+from harness.engines.hf_common import cache_keyword
 from harness.engines.paged.block_manager import BlockManager
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.paged.model_runner import DecodeGroup, PagedModelRunner
@@ -178,7 +179,7 @@ class _GreedyLoop:
 
     def _next(self, ids: list[int], cache: DynamicCache) -> int:
         x = torch.tensor([ids], device=self.device)
-        return int(self.model(input_ids=x, past_key_values=cache, use_cache=True).logits[0, -1].argmax())
+        return int(self.model(input_ids=x, **{cache_keyword(self.model): cache}, use_cache=True).logits[0, -1].argmax())
 
     def _step(self, tokens: list[int], cache: DynamicCache) -> int:
         return self._next(tokens[-1:], cache)

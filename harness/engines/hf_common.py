@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,14 @@ class StepRecorder(BaseStreamer):
 
     def end(self) -> None:
         pass
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The forward's keyword for a KV cache object: `cache` where the model's forward takes it
+    (transformers 5.2x, which warns on every call that passes `past_key_values`), else
+    `past_key_values` (older releases, such as the one vLLM's own environment pins). Read it once,
+    not per forward: a timed loop should not pay for inspecting a signature."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def generate_kwargs(config: EngineConfig, eos_token_id: int | None) -> dict:

@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.engines.hf_common import cache_keyword
 from harness.models import LoadedModel
 from harness.timing import now
 from harness.workloads import Request
@@ -29,11 +30,13 @@ class ManualEngine(BaseEngine):
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         super().__init__(loaded, config)
         self.vocab_size = loaded.spec.vocab_size
+        self.cache_keyword = cache_keyword(self.model)
 
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""
         with torch.inference_mode():
-            return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            kv = {self.cache_keyword: cache}
+            return self.model(input_ids=ids, **kv, use_cache=True, logits_to_keep=1).logits[:, -1]
 
     def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B,) greedy next ids."""

@@ -108,7 +108,7 @@ def collect(pairs: int, segments: int, blocks: int, args: list[str], seed: int) 
 def allocation_rows(openings: int, blocks: int, args: list[str], seed: int) -> list[dict]:
     """In this process, 2 x `openings` openings of the one case `args` select, alternately fresh and
     kept (see the module's doc): one row per opening, the log ratios of its blocks (A's seconds over
-    B's: B's gain)."""
+    B's: B's gain) and where B's first parameter lay."""
     from harness.ab.worker import Worker
 
     argv = [*args, "--no-parity"]
@@ -136,7 +136,8 @@ def allocation_rows(openings: int, blocks: int, args: list[str], seed: int) -> l
             ratios.append(math.log(seconds[a] / seconds[b]))
         a.close()
         b.close()
-        rows.append({"fresh": fresh, "log_ratios": ratios})
+        memory = next(b.session.cache.model(b.cases[name].model).model.parameters()).data_ptr()
+        rows.append({"fresh": fresh, "log_ratios": ratios, "memory": memory})
         print(f"opening {i} ({'fresh' if fresh else 'kept'}): {st.fmean(ratios):+.2%}", file=sys.stderr, flush=True)
     return rows
 

@@ -1083,3 +1083,20 @@ def test_the_allocation_analysis_tells_a_lean_of_the_memory_from_a_lean_of_the_f
     (fresh, kept), _ = read(allocation_of(rows(0.0, 0.0, 3)))
     assert fresh < 1.0
     assert kept < 1.0
+
+
+def test_the_allocation_run_moves_the_weights_at_fresh_openings_only():
+    """--allocation's collection, on the tiny model: openings alternate fresh and kept, a fresh one
+    puts B's weights somewhere new (after the first, which is B's own build) and a kept one leaves them
+    where the fresh one before it put them; each opening has its blocks."""
+    from examples.ab_noise import allocation_rows
+
+    rows = allocation_rows(2, 2, ARGS, seed=1)
+    assert [r["fresh"] for r in rows] == [True, False, True, False]
+    assert all(len(r["log_ratios"]) == 2 for r in rows)
+    at = [r["memory"] for r in rows]
+    assert at[1] == at[0]
+    assert at[2] != at[1]
+    assert at[3] == at[2]
+    with pytest.raises(SystemExit, match="exactly one case"):
+        allocation_rows(1, 2, ["perf_tests", "--models", "tiny", "--perf-tier", "quick", "-k", "decode"], seed=1)

@@ -388,17 +388,6 @@ def main(argv: list[str] | None = None) -> int:
         "--allocation", type=int, metavar="N", help="in one process: N fresh and N kept openings of B's weights"
     )
     a = parser.parse_args(own)
-    if a.allocation:
-        if a.analyse:
-            rows = json.loads(Path(a.analyse).read_text())
-        else:
-            rows = allocation_rows(a.allocation, a.blocks, pytest_args or ["perf_tests"], a.seed)
-        if a.out and not a.analyse:
-            from harness.baseline.storage import write_json_atomic
-
-            write_json_atomic(Path(a.out), rows)
-        print("\n".join(allocation_of(rows)))
-        return 0
     if a.visits_of:
         print("\n".join(visits_of([json.loads(Path(f).read_text()) for f in a.visits_of], a.exclude)))
         return 0
@@ -411,17 +400,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.passes_of:
         print("\n".join(passes_of(json.loads(Path(a.passes_of).read_text()))))
         return 0
-    if a.pairs < 2 or a.segments < 2 or a.blocks < 2:
+    if not a.allocation and (a.pairs < 2 or a.segments < 2 or a.blocks < 2):
         parser.error("--pairs, --segments and --blocks must each be at least 2: each component needs a spread")
     if a.analyse:
         rows = json.loads(Path(a.analyse).read_text())
     else:
-        rows = collect(a.pairs, a.segments, a.blocks, pytest_args or ["perf_tests"], a.seed)
+        args = pytest_args or ["perf_tests"]
+        if a.allocation:
+            rows = allocation_rows(a.allocation, a.blocks, args, a.seed)
+        else:
+            rows = collect(a.pairs, a.segments, a.blocks, args, a.seed)
         if a.out:
             from harness.baseline.storage import write_json_atomic
 
             write_json_atomic(Path(a.out), rows)
-    print("\n".join(analyse(rows)))
+    print("\n".join(allocation_of(rows) if a.allocation else analyse(rows)))
     return 0
 
 

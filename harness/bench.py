@@ -26,7 +26,6 @@ from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.options import PerfOptions
 from harness.results import ROUND_LATENCY, BenchRecord, CaseResult, ResultsFile
 from harness.timer import CaseTimer, Timing
-from harness.timing import WorkClock, injected_case, injected_slowdown
 from harness.workloads import Request
 
 
@@ -70,19 +69,11 @@ class PerfSession:
 
     @cached_property
     def thresholds(self):
-        from harness.baseline.gate import Thresholds
+        from harness.judge import Thresholds
 
         return Thresholds.from_pyproject(self.options.pyproject)
 
     # --- running one case ------------------------------------------------------------------------
-    def _slowed(self, benchmark, target):
-        """PERF_INJECT_SLOWDOWN with PERF_INJECT_CASE: only this case's rounds are slowed (experiments)."""
-        pattern = injected_case()
-        if not pattern or pattern not in benchmark.name:
-            return target
-        clock = WorkClock(self.device, injected_slowdown())
-        return lambda: clock.run(target)
-
     def run_case(self, benchmark, case: Case, engine) -> GenerateResult | None:
         """Time one case through its engine; step kinds (prefill, decode) time the engine's `<kind>_case`
         step, the others whole rounds of requests. Returns the last round of a generate kind."""
@@ -96,9 +87,7 @@ class PerfSession:
         step = kind.step_case(engine, case, self.options.seed)
         loaded = self.cache.model(case.model)
         try:
-            timing = self.timer.time(
-                benchmark, self._slowed(benchmark, step.run), loaded, kind.reference_shape(case), step.setup
-            )
+            timing = self.timer.time(benchmark, step.run, loaded, kind.reference_shape(case), step.setup)
         finally:
             if step.teardown is not None:
                 step.teardown()
@@ -115,8 +104,9 @@ class PerfSession:
         engine.prepare(requests)  # untimed: start threads, size caches for this workload
         rounds: list[GenerateResult] = []  # every round's outputs are checked; the last one's metrics reported
         loaded = self.cache.model(case.model)
-        target = self._slowed(benchmark, lambda: rounds.append(engine.generate(requests)))
-        timing = self.timer.time(benchmark, target, loaded, kind.reference_shape(case))
+        timing = self.timer.time(
+            benchmark, lambda: rounds.append(engine.generate(requests)), loaded, kind.reference_shape(case)
+        )
         ties_before = len(self.cache.checker(case.model).near_ties)
         problem = self.cache.check_rounds(case, requests, rounds)
         if problem:
@@ -256,22 +246,31 @@ class PerfSession:
         return ResultsFile(self.machine_info(), done)
 
     def run_gate(self, benchmarks) -> int:
-        """Compare this run with the baseline; fills gate_lines; returns the exit code (0, 10)."""
+        """Compare this run with the baseline; fills gate_lines, writes the markdown summary where asked;
+        returns the exit code (0, 10, 11 or 12)."""
+        import dataclasses
+
         from harness.baseline.run import gate_this_run
+        from harness.report.summary import write_summary
 
         explicit = (
             self.gate_requested
             if isinstance(self.gate_requested, str) and self.gate_requested.endswith(".json")
             else None
         )
+        thresholds = dataclasses.replace(self.thresholds, strict=self.thresholds.strict or self.options.strict)
         outcome = gate_this_run(
             self.current_results(benchmarks),
-            self.thresholds,
+            thresholds,
             Path(self.options.baselines_dir),
             Path(self.options.results_dir),
             Path(explicit) if explicit else None,
+            require=self.options.require_baseline,
         )
         self.gate_lines = outcome.lines
+        written = write_summary(outcome.markdown("llm-perf-suite: the run against its baseline"), self.options.summary)
+        if written is not None:
+            self.gate_lines.append(f"summary written: {written}")
         return outcome.exit_code
 
 

@@ -88,12 +88,13 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.baseline.gate import Thresholds
     from harness.baseline.run import judge
     from harness.baseline.storage import load_results
+    from harness.judge import Thresholds
 
     baseline, current = load_results(args.baseline), load_results(args.current)
-    outcome = judge(baseline, current, Thresholds.from_pyproject(args.pyproject), args.baseline, args.any_machine)
+    thresholds = Thresholds.from_pyproject(args.pyproject, **({"strict": True} if args.strict else {}))
+    outcome = judge(baseline, current, thresholds, args.baseline, args.any_machine)
     print("\n".join(outcome.lines))
     return outcome.exit_code
 
@@ -101,92 +102,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from harness.baseline.record import update_baseline
 
-    path = update_baseline(args.pytest_args, args.from_file, args.runs)
+    path = update_baseline(args.pytest_args, args.from_file, args.runs, args.append, args.keep)
     print(f"baseline written: {path} (commit it to make it this machine's reference)")
     return 0
 
 
-def cmd_gate_check(args: argparse.Namespace) -> int:
-    from harness.baseline.experiment import gate_check, replay
+def add_plan_options(sub: argparse.ArgumentParser) -> None:
+    """The A/B plan's knobs (harness/ab/plan.py), defaults from Plan."""
+    from harness.ab.plan import Plan
 
-    if args.replay:
-        return replay(args.replay, args.normalise, args.multiple)
-    return gate_check(
-        args.trials,
-        args.slowdown,
-        args.tier,
-        args.pytest_args,
-        args.baseline_runs,
-        args.keep,
-        args.normalise,
-        args.multiple,
-        args.case,
-    )
+    plan = Plan()
+    for flag, dest, kind, what in PLAN_OPTIONS:
+        sub.add_argument(flag, dest=dest, type=kind, default=getattr(plan, dest), help=f"{what} (default: %(default)s)")
 
 
-def add_budget_options(sub: argparse.ArgumentParser) -> None:
-    """How long `ab` (and each trial of `ab-check`) spends on a case; defaults from Budget."""
-    from harness.ab.rounds import Budget
-
-    budget = Budget()
-    sub.add_argument("--target", type=float, default=budget.target, help="stop a case at this CI half-width")
-    sub.add_argument(
-        "--min-blocks",
-        type=int,
-        default=budget.min_blocks,
-        help="ABBA blocks per case, at least (fewer where they do not fit --max-case-s: one a pass)",
-    )
-    sub.add_argument("--max-case-s", type=float, default=budget.max_case_s, help="most seconds of rounds per case")
-    sub.add_argument(
-        "--min-round-s", type=float, default=budget.min_round_s, help="a round repeats the case's work this long"
-    )
-    sub.add_argument(
-        "--passes", type=int, default=budget.passes, help="fresh worker pairs, each with its share of a case's time"
-    )
-    sub.add_argument(
-        "--follow-up",
-        type=int,
-        default=budget.follow_up,
-        help="extra passes (fresh workers) for undecided cases that lean to a regression",
-    )
-    sub.add_argument(
-        "--follow-up-s",
-        type=float,
-        default=None,
-        help="seconds of rounds the follow-up spends on its suspects, in short visits (default 4 x --max-case-s)",
-    )
+PLAN_OPTIONS = [
+    ("--sweeps", "sweeps", int, "stage 1: fresh process pairs; each case's visits are spread over them"),
+    ("--case-s", "case_s", float, "stage 1: seconds of timed rounds per case, both sides"),
+    ("--suspects", "suspects", int, "stage 2: at most this many cases that lean slower"),
+    ("--stage2-s", "stage2_s", float, "stage 2: seconds of timed rounds, split among its suspects (0: no stage 2)"),
+    ("--stage2-sweeps", "stage2_sweeps", int, "stage 2: fresh process pairs"),
+    ("--round-s", "round_s", float, "a round repeats the case's unit of work about this long"),
+]
 
 
-def budget_from(args: argparse.Namespace):
-    from harness.ab.rounds import Budget
+def plan_from(args: argparse.Namespace):
+    from harness.ab.plan import Plan
 
-    return Budget(
-        args.target, args.min_blocks, args.max_case_s, args.min_round_s, args.passes, args.follow_up, args.follow_up_s
-    )
+    return Plan(**{dest: getattr(args, dest) for _, dest, _, _ in PLAN_OPTIONS})
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
     from harness.ab.runner import ab
+    from harness.judge import Thresholds
 
-    result = ab(
-        args.base,
-        args.head,
-        args.pytest_args,
-        (args.inject_slowdown, args.inject_case),
-        budget_from(args),
-        args.runs,
-        args.out,
-        args.seed,
-        args.pyproject,
-    )
+    thresholds = Thresholds.from_pyproject(args.pyproject, **({"strict": True} if args.strict else {}))
+    result = ab(args.base, args.head, args.pytest_args, plan_from(args), args.out, args.seed, thresholds)
     print("\n".join(result.lines))
     return result.exit_code
-
-
-def cmd_ab_check(args: argparse.Namespace) -> int:
-    from harness.ab.experiment import ab_check
-
-    return ab_check(args.trials, args.slowdown, args.case, args.pytest_args, args.keep, args.seed, budget_from(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, build_model, load_model
 from harness.options import PerfOptions
 from harness.specs import ModelSpec, get_spec
-from harness.timing import injected_case, injected_slowdown
 from harness.workloads import Request
 
 
@@ -30,7 +29,7 @@ class EngineCache:
     ) -> None:
         self.options, self.sources, self.device, self.dtype = options, sources, device, dtype
         self._model: tuple[str, LoadedModel] | None = None
-        self._engines: dict[tuple[str, str, int | None], object] = {}
+        self._engines: dict[tuple[str, str, int | None, float], object] = {}
         self._parity: dict[tuple[str, str], str | None] = {}
         self._checker: OutputChecker | None = None
         self.check_seconds = 0.0  # what the output checks of models already let go have cost
@@ -105,7 +104,7 @@ class EngineCache:
         tokens = contiguous_kv_tokens(arrival_batches(self.requests(case), self.options.max_batch_size))
         return tokens * roofline.kv_bytes_per_token(loaded.spec, loaded.dtype)
 
-    def engine_keys(self) -> list[tuple[str, str, int | None]]:
+    def engine_keys(self) -> list[tuple[str, str, int | None, float]]:
         return list(self._engines)
 
     def release_engines(self, keys) -> None:
@@ -114,10 +113,12 @@ class EngineCache:
             self._engines.pop(key).close()
 
     def engine(self, case: Case):
+        """The case's engine, built once per (model, engine, KV memory, injected slowdown)."""
         kv_bytes = self.kv_bytes(case)
-        key = (case.model, case.engine, kv_bytes)
+        slowdown = self.options.slowdown_for(f"test_{case.kind}[{case.id}]")
+        key = (case.model, case.engine, kv_bytes, slowdown)
         if key not in self._engines:
-            config = self.options.engine_config(slowdown=0.0 if injected_case() else injected_slowdown())
+            config = self.options.engine_config(slowdown=slowdown)
             if kv_bytes is not None:
                 config = dataclasses.replace(config, kv_cache_mem=float(kv_bytes))
             self._engines[key] = self.engine_class(case.engine)(self.model(case.model), config)

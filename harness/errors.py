@@ -7,6 +7,7 @@ EXIT_USAGE = 2  # a bad option, name or configuration value (the CLI's; pytest's
 EXIT_UNHEALTHY = 3  # --perf-strict-health refused an unhealthy GPU
 EXIT_REGRESSION = 10  # the gate or the A/B comparison found a regression
 EXIT_GATE_ERROR = 11  # the gate could not compare: unusable baseline, another machine, no case in common
+EXIT_INCONCLUSIVE = 12  # --strict: a row was inconclusive (its interval too wide to tell)
 
 
 class PerfSuiteError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,16 @@ class PerfOptions:
     baselines_dir: str = "baselines"
     results_dir: str = "results"
     pyproject: str = "pyproject.toml"
+    strict: bool = False  # the gate: an inconclusive row fails too (exit 12)
+    require_baseline: bool = False  # the gate: no baseline for this machine is an error (exit 11)
+    summary: str | None = None  # the gate's verdicts as markdown, here (default: $GITHUB_STEP_SUMMARY when set)
+    inject: tuple[float, str] = (0.0, "")  # experiments only: (fraction, case pattern), from the environment
+
+    def slowdown_for(self, case_name: str) -> float:
+        """The injected slowdown of a case (its pytest name, test_<kind>[<id>]): PERF_INJECT_SLOWDOWN, for
+        every case or, with PERF_INJECT_CASE, for the cases whose name contains it; 0 otherwise."""
+        fraction, pattern = self.inject
+        return fraction if fraction and (not pattern or pattern in case_name) else 0.0
 
     def engine_config(self, slowdown: float = 0.0) -> EngineConfig:
         return EngineConfig(
@@ -262,6 +273,20 @@ OPTIONS = [
     ),
     Option("--perf-baselines-dir", "baselines_dir", "where baselines/<machine slug>/baseline.json live"),
     Option("--perf-results-dir", "results_dir", "where --benchmark-compare saves this run"),
+    Option(
+        "--perf-strict", "strict", "--benchmark-compare: an inconclusive case fails too (exit 12)", switch="store_true"
+    ),
+    Option(
+        "--perf-require-baseline",
+        "require_baseline",
+        "--benchmark-compare: no baseline for this machine is an error (exit 11), not a pass",
+        switch="store_true",
+    ),
+    Option(
+        "--perf-summary",
+        "summary",
+        "--benchmark-compare: write the verdicts as markdown to this file (default: $GITHUB_STEP_SUMMARY if set)",
+    ),
 ]
 BY_DEST = {o.dest: o for o in OPTIONS}
 
@@ -275,7 +300,25 @@ def add_options(add_argument: Callable, names: list[str] | None = None) -> None:
 def options_from(get: Callable[[str], object], names: list[str] | None = None, **overrides) -> PerfOptions:
     """A PerfOptions from parsed values: get(flag) returns what the command line gave for that option."""
     values = {o.dest: o.value(get(o.flag)) for o in (OPTIONS if names is None else [BY_DEST[n] for n in names])}
-    return PerfOptions(**{**values, **overrides})
+    return PerfOptions(**{**values, "inject": injection(os.environ), **overrides})
+
+
+SLOWDOWN_ENV = "PERF_INJECT_SLOWDOWN"  # experiments: slow engine work by this fraction...
+CASE_ENV = "PERF_INJECT_CASE"  # ...in the cases whose name contains this (all cases when unset)
+
+
+def injection(env) -> tuple[float, str]:
+    """(fraction, case pattern) asked for by the environment; (0.0, "") when unset."""
+    raw = env.get(SLOWDOWN_ENV, "").strip()
+    if not raw:
+        return 0.0, ""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{SLOWDOWN_ENV}={raw!r} is not a number (try 0.10 for 10% slower)") from None
+    if not 0 <= value < 10:
+        raise ConfigError(f"{SLOWDOWN_ENV}={value} must be in [0, 10)")
+    return value, env.get(CASE_ENV, "").strip()
 
 
 def rooted(options: PerfOptions, root: Path) -> PerfOptions:

@@ -7,7 +7,7 @@ import pytest
 from harness.bench import PerfSession
 from harness.cases import KINDS
 from harness.engines.registry import engine_sources
-from harness.errors import EXIT_GATE_ERROR, EXIT_REGRESSION, EXIT_UNHEALTHY, PerfSuiteError
+from harness.errors import EXIT_GATE_ERROR, EXIT_UNHEALTHY, PerfSuiteError
 from harness.options import add_options, options_from, rooted
 
 SESSION_KEY = pytest.StashKey[PerfSession]()
@@ -62,8 +62,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         perf.gate_lines = [f"gate error: {exc}"]
         session.exitstatus = EXIT_GATE_ERROR
         return
-    if code == EXIT_REGRESSION and session.exitstatus == 0:
-        session.exitstatus = EXIT_REGRESSION
+    if code != 0 and session.exitstatus == 0:  # 10 regression, 11 no baseline (required), 12 inconclusive (strict)
+        session.exitstatus = code
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

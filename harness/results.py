@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import BaselineError
+from harness.files import write_json_atomic
 
 
 @dataclass
@@ -132,6 +133,7 @@ class CaseResult:
     run_tok_s: list[float] | None = None
     run_reference_ms: list[float] | None = None
     run_latency: dict[str, list[float]] | None = None  # each run's median of every round_latency metric
+    run_round_counts: list[int] | None = None  # each run's number of rounds, in order (the rounds are pooled)
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     @classmethod
@@ -281,8 +283,6 @@ class ResultsFile:
         return cls.from_dict(doc, str(path))
 
     def save(self, path: str | Path) -> None:
-        from harness.baseline.storage import write_json_atomic
-
         write_json_atomic(Path(path), self.to_dict())
 
 

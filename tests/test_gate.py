@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 
 from harness.__main__ import main
-from harness.baseline.gate import Thresholds, compare, has_regression, method_line
-from harness.baseline.storage import load_results, write_json_atomic
+from harness.baseline.gate import Thresholds, compare, method_line
+from harness.baseline.storage import load_results
 from harness.errors import EXIT_GATE_ERROR, EXIT_REGRESSION, BaselineError, ConfigError
+from harness.files import write_json_atomic
 
 TOKENS = 64
+
+
+def has_regression(verdicts):
+    return any(v.status == "regression" for v in verdicts)
 
 
 def bench(name, seconds, kind="decode", healthy=None):
@@ -44,7 +49,7 @@ def test_a_clear_drop_fails():
 
 def test_noise_passes():
     for seed in range(20):
-        assert verdict(rounds(1.0, 0.03, seed), rounds(1.0, 0.03, seed + 100)).status == "ok"
+        assert verdict(rounds(1.0, 0.03, seed), rounds(1.0, 0.03, seed + 100)).status in ("unchanged", "inconclusive")
 
 
 def test_an_improvement_passes_and_is_marked():
@@ -55,49 +60,39 @@ def test_an_improvement_passes_and_is_marked():
 
 def test_a_significant_drop_below_the_threshold_passes():
     v = verdict(rounds(1.0, 0.002, 1), rounds(1.03, 0.002, 2))
-    assert v.status == "ok"
+    assert v.status == "unchanged"  # a real change, inside the threshold: its interval says so
     assert v.p_value < 0.01
 
 
 def test_a_large_drop_within_huge_noise_is_not_significant():
     base = [1.0, 0.5, 1.5, 0.7, 1.3]
     now = [1.2, 0.6, 1.7, 0.8, 1.4]
-    assert verdict(base, now).status == "ok"
+    assert verdict(base, now).status == "inconclusive"
 
 
 def test_thresholds_per_group_and_per_case():
     base, now = rounds(1.0, 0.01, 1), rounds(1.12, 0.01, 2)  # about -11%
     assert verdict(base, now).status == "regression"
     loose_group = Thresholds(groups={"decode": 0.15})
-    assert verdict(base, now, loose_group).status == "ok"
+    assert verdict(base, now, loose_group).status == "unchanged"
     assert verdict(base, now, loose_group, kind="prefill").status == "regression"
     loose_case = Thresholds(cases={"test_decode[a]": 0.2})
-    assert verdict(base, now, loose_case).status == "ok"
+    assert verdict(base, now, loose_case).status == "unchanged"
 
 
-def test_thresholds_from_pyproject(tmp_path):
-    (tmp_path / "pyproject.toml").write_text(
-        "[tool.perf]\nthreshold = 0.07\nalpha = 0.05\n[tool.perf.groups]\nserving = 0.1\n"
-        '[tool.perf.cases]\n"test_decode[x]" = 0.2\n'
-    )
-    t = Thresholds.from_pyproject(tmp_path / "pyproject.toml")
-    assert (t.default, t.alpha) == (0.07, 0.05)
-    assert t.for_case("test_serving[y]", "serving") == 0.1
-    assert t.for_case("test_decode[x]", "decode") == 0.2
-    assert Thresholds.from_pyproject(tmp_path / "absent.toml") == Thresholds()
-
-
-def test_an_unhealthy_gpu_is_unreliable_not_a_regression():
+def test_an_unhealthy_gpu_is_inconclusive_not_a_regression():
     base = doc(bench("c", rounds(1.0, 0.01, 1)))
     now = doc(bench("c", rounds(2.0, 0.01, 2), healthy=False))
-    assert compare(base, now, Thresholds())[0].status == "unreliable"
+    v = compare(base, now, Thresholds())[0]
+    assert v.status == "inconclusive"
+    assert "unhealthy" in v.note
 
 
 def test_missing_cases_are_listed():
     base = doc(bench("old", rounds(1, 0.01, 1)), bench("both", rounds(1, 0.01, 2)))
     now = doc(bench("both", rounds(1, 0.01, 3)), bench("new", rounds(1, 0.01, 4)))
     statuses = {v.name: v.status for v in compare(base, now, Thresholds())}
-    assert statuses == {"both": "ok", "old": "missing-now", "new": "missing-in-baseline"}
+    assert statuses == {"both": "unchanged", "old": "missing", "new": "missing"}
 
 
 @pytest.mark.parametrize(
@@ -140,8 +135,7 @@ def test_compare_cli_exit_codes_and_table(tmp_path, capsys):
     assert main(["compare", str(base), str(slow)]) == EXIT_REGRESSION
     out = capsys.readouterr().out
     assert "REGRESSION" in out
-    assert "baseline tok/s" in out
-    assert "1 regression(s)" in out
+    assert "verdicts: 1 regression, 0 improvement, 0 unchanged, 0 inconclusive, 0 missing" in out
     assert main(["compare", str(base), str(same)]) == 0
 
 
@@ -197,7 +191,8 @@ def test_run_to_run_spread_keeps_a_noisy_machine_quiet():
     now = doc(bench("test_decode[a]", rounds(1.08, 0.005, 9)))
     v = compare(base, now, Thresholds())[0]
     assert v.change == pytest.approx(-0.075, abs=0.02)
-    assert v.status == "ok"
+    assert v.status == "inconclusive"
+    assert v.detectable > 0.2  # three runs 7% apart cannot see less than a fifth
     single = doc(bench("test_decode[a]", rounds(1.0, 0.005, 1)))
     assert compare(single, now, Thresholds())[0].status == "regression"  # the Mann-Whitney fallback
 
@@ -241,11 +236,11 @@ def test_a_slowdown_of_every_case_fails_the_suite_row_where_most_cases_cannot_te
 
 
 def test_the_suite_row_stays_quiet_on_noise():
-    from harness.baseline.gate import SUITE_ROW, has_regression
+    from harness.baseline.gate import SUITE_ROW
 
     for seed in range(20):
         verdicts = _suite(case_spread=0.06, now_factor=1.0, seed=seed)
-        assert verdicts[SUITE_ROW].status in ("ok", "improvement")
+        assert verdicts[SUITE_ROW].status != "regression"
         assert not has_regression(list(verdicts.values()))
 
 
@@ -260,7 +255,7 @@ def test_the_suite_row_does_not_treat_the_cases_of_a_run_as_independent():
     now = doc(*(bench(n, rounds(1.09, 0.002, i)) for i, n in enumerate(names)))
     suite = {v.name: v for v in compare(base, now, Thresholds())}[SUITE_ROW]
     assert suite.change == pytest.approx(-0.08, abs=0.02)
-    assert suite.status == "ok"  # across cases as independent samples, p would be ~0
+    assert suite.status == "inconclusive"  # across cases as independent samples, p would be ~0
 
 
 def test_no_suite_row_without_several_baseline_runs():
@@ -270,23 +265,7 @@ def test_no_suite_row_without_several_baseline_runs():
     now = doc(*(bench(f"test_decode[c{i}]", rounds(1.2, 0.01, i + 9)) for i in range(5)))
     verdicts = compare(base, now, Thresholds())
     assert SUITE_ROW not in {v.name for v in verdicts}
-    assert "no suite row" in method_line(base, now, Thresholds())
-
-
-def test_gate_check_replays_stored_runs(tmp_path, capsys):
-    base = {"machine_info": {"slug": "m"}, "benchmarks": [pooled(f"c{i}", [1.0, 1.01, 0.99]) for i in range(4)]}
-    write_json_atomic(tmp_path / "baseline.json", base)
-    for i in range(2):
-        write_json_atomic(
-            tmp_path / f"unchanged-{i:02d}.json", doc(*(bench(f"c{j}", rounds(1.0, 0.005, i + j)) for j in range(4)))
-        )
-        write_json_atomic(
-            tmp_path / f"slowdown-{i:02d}.json", doc(*(bench(f"c{j}", rounds(1.2, 0.005, i + j)) for j in range(4)))
-        )
-    assert main(["gate-check", "--replay", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "unchanged: 2 passed, 0 failed of 2" in out
-    assert "slowdown: 0 passed, 2 failed of 2" in out
+    assert "single-run baseline" in method_line(base, now, Thresholds())
 
 
 def with_ref(b, ref_ms, own_forward=True):
@@ -353,16 +332,6 @@ def test_machine_speed_correction_can_be_switched_off():
         Thresholds(normalise="sometimes")
 
 
-def test_holm_adjustment_matches_its_definition():
-    from harness.baseline.significance import holm
-
-    # sorted 0.001, 0.01, 0.02, 0.5 -> 4x, 3x, 2x, 1x, each at least the one before it
-    assert holm([0.02, 0.001, 0.5, 0.01]) == pytest.approx([0.04, 0.004, 0.5, 0.03])
-    assert holm([0.3, 0.3, 0.3]) == pytest.approx([0.9, 0.9, 0.9])
-    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
-    assert holm([]) == []
-
-
 def _many_cases(drop_case_factor, cases=11):
     """Ten unchanged cases and one that is `drop_case_factor` x slower, on a run-to-run spread of 3%."""
     base = {
@@ -377,16 +346,12 @@ def _many_cases(drop_case_factor, cases=11):
 
 def test_holm_keeps_a_borderline_case_of_many_quiet_and_still_fails_a_large_drop():
     base, now = _many_cases(1.1)  # one case 9% slower: p ~ 0.006 alone, ~0.07 after 11 cases
-    alone = {v.name: v for v in compare(base, now, Thresholds(multiple="none"))}
     adjusted = {v.name: v for v in compare(base, now, Thresholds())}
-    assert alone["test_decode[c0]"].status == "regression"
-    assert adjusted["test_decode[c0]"].status == "ok"
-    assert adjusted["test_decode[c0]"].p_value > alone["test_decode[c0]"].p_value
+    assert adjusted["test_decode[c0]"].status == "inconclusive"
+    assert 0.02 < adjusted["test_decode[c0]"].p_value < 0.2
     base, now = _many_cases(1.3)  # one case 23% slower: fails after the adjustment too
     assert {v.name: v.status for v in compare(base, now, Thresholds())}["test_decode[c0]"] == "regression"
     assert "Holm" in method_line(base, now, Thresholds())
-    with pytest.raises(ConfigError, match="multiple must be one of"):
-        Thresholds(multiple="bonferroni-ish")
 
 
 def test_no_machine_speed_correction_when_the_reference_shapes_differ():

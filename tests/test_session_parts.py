@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from harness.baseline.gate import Thresholds
 from harness.baseline.run import gate_this_run, judge
 from harness.cases import KINDS, Case, CaseKind, build_cases, get_kind
 from harness.engine_cache import EngineCache
 from harness.engines import EngineConfig
 from harness.engines.paged.scheduler import SchedulerConfig
 from harness.errors import EXIT_OK, EXIT_REGRESSION, BaselineError, ConfigError, UnknownNameError
+from harness.judge import Thresholds
 from harness.options import OPTIONS, PerfOptions, add_options, options_from
 from harness.results import BenchRecord, CaseResult, ResultsFile
 from harness.timer import CaseTimer

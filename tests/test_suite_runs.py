@@ -105,19 +105,26 @@ def test_gate_through_pytest(tmp_path):
         "--perf-results-dir",
         str(tmp_path / "results"),
     ]
-    # no baseline for this machine: the run is recorded, one line says so, exit 0
+    # no baseline for this machine: the run is recorded, one line says so, exit 0; an error when required
     proc = run_pytest(*common, "--benchmark-compare")
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "no baseline for this machine" in proc.stdout
+    proc = run_pytest(*common, "--benchmark-compare", "--perf-require-baseline")
+    assert proc.returncode == 11, proc.stdout[-2000:]
+    assert "llm-perf baseline update" in proc.stdout
     saved = next((tmp_path / "results").glob("*/latest.json"))
     # promote it, then a run twice as slow fails with the gate's own exit code and table
     slug = saved.parent.name
     (tmp_path / "baselines" / slug).mkdir(parents=True)
     (tmp_path / "baselines" / slug / "baseline.json").write_text(saved.read_text())
-    proc = run_pytest(*common, "--benchmark-compare", env={"PERF_INJECT_SLOWDOWN": "1.0"})
+    summary = tmp_path / "summary.md"
+    summarised = ["--benchmark-compare", "--perf-summary", str(summary)]
+    proc = run_pytest(*common, *summarised, env={"PERF_INJECT_SLOWDOWN": "1.0"})
     assert proc.returncode == 10, proc.stdout[-3000:]
     assert "REGRESSION" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert "**regression**" in summary.read_text()
+    assert "| `test_decode[tiny-manual-bs1-ctx128]` |" in summary.read_text()
 
 
 def test_a_bad_tool_perf_value_stops_the_run_at_once_with_one_line(tmp_path):

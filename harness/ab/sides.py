@@ -1,14 +1,15 @@
 """The two sides of an A/B comparison: where each side's code lives, and the worker process that runs it.
 
 A side is a folder used as it is, or a git ref checked out into a worktree of its own (removed again
-when the comparison ends). Its worker (harness/ab/worker.py) runs with that side's code on its path
-and answers one JSON line per command on stdin.
+when the comparison ends). Its workers (harness/ab/worker.py), one per sweep, run with that side's
+code on their path and answer one JSON line per command on stdin.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.ab.worker import PROTOCOL
 from harness.errors import PerfSuiteError
-
-WORKER = "harness/ab/worker.py"
 
 
 @dataclass
@@ -29,10 +29,6 @@ class Side:
     spec: str  # what the user gave: a ref, a folder, or "working tree"
     path: Path
     commit: str | None = None
-
-    @property
-    def has_worker(self) -> bool:
-        return (self.path / WORKER).exists()
 
     def describe(self) -> str:
         return f"{self.spec} ({self.commit or self.path})"
@@ -91,15 +87,29 @@ def checked_out(base_spec: str, head_spec: str | None) -> Iterator[list[Side]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def worker_env(side: Side) -> dict:
-    """This process's environment with the side's own code first on the path."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {**env, "PYTHONPATH": str(side.path)}
+PAD = "LLM_PERF_LAYOUT_PAD"  # an environment variable of random length: where the stack starts, drawn anew
+PAD_MAX = 4096  # bytes: a page of stack offsets
+
+
+def worker_env(side: Side, other: Side | None = None, rng: random.Random | None = None) -> dict:
+    """This process's environment with the side's own code first on the path. Where the environment
+    ends moves the stack, and with it a process's speed by a few percent (Mytkowicz et al. 2009,
+    "Producing wrong data without doing anything obviously wrong!"): a side whose folder has a longer
+    name is padded to the other's length, and each process then gets a random pad of its own, so the
+    layout is a chance each sweep draws again, never a lean of one side (Curtsinger & Berger 2013,
+    Stabilizer, randomise layout to make it noise)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", PAD)}
+    path = str(side.path)
+    longest = max(len(path), len(str(other.path)) if other else 0)
+    extra = (rng or random.Random()).randrange(PAD_MAX)
+    return {**env, "PYTHONPATH": path, PAD: "x" * (longest - len(path) + extra)}
 
 
 class WorkerProcess:
-    def __init__(self, side: Side, args: list[str]) -> None:
-        self.side, self.args = side, args
+    """A side's worker process (harness/ab/worker.py), fresh for each sweep."""
+
+    def __init__(self, side: Side, args: list[str], env: dict | None = None) -> None:
+        self.side, self.args, self.env = side, args, env
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
 
@@ -107,7 +117,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.ab.worker", *self.args],
             cwd=self.side.path,
-            env=worker_env(self.side),
+            env=self.env or worker_env(self.side),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # the worker's own messages go to the terminal
@@ -115,12 +125,17 @@ class WorkerProcess:
         )
 
     def wait_ready(self) -> None:
-        self.hello = self._read()
+        self.hello = self.read()
+        who = f"the {self.side.label} worker ({self.side.spec})"
         if "error" in self.hello:
-            who = f"the {self.side.label} worker ({self.side.spec})"
             raise PerfSuiteError(f"{who} could not start: {self.hello['error']}")
+        if self.hello.get("protocol") != PROTOCOL:
+            raise PerfSuiteError(
+                f"{who} speaks worker protocol {self.hello.get('protocol')}, this A/B needs {PROTOCOL}: compare "
+                "trees of the same suite version (the suite's code on each side is that side's)"
+            )
 
-    def _read(self) -> dict:
+    def read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
             raise PerfSuiteError(f"the {self.side.label} worker ({self.side.spec}) exited (code {self.proc.wait()})")
@@ -132,7 +147,7 @@ class WorkerProcess:
 
     def ask(self, cmd: str, **kw) -> dict:
         self.send(cmd, **kw)
-        reply = self._read()
+        reply = self.read()
         if "error" in reply and cmd != "open":
             raise PerfSuiteError(f"{self.side.label} worker ({self.side.spec}), {cmd}: {reply['error']}")
         return reply
@@ -140,19 +155,21 @@ class WorkerProcess:
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.flush()
+                self.send("quit")
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
 
 
 @contextmanager
-def worker_pair(base: Side, head: Side, args: list[str], head_args: list[str], base_first: bool):
-    """[base worker, head worker], launched in the order asked (a fresh pair per pass alternates it, so
-    neither side always gets the first-launched process's place in memory) and importing side by side
-    (single-threaded work: 5 s for the pair instead of 10 s); both closed on the way out."""
-    pair = [WorkerProcess(base, args), WorkerProcess(head, head_args)]
+def fresh_pair(base: Side, head: Side, args: list[str], base_first: bool, rng: random.Random):
+    """[base, head] worker processes, new for this sweep, launched in the order asked and importing side
+    by side (single-threaded work); each with an environment of its own (worker_env). Both quit on the
+    way out."""
+    pair = [
+        WorkerProcess(base, args, worker_env(base, head, rng)),
+        WorkerProcess(head, args, worker_env(head, base, rng)),
+    ]
     try:
         for w in pair if base_first else pair[::-1]:
             w.launch()
@@ -164,30 +181,24 @@ def worker_pair(base: Side, head: Side, args: list[str], head_args: list[str], b
             w.close()
 
 
-def check_both(pair: list[WorkerProcess]) -> None:
-    """Both workers' parity probes at once, each on one thread (worker.Worker.check), where both speak
-    protocol 3; otherwise neither is asked (one probe alone on one thread gains nothing) and each side
-    checks its cases as it opens them. An error here is not the comparison's end: the probe's result is
-    not cached then, so the case's own open meets the problem again, and that case alone is left out."""
-    if not all(w.hello.get("protocol", 1) >= 3 for w in pair):
-        return
+def ask_both(pair: list[WorkerProcess], cmd: str, **kw) -> list[dict]:
+    """The same command to both workers at once (each works on one thread), replies in the pair's order."""
     for w in pair:
-        w.send("check")
-    for w in pair:
-        reply = w._read()
-        if "error" in reply:
-            print(f"{w.side.label} worker ({w.side.spec}), check: {reply['error']}", file=sys.stderr, flush=True)
+        w.send(cmd, **kw)
+    replies = [w.read() for w in pair]
+    for w, r in zip(pair, replies, strict=True):
+        if "error" in r:
+            raise PerfSuiteError(f"{w.side.label} worker ({w.side.spec}), {cmd}: {r['error']}")
+    return replies
 
 
-def open_both(pair: list[WorkerProcess], name: str, head_last: bool = True) -> tuple[list[dict], str]:
-    """Open the case on both sides, one after the other (head last unless told otherwise; the runner
-    draws it per visit, and the first block starts with the side opened last): two processes building
-    at once, each with a thread per core, took 3-5x as long as one after the other (on 2 cores, OpenMP
-    threads spin-waiting on each other); where one side cannot run it, close it on the other and say
-    why. The replies come in the pair's order, whichever opened first."""
+def open_both(pair: list[WorkerProcess], name: str, head_last: bool, check: bool) -> tuple[list[dict], str]:
+    """Open the case on both sides, one after the other (two builds at once, each with a thread per core,
+    took 3-5x as long on 2 cores); where one side cannot run it, close it on the other and say why. The
+    replies come in the pair's order."""
     opened = [{}, {}]
     for i in (0, 1) if head_last else (1, 0):
-        opened[i] = pair[i].ask("open", case=name)
+        opened[i] = pair[i].ask("open", case=name, check=check)
     problems = [
         f"{w.side.label}: {o.get('error') or o.get('skip')}"
         for w, o in zip(pair, opened, strict=True)

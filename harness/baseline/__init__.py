@@ -1,5 +1,1 @@
-"""Baselines per machine and the throughput regression gate."""
-
-# The gate's modes, here so the command line can offer them without importing the gate (and scipy).
-NORMALISE_MODES = ("run", "case", "off")  # machine-speed correction, see gate.Speed
-MULTIPLE_MODES = ("holm", "none")  # adjustment of per-case p-values over a run's cases
+"""Baselines per machine (storage, recording, a rolling history of runs) and the stored-baseline gate."""

@@ -8,12 +8,12 @@ row of the gate, named "<case> <metric>" (`test_serving[small-paged-mixed16-rate
 - direction: p99 TTFT and p99 TPOT regress when they go UP, goodput when it goes DOWN. The row's
   change is the metric's own (TTFT up 50% reads +50%); it regresses when the change for the worse
   exceeds `[tool.perf] latency_threshold` and the one-sided p, adjusted, is below alpha;
-- the test is the throughput rows' (significance.py): with a baseline pooled from several runs
-  (run_latency, each run's median), a one-sided t-test on the log of this run's median against the
-  baseline runs, its variance the metric's run-to-run spread pooled over the gated cases (never below
-  the case's own); with a single-run baseline, or a zero among those values (goodput can be 0), a
-  one-sided Mann-Whitney U on the rounds;
-- the rows' p-values join the throughput rows' in Holm's adjustment (gate.judge_all);
+- the test is the throughput rows' (rows.py): with a baseline pooled from several runs (run_latency,
+  each run's median), this run's median against the baseline runs, on the metric's run-to-run
+  spread pooled over the gated cases where that is larger than the case's own; with a single-run
+  baseline, a test on the rounds; where a value is 0 (goodput can be), Mann-Whitney U alone, with
+  no interval (such a row is never "unchanged");
+- the rows join the throughput rows in the judge's adjustment (harness/judge, decide);
 - no machine-speed correction: under a fixed arrival rate latency is not proportional to how fast
   the machine is (near saturation a 10% slower machine queues far more than 10% longer, and goodput
   counts requests against fixed SLOs), so dividing by the reference forward would not be sound. The
@@ -25,23 +25,16 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from scipy import stats
 
-from harness.baseline.significance import CaseTest, run_to_run_p
 from harness.baseline.speed import CaseData, RunNoise
+from harness.judge import Estimate, Thresholds
+from harness.judge.stats import TTest, rounds_test, runs_test
 from harness.results import ROUND_LATENCY, BenchRecord
 
-if TYPE_CHECKING:
-    from harness.baseline.gate import Thresholds
-
 LOWER_IS_BETTER = frozenset({"ttft_ms_p99", "tpot_ms_p99"})
-UNITS = {
-    "ttft_ms_p99": "ms, lower is better",
-    "tpot_ms_p99": "ms, lower is better",
-    "goodput": "requests/s within the SLOs, higher is better",
-}
+UNITS = {"ttft_ms_p99": "ms", "tpot_ms_p99": "ms", "goodput": "req/s"}
 
 
 def gated_metrics(bench: BenchRecord) -> dict[str, list[float]]:
@@ -66,12 +59,6 @@ class LatencyRow:
         return f"{self.case} {self.metric}"
 
 
-def _change(now: float, base: float) -> float:
-    if base == 0:
-        return 0.0 if now == 0 else math.inf
-    return now / base - 1
-
-
 def latency_rows(base: dict[str, BenchRecord], now: dict[str, BenchRecord]) -> list[LatencyRow]:
     """The rows of every case on both sides that has latency metrics on both sides, sorted by case."""
     rows = []
@@ -85,8 +72,7 @@ def latency_rows(base: dict[str, BenchRecord], now: dict[str, BenchRecord]) -> l
         for metric in (m for m in ROUND_LATENCY if m in b and m in n and (m != "goodput" or same_slos)):
             runs = [float(x) for x in per_run.get(metric) or []]
             runs = runs if len(runs) >= 2 else []
-            raw = _change(statistics.median(n[metric]), statistics.median(b[metric]))
-            rows.append(LatencyRow(name, metric, CaseData(b[metric], n[metric], runs, raw), unhealthy))
+            rows.append(LatencyRow(name, metric, CaseData(b[metric], n[metric], runs, 0.0), unhealthy))
     return rows
 
 
@@ -107,33 +93,43 @@ def _against_runs(row: LatencyRow, noise: RunNoise | None) -> bool:
     return noise is not None and bool(runs) and _positive([*runs, statistics.median(row.data.now_rounds)])
 
 
-def latency_test(row: LatencyRow, thresholds: Thresholds, noise: RunNoise | None) -> CaseTest:
-    """The row's change and its one-sided p-values, p_slower being the p-value of a change for the worse."""
+def _with_zeros(base: list[float], now: list[float]) -> TTest:
+    """Mann-Whitney U where a value is 0: no interval; the change from the medians (0 -> x reads as +inf)."""
+    b, n = statistics.median(base), statistics.median(now)
+    if len(set(base) | set(now)) == 1:  # the same value in every round on both sides: no change at all
+        return TTest(0.0, 1.0, 1.0, min(len(base), len(now)), 0.0, 1)
+    mean = 0.0 if b == n else (math.log(n / b) if b > 0 and n > 0 else math.copysign(math.inf, n - b))
+    lower = float(stats.mannwhitneyu(now, base, alternative="less").pvalue)
+    higher = float(stats.mannwhitneyu(now, base, alternative="greater").pvalue)
+    return TTest(mean, lower, higher, min(len(base), len(now)))
+
+
+def latency_row(row: LatencyRow, thresholds: Thresholds, noise: RunNoise | None) -> Estimate:
     data = row.data
     now_med = statistics.median(data.now_rounds)
     if _against_runs(row, noise):
-        centre, p_lower, p_higher = run_to_run_p(data.base_runs, now_med, noise)
+        test = runs_test(data.base_runs, now_med, noise.sd, noise.df)
+    elif _positive(data.base_rounds + data.now_rounds):
+        test = rounds_test(data.base_rounds, data.now_rounds)
     else:
-        centre = statistics.median(data.base_rounds)
-        p_lower = float(stats.mannwhitneyu(data.base_rounds, data.now_rounds, alternative="greater").pvalue)
-        p_higher = float(stats.mannwhitneyu(data.base_rounds, data.now_rounds, alternative="less").pvalue)
-    lower = row.metric in LOWER_IS_BETTER
-    fields = {
-        "base_tok_s": statistics.median(data.base_rounds),
-        "now_tok_s": now_med,
-        "change": _change(now_med, centre),
-        "threshold": thresholds.latency_threshold,
-        "metric": row.metric,
-    }
-    p_worse, p_better = (p_higher, p_lower) if lower else (p_lower, p_higher)
-    return CaseTest(row.name, fields, p_worse, p_better, UNITS[row.metric], row.unreliable, lower_is_better=lower)
+        test = _with_zeros(data.base_rounds, data.now_rounds)
+    return Estimate(
+        row.name,
+        test,
+        thresholds.latency_threshold,
+        unit=UNITS[row.metric],
+        lower_is_better=row.metric in LOWER_IS_BETTER,
+        base=statistics.median(data.base_rounds),
+        now=now_med,
+        why_not="an unhealthy GPU or failed requests" if row.unreliable else "",
+    )
 
 
-def latency_tests(base: dict[str, BenchRecord], now: dict[str, BenchRecord], thresholds: Thresholds) -> list[CaseTest]:
-    """One test per latency row (none for a case without a finite request rate on both sides)."""
+def latency_estimates(base: dict[str, BenchRecord], now: dict[str, BenchRecord], t: Thresholds) -> list[Estimate]:
+    """One row per latency metric (none for a case without a finite request rate on both sides)."""
     rows = latency_rows(base, now)
     noise = noise_by_metric(rows)
-    return [latency_test(row, thresholds, noise[row.metric]) for row in rows]
+    return [latency_row(row, t, noise[row.metric]) for row in rows]
 
 
 def latency_method(base: dict[str, BenchRecord], now: dict[str, BenchRecord], thresholds: Thresholds) -> str:
@@ -143,11 +139,10 @@ def latency_method(base: dict[str, BenchRecord], now: dict[str, BenchRecord], th
         return ""
     noise = noise_by_metric(rows)
     runs = sum(_against_runs(r, noise[r.metric]) for r in rows)
-    tests = [f"{runs} t-test(s) against the baseline runs"] if runs else []
-    tests += [f"{len(rows) - runs} Mann-Whitney U on the rounds"] if runs < len(rows) else []
-    holm = ", in Holm's adjustment with the cases" if thresholds.multiple == "holm" else ""
+    tests = [f"{runs} against the baseline runs"] if runs else []
+    tests += [f"{len(rows) - runs} on the rounds"] if runs < len(rows) else []
     return (
-        f"; {len(rows)} latency row(s), serving at a fixed rate (p99 TTFT/TPOT regress going up, goodput going "
-        f"down, beyond {thresholds.latency_threshold:.0%}): one-sided, {' and '.join(tests)}, raw (no machine-speed "
-        f"correction){holm}"
+        f"; {len(rows)} latency row(s), serving at a fixed rate (p99 TTFT/TPOT worse going up, goodput going "
+        f"down, threshold {thresholds.latency_threshold:.0%}): {' and '.join(tests)}, raw (no machine-speed "
+        "correction)"
     )

@@ -1,4 +1,13 @@
-"""`python -m harness baseline update`: record this machine's baseline, atomically."""
+"""`llm-perf baseline update`: record this machine's baseline, atomically; with --append, grow it into a
+rolling history of accepted runs (the last --keep of them).
+
+A baseline pools several runs of the same cases. A single run carries its own luck (a neighbour busy
+during one case's window), so each run's median tokens/s is kept (run_tok_s): the gate measures the
+machine's run-to-run spread from them, which the rounds of one run do not show. So is each run's
+reference time (run_reference_ms), which the machine-speed correction needs run by run, and a serving
+case's per-round latency metrics, with each run's median (run_latency). A history appended to night
+after night makes that spread include the drift between days, with as many degrees of freedom as runs.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +16,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.baseline.storage import baseline_path, load_results
 from harness.errors import BaselineError
 from harness.results import ROUND_LATENCY, BenchRecord, ResultsFile
+
+DEFAULT_KEEP = 20  # runs a history keeps with --append (the oldest go first)
 
 
 def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) -> int:
@@ -19,45 +31,80 @@ def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) 
     return subprocess.run(cmd, env=env).returncode
 
 
-def merge_runs(docs: list[ResultsFile | dict]) -> ResultsFile:
-    """One baseline from several runs of the same cases: each case's rounds pooled across runs.
+@dataclass
+class Run:
+    """One run of one case, as a baseline keeps it."""
 
-    A single run carries its own luck (a neighbour busy during one case's window). Each run's median
-    tokens/s is kept too (run_tok_s): the gate measures the machine's run-to-run spread from them,
-    which the rounds of one run do not show. So is each run's reference time (run_reference_ms),
-    which the gate's machine-speed correction needs run by run. A serving case's per-round latency
-    metrics (round_latency) are pooled the same way, with each run's median of them (run_latency).
-    """
+    tok_s: float
+    rounds_s: list[float]
+    reference_ms: list[float] = field(default_factory=list)
+    latency: dict[str, float] = field(default_factory=dict)  # each gated metric's median over the run's rounds
+    round_latency: dict[str, list[float]] = field(default_factory=dict)
+
+
+def runs_of(bench: BenchRecord) -> list[Run]:
+    """The runs a case's record holds: one for a plain results file, several for a pooled baseline (its
+    rounds split by run_round_counts, or evenly where an older file did not record them)."""
+    r = bench.result
+    if not r.run_tok_s or len(r.run_tok_s) < 2:
+        latency = {m: statistics.median(v) for m, v in (r.round_latency or {}).items() if v}
+        return [
+            Run(bench.median_tok_s, list(bench.rounds_s), list(r.reference_ms or []), latency, r.round_latency or {})
+        ]
+    n = len(r.run_tok_s)
+    counts = r.run_round_counts or [len(bench.rounds_s) // n] * (n - 1) + [
+        len(bench.rounds_s) - len(bench.rounds_s) // n * (n - 1)
+    ]
+    starts = [sum(counts[:i]) for i in range(n + 1)]
+    refs = r.run_reference_ms or []
+    return [
+        Run(
+            r.run_tok_s[i],
+            bench.rounds_s[starts[i] : starts[i + 1]],
+            [refs[i]] if len(refs) == n else [],
+            {m: v[i] for m, v in (r.run_latency or {}).items() if len(v) == n},
+        )
+        for i in range(n)
+    ]
+
+
+def pooled(bench: BenchRecord, runs: list[Run]) -> BenchRecord:
+    """The case's record pooled over `runs`: rounds and references concatenated, each run's figures kept."""
+    metrics = [m for m in ROUND_LATENCY if all(m in run.latency for run in runs)]
+    result = dataclasses.replace(
+        bench.result,
+        baseline_runs=len(runs),
+        run_tok_s=[run.tok_s for run in runs],
+        run_round_counts=[len(run.rounds_s) for run in runs],
+        extra=dict(bench.result.extra),
+        run_latency={m: [run.latency[m] for run in runs] for m in metrics} or None,
+        round_latency={m: [x for run in runs for x in run.round_latency.get(m, [])] for m in metrics} or None,
+    )
+    if all(run.reference_ms for run in runs):
+        result.run_reference_ms = [statistics.median(run.reference_ms) for run in runs]
+        result.reference_ms = [x for run in runs for x in run.reference_ms]
+    return BenchRecord(bench.name, [t for run in runs for t in run.rounds_s], result, bench.raw)
+
+
+def merge_runs(docs: list[ResultsFile | dict]) -> ResultsFile:
+    """One baseline from several runs of the same cases (the first run's cases, each with every run that has it)."""
     docs = [ResultsFile.coerce(d) for d in docs]
     by_name = [d.by_name() for d in docs]
-    merged = []
-    for bench in docs[0].benches:
-        runs = [names[bench.name] for names in by_name if bench.name in names]
-        result = dataclasses.replace(
-            bench.result,
-            baseline_runs=len(runs),
-            run_tok_s=[r.median_tok_s for r in runs],
-            extra=dict(bench.result.extra),
-            **_pooled_latency(runs),
-        )
-        refs = [r.result.reference_median_ms for r in runs]
-        if all(ref is not None for ref in refs):
-            result.run_reference_ms = refs
-            result.reference_ms = [x for r in runs for x in r.result.reference_ms]
-        merged.append(BenchRecord(bench.name, [t for r in runs for t in r.rounds_s], result, bench.raw))
+    merged = [
+        pooled(b, [r for names in by_name if b.name in names for r in runs_of(names[b.name])]) for b in docs[0].benches
+    ]
     return ResultsFile(docs[0].machine_info, merged, docs[0].raw)
 
 
-def _pooled_latency(runs: list[BenchRecord]) -> dict:
-    """round_latency pooled over the runs and each run's median (run_latency), for the metrics every run has."""
-    per_run = [r.result.round_latency or {} for r in runs]
-    metrics = [m for m in ROUND_LATENCY if all(d.get(m) for d in per_run)]
-    if not metrics:
-        return {"round_latency": None, "run_latency": None}
-    return {
-        "round_latency": {m: [x for d in per_run for x in d[m]] for m in metrics},
-        "run_latency": {m: [statistics.median(d[m]) for d in per_run] for m in metrics},
-    }
+def append_runs(history: ResultsFile, new: ResultsFile, keep: int = DEFAULT_KEEP) -> ResultsFile:
+    """The history with the new runs after its own, the last `keep` kept per case. A case new to the
+    history starts its own; a case the new runs lack keeps its history unchanged."""
+    if history.slug and new.slug and history.slug != new.slug:
+        raise BaselineError(f"the history is of {history.slug}, the new run of {new.slug}: not appended")
+    old, now = history.by_name(), new.by_name()
+    benches = [pooled(b, (runs_of(b) + runs_of(now[b.name]))[-keep:]) if b.name in now else b for b in history.benches]
+    benches += [pooled(b, runs_of(b)[-keep:]) for b in new.benches if b.name not in old]
+    return ResultsFile(new.machine_info or history.machine_info, benches, history.raw)
 
 
 def record_runs(pytest_args: list[str], runs: int, env: dict | None = None) -> ResultsFile:
@@ -73,9 +120,12 @@ def record_runs(pytest_args: list[str], runs: int, env: dict | None = None) -> R
     return merge_runs(docs)
 
 
-def update_baseline(pytest_args: list[str], from_file: str | None = None, runs: int = 3) -> Path:
-    """Run the suite `runs` times (or take a results file) and write baselines/<slug>/baseline.json.
-    A failed run or a bad file writes nothing."""
+def update_baseline(
+    pytest_args: list[str], from_file: str | None = None, runs: int = 5, append: bool = False, keep: int = DEFAULT_KEEP
+) -> Path:
+    """Run the suite `runs` times (or take a results file) and write baselines/<slug>/baseline.json; with
+    `append`, add those runs to the baseline already there (a rolling history of the last `keep`). A
+    failed run or a bad file writes nothing."""
     doc = load_results(from_file) if from_file else record_runs(pytest_args, runs)
     slug = doc.slug
     if not slug:
@@ -83,5 +133,9 @@ def update_baseline(pytest_args: list[str], from_file: str | None = None, runs: 
             f"{from_file or 'the run'}: machine_info has no slug: it was not recorded by llm-perf-suite"
         )
     path = baseline_path(slug)
+    if append and path.exists():
+        doc = append_runs(load_results(path), doc, keep)
+    elif from_file:
+        doc = merge_runs([doc])
     doc.save(path)
     return path

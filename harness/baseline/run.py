@@ -1,14 +1,16 @@
-"""One gate run, shared by `pytest perf_tests --benchmark-compare` and `python -m harness compare`:
-find the baseline, refuse a comparison that would compare nothing, judge, and format the table."""
+"""One gate run, shared by `pytest perf_tests --benchmark-compare` and `llm-perf compare`: find the
+baseline, refuse a comparison that would compare nothing, judge, and format the verdicts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.baseline.gate import Thresholds, compare, format_table, has_regression, method_line
+from harness.baseline.gate import compare, method_line
 from harness.baseline.storage import baseline_path, load_results
-from harness.errors import EXIT_OK, EXIT_REGRESSION, BaselineError
+from harness.errors import EXIT_GATE_ERROR, EXIT_OK, BaselineError
+from harness.judge import Thresholds, Verdict, exit_code
+from harness.judge.table import format_markdown, format_table
 from harness.results import ResultsFile
 
 
@@ -16,6 +18,13 @@ from harness.results import ResultsFile
 class GateOutcome:
     lines: list[str]
     exit_code: int
+    verdicts: list[Verdict] = field(default_factory=list)
+    method: str = ""
+
+    def markdown(self, title: str) -> str:
+        if not self.verdicts:
+            return f"### {title}\n\n" + "\n".join(self.lines) + "\n"
+        return format_markdown(self.verdicts, self.method, title)
 
 
 def judge(
@@ -26,7 +35,7 @@ def judge(
     if baseline.slug and current.slug and baseline.slug != current.slug and not any_machine:
         raise BaselineError(
             f"{base_name} was recorded on {baseline.slug}, this run on {current.slug}: results from different "
-            f"machines are not compared"
+            f"machines are not compared (--any-machine compares them anyway)"
         )
     if not baseline.by_name().keys() & current.by_name().keys():
         raise BaselineError(
@@ -34,27 +43,33 @@ def judge(
             f"cases): nothing would be compared"
         )
     verdicts = compare(baseline, current, thresholds)
-    lines = format_table(verdicts, thresholds.alpha, method_line(baseline, current, thresholds))
-    return GateOutcome(lines, EXIT_REGRESSION if has_regression(verdicts) else EXIT_OK)
+    method = method_line(baseline, current, thresholds)
+    return GateOutcome(format_table(verdicts, method), exit_code(verdicts, thresholds.strict), verdicts, method)
 
 
 def gate_this_run(
-    current: ResultsFile, thresholds: Thresholds, baselines_dir: Path, results_dir: Path, explicit: Path | None = None
+    current: ResultsFile,
+    thresholds: Thresholds,
+    baselines_dir: Path,
+    results_dir: Path,
+    explicit: Path | None = None,
+    require: bool = False,
 ) -> GateOutcome:
     """Save this run to results/<slug>/latest.json, then judge it against this machine's baseline (or an
-    explicit file). No baseline yet for this machine: one line says so, and the gate passes."""
+    explicit file). No baseline for this machine: one line says how to record one; the gate passes,
+    unless `require` (--perf-require-baseline), which makes it an error (exit 11)."""
     saved = results_dir / str(current.slug) / "latest.json"
     current.save(saved)
     base_file = explicit or baseline_path(str(current.slug), baselines_dir)
     if not base_file.exists():
         if explicit:
             raise BaselineError(f"{base_file}: no such file")
-        return GateOutcome(
-            [
-                f"no baseline for this machine ({current.slug}): {base_file} does not exist; this run was "
-                f"saved to {saved}. Record one with `python -m harness baseline update --from {saved}`."
-            ],
-            EXIT_OK,
+        line = (
+            f"no baseline for this machine ({current.slug}): {base_file} does not exist; this run was saved to "
+            f"{saved}. Record one with `llm-perf baseline update --runs 5 -- <this run's pytest arguments>`, "
+            f"or promote this run with `llm-perf baseline update --from {saved}`."
         )
+        return GateOutcome([line], EXIT_GATE_ERROR if require else EXIT_OK)
     outcome = judge(load_results(base_file), current, thresholds, str(base_file))
-    return GateOutcome([f"baseline {base_file} vs this run (saved to {saved})", *outcome.lines], outcome.exit_code)
+    head = f"baseline {base_file} vs this run (saved to {saved})"
+    return GateOutcome([head, *outcome.lines], outcome.exit_code, outcome.verdicts, outcome.method)

@@ -209,17 +209,24 @@ def fig_engines(kinds: dict, out: Path) -> str | None:
 
 
 def fig_compare(verdicts: list, out: Path) -> str | None:
-    rows = [v for v in verdicts if v.change is not None and not v.metric]  # tokens/s rows; latency: the table
+    """Each throughput row's change and 95% interval, coloured by its verdict (latency rows: the table)."""
+    rows = [v for v in verdicts if v.change is not None and v.unit == "tok/s"]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(FIG_SIZE[0], max(FIG_SIZE[1], 0.3 * len(rows) + 1.5)))
-    color = {"regression": "#c44e52", "improvement": "#55a868", "ok": "#8c8c8c", "unreliable": "#ccb974"}
-    ax.barh([_short(v.name) for v in rows], [v.change * 100 for v in rows], color=[color[v.status] for v in rows])
+    color = {"regression": "#c44e52", "improvement": "#55a868", "unchanged": "#8c8c8c", "inconclusive": "#ccb974"}
+    names = [_short(v.name) for v in rows]
+    changes = [v.change * 100 for v in rows]
+    low = [max(0.0, (v.change - v.low) * 100) if v.low is not None else 0.0 for v in rows]
+    high = [max(0.0, (v.high - v.change) * 100) if v.high is not None else 0.0 for v in rows]
+    ax.barh(names, changes, xerr=[low, high], color=[color[v.status] for v in rows], ecolor="black", capsize=2)
+    for v in rows[:1]:
+        ax.axvspan(-v.threshold * 100, v.threshold * 100, color="#dddddd", zorder=0, label="+-threshold")
     ax.axvline(0, color="black", linewidth=0.8)
     for status, c in color.items():
         ax.bar(0, 0, color=c, label=status)
-    ax.set_xlabel("tokens/s change vs baseline (%)")
-    ax.set_title("Baseline vs now (red: regression = drop above threshold and significant)")
+    ax.set_xlabel("tokens/s change (%), with its 95% interval")
+    ax.set_title("Verdicts: regression, improvement, unchanged (interval inside +-threshold), inconclusive")
     ax.legend(fontsize="small")
     ax.tick_params(axis="y", labelsize="small")
     return _save(fig, out, "compare")

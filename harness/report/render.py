@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.baseline.gate import Thresholds, Verdict, cell_value, compare
+from harness.baseline.gate import compare
 from harness.baseline.storage import load_results
 from harness.cases import SERVING
+from harness.judge import Thresholds, Verdict
+from harness.judge.table import HEADER, table_row
 from harness.report.figures import (
     by_kind,
     fig_batching,
@@ -106,17 +108,11 @@ ENGINE_HEADER = [
 
 
 def _compare_rows(verdicts: list[Verdict]) -> list[list[str]]:
-    return [
-        [
-            v.name,
-            cell_value(v.base_tok_s, v.metric) or "-",
-            cell_value(v.now_tok_s, v.metric) or "-",
-            f"{v.change:+.1%}" if v.change is not None else "-",
-            f"{v.p_value:.4f}" if v.p_value is not None else "-",
-            f"**{v.status}**" if v.status == "regression" else v.status,
-        ]
-        for v in verdicts
-    ]
+    rows = []
+    for v in verdicts:
+        name, *cells = table_row(v)
+        rows.append([f"`{name}`", *cells, f"**{v.status}**" if v.status == "regression" else v.status])
+    return rows
 
 
 def _checked(e: CaseResult) -> str:
@@ -175,7 +171,7 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
     if baseline:
         thresholds = Thresholds.from_pyproject(pyproject)  # the gate's own thresholds, serving's 8% included
         verdicts = compare(load_results(baseline), doc, thresholds)
-        header = ["case (serving latency rows: the metric after the name)", "baseline", "now", "change", "p", "verdict"]
+        header = [*HEADER, "verdict"]
         sections.append(
             ("Baseline vs now", lambda: fig_compare(verdicts, out), lambda: md_table(header, _compare_rows(verdicts)))
         )

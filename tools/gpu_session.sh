@@ -3,16 +3,16 @@
 #   1. tests/test_cuda.py: the output check as the benchmark cases call it, float32 and bfloat16 (the
 #      near-tie margin calibrated from HF's own disagreement), every shipped engine passing and every
 #      mutant refused; the swap path through pinned memory; the hardware probe;
-#   2. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same with a 5%
-#      slowdown injected into paged-bs1-ctx128 on the head side (must exit 10).
+#   2. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same against a copy of
+#      the tree with a real regression patch applied (experiments/regressions/$AB_PATCH; must exit 10).
 # Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
-# go under $OUT. Usage there: `bash examples/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
-# runs only those steps; AB_MAX_CASE_S sets the A/B runs' --max-case-s, 6 by default; AB_LIMIT_S each A/B
-# step's time limit, 170 by default). The A/B's cases: AB_SELECT, the pytest arguments after `--` (default
-# `--models small -k "decode and bs1 and ctx128"`, launch-bound on a GPU), and AB_INJECT, the case slowed
-# (default paged-bs1-ctx128). A case whose step is GPU work, e.g. prefill of 16 x 1024 tokens:
+# go under $OUT. Usage there: `bash tools/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
+# runs only those steps; AB_SWEEPS and AB_CASE_S set the A/B's --sweeps and --case-s, 6 and 6 by default;
+# AB_LIMIT_S each A/B step's time limit, 170 by default). The A/B's cases: AB_SELECT, the pytest
+# arguments after `--` (default `--models small -k "decode and bs1 and ctx128"`, launch-bound on a GPU),
+# and AB_PATCH, the head's regression (default decode-fresh-buffers). A case whose step is GPU work:
 #   AB_SELECT='--models small --perf-tier full -k "prefill and bs16 and prompt1024"' \
-#   AB_INJECT=paged-bs16-prompt1024 STEPS="ab_aa ab_slow" bash examples/gpu_session.sh
+#   AB_PATCH=prefill-more-logits STEPS="ab_aa ab_slow" bash tools/gpu_session.sh
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 PY=${PY:-python3}
@@ -34,12 +34,14 @@ $PY -c "import sys, torch, transformers, scipy; print(sys.version.split()[0], to
 transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
 
 step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
-AB=(--max-case-s "${AB_MAX_CASE_S:-6}" --min-blocks 4)
+AB=(--sweeps "${AB_SWEEPS:-6}" --case-s "${AB_CASE_S:-6}")
 eval "SEL=(-- perf_tests ${AB_SELECT:---models small -k \"decode and bs1 and ctx128\"})"
 LIMIT=${AB_LIMIT_S:-170}
+HEAD_TREE="$OUT/head"  # this tree with a real regression applied
+rm -rf "$HEAD_TREE" && mkdir -p "$HEAD_TREE" && cp -r harness perf_tests pyproject.toml "$HEAD_TREE" \
+    && patch -s -d "$HEAD_TREE" -p1 < "experiments/regressions/${AB_PATCH:-decode-fresh-buffers}.patch"
 step ab_aa "$LIMIT" 0 $PY -m harness ab . . "${AB[@]}" --out "$OUT/ab_aa.json" "${SEL[@]}"
-step ab_slow "$LIMIT" 10 $PY -m harness ab . . "${AB[@]}" --inject-slowdown 0.05 \
-    --inject-case "${AB_INJECT:-paged-bs1-ctx128}" --out "$OUT/ab_slow.json" "${SEL[@]}"
+step ab_slow "$LIMIT" 10 $PY -m harness ab . "$HEAD_TREE" "${AB[@]}" --out "$OUT/ab_slow.json" "${SEL[@]}"
 
 for f in $STEPS; do
     echo "== $f"

@@ -1,0 +1,89 @@
+"""Does `llm-perf ab` pass unchanged code and catch real regressions, at the configuration CI runs?
+
+    python -m experiments.ab_check --commit C --aa 20 --each 10 --keep DIR --seed 1 [-- pytest args]
+
+Both sides are trees of commit C (worktrees): the base as it is, the head with a patch from
+experiments/regressions/ applied. The A/A's head is C plus a comment (noop-comment: a different tree,
+no change in work); each regression's head does more real work in one case (REGRESSIONS: the case
+each patch was sized on, to cost about 5% there). Trials run in a seeded random order, each
+`python -m harness ab BASE HEAD --out DIR/<label>-<i>.json -- <pytest args>` with C's own code; the
+pytest arguments default to ci.yml's (`perf_tests --perf-tier quick`) and so does the plan.
+
+Scoring: an A/A trial fails when any case is called a regression; a regression trial passes only
+with exit 10 and the regression flagged on its case. Each trial's wall time and the share of
+inconclusive cases are reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.trees import trees
+from experiments.trials import run_trials, summary
+
+REGRESSIONS = {
+    "decode-fresh-buffers": "test_decode[small-paged-bs1-ctx128]",
+    "prefill-more-logits": "test_prefill[small-manual-bs1-prompt128]",
+    "batching-keep-scores": "test_batching[small-static-batch-bs8-prompt32-new16]",
+}
+AA = "noop-comment"
+CI_ARGS = ["perf_tests", "--perf-tier", "quick"]
+
+
+def score(label: str, code: int, doc: dict) -> tuple[bool, str]:
+    """(failed, detail) of one trial from ab's exit code and its --out document."""
+    verdicts = {v["name"]: v for v in doc.get("verdicts", [])}
+    flagged = sorted(n for n, v in verdicts.items() if v["status"] == "regression")
+    judged = [v for v in verdicts.values() if v["status"] != "missing"]
+    inconclusive = sum(v["status"] == "inconclusive" for v in judged)
+    detail = f"exit {code}; {inconclusive}/{len(judged)} inconclusive; flagged: {', '.join(flagged) or 'none'}"
+    if label == AA:
+        return bool(flagged), detail
+    target = verdicts.get(REGRESSIONS[label], {})
+    seen = f"; {REGRESSIONS[label]}: {target.get('change', float('nan')):+.1%} {target.get('status', 'absent')}"
+    return not (code == 10 and REGRESSIONS[label] in flagged), detail + seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m experiments.ab_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--commit", required=True, help="the frozen commit both sides are made from")
+    parser.add_argument("--aa", type=int, default=20, help="A/A trials (default 20)")
+    parser.add_argument("--each", type=int, default=10, help="trials per regression patch (default 10)")
+    parser.add_argument("--only", default="", help="comma-separated regression patches (default: all)")
+    parser.add_argument("--keep", required=True, help="folder for every trial's ab --out file and the log")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trial order and of each ab run")
+    args = parser.parse_args(argv[:cut])
+    pytest_args = argv[cut + 1 :] or CI_ARGS
+    chosen = [p for p in (args.only.split(",") if args.only else REGRESSIONS) if p]
+    keep = Path(args.keep)
+    keep.mkdir(parents=True, exist_ok=True)
+    counts = {AA: args.aa, **dict.fromkeys(chosen, args.each)}
+    with trees(args.commit, [AA, *chosen]) as (base, heads):
+
+        def trial(label: str, i: int, n: int) -> tuple[bool, str]:
+            out = keep / f"{label}-{i:02d}.json"
+            cmd = [sys.executable, "-m", "harness", "ab", str(base), str(heads[label]), "--out", str(out)]
+            cmd += ["--seed", str(args.seed * 1000 + n), "--", *pytest_args]
+            code = subprocess.run(cmd, cwd=base, env=_env(base)).returncode
+            return score(label, code, json.loads(out.read_text()) if out.exists() else {})
+
+        tallies = run_trials(counts, trial, args.seed)
+    what = {AA: "with a false regression", **dict.fromkeys(chosen, "missed")}
+    print("\n".join(summary(tallies, what)))
+    return 0
+
+
+def _env(base: Path) -> dict:
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(base)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The validation tools' own rules: patches that still apply, trials scored as the tools say."""
+
+import subprocess
+
+import pytest
+
+from experiments.ab_check import AA, REGRESSIONS, score
+from experiments.gate_check import ONE_CASE
+from experiments.trees import PATCHES, ROOT
+from experiments.trials import run_trials, schedule
+
+
+@pytest.mark.parametrize("patch", sorted(p.stem for p in PATCHES.glob("*.patch")))
+def test_every_regression_patch_applies_to_this_tree(patch):
+    proc = subprocess.run(["git", "apply", "--check", str(PATCHES / f"{patch}.patch")], cwd=ROOT, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_every_scenario_has_its_patch():
+    names = {p.stem for p in PATCHES.glob("*.patch")}
+    assert {AA, ONE_CASE[0], *REGRESSIONS} <= names
+
+
+def doc(*rows):
+    return {"verdicts": [{"name": n, "status": s, "change": c} for n, s, c in rows]}
+
+
+def test_an_a_a_trial_fails_on_any_false_regression():
+    assert score(AA, 0, doc(("x", "unchanged", 0.0), ("y", "inconclusive", -0.01)))[0] is False
+    assert score(AA, 10, doc(("x", "regression", -0.03)))[0] is True
+
+
+def test_a_regression_trial_passes_only_with_exit_10_and_the_flag_on_its_case():
+    patch, case = next(iter(REGRESSIONS.items()))
+    assert score(patch, 10, doc((case, "regression", -0.05)))[0] is False
+    assert score(patch, 10, doc((case, "inconclusive", -0.05), ("other", "regression", -0.03)))[0] is True
+    assert score(patch, 0, doc((case, "inconclusive", -0.04)))[0] is True
+    failed, detail = score(patch, 10, doc((case, "regression", -0.05), ("z", "inconclusive", 0.0)))
+    assert "1/2 inconclusive" in detail
+
+
+def test_trials_run_in_a_seeded_shuffled_order_and_are_tallied():
+    order = schedule({"a": 3, "b": 3}, seed=1)
+    assert sorted(order) == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
+    assert order != sorted(order)
+    assert schedule({"a": 3, "b": 3}, seed=1) == order
+    tallies = run_trials({"a": 2, "b": 2}, lambda label, i, n: (label == "b" and i == 0, ""), 0, log=lambda _: None)
+    assert (tallies["a"].failed, tallies["b"].failed, tallies["b"].runs) == (0, 1, 2)

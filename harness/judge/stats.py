@@ -1,0 +1,166 @@
+"""The tests behind every verdict. Pure functions on numbers: no torch, nothing from the rest of the suite.
+
+Every test works on the log of a ratio (now / base for a results file, head / base for an A/B), so a
+change and its interval are symmetric in log space and read as fractions: exp(x) - 1.
+
+- `units_test`: Student's one-sample t on independent units (the A/B's sweeps, each a fresh pair of
+  processes); Student (1908). The units' own spread gives the error, with n - 1 degrees of freedom.
+- `runs_test`: one new run against a baseline of n earlier runs: the new run's deviation from their
+  mean has variance sd^2 (1 + 1/n) (a prediction interval); sd is the machine's run-to-run spread,
+  pooled over the baseline's cases where that is larger than the case's own, with the degrees of
+  freedom of whichever is used.
+- `rounds_test`: a single-run baseline has no run-to-run spread: Mann-Whitney U on the rounds
+  (Mann & Whitney 1947) and a Welch interval. Rounds of one run agree better than runs do, so this
+  test is too sure on a shared machine; the method line says so.
+- `holm`: Holm's step-down adjustment (Holm 1979): family-wise error at most alpha under any
+  dependence between the rows.
+- `two_stage_p`: the A/B's two-stage design, an adaptive combination test with early rejection
+  (Bauer & Koehne 1994; Lehmacher & Wassmer 1999, inverse normal method), inside a closed test with
+  Bonferroni intersection tests (Bauer & Kieser 1999; Posch et al. 2005), which keeps the
+  family-wise error at alpha whatever rule picked the second stage's cases.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from scipy import integrate, optimize, stats
+
+CONFIDENCE = 0.95  # every interval the judge shows
+
+
+@dataclass(frozen=True)
+class LogTest:
+    """A test of a log ratio: its estimate, the one-sided p-values of a decrease and of an increase, and
+    how many independent observations it rests on. Subclasses give its interval and critical value."""
+
+    mean: float
+    p_lower: float
+    p_higher: float
+    units: int
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def critical(self, level: float) -> float:
+        """About the smallest |change| (log) a one-sided test at `level` calls significant (inf: none)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TTest(LogTest):
+    se: float = math.inf
+    df: float = 0
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        half = self.critical((1 - confidence) / 2)
+        return self.mean - half, self.mean + half
+
+    def critical(self, level: float) -> float:
+        if self.df < 1 or not math.isfinite(self.se):
+            return math.inf
+        return float(stats.t.isf(level, self.df)) * self.se if self.se else 0.0
+
+
+def _t_test(mean: float, se: float, df: float, units: int) -> TTest:
+    if df < 1 or not math.isfinite(se):
+        return TTest(mean, 1.0, 1.0, units, math.inf, df)
+    if se == 0:
+        return TTest(mean, float(mean <= 0), float(mean >= 0), units, 0.0, df)
+    score = mean / se
+    return TTest(mean, float(stats.t.cdf(score, df)), float(stats.t.sf(score, df)), units, se, df)
+
+
+def units_test(logs: list[float]) -> TTest:
+    """Student's one-sample t on independent units (fewer than 2: no test, p = 1 both ways)."""
+    n = len(logs)
+    if n < 2:
+        return TTest(logs[0] if logs else 0.0, 1.0, 1.0, n)
+    return _t_test(statistics.fmean(logs), statistics.stdev(logs) / math.sqrt(n), n - 1, n)
+
+
+def runs_test(base_runs: list[float], now: float, pooled_sd: float, pooled_df: int) -> TTest:
+    """log(now) against the mean log of the baseline runs (each a run's median), judged on the spread of
+    a new run around that mean: sd * sqrt(1 + 1/n). sd is the case's own spread of runs, or the pooled
+    one where that is larger; the degrees of freedom go with whichever sd is used."""
+    logs = [math.log(x) for x in base_runs]
+    n = len(logs)
+    own = statistics.stdev(logs) if n > 1 else 0.0
+    sd, df = (pooled_sd, pooled_df) if pooled_sd >= own else (own, n - 1)
+    return _t_test(math.log(now) - statistics.fmean(logs), sd * math.sqrt(1 + 1 / n), df, n)
+
+
+def rounds_test(base_rounds: list[float], now_rounds: list[float]) -> TTest:
+    """Mann-Whitney U's one-sided p-values on the rounds, a Welch t interval on their logs."""
+    b, n = [math.log(x) for x in base_rounds], [math.log(x) for x in now_rounds]
+    mean = statistics.fmean(n) - statistics.fmean(b)
+    vb = statistics.variance(b) / len(b) if len(b) > 1 else 0.0
+    vn = statistics.variance(n) / len(n) if len(n) > 1 else 0.0
+    se = math.sqrt(vb + vn)
+    df = (vb + vn) ** 2 / sum(v * v / (len(x) - 1) for v, x in ((vb, b), (vn, n)) if len(x) > 1 and v > 0) if se else 1
+    lower = float(stats.mannwhitneyu(n, b, alternative="less").pvalue)
+    higher = float(stats.mannwhitneyu(n, b, alternative="greater").pvalue)
+    return TTest(mean, lower, higher, min(len(b), len(n)), se, df)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's adjusted p-values: rejecting where adjusted p < alpha keeps the chance of any false
+    rejection among the rows below alpha, whatever their dependence (Holm 1979)."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# The two-stage design's fixed weights (inverse normal method: Z = W1 z1 + W2 z2, W1^2 + W2^2 = 1) and
+# the share of alpha stage 1 may spend on its own (early rejection). Fixed before any data.
+W1 = W2 = math.sqrt(0.5)
+STAGE1_SHARE = 0.5
+SQRT_2PI = math.sqrt(2 * math.pi)
+
+
+def _z(p: float) -> float:
+    return float(stats.norm.isf(min(max(p, 1e-300), 1.0)))
+
+
+def _continue_tail(level: float, combined_z: float) -> float:
+    """P(Z1 < b, W1 Z1 + W2 Z2 >= combined_z) for independent standard normals, b the stage-1 bound at
+    `level`: the chance, with nothing changed, of going on to stage 2 and combining to at least this.
+    = integral over z1 < b of phi(z1) * P(Z2 >= (combined_z - W1 z1) / W2)."""
+    b = _z(STAGE1_SHARE * level)
+
+    def density(z1: float) -> float:
+        return math.exp(-z1 * z1 / 2) / SQRT_2PI * 0.5 * math.erfc((combined_z - W1 * z1) / W2 / math.sqrt(2))
+
+    return float(integrate.quad(density, -math.inf, b, epsabs=1e-14, epsrel=1e-8)[0])
+
+
+def two_stage_p(q1: float, q2: float | None) -> float:
+    """The smallest family-wise level at which the two-stage rule rejects a row, given q1 = min(1, m p1)
+    (stage 1's p over the m rows judged) and q2 = min(1, k p2) (stage 2's p, on stage 2's own data, over
+    its k rows; None for a row stage 2 did not take).
+
+    At level a the rule rejects when q1 <= STAGE1_SHARE * a (stage 1 alone), or, for a row stage 2
+    took, when the inverse normal combination W1 z(q1) + W2 z(q2) reaches the bound s(a) that gives
+    P(Z1 >= b) + P(Z1 < b, W1 Z1 + W2 Z2 >= s(a)) = a. q1 and q2 bound every Bonferroni intersection
+    test that holds the row, and the combination is increasing in both, so each intersection is
+    rejected too: a closed test, whose family-wise error is at most a (Posch et al. 2005)."""
+    early = min(1.0, q1 / STAGE1_SHARE)
+    if q2 is None or q1 >= 1 or q2 >= 1:
+        return early
+    combined = W1 * _z(q1) + W2 * _z(q2)
+
+    def excess(log_a: float) -> float:
+        a = math.exp(log_a)
+        return _continue_tail(a, combined) - (1 - STAGE1_SHARE) * a
+
+    if excess(0.0) > 0:  # not rejected even at level 1
+        return early
+    low = math.log(1e-15)
+    if excess(low) <= 0:
+        return min(early, 1e-15)
+    return min(early, math.exp(optimize.brentq(excess, low, 0.0, xtol=1e-6)))

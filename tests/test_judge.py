@@ -1,0 +1,188 @@
+"""The judge's rules as specifications: each test plants an effect (or none) and fails when the rule
+it checks is broken."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, ConfigError
+from harness.judge import SINGLE, TWO_STAGE, Estimate, Thresholds, decide, exit_code
+from harness.judge.stats import TTest, holm, rounds_test, runs_test, two_stage_p, units_test
+from harness.judge.table import format_markdown, format_table
+
+
+def row(name="c", mean=0.0, se=0.01, df=20, threshold=0.02, **kw):
+    """An Estimate whose test is a t on `df` degrees of freedom with this mean and standard error."""
+    score = mean / se
+    test = TTest(mean, float(stats.t.cdf(score, df)), float(stats.t.sf(score, df)), df + 1, se, df)
+    return Estimate(name, test, threshold, **kw)
+
+
+def test_units_test_is_students_one_sample_t():
+    logs = [0.01, -0.02, 0.03, 0.015, -0.005, 0.02]
+    t = units_test(logs)
+    ref = stats.ttest_1samp(logs, 0.0, alternative="less")
+    assert t.p_lower == pytest.approx(ref.pvalue)
+    assert t.p_higher == pytest.approx(1 - ref.pvalue)
+    assert t.df == 5
+
+
+def test_one_unit_is_no_test():
+    t = units_test([0.3])
+    assert (t.p_lower, t.p_higher) == (1.0, 1.0)
+    assert math.isinf(t.critical(0.01))
+
+
+def test_runs_test_uses_the_degrees_of_freedom_of_the_spread_it_uses():
+    runs = [100.0, 102.0, 98.0, 101.0, 99.0]
+    own_sd = np.std(np.log(runs), ddof=1)
+    wide = runs_test(runs, 90.0, pooled_sd=2 * own_sd, pooled_df=40)
+    assert wide.df == 40
+    assert wide.se == pytest.approx(2 * own_sd * math.sqrt(1.2))
+    narrow = runs_test(runs, 90.0, pooled_sd=own_sd / 2, pooled_df=40)
+    assert narrow.df == 4
+    assert narrow.se == pytest.approx(own_sd * math.sqrt(1.2))
+
+
+def test_rounds_test_sees_a_planted_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    base = rng.normal(100, 1, 12).tolist()
+    assert rounds_test(base, rng.normal(95, 1, 12).tolist()).p_lower < 0.001
+    assert rounds_test(base, rng.normal(100, 1, 12).tolist()).p_lower > 0.01
+
+
+def test_holm_step_down():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def _fwer(rule, rows: int, suspects: int, alpha: float, trials: int, seed: int) -> float:
+    """How often any row is rejected when nothing changed, the suspects picked the worst way (the
+    smallest stage-1 p first), stage 2 on fresh data."""
+    rng = random.Random(seed)
+    false = 0
+    for _ in range(trials):
+        p1 = [rng.random() for _ in range(rows)]
+        chosen = set(sorted(range(rows), key=p1.__getitem__)[:suspects])
+        q = [rule(p1[i], rng.random() if i in chosen else None, rows, suspects) for i in range(rows)]
+        false += min(q) < alpha
+    return false / trials
+
+
+def _closed(p1, p2, m, k):
+    return two_stage_p(min(1.0, m * p1), None if p2 is None else min(1.0, k * p2))
+
+
+def _no_stage1_correction(p1, p2, m, k):  # a broken rule: stage 1 not adjusted for the rows
+    return two_stage_p(p1, None if p2 is None else min(1.0, k * p2))
+
+
+def test_two_stage_keeps_the_family_wise_error_at_alpha():
+    bound = 0.05 + 3 * math.sqrt(0.05 * 0.95 / 1500)
+    assert _fwer(_closed, rows=8, suspects=2, alpha=0.05, trials=1500, seed=1) <= bound
+
+
+def test_two_stage_without_the_correction_is_caught_by_the_same_check():
+    assert _fwer(_no_stage1_correction, rows=8, suspects=2, alpha=0.05, trials=600, seed=1) > 0.15
+
+
+def test_two_stage_single_row_has_exactly_its_level():
+    rng = random.Random(3)
+    hits = sum(two_stage_p(rng.random(), rng.random()) < 0.05 for _ in range(3000)) / 3000
+    assert hits == pytest.approx(0.05, abs=3 * math.sqrt(0.05 * 0.95 / 3000))
+
+
+def test_two_stage_combines_evidence_neither_stage_has_alone():
+    p1, p2 = 0.03, 0.004  # stage 1 alone needs p1 <= alpha/2; stage 2 alone is not the rule
+    assert p1 > 0.01 / 2
+    assert two_stage_p(p1, p2) < 0.01
+    assert two_stage_p(p1, None) > 0.01
+
+
+@pytest.mark.parametrize(
+    ("mean", "se", "expected"),
+    [
+        (-0.10, 0.01, "regression"),
+        (0.10, 0.01, "improvement"),
+        (0.002, 0.004, "unchanged"),  # interval -0.6%..+1.0%, inside +-2%
+        (-0.01, 0.02, "inconclusive"),  # interval -5%..+3%: cannot tell
+        (-0.015, 0.002, "unchanged"),  # significant, but inside the threshold
+        (-0.025, 0.01, "inconclusive"),  # beyond the threshold, not significant after adjustment
+    ],
+)
+def test_four_verdicts(mean, se, expected):
+    others = [row(f"o{i}", 0.0, 0.004) for i in range(4)]
+    assert decide([row("c", mean, se), *others], alpha=0.01)[0].status == expected
+
+
+def test_a_latency_row_regresses_going_up():
+    up = row("ttft", 0.2, 0.01, lower_is_better=True, unit="ms")
+    assert decide([up], 0.01)[0].status == "regression"
+    assert decide([row("tok", 0.2, 0.01)], 0.01)[0].status == "improvement"
+
+
+def test_inconclusive_rows_say_what_they_could_detect():
+    v = decide([row("c", -0.01, 0.02)], 0.01)[0]
+    assert v.status == "inconclusive"
+    assert v.detectable == pytest.approx(math.expm1(stats.t.isf(0.01, 20) * 0.02))
+
+
+def test_a_row_that_cannot_be_judged_is_inconclusive_and_not_counted():
+    sick = Estimate("gpu", row(mean=-0.5, se=0.01).test, 0.02, why_not="recorded on an unhealthy GPU")
+    verdicts = decide([sick, row("c", -0.06, 0.015)], alpha=0.01)
+    assert verdicts[0].status == "inconclusive"
+    assert "unhealthy" in verdicts[0].note
+    assert verdicts[1].status == "regression"  # one row judged: no adjustment for the sick one
+
+
+def test_multiplicity_is_adjusted():
+    alone = decide([row("c", -0.03, 0.01, df=30)], alpha=0.01)[0]
+    crowded = decide([row("c", -0.03, 0.01, df=30)] + [row(f"o{i}", 0.0, 0.01) for i in range(30)], alpha=0.01)[0]
+    assert alone.status == "regression"
+    assert crowded.status == "inconclusive"
+
+
+def test_a_large_drop_fails_whatever_the_adjustment():
+    crowded = [row("c", math.log(0.7), 0.12, df=40, threshold=0.05)] + [row(f"o{i}", 0.0, 0.05) for i in range(20)]
+    assert decide(crowded, alpha=0.01, large_drop=0.2)[0].status == "regression"
+    assert decide(crowded, alpha=0.01, large_drop=0.0)[0].status != "regression"
+
+
+def test_two_stage_spends_half_of_alpha_on_stage_1():
+    r = row("c", -0.05, 0.0185, df=40)  # p about 0.005: enough alone at 0.01, not at 0.005
+    assert decide([r], 0.01, SINGLE)[0].status == "regression"
+    assert decide([r], 0.01, TWO_STAGE)[0].status == "inconclusive"
+
+
+def test_exit_codes():
+    reg, inc = decide([row("a", -0.1, 0.01)], 0.01), decide([row("b", 0.0, 0.05)], 0.01)
+    assert exit_code(reg) == EXIT_REGRESSION
+    assert exit_code(inc) == EXIT_OK
+    assert exit_code(inc, strict=True) == EXIT_INCONCLUSIVE
+
+
+def test_tables_count_each_verdict_and_name_every_row():
+    verdicts = decide([row("a", -0.1, 0.01), row("b", 0.0, 0.05), row("c", 0.0, 0.002)], 0.01)
+    text = format_table(verdicts, "the method")
+    assert "verdicts: 1 regression, 0 improvement, 1 unchanged, 1 inconclusive, 0 missing" in text
+    assert text[-1] == "method: the method"
+    md = format_markdown(verdicts, "the method", "A/B")
+    assert "**REGRESSION**" in md
+    assert "`b`" in md
+    assert "could tell a change beyond" in md
+
+
+def test_config_refuses_unknown_keys_and_bad_values(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text("[tool.perf]\nthreshhold = 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key.*threshhold.*valid keys: threshold"):
+        Thresholds.from_pyproject(path)
+    path.write_text("[tool.perf]\nalpha = 2\n")
+    with pytest.raises(ConfigError, match="alpha"):
+        Thresholds.from_pyproject(path)
+    path.write_text('[tool.perf]\nthreshold = 0.07\nstrict = true\n[tool.perf.groups]\nserving = 0.1\n')
+    t = Thresholds.from_pyproject(path)
+    assert (t.default, t.strict, t.for_case("test_serving[x]", "serving")) == (0.07, True, 0.1)
+    assert Thresholds.from_pyproject(tmp_path / "absent.toml") == Thresholds()

@@ -26,9 +26,9 @@ from experiments.trees import trees
 from experiments.trials import run_trials, summary
 
 REGRESSIONS = {
-    "decode-fresh-buffers": "test_decode[small-paged-bs1-ctx128]",
-    "prefill-more-logits": "test_prefill[small-manual-bs1-prompt128]",
-    "batching-keep-scores": "test_batching[small-static-batch-bs8-prompt32-new16]",
+    "decode-v-twice": "test_decode[small-paged-bs1-ctx128]",
+    "prefill-kv-twice": "test_prefill[small-paged-bs1-prompt128]",
+    "batching-wider-padding": "test_batching[small-static-batch-bs8-prompt32-new16]",
 }
 AA = "noop-comment"
 CI_ARGS = ["perf_tests", "--perf-tier", "quick"]

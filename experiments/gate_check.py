@@ -26,7 +26,7 @@ from pathlib import Path
 from experiments.trees import trees
 from experiments.trials import run_trials, summary
 
-ONE_CASE = ("prefill-many-logits", "test_prefill[small-manual-bs1-prompt128]")
+ONE_CASE = ("prefill-qkv-twice", "test_prefill[small-paged-bs1-prompt128]")
 LABELS = ("unchanged", "one case 25%", "every case 10%")
 
 

@@ -24,7 +24,7 @@ HTTP_ENGINES ?= paged,static-batch,openai
 HTTP_SLO ?= ttft:2000 tpot:200
 HTTP_ARGS ?=
 
-.PHONY: setup bench test lint clean vllm-env test-vllm bench-vllm bench-http
+.PHONY: setup bench test test-install lint clean vllm-env test-vllm bench-vllm bench-http
 
 setup: $(STAMP)
 
@@ -40,7 +40,18 @@ bench: $(STAMP)
 	$(PY) -m harness report $(RESULTS) --out $(REPORT_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest tests experiments perf_tests --models tiny --benchmark-disable $(TEST_ARGS)
+	$(PY) -m pytest tests experiments perf_tests --perf-models tiny --benchmark-disable $(TEST_ARGS)
+
+# The suite installed as a user installs it (not editable), with the template engine of
+# examples/external_engine beside it, run from a folder that is not this repository.
+INSTALL_VENV ?= .venv-install
+test-install:
+	rm -rf $(INSTALL_VENV) && $(PYTHON) -m venv $(INSTALL_VENV)
+	$(INSTALL_VENV)/bin/python -m pip install -q "torch==$(TORCH_VERSION)"
+	$(INSTALL_VENV)/bin/python -m pip install -q . ./examples/external_engine
+	cd "$$(mktemp -d)" && $(CURDIR)/$(INSTALL_VENV)/bin/python -m pytest --pyargs perf_tests -q -p no:cacheprovider \
+		--perf-models tiny --perf-tier quick --perf-engines toy-greedy,paged --benchmark-disable
+	cd "$$(mktemp -d)" && $(CURDIR)/$(INSTALL_VENV)/bin/llm-perf engines | grep "toy-greedy.*entry point (toy-engine)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check harness perf_tests tests examples experiments tools
@@ -65,8 +76,8 @@ test-vllm: $(VSTAMP)
 # paged, static-batch, transformers-cb and vllm on mixed64 with `small`, one run, at equal KV memory.
 bench-vllm: $(VSTAMP)
 	@mkdir -p results
-	$(VPY) -m pytest perf_tests --models small --perf-tier full -k mixed64 \
-		--engines paged,static-batch,transformers-cb,vllm --perf-rounds 3 --perf-warmup 1 \
+	$(VPY) -m pytest perf_tests --perf-models small --perf-tier full -k mixed64 \
+		--perf-engines paged,static-batch,transformers-cb,vllm --perf-rounds 3 --perf-warmup 1 \
 		--benchmark-json results/bench-vllm.json $(VLLM_BENCH_ARGS)
 	$(VPY) -m harness report results/bench-vllm.json --out $(REPORT_DIR)/bench-vllm
 
@@ -74,10 +85,10 @@ bench-vllm: $(VSTAMP)
 # the in-process engines and the openai engine at every rate; report/bench-http/ gets sweep.png.
 bench-http: $(VSTAMP)
 	@mkdir -p results
-	$(VPY) -m harness bench-http --model $(HTTP_MODEL) --workload $(HTTP_WORKLOAD) -- \
-		--engines $(HTTP_ENGINES) --request-rate $(HTTP_RATES) --goodput $(HTTP_SLO) \
+	$(VPY) -m harness bench-http --perf-models $(HTTP_MODEL) --perf-workloads $(HTTP_WORKLOAD) -- \
+		--perf-engines $(HTTP_ENGINES) --request-rate $(HTTP_RATES) --goodput $(HTTP_SLO) \
 		--perf-rounds 3 --perf-warmup 1 --benchmark-json results/bench-http.json $(HTTP_ARGS)
 	$(VPY) -m harness report results/bench-http.json --out $(REPORT_DIR)/bench-http
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) results $(REPORT_DIR) *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) $(INSTALL_VENV) results $(REPORT_DIR) *.egg-info

@@ -1,7 +1,7 @@
 """A complete engine plug-in: greedy decoding on transformers' KV cache, one request at a time.
 
 Run it through the suite:
-    pytest perf_tests --engine-module examples.greedy_loop_engine:GreedyLoopEngine --engines greedy-loop
+    pytest perf_tests --perf-engine-module examples.greedy_loop_engine:GreedyLoopEngine --perf-engines greedy-loop
 """
 
 import torch

@@ -31,8 +31,11 @@ LABELS = ("unchanged", "one case 25%", "every case 10%")
 
 
 def _env(tree: Path, slowdown: float = 0.0) -> dict:
+    """The tree's own code first; its own conftest loads its own plugin, so the installed one (the entry
+    point `llm_perf`, which may be a newer version) is blocked."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PERF_INJECT_SLOWDOWN", "PERF_INJECT_CASE")}
-    return {**env, "PYTHONPATH": str(tree), **({"PERF_INJECT_SLOWDOWN": str(slowdown)} if slowdown else {})}
+    env |= {"PYTHONPATH": str(tree), "PYTEST_ADDOPTS": "-p no:llm_perf"}
+    return env | ({"PERF_INJECT_SLOWDOWN": str(slowdown)} if slowdown else {})
 
 
 def run_suite(tree: Path, args: list[str], out: Path, slowdown: float = 0.0) -> None:

@@ -287,13 +287,16 @@ def build_cases(
     engine_ok,
     loads: list[Load] | None = None,
     workloads: list[str] | None = None,
+    plugins: list[str] = (),
 ) -> list[Case]:
-    """Cases of one kind. `engines`/`batch_sizes` override the tier's; `engine_ok(name, kind)` filters
-    engines that cannot run this kind (an engine without decode_case has no decode cases); `loads` are
-    the serving cases' arrival processes (one case each) and `workloads` replace the tier's."""
+    """Cases of one kind. `engines`/`batch_sizes` override the tier's; without `engines`, the tier's
+    engines and every plug-in engine (`plugins`: by entry point or --perf-engine-module). `engine_ok(name,
+    kind)` filters engines that cannot run this kind (an engine without decode_case has no decode cases);
+    `loads` are the serving cases' arrival processes (one case each) and `workloads` replace the tier's."""
     k = get_kind(kind)
     if tier not in TIERS:
         raise UnknownNameError("tier", tier, list(TIERS))
-    chosen = [e for e in (engines or k.matrix[tier]["engines"]) if engine_ok(e, k)]
+    default = [*k.matrix[tier]["engines"], *(p for p in plugins if p not in k.matrix[tier]["engines"])]
+    chosen = [e for e in (engines or default) if engine_ok(e, k)]
     serving = {"loads": loads, "workloads": workloads} if isinstance(k, ServingKind) else {}
     return [case for model in models for case in k.cases(tier, model, chosen, batch_sizes, **serving)]

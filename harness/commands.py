@@ -1,4 +1,4 @@
-"""What each `python -m harness` subcommand does; harness/__main__.py parses the command line."""
+"""What each `llm-perf` subcommand does; harness/__main__.py parses the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _options(args: argparse.Namespace, names: list[str]):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from harness.hardware import machine_slug, probe
+    from harness.hardware import info_rows, machine_slug, probe
     from harness.models import canonical_dtype, default_dtype, resolve_device
 
     options = _options(args, ["device", "dtype"])
@@ -22,35 +22,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.slug:  # names this machine's baseline folder; no measurement needed
         print(machine_slug(probe(device, dtype, measure=False)))
         return 0
-    hw = probe(device, dtype)
-
-    def fmt(value, unit: str) -> str:
-        return f"{value:,.4g} {unit}" if value else "n/a"
-
-    rows = [
-        ("device", f"{hw.name} ({hw.device})"),
-        ("machine slug", machine_slug(hw)),
-        ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
-        ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
-        ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
-        ("transformers", hw.transformers),
-        ("dtype", hw.dtype),
-        ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
-        ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
-        (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
-        ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
-        ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)"),
-    ]
-    if hw.health is not None:
-        h = hw.health
-        rows += [
-            ("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
-            ("temperature", fmt(h.temperature_c, "C")),
-            ("power limit", fmt(h.power_limit_w, "W")),
-            ("other GPU processes", str(h.other_processes)),
-            ("clock event reasons", ", ".join(h.clock_event_reasons) or "none"),
-        ]
-    rows += [("note", n) for n in hw.notes]
+    rows = info_rows(probe(device, dtype))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -60,8 +32,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_roofline(args: argparse.Namespace) -> int:
     from harness.report.tables import roofline_tables
 
-    for line in roofline_tables(args.model, args.gpu, args.dtype, args.prompt_len, args.simple, args.device):
-        print(line)
+    options = _options(args, ["models", "dtype", "device"])
+    for model in options.models:
+        for line in roofline_tables(
+            model, args.gpu, options.dtype or "float32", args.prompt_len, args.simple, options.device
+        ):
+            print(line)
     return 0
 
 
@@ -80,22 +56,35 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 def cmd_engines(args: argparse.Namespace) -> int:
     from harness.engines.registry import discover
 
-    rows = discover(args.engine_module or [])
+    rows = discover(_options(args, ["engine_modules"]).engine_modules)
     width = max(len(r.name) for r in rows)
     for r in rows:
         print(f"{r.name:<{width}}  {r.origin:<28}  {'available' if r.available else 'unavailable: ' + r.reason}")
     return 0
 
 
+def _thresholds(args: argparse.Namespace):
+    from harness.judge import Thresholds
+
+    return Thresholds.from_pyproject(args.pyproject, **({"strict": True} if args.strict else {}))
+
+
+def _summarised(markdown: str, asked: str | None) -> None:
+    from harness.report.summary import write_summary
+
+    written = write_summary(markdown, asked)
+    if written is not None:
+        print(f"summary written: {written}")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.baseline.run import judge
     from harness.baseline.storage import load_results
-    from harness.judge import Thresholds
 
     baseline, current = load_results(args.baseline), load_results(args.current)
-    thresholds = Thresholds.from_pyproject(args.pyproject, **({"strict": True} if args.strict else {}))
-    outcome = judge(baseline, current, thresholds, args.baseline, args.any_machine)
+    outcome = judge(baseline, current, _thresholds(args), args.baseline, args.any_machine)
     print("\n".join(outcome.lines))
+    _summarised(outcome.markdown(f"llm-perf compare: {args.current} against {args.baseline}"), args.summary)
     return outcome.exit_code
 
 
@@ -113,15 +102,15 @@ def add_plan_options(sub: argparse.ArgumentParser) -> None:
 
     plan = Plan()
     for flag, dest, kind, what in PLAN_OPTIONS:
-        sub.add_argument(flag, dest=dest, type=kind, default=getattr(plan, dest), help=f"{what} (default: %(default)s)")
+        sub.add_argument(flag, dest=dest, type=kind, default=getattr(plan, dest), help=what)
 
 
 PLAN_OPTIONS = [
-    ("--sweeps", "sweeps", int, "stage 1: fresh process pairs; each case's visits are spread over them"),
+    ("--sweeps", "sweeps", int, "stage 1: sweeps, each a fresh pair of processes; a case is visited once per sweep"),
     ("--case-s", "case_s", float, "stage 1: seconds of timed rounds per case, both sides"),
     ("--suspects", "suspects", int, "stage 2: at most this many cases that lean slower"),
     ("--stage2-s", "stage2_s", float, "stage 2: seconds of timed rounds, split among its suspects (0: no stage 2)"),
-    ("--stage2-sweeps", "stage2_sweeps", int, "stage 2: fresh process pairs"),
+    ("--stage2-sweeps", "stage2_sweeps", int, "stage 2: sweeps, each a fresh pair of processes"),
     ("--round-s", "round_s", float, "a round repeats the case's unit of work about this long"),
 ]
 
@@ -134,11 +123,13 @@ def plan_from(args: argparse.Namespace):
 
 def cmd_ab(args: argparse.Namespace) -> int:
     from harness.ab.runner import ab
-    from harness.judge import Thresholds
 
-    thresholds = Thresholds.from_pyproject(args.pyproject, **({"strict": True} if args.strict else {}))
-    result = ab(args.base, args.head, args.pytest_args, plan_from(args), args.out, args.seed, thresholds)
+    envs = ((args.base_python, args.base_path), (args.head_python, args.head_path))
+    result = ab(
+        args.base, args.head, args.pytest_args, plan_from(args), args.out, args.order_seed, _thresholds(args), envs
+    )
     print("\n".join(result.lines))
+    _summarised(result.markdown(), args.summary)
     return result.exit_code
 
 
@@ -154,12 +145,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_save_model(args: argparse.Namespace) -> int:
     from harness.served import save_model
 
-    out = save_model(args.model, args.out, seed=args.seed)
-    print(f"{args.model} (seed {args.seed}) saved to {out}: serve it, then --engines openai --openai-base-url ...")
+    options = _options(args, ["models", "seed"])
+    out = save_model(options.models[0], args.out, seed=options.seed)
+    print(f"{options.models[0]} (seed {options.seed}) saved to {out}: serve it, then run the suite with")
+    print("--perf-engines openai --perf-openai-base-url http://127.0.0.1:PORT/v1")
     return 0
 
 
 def cmd_bench_http(args: argparse.Namespace) -> int:
     from harness.served import bench_http
 
-    return bench_http(args.model, args.workload, args.pytest_args, eager=args.eager)
+    options = _options(args, ["models", "workloads"])
+    workloads = options.workloads or ("mixed16",)
+    return bench_http(options.models[0], workloads[0], args.pytest_args, eager=args.eager)

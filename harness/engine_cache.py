@@ -77,6 +77,7 @@ class EngineCache:
             self.engine_ok,
             opts.loads(),
             list(opts.workloads) if opts.workloads else None,
+            [name for name, source in self.sources.items() if source.origin != "builtin"],
         )
 
     def load_problem(self, case: Case) -> str | None:

@@ -1,13 +1,21 @@
 """Errors a person can act on, and the exit codes the suite ends with. Each error says what was asked
 and what would have worked; the CLI and the pytest plugin print it as one line, without a traceback."""
 
-# Exit codes (pytest's own are 0-5)
+# Exit codes. pytest's own are 0-5 (0 passed, 1 tests failed, 2 interrupted, 3 internal error, 4 usage
+# error, 5 no tests collected); the suite's start at 10, so none is read as another.
 EXIT_OK = 0
-EXIT_USAGE = 2  # a bad option, name or configuration value (the CLI's; pytest's usage error is 4)
-EXIT_UNHEALTHY = 3  # --perf-strict-health refused an unhealthy GPU
-EXIT_REGRESSION = 10  # the gate or the A/B comparison found a regression
-EXIT_GATE_ERROR = 11  # the gate could not compare: unusable baseline, another machine, no case in common
-EXIT_INCONCLUSIVE = 12  # --strict: a row was inconclusive (its interval too wide to tell)
+EXIT_REGRESSION = 10  # the gate or the A/B found a regression (throughput, latency)
+EXIT_GATE_ERROR = 11  # nothing to compare: an unusable baseline, another machine, no case in common, none required
+EXIT_INCONCLUSIVE = 12  # --strict: a case could not be told unchanged
+EXIT_UNHEALTHY = 13  # --perf-strict-health refused an unhealthy GPU
+EXIT_USAGE = 14  # `llm-perf`: a bad option, name or configuration value (under pytest: pytest's 4)
+EXIT_CODES = {
+    EXIT_REGRESSION: "a regression",
+    EXIT_GATE_ERROR: "nothing to compare (no usable baseline, another machine, no case in common)",
+    EXIT_INCONCLUSIVE: "a case inconclusive, under --strict",
+    EXIT_UNHEALTHY: "an unhealthy GPU, under --perf-strict-health",
+    EXIT_USAGE: "a bad option, name or configuration value (llm-perf)",
+}
 
 
 class PerfSuiteError(Exception):

@@ -30,3 +30,21 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, doc: dict) -> None:
     write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path):
+    """A JSON document from a file; an unreadable, empty or invalid file is a BaselineError naming it."""
+    from harness.errors import BaselineError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise BaselineError(f"{path}: the file is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return doc

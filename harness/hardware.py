@@ -250,3 +250,36 @@ def machine_slug(info: HardwareInfo) -> str:
     raw = info.name if info.device.startswith("cuda") else f"cpu {info.cpu_model} {info.cpu_cores}c"
     slug = "".join(c if c.isalnum() else "-" for c in raw.lower())
     return "-".join(part for part in slug.split("-") if part)
+
+
+def info_rows(hw: HardwareInfo) -> list[tuple[str, str]]:
+    """`llm-perf info`'s table: the machine, its peaks (theoretical and measured) and its health."""
+
+    def fmt(value, unit: str) -> str:
+        return f"{value:,.4g} {unit}" if value else "n/a"
+
+    rows = [
+        ("device", f"{hw.name} ({hw.device})"),
+        ("machine slug", machine_slug(hw)),
+        ("cpu", f"{hw.cpu_model}, {hw.cpu_cores} cores"),
+        ("memory", fmt(hw.memory_bytes and hw.memory_bytes / 2**30, "GiB")),
+        ("driver / cuda / torch", f"{hw.driver or '-'} / {hw.cuda or '-'} / {hw.torch}"),
+        ("transformers", hw.transformers),
+        ("dtype", hw.dtype),
+        ("bandwidth peak (NVML)", fmt(hw.theoretical_bw_gbps, "GB/s")),
+        ("bandwidth measured (copy)", fmt(hw.measured_bw_gbps, "GB/s")),
+        (f"compute peak ({hw.table_entry or 'no table entry'})", fmt(hw.theoretical_tflops, "TFLOP/s")),
+        ("compute measured (matmul)", fmt(hw.measured_tflops, "TFLOP/s")),
+        ("bandwidth check", hw.bw_warning or "n/a (no NVML peak to check against)"),
+    ]
+    if hw.health is not None:
+        h = hw.health
+        rows += [
+            ("health", "ok" if h.healthy else "UNHEALTHY: " + "; ".join(h.problems)),
+            ("temperature", fmt(h.temperature_c, "C")),
+            ("power limit", fmt(h.power_limit_w, "W")),
+            ("other GPU processes", str(h.other_processes)),
+            ("clock event reasons", ", ".join(h.clock_event_reasons) or "none"),
+        ]
+    rows += [("note", n) for n in hw.notes]
+    return rows

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.arrivals import Load
 from harness.cases import TIERS
 from harness.engines.base import EngineConfig
-from harness.errors import ConfigError
+from harness.option_values import csv, injection, int_csv, number, rates, slos
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,6 @@ class PerfOptions:
         return dict(self.goodput)
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _int_csv(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in _csv(value))
-    except ValueError:
-        raise ConfigError(f"--batch-sizes wants comma-separated integers, got {value!r}") from None
-
-
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -103,25 +92,38 @@ class Option:
     help: str
     parse: Callable[[str], object] | None = None  # str -> value (None: the string itself)
     choices: tuple[str, ...] | None = None
-    switch: str | None = None  # a flag without a value: "store_true", or "store_false" (e.g. --no-parity)
-    repeat: bool = False  # may be given several times (--engine-module)
+    switch: str | None = None  # a flag without a value: "store_true", or "store_false" (e.g. --perf-no-parity)
+    repeat: bool = False  # may be given several times (--perf-engine-module)
     many: bool = False  # takes one or more values after the flag (--goodput ttft:2000 tpot:200)
+    old: str | None = None  # its name before the --perf- prefix: still taken, with a deprecation warning
+    default_text: str | None = None  # how the help shows the default, where the value alone says too little
 
     @property
     def default(self):
         return {f.name: f.default for f in dataclasses.fields(PerfOptions)}[self.dest]
 
-    def add_to(self, add_argument: Callable, default_shown: bool = True) -> None:
-        """Add to an argparse parser or a pytest option group (both take argparse's keywords)."""
+    def shown_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if self.switch or self.repeat:
+            return "off" if self.switch else "none"
+        if isinstance(self.default, tuple):
+            return ",".join(map(str, self.default)) or "none"
+        return "none" if self.default is None else str(self.default)
+
+    def add_to(self, add_argument: Callable, aliases: bool = False) -> None:
+        """Add to an argparse parser or a pytest option group (both take argparse's keywords); with
+        aliases, the old name too (argparse: the pytest plugin rewrites old names itself)."""
+        names = [self.flag, *([self.old] if aliases and self.old else [])]
+        help_text = f"{self.help} (default: {self.shown_default()})"
         if self.switch:
-            add_argument(self.flag, action="store_true", default=False, help=self.help)
+            add_argument(*names, action="store_true", default=False, help=help_text)
         elif self.repeat:
-            add_argument(self.flag, action="append", default=[], help=self.help)
+            add_argument(*names, action="append", default=[], help=help_text)
         elif self.many:
-            add_argument(self.flag, nargs="+", default=None, help=self.help)
+            add_argument(*names, nargs="+", default=None, help=help_text)
         else:
-            shown = ",".join(map(str, self.default)) if isinstance(self.default, tuple) else self.default
-            add_argument(self.flag, default=None, choices=self.choices, help=f"{self.help} (default: {shown})")
+            add_argument(*names, default=None, choices=self.choices, help=help_text)
 
     def value(self, raw):
         """What PerfOptions gets from the parsed command-line value (None or unset: the default)."""
@@ -134,191 +136,203 @@ class Option:
         return self.parse(raw) if self.parse else raw
 
 
-def _rates(value: str) -> tuple[float, ...]:
-    """--request-rate 0.5,1,2,inf -> (0.5, 1.0, 2.0, inf): one rate, or a ladder (a sweep), in the given order."""
-    try:
-        rates = tuple(float(v) for v in _csv(value))
-    except ValueError:
-        raise ConfigError(f"--request-rate wants numbers (requests/s) or inf, comma-separated, got {value!r}") from None
-    if not rates:
-        raise ConfigError("--request-rate got no rate")
-    if len({f"{r:g}" for r in rates}) != len(rates):  # as case ids spell them (Load.suffix)
-        raise ConfigError(f"--request-rate lists a rate twice: {value!r}")
-    return rates
-
-
-def _number(flag: str, kind: type = int) -> Callable[[str], object]:
-    def parse(value: str):
-        try:
-            return kind(value)
-        except ValueError:
-            raise ConfigError(f"{flag} wants {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-
-    return parse
-
-
-SLO_METRICS = ("ttft", "tpot", "e2el")
-
-
-def _slos(values: list[str]) -> tuple[tuple[str, float], ...]:
-    """--goodput ttft:2000 tpot:200 -> (("ttft", 2000.0), ("tpot", 200.0)): vLLM's spelling, ms."""
-    out = []
-    for item in values:
-        name, _, ms = item.partition(":")
-        if name not in SLO_METRICS:
-            raise ConfigError(
-                f"--goodput {item!r}: the metric must be one of {', '.join(SLO_METRICS)} (e.g. ttft:2000)"
-            )
-        try:
-            limit = float(ms)
-        except ValueError:
-            raise ConfigError(f"--goodput {item!r}: the limit must be milliseconds, e.g. {name}:200") from None
-        if not limit > 0:
-            raise ConfigError(f"--goodput {item!r}: the limit must be > 0 ms")
-        out.append((name, limit))
-    return tuple(out)
-
-
 OPTIONS = [
-    Option("--models", "models", "comma-separated model specs; see `python -m harness model-check`", _csv),
-    Option("--engines", "engines", "comma-separated engines (default: each case kind's own list)", _csv),
-    Option("--batch-sizes", "batch_sizes", "comma-separated batch sizes, replacing each kind's list", _int_csv),
-    Option("--device", "device", "auto (CUDA when present), cpu or cuda"),
-    Option("--dtype", "dtype", "float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)"),
-    Option("--model-path", "model_path", "a local HF checkpoint folder to use instead of --models"),
+    Option("--perf-models", "models", "comma-separated model specs (`llm-perf info` lists them)", csv, old="--models"),
+    Option(
+        "--perf-engines",
+        "engines",
+        "comma-separated engines",
+        csv,
+        old="--engines",
+        default_text="each case kind's own list, plus every engine registered by entry point",
+    ),
+    Option(
+        "--perf-batch-sizes",
+        "batch_sizes",
+        "comma-separated batch sizes, replacing each kind's list",
+        int_csv,
+        old="--batch-sizes",
+        default_text="each kind's own",
+    ),  # fmt: skip
+    Option("--perf-device", "device", "auto (CUDA when present), cpu or cuda", old="--device"),
+    Option(
+        "--perf-dtype",
+        "dtype",
+        "float32, bfloat16 or float16",
+        old="--dtype",
+        default_text="float32 on CPU, bfloat16 on CUDA",
+    ),  # fmt: skip
+    Option(
+        "--perf-model-path",
+        "model_path",
+        "a local HF checkpoint folder to use instead of --perf-models",
+        old="--model-path",
+    ),  # fmt: skip
     Option("--perf-tier", "tier", "case matrix: quick, default or full", choices=TIERS),
-    Option("--perf-rounds", "rounds", "timed rounds per case", _number("--perf-rounds")),
-    Option("--perf-warmup", "warmup_rounds", "untimed warm-up rounds per case", _number("--perf-warmup")),
+    Option("--perf-rounds", "rounds", "timed rounds per case, at least", number("--perf-rounds")),
+    Option("--perf-warmup", "warmup_rounds", "untimed warm-up rounds per case", number("--perf-warmup")),
     Option(
         "--perf-min-time",
         "min_time_s",
-        "timed rounds span at least this many seconds (more rounds for fast cases)",
-        _number("--perf-min-time", float),
+        "seconds the timed rounds span at least (more rounds for fast cases)",
+        number("--perf-min-time", float),
     ),
-    Option("--perf-strict-health", "strict_health", "refuse to benchmark on an unhealthy GPU", switch="store_true"),
     Option(
-        "--kv-cache-mem",
+        "--perf-strict-health",
+        "strict_health",
+        "refuse to benchmark on an unhealthy GPU (exit 13)",
+        switch="store_true",
+    ),
+    Option(
+        "--perf-kv-cache-mem",
         "kv_cache_mem",
-        "paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1); serving cases default to what "
-        "static-batch reserves",
-        _number("--kv-cache-mem", float),
+        "paged engine KV pool: bytes (> 1) or a fraction of free memory (<= 1)",
+        number("--perf-kv-cache-mem", float),
+        old="--kv-cache-mem",
+        default_text="serving cases: what static-batch reserves; others: enough for every sequence",
     ),
     Option(
-        "--preemption",
+        "--perf-preemption",
         "preemption",
         "paged engine: how to preempt when KV blocks run out",
         choices=("recompute", "swap"),
-    ),
+        old="--preemption",
+    ),  # fmt: skip
     Option(
-        "--max-batch-size", "max_batch_size", "static-batch: requests per padded batch", _number("--max-batch-size")
-    ),
+        "--perf-max-batch-size",
+        "max_batch_size",
+        "static-batch: requests per padded batch",
+        number("--perf-max-batch-size"),
+        old="--max-batch-size",
+    ),  # fmt: skip
     Option(
-        "--max-num-seqs",
+        "--perf-max-num-seqs",
         "max_num_seqs",
-        "paged (and vllm): most sequences per step; in practice KV memory is the limit (vLLM's default)",
-        _number("--max-num-seqs"),
-    ),
-    Option("--perf-seed", "seed", "seed of the model weights and of the requests", _number("--perf-seed")),
+        "paged (and vllm): most sequences per step",
+        number("--perf-max-num-seqs"),
+        old="--max-num-seqs",
+    ),  # fmt: skip
+    Option("--perf-seed", "seed", "seed of the model weights and of the requests", number("--perf-seed")),
     Option(
         "--request-rate",
         "request_rates",
         "serving: requests per second, arrivals seeded (inf: every request at t=0); a comma-separated list "
         "is a rate sweep, one case per rate (e.g. 0.5,1,2,4,inf)",
-        _rates,
+        rates,
     ),
     Option(
-        "--workloads",
+        "--perf-workloads",
         "workloads",
-        "serving: comma-separated workloads replacing the tier's (README, 'Workloads')",
-        _csv,
-    ),
+        "serving: comma-separated workloads replacing the tier's (docs/cases.md)",
+        csv,
+        old="--workloads",
+        default_text="the tier's",
+    ),  # fmt: skip
     Option(
         "--burstiness",
         "burstiness",
         "serving: gamma shape of the gaps between arrivals (1: Poisson; lower: burstier)",
-        _number("--burstiness", float),
-    ),
+        number("--burstiness", float),
+    ),  # fmt: skip
     Option(
         "--max-concurrency",
         "max_concurrency",
-        "serving: most requests in flight at once; an arrived request waits for a slot (0: no cap)",
-        _number("--max-concurrency"),
-    ),
+        "serving: most requests in flight at once (0: no cap)",
+        number("--max-concurrency"),
+    ),  # fmt: skip
     Option(
         "--goodput",
         "goodput",
         "serving: SLOs in ms, e.g. ttft:2000 tpot:200 e2el:10000; goodput = requests/s meeting all of them",
-        _slos,
+        slos,
         many=True,
     ),
-    Option("--openai-base-url", "openai_base_url", "openai engine: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
-    Option("--openai-model", "openai_model", "openai engine: the served model's name (default: the first it lists)"),
     Option(
-        "--openai-prompt",
+        "--perf-openai-base-url",
+        "openai_base_url",
+        "openai engine: the server's base URL, e.g. http://127.0.0.1:8000/v1",
+        old="--openai-base-url",
+    ),  # fmt: skip
+    Option(
+        "--perf-openai-model",
+        "openai_model",
+        "openai engine: the served model's name",
+        old="--openai-model",
+        default_text="the first the server lists",
+    ),  # fmt: skip
+    Option(
+        "--perf-openai-prompt",
         "openai_prompt",
-        "openai engine: send prompts as token ids, or as text decoded with --model-path's tokenizer",
+        "openai engine: prompts as token ids, or as text decoded with --perf-model-path's tokenizer",
         choices=("ids", "text"),
-    ),
+        old="--openai-prompt",
+    ),  # fmt: skip
     Option(
-        "--engine-module",
+        "--perf-engine-module",
         "engine_modules",
-        "add an engine class, package.module:Class (repeatable); see README 'Adding an engine'",
+        "add an engine class, package.module:Class (repeatable)",
         repeat=True,
-    ),
+        old="--engine-module",
+    ),  # fmt: skip
     Option(
-        "--no-parity",
+        "--perf-no-parity",
         "parity",
         "time engines without checking their tokens against HF greedy (for engines that sample)",
         switch="store_false",
-    ),
-    Option("--perf-baselines-dir", "baselines_dir", "where baselines/<machine slug>/baseline.json live"),
+        old="--no-parity",
+    ),  # fmt: skip
+    Option("--perf-baselines-dir", "baselines_dir", "where <machine slug>/baseline.json live"),
     Option("--perf-results-dir", "results_dir", "where --benchmark-compare saves this run"),
     Option(
         "--perf-strict", "strict", "--benchmark-compare: an inconclusive case fails too (exit 12)", switch="store_true"
-    ),
+    ),  # fmt: skip
     Option(
         "--perf-require-baseline",
         "require_baseline",
         "--benchmark-compare: no baseline for this machine is an error (exit 11), not a pass",
         switch="store_true",
-    ),
+    ),  # fmt: skip
     Option(
         "--perf-summary",
         "summary",
-        "--benchmark-compare: write the verdicts as markdown to this file (default: $GITHUB_STEP_SUMMARY if set)",
-    ),
+        "--benchmark-compare: write the verdicts as markdown to this file",
+        default_text="$GITHUB_STEP_SUMMARY when set, else none",
+    ),  # fmt: skip
 ]
+OLD_NAMES = {o.old: o.flag for o in OPTIONS if o.old}  # deprecated: taken for one more release, with a warning
 BY_DEST = {o.dest: o for o in OPTIONS}
 
 
-def add_options(add_argument: Callable, names: list[str] | None = None) -> None:
-    """Add the named options (PerfOptions fields; all when None) to a parser or pytest option group."""
+def add_options(add_argument: Callable, names: list[str] | None = None, aliases: bool = False) -> None:
+    """Add the named options (PerfOptions fields; all when None) to a parser or pytest option group;
+    with aliases, their old names too (argparse parsers)."""
     for opt in OPTIONS if names is None else [BY_DEST[n] for n in names]:
-        opt.add_to(add_argument)
+        opt.add_to(add_argument, aliases)
+
+
+def renamed(args: list[str], taken: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """(args with each old option name replaced by its --perf- name, the old names found). Names another
+    plugin has taken stay as they are: they are its options."""
+    out, found = [], []
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in OLD_NAMES and name not in taken:
+            found.append(name)
+            arg = OLD_NAMES[name] + eq + value
+        out.append(arg)
+    return out, found
+
+
+def deprecation(found: list[str]) -> str:
+    return "deprecated option name(s), taken this release only: " + ", ".join(
+        f"{name} -> {OLD_NAMES[name]}" for name in dict.fromkeys(found)
+    )
 
 
 def options_from(get: Callable[[str], object], names: list[str] | None = None, **overrides) -> PerfOptions:
     """A PerfOptions from parsed values: get(flag) returns what the command line gave for that option."""
     values = {o.dest: o.value(get(o.flag)) for o in (OPTIONS if names is None else [BY_DEST[n] for n in names])}
     return PerfOptions(**{**values, "inject": injection(os.environ), **overrides})
-
-
-SLOWDOWN_ENV = "PERF_INJECT_SLOWDOWN"  # experiments: slow engine work by this fraction...
-CASE_ENV = "PERF_INJECT_CASE"  # ...in the cases whose name contains this (all cases when unset)
-
-
-def injection(env) -> tuple[float, str]:
-    """(fraction, case pattern) asked for by the environment; (0.0, "") when unset."""
-    raw = env.get(SLOWDOWN_ENV, "").strip()
-    if not raw:
-        return 0.0, ""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{SLOWDOWN_ENV}={raw!r} is not a number (try 0.10 for 10% slower)") from None
-    if not 0 <= value < 10:
-        raise ConfigError(f"{SLOWDOWN_ENV}={value} must be in [0, 10)")
-    return value, env.get(CASE_ENV, "").strip()
 
 
 def rooted(options: PerfOptions, root: Path) -> PerfOptions:

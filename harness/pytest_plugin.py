@@ -1,44 +1,78 @@
-"""pytest options, fixtures and hooks. Thin: parsing and printing here, the work in harness.bench."""
+"""pytest options, fixtures and hooks (registered by the `pytest11` entry point `llm_perf`). Thin:
+parsing and printing here, the work in harness.bench. torch is imported only when perf cases run, so
+the plugin costs other test suites in the same environment next to nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.bench import PerfSession
 from harness.cases import KINDS
-from harness.engines.registry import engine_sources
 from harness.errors import EXIT_GATE_ERROR, EXIT_UNHEALTHY, PerfSuiteError
-from harness.options import add_options, options_from, rooted
+from harness.options import add_options, deprecation, options_from, renamed, rooted
 
-SESSION_KEY = pytest.StashKey[PerfSession]()
+SESSION_KEY = pytest.StashKey["PerfSession"]()
+OLD_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser.getgroup("llm-perf-suite").addoption)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Options renamed with the --perf- prefix keep their old names for one release: rewritten here,
+    with a warning, unless another plugin owns the old name."""
+    taken = {name for opt in parser._anonymous.options for name in opt.names()}
+    taken |= {
+        name
+        for group in parser._groups
+        if group.name != "llm-perf-suite"
+        for opt in group.options
+        for name in opt.names()
+    }
+    args[:], found = renamed(args, taken)
+    if found:  # said in the terminal summary (pytest captures what is printed this early)
+        early_config.stash[OLD_KEY] = found
+
+
 def _runs_perf_tests(config: pytest.Config) -> bool:
     return any("perf_tests" in str(a) for a in config.args)
 
 
+def _session(config: pytest.Config):
+    """The run's PerfSession, built on first use (it brings torch)."""
+    if SESSION_KEY not in config.stash:
+        from harness.bench import PerfSession
+        from harness.engines.registry import engine_sources
+
+        options = rooted(options_from(config.getoption), config.rootpath)
+        config.stash[SESSION_KEY] = PerfSession(options, engine_sources=engine_sources(options.engine_modules))
+    return config.stash[SESSION_KEY]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "benchmark_compare_fail", None):
+        raise pytest.UsageError(
+            "--benchmark-compare-fail compares pytest-benchmark's time statistics and treats any rise as worse; "
+            "this suite's gate is --benchmark-compare alone (tokens/s, its own thresholds: docs/gate.md)"
+        )
+    compare = getattr(config.option, "benchmark_compare", None)
+    if not (_runs_perf_tests(config) or compare):
+        return
     try:
-        options = rooted(options_from(config.getoption), config.rootpath)
-        session = PerfSession(options, engine_sources=engine_sources(options.engine_modules))
+        session = _session(config)
         session.cache.model_names()  # unknown models and engines stop the run here, listing the valid names
-        for name in options.engines or ():
+        for name in session.options.engines or ():
             session.cache.engine_class(name)
         session.thresholds  # noqa: B018 - a bad [tool.perf] stops the run now, not after every case has run
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
-    # --benchmark-compare runs this suite's throughput gate against baselines/<machine slug>/ instead of
+    # --benchmark-compare runs this suite's gate against baselines/<machine slug>/ instead of
     # pytest-benchmark's own time-only comparison (cleared before pytest-benchmark reads it).
-    compare = getattr(config.option, "benchmark_compare", None)
     if compare:
         session.gate_requested = compare
         config.option.benchmark_compare = []
-    config.stash[SESSION_KEY] = session
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -69,7 +103,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not _runs_perf_tests(config):
         return None
-    session = config.stash[SESSION_KEY]
+    session = _session(config)
     try:
         hw = session.hardware
     except PerfSuiteError as exc:
@@ -90,21 +124,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(
             f"{metafunc.function.__name__}: perf tests are named test_<kind>, kind one of {', '.join(KINDS)}"
         )
-    session = metafunc.config.stash[SESSION_KEY]
     try:
-        cases = session.cache.cases(kind)
+        cases = _session(metafunc.config).cache.cases(kind)
     except PerfSuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture(scope="session")
-def perf(request: pytest.FixtureRequest) -> PerfSession:
-    return request.config.stash[SESSION_KEY]
+def perf(request: pytest.FixtureRequest):
+    return _session(request.config)
 
 
 @pytest.fixture
-def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
+def case_engine(request: pytest.FixtureRequest, perf):
     """The engine of this case, built (with its model) outside the timed region and checked against HF
     greedy on the probe workload; skipped when unavailable."""
     case = request.getfixturevalue("case")
@@ -115,7 +148,7 @@ def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
     if problem:
         pytest.fail(
             f"parity check failed: {problem}; a fast wrong engine is not timed "
-            f"(--no-parity skips this check, for engines that sample)",
+            f"(--perf-no-parity skips this check, for engines that sample)",
             pytrace=False,
         )
     return perf.cache.engine(case)
@@ -123,9 +156,11 @@ def case_engine(request: pytest.FixtureRequest, perf: PerfSession):
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
+    tr = terminalreporter
+    if config.stash.get(OLD_KEY, None):
+        tr.write_line(f"llm-perf-suite: {deprecation(config.stash[OLD_KEY])}", yellow=True)
     if not session or not session.records:
         return
-    tr = terminalreporter
     if session.gate_lines:
         tr.section("llm-perf-suite: regression gate (tokens/s; serving latency at a fixed rate)")
         for line in session.gate_lines:

@@ -13,13 +13,12 @@ round times, CaseResult) per case; it loads with errors that name the file and s
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import BaselineError
-from harness.files import write_json_atomic
+from harness.files import read_json, write_json_atomic
 
 
 @dataclass
@@ -269,17 +268,7 @@ class ResultsFile:
     @classmethod
     def load(cls, path: str | Path) -> ResultsFile:
         """A pytest-benchmark JSON document with raw rounds; anything else is a BaselineError naming the file."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        if not text.strip():
-            raise BaselineError(f"{path}: the file is empty")
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        doc = read_json(path)
         return cls.from_dict(doc, str(path))
 
     def save(self, path: str | Path) -> None:

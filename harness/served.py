@@ -129,7 +129,10 @@ def _signal_group(group: int, sig: int) -> bool:
 
 
 # What bench-http sets itself, to keep the server and the in-process engines on the same model and KV memory
-BENCH_HTTP_OWNS = ("--models", "--workloads", "--dtype", "--perf-seed", "--max-batch-size", "--kv-cache-mem")
+BENCH_HTTP_OWNS = (
+    *("--perf-models", "--perf-workloads", "--perf-dtype", "--perf-seed", "--perf-max-batch-size"),
+    *("--perf-kv-cache-mem", "--perf-openai-base-url", "--models", "--workloads", "--dtype"),
+)
 
 
 def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int = 0) -> dict:
@@ -157,9 +160,12 @@ def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = 
 
     if workload not in WORKLOADS:
         raise UnknownNameError("workload", workload, list(WORKLOADS))
-    owned = [a for a in pytest_args if a.split("=")[0] in BENCH_HTTP_OWNS or a == "--openai-base-url"]
+    owned = [a for a in pytest_args if a.split("=")[0] in BENCH_HTTP_OWNS]
     if owned:
-        raise ConfigError(f"bench-http sets {', '.join(owned)} itself (the server must match): use --model/--workload")
+        raise ConfigError(
+            f"bench-http sets {', '.join(owned)} itself (the server must match): give --perf-models/--perf-workloads "
+            "before --"
+        )
     # float32 on a GPU too: in bfloat16 a seeded deep model (qwen3-0.6b) rounds so differently along
     # HF's own paths that the output check cannot vouch for any engine (harness/correctness/calibrate.py)
     device, dtype = ("cuda" if torch.cuda.is_available() else "cpu"), "float32"
@@ -170,6 +176,6 @@ def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = 
         print(f"starting vllm serve ({kv['kv_cache_memory_bytes'] / 2**20:.0f} MiB of KV, log {server.log_path})")
         with server:
             print(f"vllm serve is up at {server.base_url}")
-            cmd = [sys.executable, "-m", "pytest", "perf_tests", "-k", "serving", "--models", model, "--dtype", dtype]
-            cmd += ["--workloads", workload, "--openai-base-url", server.base_url, *pytest_args]
-            return subprocess.call(cmd)
+            cmd = [sys.executable, "-m", "pytest", "--pyargs", "perf_tests", "-k", "serving", "--perf-models", model]
+            cmd += ["--perf-dtype", dtype, "--perf-workloads", workload, "--perf-openai-base-url", server.base_url]
+            return subprocess.call([*cmd, *pytest_args])

@@ -98,7 +98,7 @@ class FakeLauncher:
         self.rng = random.Random(self.seed)
 
     @contextmanager
-    def __call__(self, base, head, args, base_first, rng):
+    def __call__(self, base, head, suite, args, base_first, rng):
         journal: list[tuple] = []
         head_s = {
             c: s * self.slower.get(c, 1.0) for c, s in self.unit_s.items() if c in (self.head_cases or self.unit_s)

@@ -1,6 +1,8 @@
 """`llm-perf ab` for real, on the tiny model: two trees, fresh worker processes per sweep, verdicts."""
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from harness.ab.sides import resolve_side, worker_env
 from harness.errors import EXIT_REGRESSION, PerfSuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["perf_tests", "--models", "tiny", "-k", "decode and bs8 and ctx128"]
+ARGS = ["perf_tests", "--perf-models", "tiny", "-k", "decode and bs8 and ctx128"]
 QUICK = Plan(sweeps=4, case_s=3.0, suspects=1, stage2_s=4.0, stage2_sweeps=4)
 
 
@@ -53,20 +55,34 @@ def test_ab_finds_a_real_regression_in_the_slowed_tree_and_nowhere_else(tmp_path
 
 def test_ab_with_no_case_selected_is_an_error():
     with pytest.raises(PerfSuiteError, match="no case in common"):
-        ab(str(ROOT), str(ROOT), ["perf_tests", "--models", "tiny", "-k", "nothing-matches-this"], QUICK, seed=1)
+        ab(str(ROOT), str(ROOT), ["perf_tests", "--perf-models", "tiny", "-k", "nothing-matches-this"], QUICK, seed=1)
 
 
 def test_sides_get_environments_of_equal_size_before_their_random_pad(tmp_path):
     import random
 
-    short, long = resolve_side("base", str(tree_copy(tmp_path, "b")), None, tmp_path), None
+    short = resolve_side("base", str(tree_copy(tmp_path, "b")), None, tmp_path)
     long = resolve_side("head", str(tree_copy(tmp_path, "a-much-longer-folder-name")), None, tmp_path)
-    zero = random.Random(0)
+    suite = tmp_path / "suite"
     sizes = []
     for side, other in ((short, long), (long, short)):
-        env = worker_env(side, other, random.Random(0))
+        env = worker_env(side, other, suite, random.Random(0))
         sizes.append(len(env["PYTHONPATH"]) + len(env["LLM_PERF_LAYOUT_PAD"]))
         assert env["PYTHONPATH"] == str(side.path)
     assert sizes[0] == sizes[1]
-    pads = {len(worker_env(short, long, zero)["LLM_PERF_LAYOUT_PAD"]) for _ in range(20)}
+    rng = random.Random(0)
+    pads = {len(worker_env(short, long, suite, rng)["LLM_PERF_LAYOUT_PAD"]) for _ in range(20)}
     assert len(pads) > 10  # drawn anew for each process
+
+
+def test_environment_sides_run_this_suites_code_with_their_own_path_first(tmp_path):
+    engine_checkout = tmp_path / "engine"
+    engine_checkout.mkdir()
+    side = resolve_side("head", None, None, tmp_path, env=(sys.executable, str(engine_checkout)))
+    assert side.path is None
+    assert side.python == sys.executable
+    assert side.import_path(tmp_path / "suite").split(os.pathsep) == [str(engine_checkout), str(tmp_path / "suite")]
+    with pytest.raises(PerfSuiteError, match="--base-python /nonexistent: not an executable file"):
+        resolve_side("base", None, None, tmp_path, env=("/nonexistent", None))
+    with pytest.raises(PerfSuiteError, match="not both"):
+        resolve_side("base", "main", None, tmp_path, env=(sys.executable, None))

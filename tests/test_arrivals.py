@@ -10,7 +10,8 @@ from arrival_check import arrival_problems
 from harness.arrivals import AT_ONCE, ArrivalQueue, Load
 from harness.engines.base import GenerateResult, RequestOutput
 from harness.errors import ConfigError
-from harness.options import PerfOptions, _slos
+from harness.option_values import slos as _slos
+from harness.options import PerfOptions
 from harness.workloads import Request
 
 

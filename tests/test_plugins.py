@@ -35,7 +35,7 @@ def test_entry_point_and_engine_module_registration(toy_dist, monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
     sources = engine_sources(["examples.greedy_loop_engine:GreedyLoopEngine"])
     assert sources["toy"].origin == "entry point (toy-engines-dist)"
-    assert sources["greedy-loop"].origin == "--engine-module"
+    assert sources["greedy-loop"].origin == "--perf-engine-module"
     assert sources["paged"].origin == "builtin"
     rows = {r.name: r for r in discover(["examples.greedy_loop_engine:GreedyLoopEngine"])}
     assert rows["toy"].available
@@ -61,7 +61,7 @@ def run_suite(tmp_path, toy_dist, *args):
         str(ROOT / "perf_tests"),
         "-p",
         "no:cacheprovider",
-        "--models",
+        "--perf-models",
         "tiny",
         "--perf-rounds",
         "1",
@@ -79,11 +79,11 @@ def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
     proc, doc = run_suite(
         tmp_path,
         toy_dist,
-        "--engines",
+        "--perf-engines",
         "toy,greedy-loop",
         "-k",
         "generate or serving",
-        "--engine-module",
+        "--perf-engine-module",
         "examples.greedy_loop_engine:GreedyLoopEngine",
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -97,7 +97,7 @@ def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
 
 
 def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
-    args = ["--engines", "wrong-toy", "-k", "generate", "--engine-module", "toy_engines:WrongToyEngine"]
+    args = ["--perf-engines", "wrong-toy", "-k", "generate", "--perf-engine-module", "toy_engines:WrongToyEngine"]
     proc, _ = run_suite(tmp_path, toy_dist, *args)
     assert proc.returncode == 1
     assert (
@@ -112,11 +112,11 @@ def test_an_engine_wrong_only_in_its_timed_rounds_fails_its_case_and_its_numbers
     """Right on the one-shot probe, wrong on every later call: the check of the timed rounds fails the
     case, names the round, request and token, and pytest-benchmark's JSON leaves the case out."""
     args = [
-        "--engines",
+        "--perf-engines",
         "mutant-stale-across-rounds,manual",
         "-k",
         "generate",
-        "--engine-module",
+        "--perf-engine-module",
         "mutants:StaleAcrossRounds",
     ]
     proc, doc = run_suite(tmp_path, toy_dist, *args)

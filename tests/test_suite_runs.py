@@ -44,7 +44,7 @@ def run_pytest(*args, env=None, cwd=ROOT):
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out.json"
-    proc = run_pytest("--models", "tiny", "--perf-rounds", "2", "--perf-warmup", "0", "--benchmark-json", str(out))
+    proc = run_pytest("--perf-models", "tiny", "--perf-rounds", "2", "--perf-warmup", "0", "--benchmark-json", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -83,16 +83,29 @@ def test_header_and_summary_table(tiny_results):
 
 
 def test_an_unknown_model_stops_with_the_valid_names():
-    proc = run_pytest("--models", "nope")
+    proc = run_pytest("--perf-models", "nope")
     assert proc.returncode != 0
     assert "unknown model 'nope'" in proc.stderr
     assert "qwen3-0.6b" in proc.stderr
     assert "small" in proc.stderr
 
 
+def test_old_option_names_still_work_for_one_release_with_a_warning():
+    proc = run_pytest("--models", "tiny", "--engines", "paged", "-k", "decode and bs1", "--benchmark-disable")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--models -> --perf-models" in proc.stdout  # in the terminal summary
+    assert "tiny-paged-bs1" in proc.stdout
+
+
+def test_benchmark_compare_fail_is_refused_with_the_reason():
+    proc = run_pytest("--perf-models", "tiny", "--benchmark-compare-fail", "mean:5%")
+    assert proc.returncode == 4
+    assert "--benchmark-compare-fail compares pytest-benchmark's time statistics" in proc.stderr
+
+
 def test_gate_through_pytest(tmp_path):
     common = [
-        "--models",
+        "--perf-models",
         "tiny",
         "--perf-tier",
         "quick",
@@ -129,9 +142,7 @@ def test_gate_through_pytest(tmp_path):
 
 def test_a_bad_tool_perf_value_stops_the_run_at_once_with_one_line(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.perf]\nnormalise = "sometimes"\n')
-    proc = run_pytest(
-        "-c", str(tmp_path / "pyproject.toml"), "-p", "harness.pytest_plugin", "--models", "tiny", cwd=tmp_path
-    )
+    proc = run_pytest("-c", str(tmp_path / "pyproject.toml"), "--perf-models", "tiny", cwd=tmp_path)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "normalise must be one of run, case, off" in proc.stderr
     assert str(tmp_path / "pyproject.toml") in proc.stderr

@@ -9,9 +9,9 @@
 # go under $OUT. Usage there: `bash tools/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
 # runs only those steps; AB_SWEEPS and AB_CASE_S set the A/B's --sweeps and --case-s, 6 and 6 by default;
 # AB_LIMIT_S each A/B step's time limit, 170 by default). The A/B's cases: AB_SELECT, the pytest
-# arguments after `--` (default `--models small -k "decode and bs1 and ctx128"`, launch-bound on a GPU),
+# arguments after `--` (default `--perf-models small -k "decode and bs1 and ctx128"`, launch-bound on a GPU),
 # and AB_PATCH, the head's regression (default decode-fresh-buffers). A case whose step is GPU work:
-#   AB_SELECT='--models small --perf-tier full -k "prefill and bs16 and prompt1024"' \
+#   AB_SELECT='--perf-models small --perf-tier full -k "prefill and bs16 and prompt1024"' \
 #   AB_PATCH=prefill-more-logits STEPS="ab_aa ab_slow" bash tools/gpu_session.sh
 set -u
 OUT=${OUT:-/tmp/gpu_session}
@@ -35,7 +35,7 @@ transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | te
 
 step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 AB=(--sweeps "${AB_SWEEPS:-6}" --case-s "${AB_CASE_S:-6}")
-eval "SEL=(-- perf_tests ${AB_SELECT:---models small -k \"decode and bs1 and ctx128\"})"
+eval "SEL=(-- perf_tests ${AB_SELECT:---perf-models small -k \"decode and bs1 and ctx128\"})"
 LIMIT=${AB_LIMIT_S:-170}
 HEAD_TREE="$OUT/head"  # this tree with a real regression applied
 rm -rf "$HEAD_TREE" && mkdir -p "$HEAD_TREE" && cp -r harness perf_tests pyproject.toml "$HEAD_TREE" \

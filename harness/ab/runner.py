@@ -21,13 +21,15 @@ from pathlib import Path
 
 from harness.ab.plan import Plan, allocate, reps_for, suspects, sweeps_of
 from harness.ab.rounds import CaseRecord, Visit
-from harness.ab.sides import Side, WorkerProcess, ask_both, checked_out, fresh_pair, open_both
+from harness.ab.sides import Side, checked_out
+from harness.ab.workers import WorkerProcess, ask_both, fresh_pair, open_both
 from harness.errors import PerfSuiteError
 from harness.files import write_json_atomic
 from harness.judge import TWO_STAGE, Estimate, Thresholds, Verdict, decide, exit_code, missing
-from harness.judge.table import format_table
+from harness.judge.table import format_markdown, format_table
 
 SPENT = ("start", "prepare", "open", "rounds", "close")
+AB_KIND = "llm-perf-suite ab"  # what an --out document says it is (llm-perf report reads it)
 
 
 @dataclass
@@ -38,7 +40,8 @@ class Sweeps:
     args: list[str]
     plan: Plan
     rng: random.Random
-    launch: Callable = fresh_pair  # (base, head, args, base_first, rng) -> a context giving the pair
+    suite: Path = Path(".")  # this suite's code, for environment sides (sides.suite_code)
+    launch: Callable = fresh_pair  # (base, head, suite, args, base_first, rng) -> a context giving the pair
     names: list[str] | None = None  # the cases both sides have, from the first sweep
     records: dict[str, CaseRecord] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # "name (why)": cases not compared
@@ -62,7 +65,7 @@ class Sweeps:
             return
         with ExitStack() as stack:
             with self.timing("start"):
-                launched = self.launch(*self.sides, self.args, self.rng.random() < 0.5, self.rng)
+                launched = self.launch(*self.sides, self.suite, self.args, self.rng.random() < 0.5, self.rng)
                 self.pair = stack.enter_context(launched)
                 if first:
                     self.names, only = common_cases(self.pair)
@@ -215,6 +218,11 @@ class ABResult:
     verdicts: list[Verdict]
     method: str
 
+    def markdown(self) -> str:
+        return format_markdown(
+            self.verdicts, self.method, f"llm-perf ab: {self.doc['head']} against {self.doc['base']}"
+        )
+
 
 def run_comparison(run: Sweeps, thresholds: Thresholds) -> list[str]:
     """Both stages: fills `run`; returns stage 2's suspects."""
@@ -229,21 +237,24 @@ def verdicts_of(run: Sweeps, thresholds: Thresholds) -> list[Verdict]:
 
 
 def ab(
-    base_spec: str,
+    base_spec: str | None,
     head_spec: str | None,
     pytest_args: list[str],
     plan: Plan | None = None,
     out: str | None = None,
     seed: int | None = None,
     thresholds: Thresholds | None = None,
+    envs: tuple[tuple, tuple] = ((None, None), (None, None)),
 ) -> ABResult:
+    """Compare base and head (refs, folders, or envs: (python, first folder) per side) on these pytest
+    arguments; `out` keeps every round and the verdicts."""
     thresholds = thresholds or Thresholds.from_pyproject()
     plan = plan or Plan()
     args = [a for a in pytest_args if a != "--"]
     seed = random.randrange(2**31) if seed is None else seed
     start = time.perf_counter()
-    with checked_out(base_spec, head_spec) as sides:
-        run = Sweeps(sides, args, plan, random.Random(seed))
+    with checked_out(base_spec, head_spec, *envs) as (sides, suite):
+        run = Sweeps(sides, args, plan, random.Random(seed), suite)
         chosen = run_comparison(run, thresholds)
         described = [s.describe() for s in sides]
     found = verdicts_of(run, thresholds)
@@ -251,6 +262,7 @@ def ab(
     spent = ", ".join(f"{k} {v:.0f} s" for k, v in run.spent.items())
     head = f"base {described[0]} vs head {described[1]}; {time.perf_counter() - start:.0f} s ({spent})"
     doc = {
+        "kind": AB_KIND,
         "method": method,
         "seed": seed,
         "plan": plan.__dict__,

@@ -1,13 +1,13 @@
-"""The two sides of an A/B comparison: where each side's code lives, and the worker process that runs it.
+"""The two sides of an A/B comparison: where each side's code lives, and the environment it runs in.
 
-A side is a folder used as it is, or a git ref checked out into a worktree of its own (removed again
-when the comparison ends). Its workers (harness/ab/worker.py), one per sweep, run with that side's
-code on their path and answer one JSON line per command on stdin.
+A side is a folder used as it is, a git ref checked out into a worktree of its own (removed again
+when the comparison ends), or an environment: an interpreter (`--base-python`) and a folder first on
+its import path (`--base-path`), running this suite's own code against that environment's engine.
+The side's workers (harness/ab/workers.py) start with its code on their path.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -19,19 +19,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.ab.worker import PROTOCOL
 from harness.errors import PerfSuiteError
 
 
 @dataclass
 class Side:
+    """Where one side's code comes from: a tree (a ref's worktree or a folder) whose own suite and engines
+    run, or an environment (an interpreter, a folder first on the import path) running this suite's own
+    code against whatever engine that environment has."""
+
     label: str  # "base" or "head"
-    spec: str  # what the user gave: a ref, a folder, or "working tree"
-    path: Path
+    spec: str  # what the user gave
+    path: Path | None  # the tree; None: an environment side, with this process's suite code
     commit: str | None = None
+    python: str = sys.executable
+    first: Path | None = None  # --base-path / --head-path: first on the side's import path
 
     def describe(self) -> str:
-        return f"{self.spec} ({self.commit or self.path})"
+        return f"{self.spec} ({self.commit or self.path or self.python})"
+
+    def import_path(self, suite: Path) -> str:
+        """PYTHONPATH of the side's workers: its first folder, then its tree or this suite's code."""
+        return os.pathsep.join(str(p) for p in (self.first, self.path or suite) if p is not None)
 
 
 def git(root: Path, *args: str) -> str:
@@ -50,9 +59,15 @@ def repo_root(where: Path) -> Path | None:
     return Path(proc.stdout.strip()) if proc.returncode == 0 else None
 
 
-def resolve_side(label: str, spec: str | None, root: Path | None, tmp: Path) -> Side:
-    """A folder is used as it is; anything else is a git ref checked out into a worktree of its own.
-    Outside a git repository (root None) the working tree is the current folder and only folders do."""
+def resolve_side(label: str, spec: str | None, root: Path | None, tmp: Path, env: tuple | None = None) -> Side:
+    """A folder is used as it is; anything else is a git ref checked out into a worktree of its own;
+    env = (python, first folder) makes an environment side. Outside a git repository (root None) the
+    working tree is the current folder and only folders do."""
+    python, first = env or (None, None)
+    if python or first:
+        if spec is not None:
+            raise PerfSuiteError(f"{label}: give a ref or folder, or --{label}-python/--{label}-path, not both")
+        return _environment_side(label, python, first)
     if spec is None:
         return Side(label, "working tree", root or Path.cwd())
     if Path(spec).is_dir():
@@ -68,16 +83,46 @@ def resolve_side(label: str, spec: str | None, root: Path | None, tmp: Path) -> 
     return Side(label, spec, path, commit)
 
 
+def _environment_side(label: str, python: str | None, first: str | None) -> Side:
+    if python and not (Path(python).is_file() and os.access(python, os.X_OK)):
+        raise PerfSuiteError(f"--{label}-python {python}: not an executable file")
+    if first and not Path(first).is_dir():
+        raise PerfSuiteError(f"--{label}-path {first}: no such folder")
+    spec = " ".join(filter(None, [python and f"python {python}", first and f"path {first}"]))
+    return Side(label, spec, None, python=python or sys.executable, first=Path(first).resolve() if first else None)
+
+
+def suite_code(tmp: Path) -> Path:
+    """A folder holding only this suite's own packages (links to them), for environment sides: their
+    workers run this code whatever suite version their environment has installed, and see nothing
+    else of this environment's."""
+    import harness
+    import perf_tests
+
+    folder = tmp / "suite"
+    folder.mkdir(exist_ok=True)
+    for module in (harness, perf_tests):
+        link = folder / module.__name__
+        if not link.exists():
+            link.symlink_to(Path(module.__file__).parent, target_is_directory=True)
+    return folder
+
+
 @contextmanager
-def checked_out(base_spec: str, head_spec: str | None) -> Iterator[list[Side]]:
-    """[base, head], each resolved; worktrees made for refs are removed on the way out."""
+def checked_out(
+    base_spec: str | None, head_spec: str | None, base_env: tuple | None = None, head_env: tuple | None = None
+) -> Iterator[tuple[list[Side], Path]]:
+    """([base, head], this suite's code folder), each side resolved; worktrees made for refs are removed
+    on the way out."""
     root = repo_root(Path.cwd())
     tmp = Path(tempfile.mkdtemp(prefix="llm-perf-ab-"))
     sides: list[Side] = []
     try:
-        sides.append(resolve_side("base", base_spec, root, tmp))
-        sides.append(resolve_side("head", head_spec, root, tmp))
-        yield sides
+        if base_spec is None and not any(base_env or ()):
+            raise PerfSuiteError("ab needs a base: a git ref or folder, or --base-python / --base-path")
+        sides.append(resolve_side("base", base_spec, root, tmp, base_env))
+        sides.append(resolve_side("head", head_spec, root, tmp, head_env))
+        yield sides, suite_code(tmp)
     finally:
         for s in sides:
             if s.commit is not None and root is not None:
@@ -91,121 +136,15 @@ PAD = "LLM_PERF_LAYOUT_PAD"  # an environment variable of random length: where t
 PAD_MAX = 4096  # bytes: a page of stack offsets
 
 
-def worker_env(side: Side, other: Side | None = None, rng: random.Random | None = None) -> dict:
-    """This process's environment with the side's own code first on the path. Where the environment
-    ends moves the stack, and with it a process's speed by a few percent (Mytkowicz et al. 2009,
-    "Producing wrong data without doing anything obviously wrong!"): a side whose folder has a longer
-    name is padded to the other's length, and each process then gets a random pad of its own, so the
-    layout is a chance each sweep draws again, never a lean of one side (Curtsinger & Berger 2013,
-    Stabilizer, randomise layout to make it noise)."""
+def worker_env(side: Side, other: Side | None, suite: Path, rng: random.Random | None = None) -> dict:
+    """This process's environment with the side's own import path first. Where the environment ends
+    moves the stack, and with it a process's speed by a few percent (Mytkowicz et al. 2009, "Producing
+    wrong data without doing anything obviously wrong!"): a side whose path is shorter is padded to
+    the other's length, and each process then gets a random pad of its own, so the layout is a chance
+    each sweep draws again, never a lean of one side (Curtsinger & Berger 2013, Stabilizer: randomise
+    layout to make it noise)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", PAD)}
-    path = str(side.path)
-    longest = max(len(path), len(str(other.path)) if other else 0)
+    path = side.import_path(suite)
+    longest = max(len(path), len(other.import_path(suite)) if other else 0)
     extra = (rng or random.Random()).randrange(PAD_MAX)
     return {**env, "PYTHONPATH": path, PAD: "x" * (longest - len(path) + extra)}
-
-
-class WorkerProcess:
-    """A side's worker process (harness/ab/worker.py), fresh for each sweep."""
-
-    def __init__(self, side: Side, args: list[str], env: dict | None = None) -> None:
-        self.side, self.args, self.env = side, args, env
-        self.proc: subprocess.Popen | None = None
-        self.hello: dict = {}
-
-    def launch(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.ab.worker", *self.args],
-            cwd=self.side.path,
-            env=self.env or worker_env(self.side),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the worker's own messages go to the terminal
-            text=True,
-        )
-
-    def wait_ready(self) -> None:
-        self.hello = self.read()
-        who = f"the {self.side.label} worker ({self.side.spec})"
-        if "error" in self.hello:
-            raise PerfSuiteError(f"{who} could not start: {self.hello['error']}")
-        if self.hello.get("protocol") != PROTOCOL:
-            raise PerfSuiteError(
-                f"{who} speaks worker protocol {self.hello.get('protocol')}, this A/B needs {PROTOCOL}: compare "
-                "trees of the same suite version (the suite's code on each side is that side's)"
-            )
-
-    def read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise PerfSuiteError(f"the {self.side.label} worker ({self.side.spec}) exited (code {self.proc.wait()})")
-        return json.loads(line)
-
-    def send(self, cmd: str, **kw) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        self.proc.stdin.flush()
-
-    def ask(self, cmd: str, **kw) -> dict:
-        self.send(cmd, **kw)
-        reply = self.read()
-        if "error" in reply and cmd != "open":
-            raise PerfSuiteError(f"{self.side.label} worker ({self.side.spec}), {cmd}: {reply['error']}")
-        return reply
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-
-
-@contextmanager
-def fresh_pair(base: Side, head: Side, args: list[str], base_first: bool, rng: random.Random):
-    """[base, head] worker processes, new for this sweep, launched in the order asked and importing side
-    by side (single-threaded work); each with an environment of its own (worker_env). Both quit on the
-    way out."""
-    pair = [
-        WorkerProcess(base, args, worker_env(base, head, rng)),
-        WorkerProcess(head, args, worker_env(head, base, rng)),
-    ]
-    try:
-        for w in pair if base_first else pair[::-1]:
-            w.launch()
-        for w in pair:
-            w.wait_ready()
-        yield pair
-    finally:
-        for w in pair:
-            w.close()
-
-
-def ask_both(pair: list[WorkerProcess], cmd: str, **kw) -> list[dict]:
-    """The same command to both workers at once (each works on one thread), replies in the pair's order."""
-    for w in pair:
-        w.send(cmd, **kw)
-    replies = [w.read() for w in pair]
-    for w, r in zip(pair, replies, strict=True):
-        if "error" in r:
-            raise PerfSuiteError(f"{w.side.label} worker ({w.side.spec}), {cmd}: {r['error']}")
-    return replies
-
-
-def open_both(pair: list[WorkerProcess], name: str, head_last: bool, check: bool) -> tuple[list[dict], str]:
-    """Open the case on both sides, one after the other (two builds at once, each with a thread per core,
-    took 3-5x as long on 2 cores); where one side cannot run it, close it on the other and say why. The
-    replies come in the pair's order."""
-    opened = [{}, {}]
-    for i in (0, 1) if head_last else (1, 0):
-        opened[i] = pair[i].ask("open", case=name, check=check)
-    problems = [
-        f"{w.side.label}: {o.get('error') or o.get('skip')}"
-        for w, o in zip(pair, opened, strict=True)
-        if "tokens" not in o
-    ]
-    if problems:
-        for w, o in zip(pair, opened, strict=True):
-            if "tokens" in o:
-                w.ask("close")
-    return opened, "; ".join(problems)

@@ -52,7 +52,7 @@ class Worker:
         from harness.options import add_options, options_from
 
         parser = argparse.ArgumentParser(add_help=False)
-        add_options(parser.add_argument)
+        add_options(parser.add_argument, aliases=True)  # pytest's arguments may use the old names too
         parser.add_argument("-k", dest="keyword", default=None)
         parser.add_argument("paths", nargs="*")
         args, _ = parser.parse_known_args(argv)

@@ -69,18 +69,18 @@ class Thresholds:
             raise ConfigError(f"{path}: [tool.perf] cannot be read: {exc}") from None
 
 
-KEYS = {  # [tool.perf] key -> (Thresholds field, how to read it)
-    "threshold": ("default", float),
-    "alpha": ("alpha", float),
-    "normalise": ("normalise", str),
-    "ab_threshold": ("ab_threshold", float),
-    "latency_threshold": ("latency_threshold", float),
-    "large_drop": ("large_drop", float),
-    "strict": ("strict", bool),
-    "groups": ("groups", lambda d: {k: float(v) for k, v in d.items()}),
-    "cases": ("cases", lambda d: {k: float(v) for k, v in d.items()}),
+KEYS = {  # [tool.perf] key -> (Thresholds field, how to read it, what it sets)
+    "threshold": ("default", float, "the stored gate's smallest change that matters, a fraction"),
+    "alpha": ("alpha", float, "each direction's family-wise error: the chance any row is called changed when none is"),
+    "normalise": ("normalise", str, "the stored gate's machine-speed correction: case, run or off"),
+    "ab_threshold": ("ab_threshold", float, "`llm-perf ab`'s smallest change that matters"),
+    "latency_threshold": ("latency_threshold", float, "serving latency rows' smallest change that matters"),
+    "large_drop": ("large_drop", float, "a larger drop fails on the row's own test, whatever the adjustment"),
+    "strict": ("strict", bool, "an inconclusive row fails too (exit 12)"),
+    "groups": ("groups", lambda d: {k: float(v) for k, v in d.items()}, "a table: `threshold` per case kind"),
+    "cases": ("cases", lambda d: {k: float(v) for k, v in d.items()}, "a table: `threshold` per case name"),
 }
-assert {f for f, _ in KEYS.values()} == {f.name for f in fields(Thresholds)}
+assert {f for f, _, _ in KEYS.values()} == {f.name for f in fields(Thresholds)}
 
 
 def _keyword_values(perf: dict) -> dict:

@@ -226,7 +226,7 @@ def fig_compare(verdicts: list, out: Path) -> str | None:
     for status, c in color.items():
         ax.bar(0, 0, color=c, label=status)
     ax.set_xlabel("tokens/s change (%), with its 95% interval")
-    ax.set_title("Verdicts: regression, improvement, unchanged (interval inside +-threshold), inconclusive")
+    ax.set_title("Each case's change and 95% interval (grey: +-threshold)")
     ax.legend(fontsize="small")
     ax.tick_params(axis="y", labelsize="small")
     return _save(fig, out, "compare")

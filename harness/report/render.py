@@ -12,8 +12,9 @@ from pathlib import Path
 from harness.baseline.gate import compare
 from harness.baseline.storage import load_results
 from harness.cases import SERVING
+from harness.files import read_json
 from harness.judge import Thresholds, Verdict
-from harness.judge.table import HEADER, table_row
+from harness.judge.table import HEADER, format_markdown, table_row
 from harness.report.figures import (
     by_kind,
     fig_batching,
@@ -124,8 +125,14 @@ def _checked(e: CaseResult) -> str:
     return "equal HF" + (f" ({ties} near-tie)" if ties else "")
 
 
+def is_ab(raw) -> bool:
+    return isinstance(raw, dict) and raw.get("kind") == "llm-perf-suite ab"  # harness/ab/runner.py, AB_KIND
+
+
 def serving_table(results: str) -> list[str]:
     """The engines side by side on each serving workload, as a terminal table (make bench-vllm prints it)."""
+    if is_ab(read_json(results)):
+        return []
     kinds = by_kind(load_results(results))
     rows = [[*row, _checked(b.result)] for row, b in zip(_engine_rows(kinds), kinds.get(SERVING.name, []), strict=True)]
     return text_table([*ENGINE_HEADER, "tokens"], rows) if rows else []
@@ -151,8 +158,28 @@ def _head(results: str, doc: ResultsFile) -> list[str]:
     ]
 
 
+def write_ab_report(path: str, doc: dict, out: Path) -> Path:
+    """report.md for an `llm-perf ab --out` file: the verdicts, their figure and the method."""
+    verdicts = [Verdict(**v) for v in doc["verdicts"]]
+    png = fig_compare(verdicts, out)
+    lines = [f"# llm-perf-suite A/B: {Path(path).name}", "", f"Base {doc['base']}, head {doc['head']}.", ""]
+    lines += [f"![changes]({png})", ""] if png else []
+    lines += [format_markdown(verdicts, doc["method"], "Verdicts"), ""]
+    spent = ", ".join(f"{k} {v:.0f} s" for k, v in doc.get("spent_s", {}).items())
+    lines += [f"Where the time went: {spent}.", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
 def write_report(results: str, out_dir: str, baseline: str | None = None, pyproject: str = "pyproject.toml") -> Path:
-    """report.md in out_dir: the cases table, then each figure with the table that goes with it."""
+    """report.md in out_dir: the cases table, then each figure with the table that goes with it (for an
+    `ab --out` file: its verdicts)."""
+    raw = read_json(results)
+    if is_ab(raw):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return write_ab_report(results, raw, out)
     doc = load_results(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

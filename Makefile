@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
+OTAVA_VERSION ?= 0.8.0
 RESULTS ?= results/latest.json
 REPORT_DIR ?= report
 BENCH_ARGS ?=
@@ -32,6 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps "apache-otava==$(OTAVA_VERSION)"  # history check; its pins are not needed
 	@touch $(STAMP)
 
 bench: $(STAMP)

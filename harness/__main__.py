@@ -40,9 +40,7 @@ def unknown_message(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
 
 
 def _sub(sub, name: str, help_text: str, fn) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name, help=help_text, description=help_text, formatter_class=DefaultsShown
-    )
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsShown)
     p.set_defaults(fn=fn, parser=p)
     return p
 
@@ -150,10 +148,16 @@ def _add_other(sub) -> None:
     mc.add_argument("--hf-init", action="store_true", help="transformers' own init, without the rescaling")
 
 
+def _add_history(sub) -> None:
+    from harness.history.commands import add_parser
+
+    add_parser(sub, _sub)
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="llm-perf", description="llm-perf-suite: benchmark, compare and gate LLM inference engines")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="command")
-    for add in (_add_user, _add_ab, _add_other):
+    for add in (_add_user, _add_ab, _add_history, _add_other):
         add(sub)
     return p
 

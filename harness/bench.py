@@ -129,6 +129,7 @@ class PerfSession:
             extra["round_latency"] = round_latency([r.latency_summary(self.options.slo_ms) for r in timed])
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
+        extra.update(round_work([r.work for r in rounds]))
         self.record(benchmark, case, last.generated_tokens, cost, timing, extra, list(requests))
         return last
 
@@ -176,6 +177,7 @@ class PerfSession:
             tokens_per_s=roofline.tokens_per_s(tokens, median_s),
             median_ms=median_s * 1e3,
             own_forward=bool(self.cache.engine_class(case.engine).own_forward),
+            seed=self.options.seed,
             **self._machine_fields(peaks, timing),
         )
         if get_kind(case.kind).step:
@@ -272,6 +274,14 @@ class PerfSession:
         if written is not None:
             self.gate_lines.append(f"summary written: {written}")
         return outcome.exit_code
+
+
+def round_work(works: list[dict | None]) -> dict:
+    """The case's work counters, recorded once: every round's must be the same (seeded, fixed work); where
+    they are not, the first round's are kept and `work_unsteady` says so (the gate then refuses them)."""
+    if not works or any(w is None for w in works):
+        return {}
+    return {"work": works[0], **({"work_unsteady": True} if any(w != works[0] for w in works) else {})}
 
 
 def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:

@@ -158,3 +158,9 @@ def cmd_bench_http(args: argparse.Namespace) -> int:
     options = _options(args, ["models", "workloads"])
     workloads = options.workloads or ("mixed16",)
     return bench_http(options.models[0], workloads[0], args.pytest_args, eager=args.eager)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.history import commands as history
+
+    return {"add": history.add, "show": history.show, "check": history.check}[args.action](args)

@@ -116,6 +116,10 @@ class CaseResult:
     kv_pool_tokens: float | None = None
     num_batches: float | None = None
     max_running_seqs: float | None = None  # most sequences in one step: the concurrency its KV memory allowed
+    # work, counted (harness/engines/work.py): once per case, the same in every round of a deterministic engine
+    work: dict[str, int] | None = None
+    work_unsteady: bool | None = None  # the rounds' counters differed: not deterministic, not gated
+    seed: int | None = None  # --perf-seed: work is compared only between runs of the same seed
     # GPU, sampled through NVML while the case ran
     gpu_util_pct: float | None = None
     mem_util_pct: float | None = None

@@ -160,6 +160,38 @@ class WarmPrefixCachePaged(PagedEngine):
     block_manager_class = KeepsPrefixCacheManager
 
 
+# --- work variants: right tokens, other work (the work gate, tests/test_work.py) ----------------
+
+
+class RecomputesOneMoreBlockManager(BlockManager):
+    """A preempted sequence, admitted again, computes one block more than the prefix cache already
+    holds: the same tokens and KV, 16 more tokens of prefill after each preemption that hit the cache."""
+
+    def allocate(self, seq):
+        super().allocate(seq)
+        if seq.output_ids and seq.num_cached_tokens >= self.block_size:  # only a preempted one has outputs here
+            seq.num_cached_tokens -= self.block_size
+            self.prefix_hit_tokens -= self.block_size
+
+
+class RecomputesMorePaged(PagedEngine):
+    name = "paged"  # stands in for the real one under --perf-engine-module: the same case ids
+    block_manager_class = RecomputesOneMoreBlockManager
+
+
+class UnsteadyWorkPaged(PagedEngine):
+    """Right tokens, but its counters differ from one identical round to the next (a counter that leaks
+    state between rounds): the bench notes it and the gate refuses to compare them."""
+
+    name = "paged"
+    rounds = 0
+
+    def counted_work(self):
+        UnsteadyWorkPaged.rounds += 1
+        work = super().counted_work()
+        return {**work, "steps": work["steps"] + UnsteadyWorkPaged.rounds}
+
+
 # --- plug-in variants, public protocol only ----------------------------------------------------
 
 

@@ -46,3 +46,13 @@ def test_trials_run_in_a_seeded_shuffled_order_and_are_tallied():
     assert schedule({"a": 3, "b": 3}, seed=1) == order
     tallies = run_trials({"a": 2, "b": 2}, lambda label, i, n: (label == "b" and i == 0, ""), 0, log=lambda _: None)
     assert (tallies["a"].failed, tallies["b"].failed, tallies["b"].runs) == (0, 1, 2)
+
+
+def test_synthetic_histories_have_their_planted_step_and_noise():
+    import numpy as np
+
+    from experiments.history_check import STEP_AT, history
+
+    values = np.log(history(0.015, 0.05, seed=1))
+    assert np.mean(values[:STEP_AT]) - np.mean(values[STEP_AT:]) == pytest.approx(-np.log(0.95), abs=0.01)
+    assert np.std(values[:STEP_AT]) == pytest.approx(0.015, rel=0.4)

@@ -46,6 +46,15 @@ class CaseRecord:
     blocks_per_visit: int = 1
     visits: list[Visit] = field(default_factory=list)
     note: str = ""
+    work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
+    work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
+
+    def count_work(self, opened: list[dict]) -> None:
+        """Keep each side's work counters from its first open; note when a later open differs."""
+        for side, reply in zip(("base", "head"), opened, strict=True):
+            if "work" in reply:
+                first = self.work.setdefault(side, reply["work"])
+                self.work_unsteady |= first != reply["work"]
 
     def test(self, stage: int | None = None) -> LogTest:
         """Student's t over the visits of a stage (all stages: None): each visit a fresh pair of processes."""

@@ -27,6 +27,7 @@ from harness.errors import PerfSuiteError
 from harness.files import write_json_atomic
 from harness.judge import TWO_STAGE, Estimate, Thresholds, Verdict, decide, exit_code, missing
 from harness.judge.table import format_markdown, format_table
+from harness.judge.work import work_verdicts
 
 SPENT = ("start", "prepare", "open", "rounds", "close")
 AB_KIND = "llm-perf-suite ab"  # what an --out document says it is (llm-perf report reads it)
@@ -96,6 +97,7 @@ class Sweeps:
             self.records.pop(name, None)
             return
         record = record or self.first_open(name, opened)
+        record.count_work(opened)
         if record.reps > 1:  # a fresh process's first round of a short unit is not yet a steady one
             with self.timing("open"):
                 for w in self.pair:
@@ -233,7 +235,12 @@ def run_comparison(run: Sweeps, thresholds: Thresholds) -> list[str]:
 def verdicts_of(run: Sweeps, thresholds: Thresholds) -> list[Verdict]:
     """Every compared case's verdict (the two-stage rule), then the cases not compared."""
     rows = [estimate(r, thresholds.ab_threshold) for r in run.records.values()]
-    return decide(rows, thresholds.alpha, TWO_STAGE) + [missing(m, "not compared") for m in run.missing]
+    work = [
+        v
+        for r in run.records.values()
+        for v in work_verdicts(r.name, r.work.get("base"), r.work.get("head"), r.work_unsteady)
+    ]
+    return decide(rows, thresholds.alpha, TWO_STAGE) + work + [missing(m, "not compared") for m in run.missing]
 
 
 def ab(

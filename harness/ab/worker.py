@@ -10,10 +10,12 @@ It speaks JSON lines on stdout (everything else goes to stderr):
   {"cmd": "prepare", "check": b} -> {"prepared": k}        builds the models of the cases listed, and
                                    with check, tests each (model, engine)'s parity with HF; on one
                                    thread, so both sides can prepare at once
-  {"cmd": "open", "case": n, "check": b} -> {"tokens": t, "warm_s": s} or {"skip": why} or {"error": why}
+  {"cmd": "open", "case": n, "check": b} -> {"tokens": t, "warm_s": s[, "work": {...}]} or {"skip": why}
+                                   or {"error": why}
                                    builds the case outside any timing; with check, the engine's parity
                                    (prepare's, cached) and a generate kind's first round are compared
-                                   with HF greedy; one warm-up unit (warm_s)
+                                   with HF greedy; one warm-up unit (warm_s), whose work counters a
+                                   generate kind reports (harness/engines/work.py)
   {"cmd": "round", "reps": k}   -> {"seconds": s}    k units of the open case, each timed, summed
   {"cmd": "close"}              -> {}
   {"cmd": "quit"}               -> exits
@@ -157,7 +159,8 @@ class Worker:
         if cache.device.type == "cuda":
             warm = run()
         self.round = run
-        return {"tokens": tokens if tokens is not None else warm.generated_tokens, "warm_s": self.last}
+        reply = {"tokens": tokens if tokens is not None else warm.generated_tokens, "warm_s": self.last}
+        return reply | ({"work": warm.work} if tokens is None and warm.work else {})
 
     def run_round(self, reps: int) -> dict:
         total = 0.0

@@ -17,6 +17,7 @@ from harness.baseline.latency import latency_estimates, latency_method
 from harness.baseline.rows import SUITE_ROW, case_row, suite_row
 from harness.baseline.speed import CaseData, RunNoise, Speed
 from harness.judge import SINGLE, Thresholds, Verdict, decide, missing
+from harness.judge.work import work_line, work_verdicts
 from harness.results import BenchRecord, ResultsFile
 
 __all__ = ["SUITE_ROW", "Thresholds", "compare", "method_line"]
@@ -48,10 +49,29 @@ def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, threshold
     suite = suite_row(prep.data, rows, thresholds)
     rows += latency_estimates(prep.base, prep.now, thresholds)
     judged = decide(rows + ([suite] if suite else []), thresholds.alpha, SINGLE, thresholds.large_drop)
-    verdicts = sorted((v for v in judged if v.name != SUITE_ROW), key=lambda v: v.name)
+    verdicts = sorted([*(v for v in judged if v.name != SUITE_ROW), *work_rows(prep)[0]], key=lambda v: v.name)
     verdicts += [missing(n, "in the baseline, not in this run") for n in sorted(prep.base.keys() - prep.now.keys())]
     verdicts += [missing(n, "new case: no baseline yet") for n in sorted(prep.now.keys() - prep.base.keys())]
     return verdicts + [v for v in judged if v.name == SUITE_ROW]
+
+
+def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
+    """(the work rows, how many cases' counters were compared, why some were not)."""
+    rows, compared, other_seed = [], 0, 0
+    for name in prep.data:
+        b, n = prep.base[name].result, prep.now[name].result
+        if not (b.work and n.work):
+            continue
+        if b.seed != n.seed:
+            other_seed += 1
+            continue
+        compared += 1
+        rows += work_verdicts(name, b.work, n.work, bool(b.work_unsteady or n.work_unsteady))
+    return (
+        rows,
+        compared,
+        f"{other_seed} case(s) with another seed on each side: work not compared" if other_seed else "",
+    )
 
 
 def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds | None = None) -> str:
@@ -75,6 +95,8 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
         "95% interval inside +-threshold"
     )
     test += latency_method(prep.base, prep.now, thresholds)
+    rows, compared, skipped = work_rows(prep)
+    test += work_line(compared, len(rows), skipped)
     if speed.mode == "off":
         return f"{test}; {speed.why_off}"
     machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1

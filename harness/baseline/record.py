@@ -40,6 +40,7 @@ class Run:
     reference_ms: list[float] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)  # each gated metric's median over the run's rounds
     round_latency: dict[str, list[float]] = field(default_factory=dict)
+    work: dict[str, int] | None = None  # the run's work counters (the last run's are the baseline's)
 
 
 def runs_of(bench: BenchRecord) -> list[Run]:
@@ -63,6 +64,7 @@ def runs_of(bench: BenchRecord) -> list[Run]:
             bench.rounds_s[starts[i] : starts[i + 1]],
             [refs[i]] if len(refs) == n else [],
             {m: v[i] for m, v in (r.run_latency or {}).items() if len(v) == n},
+            work=r.work,
         )
         for i in range(n)
     ]
@@ -78,6 +80,7 @@ def pooled(bench: BenchRecord, runs: list[Run]) -> BenchRecord:
         run_round_counts=[len(run.rounds_s) for run in runs],
         extra=dict(bench.result.extra),
         run_latency={m: [run.latency[m] for run in runs] for m in metrics} or None,
+        work=runs[-1].work,
         round_latency={m: [x for run in runs for x in run.round_latency.get(m, [])] for m in metrics} or None,
     )
     if all(run.reference_ms for run in runs):

@@ -98,6 +98,7 @@ class GenerateResult:
     metrics: dict[str, float] = field(default_factory=dict)  # engine metrics: kv_utilisation, preemptions...
     phase_ms: dict[str, float] = field(default_factory=dict)  # prefill_ms, decode_ms_per_token where known
     step_ms: list[float] = field(default_factory=list)  # per decode step, where the engine clocks steps
+    work: dict[str, int] | None = None  # what the round did, counted (harness/engines/work.py); None: not counted
 
     @property
     def generated_tokens(self) -> int:

@@ -8,6 +8,7 @@ import torch
 
 from harness.engines.base import BaseEngine, GenerateResult, RequestOutput
 from harness.engines.hf_common import StepRecorder, fill_output, generate_kwargs, trim_at_eos
+from harness.engines.work import sequential_work
 from harness.timing import now
 from harness.workloads import Request
 
@@ -34,4 +35,4 @@ class HFGenerateEngine(BaseEngine):
             tokens = trim_at_eos(seq[0, ids.shape[1] :].tolist(), self.eos_token_id, self.config.ignore_eos)
             fill_output(out, tokens, recorder.step_times, now(self.device))
             outputs.append(out)
-        return GenerateResult(outputs, now(self.device) - start)
+        return GenerateResult(outputs, now(self.device) - start, work=sequential_work(outputs))

@@ -11,6 +11,7 @@ from transformers import DynamicCache
 
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.hf_common import cache_keyword
+from harness.engines.work import sequential_work
 from harness.models import LoadedModel
 from harness.timing import now
 from harness.workloads import Request
@@ -85,7 +86,8 @@ class ManualEngine(BaseEngine):
         phases = {"prefill_ms": statistics.mean(prefill_ms)}
         if step_ms:
             phases["decode_ms_per_token"] = statistics.median(step_ms)
-        return GenerateResult(outputs, now(self.device) - start, phase_ms=phases, step_ms=step_ms)
+        work = sequential_work(outputs)
+        return GenerateResult(outputs, now(self.device) - start, phase_ms=phases, step_ms=step_ms, work=work)
 
     def _random_ids(self, batch_size: int, length: int, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)

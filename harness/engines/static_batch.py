@@ -9,6 +9,7 @@ import torch
 from harness.arrivals import ArrivalQueue
 from harness.engines.base import BaseEngine, GenerateResult, RequestOutput
 from harness.engines.hf_common import StepRecorder, fill_output, generate_kwargs, left_padded, trim_at_eos
+from harness.engines.work import Work
 from harness.timing import now
 from harness.workloads import Request
 
@@ -66,7 +67,17 @@ class StaticBatchEngine(BaseEngine):
             tokens = trim_at_eos(row[: req.max_new_tokens], self.eos_token_id, self.config.ignore_eos)
             fill_output(out, tokens, recorder.step_times, finish)
             outputs.append(out)
+        self._count(ids.shape[1], len(recorder.step_times), outputs)
         return outputs
+
+    def _count(self, width: int, forwards: int, outputs: list[RequestOutput]) -> None:
+        """A batch's work: every row computed at the padded width in the prefill and at every later step,
+        whether its request still needs it or not (the padding)."""
+        w, rows = self.work, len(outputs)
+        w.steps += forwards
+        w.prefill_tokens += rows * width
+        w.decode_tokens += rows * max(forwards - 1, 0)
+        w.padded_tokens += sum(width - o.prompt_len + forwards - len(o.token_ids) for o in outputs)
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
         """Batches of up to max_batch_size requests, each taking, in arrival order, what has arrived (and
@@ -74,6 +85,7 @@ class StaticBatchEngine(BaseEngine):
         are arrival_batches(requests). A request's TTFT counts from its arrival: waiting for earlier
         batches is part of it."""
         start = now(self.device)
+        self.work = Work()
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
         waiting: list[tuple[int, Request, float]] = []  # arrived (and let in by the cap), not yet batched
         batches, order = [], {}
@@ -96,4 +108,5 @@ class StaticBatchEngine(BaseEngine):
             "kv_pool_tokens": float(contiguous_kv_tokens(batches)),
             "max_running_seqs": float(max(len(b) for b in batches)),
         }
-        return GenerateResult(outputs, now(self.device) - start, metrics=metrics)
+        work = self.work.report(("steps", "prefill_tokens", "decode_tokens", "padded_tokens"))
+        return GenerateResult(outputs, now(self.device) - start, metrics=metrics, work=work)

@@ -15,6 +15,7 @@ from harness.engines.paged.block_manager import BlockManager
 from harness.engines.paged.model_runner import PagedModelRunner, PrefillChunk
 from harness.engines.paged.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from harness.engines.paged.sequence import Sequence
+from harness.engines.work import COUNTERS, Work
 from harness.errors import PerfSuiteError
 from harness.models import LoadedModel
 from harness.timing import now
@@ -66,6 +67,7 @@ class PagedEngine(BaseEngine):
         self._util_sum = 0.0
         self._util_steps = 0
         self._max_running = 0
+        self.work = Work()
 
     # --- requests ----------------------------------------------------------------------------
     def add_request(
@@ -97,8 +99,22 @@ class PagedEngine(BaseEngine):
         if batch is None:
             return []
         self._max_running = max(self._max_running, len(batch.seqs))
+        self._count(batch)
         next_ids = self.clock.run(lambda: self._run(batch))
         return self._postprocess(batch, next_ids, now(self.device))
+
+    def _count(self, batch: ScheduledBatch) -> None:
+        """The step's work: one forward, its tokens, the blocks it swaps, the KV it holds."""
+        w = self.work
+        w.steps += 1
+        if batch.is_prefill:
+            w.prefill_tokens += sum(len(s.token_ids) - s.num_cached_tokens for s in batch.seqs)
+        else:
+            w.decode_tokens += len(batch.seqs)
+        moved = len(batch.swap_in) + len(batch.swap_out)
+        w.swapped_blocks += moved
+        w.swap_bytes += moved * self.block_size * roofline.kv_bytes_per_token(self.spec, self.loaded.dtype)
+        w.peak_kv_blocks = max(w.peak_kv_blocks, self.bm.num_used_blocks)
 
     def _run(self, batch: ScheduledBatch) -> list[int]:
         self.runner.swap_in(batch.swap_in)  # before swap_out: swap-out may reuse the CPU blocks just read
@@ -154,6 +170,11 @@ class PagedEngine(BaseEngine):
         self._util_sum, self._util_steps, self._max_running = 0.0, 0, 0
         self.scheduler.num_preemptions = self.scheduler.num_swap_outs = 0
         self.bm.prefix_hit_tokens = 0
+        self.work = Work()
+
+    def counted_work(self) -> dict[str, int]:
+        self.work.preemptions, self.work.prefix_hit_tokens = self.scheduler.num_preemptions, self.bm.prefix_hit_tokens
+        return self.work.report(tuple(COUNTERS))
 
     def generate(self, requests: Seq[Request]) -> GenerateResult:
         """Each request joins when it arrives (its arrival_offset_s; all at once by default) and while
@@ -178,7 +199,7 @@ class PagedEngine(BaseEngine):
             for out in self.step():
                 order[by_request[out.request_id]] = out
         outputs = [order[i] for i in range(len(requests))]
-        return GenerateResult(outputs, now(self.device) - start, metrics=self.metrics())
+        return GenerateResult(outputs, now(self.device) - start, metrics=self.metrics(), work=self.counted_work())
 
     def teacher_forced_logits(self, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
         """Per request, (len(continuation), vocab) float32 logits from this engine's runner, fed the given

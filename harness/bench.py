@@ -130,8 +130,20 @@ class PerfSession:
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
         extra.update(round_work([r.work for r in rounds]))
+        if kind.keeps_round_latency:  # serving: the last round as a timeline, and as a trace file where asked
+            extra["timeline"] = self._timeline(benchmark.name, case, last)
         self.record(benchmark, case, last.generated_tokens, cost, timing, extra, list(requests))
         return last
+
+    def _timeline(self, name: str, case: Case, last: GenerateResult) -> dict:
+        from harness.files import write_json_atomic
+        from harness.trace import chrome_trace, timeline
+
+        t0 = last.start_s if last.start_s is not None else min(o.arrival_s for o in last.outputs)
+        if self.options.trace_dir:
+            trace = chrome_trace(last.outputs, last.steps, t0, name)
+            write_json_atomic(Path(self.options.trace_dir) / f"{case.id}.json", trace)
+        return timeline(last.outputs, last.steps, t0)
 
     def _check_summary(self, case: Case, rounds: int, requests: int, ties_before: int) -> str:
         if not self.options.parity:

@@ -54,6 +54,7 @@ class PerfOptions:
     strict: bool = False  # the gate: an inconclusive row fails too (exit 12)
     require_baseline: bool = False  # the gate: no baseline for this machine is an error (exit 11)
     summary: str | None = None  # the gate's verdicts as markdown, here (default: $GITHUB_STEP_SUMMARY when set)
+    trace_dir: str | None = None  # serving cases: a Chrome trace of the last round, one file per case, here
     inject: tuple[float, str] = (0.0, "")  # experiments only: (fraction, case pattern), from the environment
 
     def slowdown_for(self, case_name: str) -> float:
@@ -73,6 +74,7 @@ class PerfOptions:
             openai_base_url=self.openai_base_url,
             openai_model=self.openai_model,
             openai_prompt=self.openai_prompt,
+            trace=self.trace_dir is not None,
         )
 
     def loads(self) -> list[Load]:
@@ -292,6 +294,11 @@ OPTIONS = [
         "--benchmark-compare: no baseline for this machine is an error (exit 11), not a pass",
         switch="store_true",
     ),  # fmt: skip
+    Option(
+        "--perf-trace",
+        "trace_dir",
+        "serving cases: write the last round's timeline (Chrome trace JSON, for Perfetto UI) to this folder",
+    ),
     Option(
         "--perf-summary",
         "summary",

@@ -120,6 +120,7 @@ class CaseResult:
     work: dict[str, int] | None = None
     work_unsteady: bool | None = None  # the rounds' counters differed: not deterministic, not gated
     seed: int | None = None  # --perf-seed: work is compared only between runs of the same seed
+    timeline: dict | None = None  # serving: the last round's requests, ms from its start (harness/trace.py)
     # GPU, sampled through NVML while the case ran
     gpu_util_pct: float | None = None
     mem_util_pct: float | None = None

@@ -99,6 +99,8 @@ class GenerateResult:
     phase_ms: dict[str, float] = field(default_factory=dict)  # prefill_ms, decode_ms_per_token where known
     step_ms: list[float] = field(default_factory=list)  # per decode step, where the engine clocks steps
     work: dict[str, int] | None = None  # what the round did, counted (harness/engines/work.py); None: not counted
+    steps: list | None = None  # the engine's steps (harness/trace.py StepEvent), where traced; None: not recorded
+    start_s: float | None = None  # when the round started, on the clock of the outputs' stamps
 
     @property
     def generated_tokens(self) -> int:
@@ -161,6 +163,7 @@ class EngineConfig:
     openai_base_url: str | None = None  # openai: the server, e.g. http://127.0.0.1:8000/v1
     openai_model: str | None = None  # openai: the served model's name (None: the first the server lists)
     openai_prompt: str = "ids"  # openai: prompts as token ids, or as text through --model-path's tokenizer
+    trace: bool = False  # record each step for the trace (--perf-trace); engines that cannot, ignore it
 
 
 @dataclass

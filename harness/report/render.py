@@ -27,6 +27,7 @@ from harness.report.figures import (
 )
 from harness.report.sweep import fig_sweep, find_sweeps, sweep_tables
 from harness.report.tables import md_table, text_table
+from harness.report.timeline import fig_timeline
 from harness.results import CaseResult, ResultsFile
 
 
@@ -192,6 +193,7 @@ def write_report(results: str, out_dir: str, baseline: str | None = None, pyproj
         ("Roofline", lambda: fig_roofline(doc, out), None),
         ("Engine comparison", lambda: fig_engines(kinds, out), lambda: md_table(ENGINE_HEADER, _engine_rows(kinds))),
     ]
+    sections.append(("Serving timeline", lambda: fig_timeline(kinds.get(SERVING.name, []), out), None))
     sweeps = find_sweeps(kinds.get(SERVING.name, []))
     if sweeps:  # a --request-rate ladder; no section at all otherwise
         sections.append(("Rate sweep", lambda: fig_sweep(sweeps, out), lambda: sweep_tables(sweeps)))

@@ -19,6 +19,7 @@ from harness.engines.work import COUNTERS, Work
 from harness.errors import PerfSuiteError
 from harness.models import LoadedModel
 from harness.timing import now
+from harness.trace import StepEvent
 from harness.workloads import Request
 
 DEFAULT_KV_FRACTION = {"cuda": 0.5, "cpu": 0.1}  # of free memory, when --kv-cache-mem is not given
@@ -68,6 +69,7 @@ class PagedEngine(BaseEngine):
         self._util_steps = 0
         self._max_running = 0
         self.work = Work()
+        self.steps: list[StepEvent] | None = None  # the steps of the last generate(), when traced
 
     # --- requests ----------------------------------------------------------------------------
     def add_request(
@@ -100,8 +102,23 @@ class PagedEngine(BaseEngine):
             return []
         self._max_running = max(self._max_running, len(batch.seqs))
         self._count(batch)
+        start = now(self.device) if self.steps is not None else 0.0
         next_ids = self.clock.run(lambda: self._run(batch))
-        return self._postprocess(batch, next_ids, now(self.device))
+        end = now(self.device)
+        if self.steps is not None:
+            self.steps.append(self._event(batch, start, end))
+        return self._postprocess(batch, next_ids, end)
+
+    def _event(self, batch: ScheduledBatch, start: float, end: float) -> StepEvent:
+        """The step as the trace shows it (harness/trace.py): requests by their own ids."""
+        rid = {seq_id: out.request_id for seq_id, out in self._outputs.items()}
+        tokens = {
+            rid[s.seq_id]: (len(s.token_ids) - s.num_cached_tokens if batch.is_prefill else 1) for s in batch.seqs
+        }
+        preempted = [(rid[seq_id], how) for seq_id, how in batch.preempted if seq_id in rid]
+        return StepEvent(
+            start, end, batch.is_prefill, tokens, preempted, [rid[i] for i in batch.swapped_in if i in rid]
+        )
 
     def _count(self, batch: ScheduledBatch) -> None:
         """The step's work: one forward, its tokens, the blocks it swaps, the KV it holds."""
@@ -183,6 +200,7 @@ class PagedEngine(BaseEngine):
         if not self.has_unfinished():
             self.bm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
         self._reset_metrics()
+        self.steps = [] if self.config.trace else None
         start = now(self.device)
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
         order: dict[int, RequestOutput] = {}
@@ -199,7 +217,9 @@ class PagedEngine(BaseEngine):
             for out in self.step():
                 order[by_request[out.request_id]] = out
         outputs = [order[i] for i in range(len(requests))]
-        return GenerateResult(outputs, now(self.device) - start, metrics=self.metrics(), work=self.counted_work())
+        result = GenerateResult(outputs, now(self.device) - start, metrics=self.metrics(), work=self.counted_work())
+        result.steps, result.start_s = self.steps, start
+        return result
 
     def teacher_forced_logits(self, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
         """Per request, (len(continuation), vocab) float32 logits from this engine's runner, fed the given

@@ -42,6 +42,8 @@ class ScheduledBatch:
     is_prefill: bool
     swap_in: list[tuple[int, int]] = field(default_factory=list)  # (cpu block, device block)
     swap_out: list[tuple[int, int]] = field(default_factory=list)  # (device block, cpu block)
+    preempted: list[tuple[int, str]] = field(default_factory=list)  # (seq id, "recompute" or "swap") this step
+    swapped_in: list[int] = field(default_factory=list)  # seq ids back from the CPU pool this step
 
 
 class Scheduler:
@@ -62,24 +64,26 @@ class Scheduler:
         return bool(self.waiting or self.running or self.swapped)
 
     def schedule(self) -> ScheduledBatch | None:
-        swap_in = self._swap_in()
+        swap_in, back = self._swap_in()
         if not swap_in and not self.swapped:
             prefill = self._admit()
             if prefill:
                 return ScheduledBatch(prefill, is_prefill=True)
         batch = self._decode()
-        batch.swap_in = swap_in + batch.swap_in
+        batch.swap_in, batch.swapped_in = swap_in + batch.swap_in, back
         return batch if batch.seqs else None
 
-    def _swap_in(self) -> list[tuple[int, int]]:
+    def _swap_in(self) -> tuple[list[tuple[int, int]], list[int]]:
         pairs: list[tuple[int, int]] = []
+        back: list[int] = []
         self.swapped.sort(key=lambda s: s.order_key)
         while self.swapped and len(self.running) < self.config.max_num_seqs and self.bm.can_swap_in(self.swapped[0]):
             seq = self.swapped.pop(0)
             pairs += self.bm.swap_in(seq)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
-        return pairs
+            back.append(seq.seq_id)
+        return pairs, back
 
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
@@ -107,7 +111,9 @@ class Scheduler:
             seq = queue.pop(0)
             while not self.bm.can_append(seq):
                 victim = queue.pop() if queue else seq  # least important: last in order
-                batch.swap_out += self._preempt(victim)
+                moved = self._preempt(victim)
+                batch.swap_out += moved
+                batch.preempted.append((victim.seq_id, "swap" if victim.status == SeqStatus.SWAPPED else "recompute"))
                 if victim is seq:
                     break
             else:

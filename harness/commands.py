@@ -43,12 +43,15 @@ def cmd_roofline(args: argparse.Namespace) -> int:
 
 def cmd_model_check(args: argparse.Namespace) -> int:
     from harness.correctness.sensitivity import context_sensitivity
-    from harness.models import build_model
+    from harness.models import build_model, model_for
     from harness.specs import get_spec
 
     options = _options(args, ["models", "seed"])
     for name in options.models:
-        loaded = build_model(get_spec(name), seed=options.seed, context_sensitive=not args.hf_init)
+        spec = get_spec(name)
+        loaded = (
+            model_for(spec) if spec.source else build_model(spec, seed=options.seed, context_sensitive=not args.hf_init)
+        )
         print(context_sensitivity(loaded, args.prompts, args.new_tokens).line(name), flush=True)
     return 0
 

@@ -17,10 +17,10 @@ from harness import roofline
 from harness.cases import Case, CaseKind, build_cases, get_kind
 from harness.correctness import OutputChecker
 from harness.engines import EngineSource, GenerateResult, load_engine_class
-from harness.models import LoadedModel, build_model, load_model
+from harness.models import LoadedModel, load_model, model_for
 from harness.options import PerfOptions
 from harness.specs import ModelSpec, get_spec
-from harness.workloads import Request
+from harness.workloads import WORKLOADS, Request
 
 
 class EngineCache:
@@ -33,6 +33,7 @@ class EngineCache:
         self._parity: dict[tuple[str, str], str | None] = {}
         self._checker: OutputChecker | None = None
         self.check_seconds = 0.0  # what the output checks of models already let go have cost
+        self._tokenizer: tuple[str, object] | None = None
 
     # --- models --------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -50,7 +51,7 @@ class EngineCache:
             if self.options.model_path:
                 loaded = load_model(self.options.model_path, dtype=self.dtype, device=self.device)
             else:
-                loaded = build_model(get_spec(name), dtype=self.dtype, device=self.device, seed=self.options.seed)
+                loaded = model_for(get_spec(name), dtype=self.dtype, device=self.device, seed=self.options.seed)
             self._model = (name, loaded)
         return self._model[1]
 
@@ -88,7 +89,21 @@ class EngineCache:
         return "it takes every request at once; --request-rate/--max-concurrency need an engine that takes arrivals"
 
     def requests(self, case: Case) -> list[Request]:
-        return get_kind(case.kind).requests(case, self.model(case.model).spec.vocab_size, self.options.seed)
+        loaded = self.model(case.model)
+        needs = case.workload and getattr(WORKLOADS.get(case.workload), "needs_tokenizer", False)
+        tokenizer = self.tokenizer(loaded) if needs else None
+        return get_kind(case.kind).requests(case, loaded.spec.vocab_size, self.options.seed, tokenizer)
+
+    def tokenizer(self, loaded: LoadedModel):
+        """The model's own tokenizer: a trained spec's or --perf-model-path's checkpoint; None for seeded
+        random weights, which have none."""
+        if loaded.spec.path is None:
+            return None
+        if self._tokenizer is None or self._tokenizer[0] != loaded.spec.path:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = (loaded.spec.path, AutoTokenizer.from_pretrained(loaded.spec.path, local_files_only=True))
+        return self._tokenizer[1]
 
     def kv_bytes(self, case: Case) -> int | None:
         """KV memory for a kind compared at equal memory, when --kv-cache-mem is not given: what

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import psutil
@@ -161,3 +162,17 @@ def load_model(path: str, *, dtype: str = "float32", device: str | torch.device 
     model = model.to(device).eval()
     model.requires_grad_(False)
     return LoadedModel(spec, model, device, dtype)
+
+
+def model_for(
+    spec: ModelSpec, *, dtype: str = "float32", device: str | torch.device = "cpu", seed: int = 0
+) -> LoadedModel:
+    """The model a spec names: its trained checkpoint where it has one (converted once, cached:
+    harness/checkpoints.py), else seeded random weights of its shape."""
+    if spec.source is None:
+        return build_model(spec, dtype=dtype, device=device, seed=seed)
+    from harness.checkpoints import checkpoint
+
+    folder = checkpoint(spec.name, spec.source)
+    loaded = load_model(str(folder), dtype=dtype, device=device)
+    return LoadedModel(dataclasses.replace(spec, path=str(folder)), loaded.model, loaded.device, loaded.dtype)

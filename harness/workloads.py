@@ -1,7 +1,9 @@
-"""Seeded request sets. Token ids only: no tokenizer is needed to time a model.
+"""Seeded request sets. Token ids: no tokenizer is needed to time a model; the text-* workloads
+(harness/text_workloads.py) are real English for trained models.
 
-WORKLOADS is the serving cases' registry (`--workloads a,b`): uniform mixes (mixedN), groups sharing
-a system prompt (prefix16) and lengths drawn from a shipped conversation-like sample (conv16).
+WORKLOADS is the serving cases' registry (`--perf-workloads a,b`): uniform mixes (mixedN), groups
+sharing a system prompt (prefix16), lengths drawn from a shipped conversation-like sample (conv16),
+and their real-text counterparts (text-mixed16, text-prefix16, text-conv16).
 Existing entries never change their requests: stored baselines match them by case id."""
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ class Workload(ABC):
     """A named, seeded request set for the serving cases: the same requests on every call."""
 
     name: str
+    needs_tokenizer = False  # real-text workloads (harness/text_workloads.py) need the model's tokenizer
 
     @abstractmethod
-    def requests(self, vocab_size: int) -> list[Request]:
+    def requests(self, vocab_size: int, tokenizer=None) -> list[Request]:
         """The requests of one round, token ids below vocab_size, request ids 0..n-1 in arrival order."""
 
 
@@ -85,7 +88,7 @@ class MixedWorkload(Workload):
     output_range: tuple[int, int]
     seed: int = 0
 
-    def requests(self, vocab_size: int) -> list[Request]:
+    def requests(self, vocab_size: int, tokenizer=None) -> list[Request]:
         return mixed_requests(self.num_requests, self.prompt_range, self.output_range, vocab_size, seed=self.seed)
 
 
@@ -103,7 +106,7 @@ class SharedPrefixWorkload(Workload):
     output_range: tuple[int, int]
     seed: int = 0
 
-    def requests(self, vocab_size: int) -> list[Request]:
+    def requests(self, vocab_size: int, tokenizer=None) -> list[Request]:
         rng = np.random.default_rng(self.seed)
         prefixes = [_prompt(rng, self.prefix_len, vocab_size) for _ in range(self.num_groups)]
         num = self.num_groups * self.group_size
@@ -134,7 +137,7 @@ class LengthsFileWorkload(Workload):
     file_name: str
     seed: int = 0
 
-    def requests(self, vocab_size: int) -> list[Request]:
+    def requests(self, vocab_size: int, tokenizer=None) -> list[Request]:
         rng = np.random.default_rng(self.seed)
         lengths = read_lengths(self.file_name)
         rows = rng.choice(len(lengths), size=self.num_requests, replace=False)
@@ -143,15 +146,17 @@ class LengthsFileWorkload(Workload):
         ]
 
 
-WORKLOADS: Mapping[str, Workload] = MappingProxyType(
-    {
-        w.name: w
-        for w in (
-            MixedWorkload("mixed16", 16, (16, 128), (16, 64)),
-            MixedWorkload("mixed32", 32, (16, 256), (16, 128)),
-            MixedWorkload("mixed64", 64, (16, 512), (16, 256)),
-            SharedPrefixWorkload("prefix16", 4, 4, 100, (8, 32), (16, 48)),
-            LengthsFileWorkload("conv16", 16, "conversation_lengths.csv"),
-        )
-    }
-)
+def _registry() -> Mapping[str, Workload]:
+    from harness.text_workloads import TEXT_WORKLOADS
+
+    token_ids = (
+        MixedWorkload("mixed16", 16, (16, 128), (16, 64)),
+        MixedWorkload("mixed32", 32, (16, 256), (16, 128)),
+        MixedWorkload("mixed64", 64, (16, 512), (16, 256)),
+        SharedPrefixWorkload("prefix16", 4, 4, 100, (8, 32), (16, 48)),
+        LengthsFileWorkload("conv16", 16, "conversation_lengths.csv"),
+    )
+    return MappingProxyType({w.name: w for w in (*token_ids, *TEXT_WORKLOADS)})
+
+
+WORKLOADS: Mapping[str, Workload] = _registry()

@@ -57,7 +57,10 @@ class OpenAIEngine(BaseEngine):
     @staticmethod
     def _tokenizer(loaded: LoadedModel):
         if loaded.spec.path is None:
-            raise ConfigError("--openai-prompt text needs --model-path: a local checkpoint with a tokenizer")
+            raise ConfigError(
+                "--perf-openai-prompt text needs a model with a tokenizer: a trained spec (smollm2-135m) or "
+                "--perf-model-path"
+            )
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(loaded.spec.path, local_files_only=True)

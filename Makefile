@@ -28,7 +28,7 @@ HTTP_ENGINES ?= paged,static-batch,openai
 HTTP_SLO ?= ttft:2000 tpot:200
 HTTP_ARGS ?=
 
-.PHONY: setup bench test test-install lint clean vllm-env test-vllm bench-vllm bench-http
+.PHONY: setup bench test test-slow test-install lint clean vllm-env test-vllm bench-vllm bench-http
 
 setup: $(STAMP)
 
@@ -46,8 +46,13 @@ bench: $(STAMP)
 	$(PY) -m pytest perf_tests --benchmark-json $(RESULTS) $(BENCH_ARGS)
 	$(PY) -m harness report $(RESULTS) --out $(REPORT_DIR)
 
+# test: every fast test and every case once on `tiny`; test-slow: what takes minutes on 2 cores (the
+# trained model's mutation tests, end-to-end A/B and install runs). CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest tests experiments perf_tests --perf-models tiny --benchmark-disable $(TEST_ARGS)
+	$(PY) -m pytest tests experiments perf_tests -m "not slow" --perf-models tiny --benchmark-disable $(TEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest tests experiments -m slow $(TEST_ARGS)
 
 # The suite installed as a user installs it (not editable), with the template engine of
 # examples/external_engine beside it, run from a folder that is not this repository.

@@ -20,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from experiments.trees import trees
@@ -52,13 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="python -m experiments.ab_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--commit", required=True, help="the frozen commit both sides are made from")
+    parser.add_argument("--commit", default=None, help="the frozen commit both sides are made from")
+    parser.add_argument("--replay", default=None, metavar="DIR", help="score the kept --out files in DIR; runs nothing")
     parser.add_argument("--aa", type=int, default=20, help="A/A trials (default 20)")
     parser.add_argument("--each", type=int, default=10, help="trials per regression patch (default 10)")
     parser.add_argument("--only", default="", help="comma-separated regression patches (default: all)")
-    parser.add_argument("--keep", required=True, help="folder for every trial's ab --out file and the log")
+    parser.add_argument("--keep", default=None, help="folder for every trial's ab --out file and the log")
     parser.add_argument("--seed", type=int, default=0, help="seed of the trial order and of each ab run")
     args = parser.parse_args(argv[:cut])
+    if args.replay:
+        print("\n".join(replay(Path(args.replay))))
+        return 0
+    if not (args.commit and args.keep):
+        parser.error("--commit and --keep are required (or --replay DIR)")
     pytest_args = argv[cut + 1 :] or CI_ARGS
     chosen = [p for p in (args.only.split(",") if args.only else REGRESSIONS) if p]
     keep = Path(args.keep)
@@ -77,6 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     what = {AA: "with a false regression", **dict.fromkeys(chosen, "missed")}
     print("\n".join(summary(tallies, what)))
     return 0
+
+
+def replay(folder: Path) -> list[str]:
+    """Each scenario's tally from kept trial files (<label>-<i>.json): how often it failed its score, the
+    share of inconclusive cases, the trials' lengths (from spent_s: the time the comparison's parts took)."""
+    lines = []
+    for label in [AA, *REGRESSIONS]:
+        docs = [json.loads(f.read_text()) for f in sorted(folder.glob(f"{label}-*.json"))]
+        if not docs:
+            continue
+        scored = [score(label, 10 if any(v["status"] == "regression" for v in d["verdicts"]) else 0, d) for d in docs]
+        judged = [v for d in docs for v in d["verdicts"] if v["status"] != "missing" and " work" not in v["name"]]
+        share = sum(v["status"] == "inconclusive" for v in judged) / max(len(judged), 1)
+        counts = Counter(v["status"] for v in judged)
+        seconds = [sum(d["spent_s"].values()) for d in docs]
+        what = "with a false regression" if label == AA else "missed"
+        lines.append(
+            f"{label}: {sum(f for f, _ in scored)} of {len(docs)} {what}; {share:.0%} of case verdicts inconclusive "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}); "
+            f"{min(seconds):.0f}-{max(seconds):.0f} s of comparison a trial"
+        )
+    return lines
 
 
 def _env(base: Path) -> dict:

@@ -88,6 +88,7 @@ def _add_user(sub) -> None:
     upd.add_argument("--runs", type=int, default=5, help="runs pooled into the baseline")
     upd.add_argument("--append", action="store_true", help="add the runs to the baseline there: a rolling history")
     upd.add_argument("--keep", type=int, default=20, help="with --append, the most recent runs kept")
+    add_options(upd.add_argument, ["baselines_dir"])
     _pytest_args(upd, "the cases to run, as for pytest perf_tests (e.g. -- --perf-tier quick)")
 
 

@@ -147,7 +147,7 @@ class PerfSession:
 
     def _check_summary(self, case: Case, rounds: int, requests: int, ties_before: int) -> str:
         if not self.options.parity:
-            return "off (--no-parity)"
+            return "off (--perf-no-parity)"
         checker = self.cache.checker(case.model)
         ties = {(r, p): gap for _, r, p, gap in checker.near_ties[ties_before:]}  # the same tie recurs each round
         text = f"{rounds} rounds x {requests} requests equal HF greedy"

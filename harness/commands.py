@@ -94,7 +94,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from harness.baseline.record import update_baseline
 
-    path = update_baseline(args.pytest_args, args.from_file, args.runs, args.append, args.keep)
+    root = _options(args, ["baselines_dir"]).baselines_dir
+    path = update_baseline(args.pytest_args, args.from_file, args.runs, args.append, args.keep, root)
     print(f"baseline written: {path} (commit it to make it this machine's reference)")
     return 0
 

@@ -20,6 +20,7 @@ from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, load_model, model_for
 from harness.options import PerfOptions
 from harness.specs import ModelSpec, get_spec
+from harness.text_workloads import tokenizer_at
 from harness.workloads import WORKLOADS, Request
 
 
@@ -33,7 +34,6 @@ class EngineCache:
         self._parity: dict[tuple[str, str], str | None] = {}
         self._checker: OutputChecker | None = None
         self.check_seconds = 0.0  # what the output checks of models already let go have cost
-        self._tokenizer: tuple[str, object] | None = None
 
     # --- models --------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -97,16 +97,10 @@ class EngineCache:
     def tokenizer(self, loaded: LoadedModel):
         """The model's own tokenizer: a trained spec's or --perf-model-path's checkpoint; None for seeded
         random weights, which have none."""
-        if loaded.spec.path is None:
-            return None
-        if self._tokenizer is None or self._tokenizer[0] != loaded.spec.path:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = (loaded.spec.path, AutoTokenizer.from_pretrained(loaded.spec.path, local_files_only=True))
-        return self._tokenizer[1]
+        return tokenizer_at(loaded.spec.path)
 
     def kv_bytes(self, case: Case) -> int | None:
-        """KV memory for a kind compared at equal memory, when --kv-cache-mem is not given: what
+        """KV memory for a kind compared at equal memory, when --perf-kv-cache-mem is not given: what
         static-batch reserves for the same requests (its largest batch of --max-batch-size requests in
         request order, each holding the batch's padded length). The arrival times do not enter it, so
         every rate of a sweep gets the same pool and runs on one engine. Engines that size their own KV pool (paged)

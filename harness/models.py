@@ -29,8 +29,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PerfSuiteError(
-            f"--device {name} was asked for, but torch sees no CUDA device "
-            f"(torch {torch.__version__}); use --device cpu or auto"
+            f"--perf-device {name} was asked for, but torch sees no CUDA device "
+            f"(torch {torch.__version__}); use --perf-device cpu or auto"
         )
     if name.split(":")[0] not in ("cpu", "cuda"):
         raise PerfSuiteError(f"unknown device {name!r}; valid: auto, cpu, cuda")

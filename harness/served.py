@@ -160,7 +160,7 @@ def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int 
 
 def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = False) -> int:
     """Serve `model` (its seeded weights) with vLLM on 127.0.0.1 and run pytest against it with
-    `--openai-base-url` added; returns pytest's exit code. float32 on a CPU and on CUDA alike, for the
+    `--perf-openai-base-url` added; returns pytest's exit code. float32 on a CPU and on CUDA alike, for the
     server and the in-process engines."""
     import torch
 

@@ -65,7 +65,7 @@ class ModelSpec:
         try:
             cfg = json.loads(cfg_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise PerfSuiteError(f"--model-path {path}: cannot read {cfg_file}: {exc}") from exc
+            raise PerfSuiteError(f"--perf-model-path {path}: cannot read {cfg_file}: {exc}") from exc
         model_type = cfg.get("model_type", "")
         if model_type not in ARCHS:
             raise PerfSuiteError(

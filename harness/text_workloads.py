@@ -12,12 +12,32 @@ the suite: every round does the same work.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from harness.errors import ConfigError
 from harness.workloads import Request, Workload, read_lengths
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_at(path: str | None):
+    """The tokenizer saved with the checkpoint at `path` (a trained spec's, or --perf-model-path's);
+    None for seeded random weights and for a checkpoint saved without one."""
+    if path is None or not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+@functools.lru_cache(maxsize=4)
+def text_ids(path: str, paragraphs_used: int = 200) -> tuple[int, ...]:
+    """One long run of real text in the tokens of the checkpoint at `path`: the probe's prompts for a
+    trained model (harness/correctness/probe.py)."""
+    return tuple(tokenizer_at(path).encode(" ".join(paragraphs()[:paragraphs_used]), add_special_tokens=False))
 
 
 def paragraphs() -> list[str]:

@@ -1,6 +1,5 @@
 """The A/B's plan: how much each case gets, fixed before any timed round, and stage 2's suspects."""
 
-
 import pytest
 from scipy import stats
 

@@ -182,7 +182,7 @@ def test_config_refuses_unknown_keys_and_bad_values(tmp_path):
     path.write_text("[tool.perf]\nalpha = 2\n")
     with pytest.raises(ConfigError, match="alpha"):
         Thresholds.from_pyproject(path)
-    path.write_text('[tool.perf]\nthreshold = 0.07\nstrict = true\n[tool.perf.groups]\nserving = 0.1\n')
+    path.write_text("[tool.perf]\nthreshold = 0.07\nstrict = true\n[tool.perf.groups]\nserving = 0.1\n")
     t = Thresholds.from_pyproject(path)
     assert (t.default, t.strict, t.for_case("test_serving[x]", "serving")) == (0.07, True, 0.1)
     assert Thresholds.from_pyproject(tmp_path / "absent.toml") == Thresholds()

@@ -197,9 +197,7 @@ def test_a_zero_goodput_falls_back_to_the_rounds():
     verdicts = {v.name: v for v in compare(base, now, Thresholds())}
     assert verdicts[GOODPUT].status == "unchanged"
     assert verdicts[GOODPUT].change == 0
-    assert "8 against the baseline runs and 1 on the rounds" in method_line(
-        base, now, Thresholds()
-    )
+    assert "8 against the baseline runs and 1 on the rounds" in method_line(base, now, Thresholds())
 
 
 def test_latency_rows_are_in_the_pytest_gates_table(tmp_path):

@@ -1,6 +1,7 @@
 """Mutation tests: the suite's own output check (the probe before timing, then every timed round)
-refuses each deliberately broken engine in tests/mutants.py, on `tiny` and on `small`, and passes
-the correct ones. The check is called exactly as the benchmark cases call it (harness/bench.py)."""
+refuses each deliberately broken engine in tests/mutants.py, on `tiny`, on `small` and on the trained
+`smollm2-135m` in float32 and bfloat16, and passes the correct ones. The check is called exactly as
+the benchmark cases call it (harness/bench.py)."""
 
 import mutants
 import pytest
@@ -13,20 +14,35 @@ CORRECT = ["paged", "manual", "static-batch", mutants._GreedyLoop.name]
 
 # bfloat16: the margins are calibrated to HF's own rounding (harness/correctness/calibrate.py) and must
 # still refuse every mutant
-@pytest.fixture(scope="module", params=["tiny", "tiny-bfloat16", pytest.param("small", marks=pytest.mark.slow)])
+SLOW = pytest.mark.slow
+MODELS = [("tiny", "float32"), ("tiny", "bfloat16"), pytest.param(("small", "float32"), marks=SLOW)]
+MODELS += [pytest.param(("smollm2-135m", dtype), marks=SLOW) for dtype in ("float32", "bfloat16")]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=lambda p: "-".join(p))
 def session(request):
-    model, _, dtype = request.param.partition("-")
-    cache = mutants.mutant_cache(model, dtype or "float32")
+    model, dtype = request.param
+    cache = mutants.mutant_cache(model, dtype)
     yield cache
     cache.close()
 
 
 refusal = mutants.suite_refusal
 
+# The one mutant a check cannot see, and why (docs/correctness.md). In bfloat16 the stale block changes
+# one probe request's tokens on smollm2-135m, but every token it picks is within 0.025 of the best
+# (relative to the largest logit), inside the 0.051 margin (twice HF's own bfloat16 disagreement on
+# this CPU): no token check can tell it from rounding. It is refused in float32. Kept exact: should
+# the check come to refuse it, this test fails until the docs say so.
+UNSEEN = {("smollm2-135m", "bfloat16", "mutant-stale-block")}
+
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_every_broken_engine_is_refused(session, mutant):
     problem = refusal(session, mutant.name)
+    if (*session.options.models, session.options.dtype, mutant.name) in UNSEEN:
+        assert problem is None, "refused now: remove it from UNSEEN and from docs/correctness.md"
+        return
     assert problem is not None, f"{mutant.name} passed the output check"
     assert f"engine {mutant.name}" in problem
     assert "request" in problem  # says where it first went wrong

@@ -91,7 +91,7 @@ def test_a_refused_request_gets_its_error_while_the_others_finish(tiny):
 
 
 def test_bad_configuration_is_a_clear_error(tiny):
-    with pytest.raises(ConfigError, match="--openai-base-url"):
+    with pytest.raises(ConfigError, match="--perf-openai-base-url"):
         OpenAIEngine(tiny, EngineConfig())
     with pytest.raises(ConfigError, match="cannot reach"):
         OpenAIEngine(tiny, EngineConfig(openai_base_url="http://127.0.0.1:9/v1"))
@@ -102,7 +102,7 @@ def test_bad_configuration_is_a_clear_error(tiny):
     with FakeServer(tiny) as server:
         with pytest.raises(UnknownNameError, match="fake-model"):
             engine_for(tiny, server, openai_model="gpt-9")
-        with pytest.raises(ConfigError, match="--model-path"):
+        with pytest.raises(ConfigError, match="--perf-model-path"):
             engine_for(tiny, server, openai_prompt="text")
 
 

@@ -83,7 +83,7 @@ def test_a_request_that_can_never_fit_fails_alone(tiny, reference):
     assert "whole pool has 8" in errors[2]
     ok = [o.token_ids for o in result.outputs if o.error is None]
     assert ok == reference(reqs)
-    with pytest.raises(RequestTooLargeError, match="--kv-cache-mem"):
+    with pytest.raises(RequestTooLargeError, match="--perf-kv-cache-mem"):
         engine.add_request(huge.prompt_ids, 10)
 
 

@@ -126,10 +126,10 @@ def test_an_engine_wrong_only_in_its_timed_rounds_fails_its_case_and_its_numbers
     assert {b["name"] for b in doc["benchmarks"]} == {"test_generate[tiny-manual-bs1-prompt32-new32]"}
 
 
-def test_readme_shows_the_example_engine_verbatim():
+def test_the_engine_docs_show_the_example_engine_verbatim():
     example = (ROOT / "examples" / "greedy_loop_engine.py").read_text()
     body = example[example.index("import torch") :]
-    assert body in (ROOT / "README.md").read_text()
+    assert f"```python\n{body}```" in (ROOT / "docs" / "engines.md").read_text()
 
 
 def test_transformers_cb_is_available_here():

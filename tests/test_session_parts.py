@@ -79,15 +79,17 @@ def test_options_parse_from_any_argparse_like_source():
 
     parser = argparse.ArgumentParser()
     add_options(parser.add_argument)
-    args = parser.parse_args(["--models", "tiny,small", "--batch-sizes", "1,8", "--no-parity", "--perf-rounds", "3"])
+    args = parser.parse_args(
+        ["--perf-models", "tiny,small", "--perf-batch-sizes", "1,8", "--perf-no-parity", "--perf-rounds", "3"]
+    )
     opts = options_from(lambda flag: getattr(args, flag.lstrip("-").replace("-", "_")))
     assert opts.models == ("tiny", "small")
     assert opts.batch_sizes == (1, 8)
     assert opts.parity is False
     assert opts.rounds == 3
     assert opts.max_num_seqs == PerfOptions().max_num_seqs
-    bad = parser.parse_args(["--batch-sizes", "1,eight"])
-    with pytest.raises(ConfigError, match="--batch-sizes wants comma-separated integers"):
+    bad = parser.parse_args(["--perf-batch-sizes", "1,eight"])
+    with pytest.raises(ConfigError, match="--perf-batch-sizes wants comma-separated integers"):
         options_from(lambda flag: getattr(bad, flag.lstrip("-").replace("-", "_")))
 
 

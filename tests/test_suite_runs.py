@@ -91,7 +91,7 @@ def test_an_unknown_model_stops_with_the_valid_names():
 
 
 def test_old_option_names_still_work_for_one_release_with_a_warning():
-    proc = run_pytest("--models", "tiny", "--engines", "paged", "-k", "decode and bs1", "--benchmark-disable")
+    proc = run_pytest("--models", "tiny", "--engines", "paged", "-k", "decode and bs1", "--benchmark-disable", "-v")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "--models -> --perf-models" in proc.stdout  # in the terminal summary
     assert "tiny-paged-bs1" in proc.stdout

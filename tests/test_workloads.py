@@ -48,7 +48,9 @@ def test_mixed16_lengths_and_tokens_unchanged():
 
 
 def test_the_registry():
-    assert list(WORKLOADS) == ["mixed16", "mixed32", "mixed64", "prefix16", "conv16"]
+    token_ids = ["mixed16", "mixed32", "mixed64", "prefix16", "conv16"]
+    assert list(WORKLOADS) == [*token_ids, *(f"text-{n}" for n in ("mixed16", "prefix16", "conv16"))]
+    assert [n for n, w in WORKLOADS.items() if not w.needs_tokenizer] == token_ids
     assert all(isinstance(w, Workload) and w.name == n for n, w in WORKLOADS.items())
     with pytest.raises(TypeError):
         WORKLOADS["mine"] = WORKLOADS["mixed16"]  # a read-only registry: no module-level mutable state
@@ -56,7 +58,7 @@ def test_the_registry():
         Workload()  # the base class only says what a workload provides
 
 
-@pytest.mark.parametrize("name", list(WORKLOADS))
+@pytest.mark.parametrize("name", [n for n, w in WORKLOADS.items() if not w.needs_tokenizer])
 @pytest.mark.parametrize("spec", ["tiny", "small"])
 def test_every_workload_fits_the_test_models_and_is_seeded(name, spec):
     s = get_spec(spec)
@@ -65,6 +67,14 @@ def test_every_workload_fits_the_test_models_and_is_seeded(name, spec):
     assert all(0 < t < s.vocab_size for r in reqs for t in r.prompt_ids)
     assert [r.request_id for r in reqs] == list(range(len(reqs)))
     assert reqs == WORKLOADS[name].requests(s.vocab_size)
+
+
+@pytest.mark.parametrize("name", [n for n, w in WORKLOADS.items() if w.needs_tokenizer])
+def test_a_text_workload_without_a_tokenizer_is_a_clear_error(name):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the model's tokenizer"):
+        WORKLOADS[name].requests(get_spec("small").vocab_size)
 
 
 def test_prefix16_is_four_interleaved_groups_of_four():

@@ -124,7 +124,12 @@ def record_runs(pytest_args: list[str], runs: int, env: dict | None = None) -> R
 
 
 def update_baseline(
-    pytest_args: list[str], from_file: str | None = None, runs: int = 5, append: bool = False, keep: int = DEFAULT_KEEP
+    pytest_args: list[str],
+    from_file: str | None = None,
+    runs: int = 5,
+    append: bool = False,
+    keep: int = DEFAULT_KEEP,
+    root: str | Path = "baselines",
 ) -> Path:
     """Run the suite `runs` times (or take a results file) and write baselines/<slug>/baseline.json; with
     `append`, add those runs to the baseline already there (a rolling history of the last `keep`). A
@@ -135,7 +140,7 @@ def update_baseline(
         raise BaselineError(
             f"{from_file or 'the run'}: machine_info has no slug: it was not recorded by llm-perf-suite"
         )
-    path = baseline_path(slug)
+    path = baseline_path(slug, Path(root))
     if append and path.exists():
         doc = append_runs(load_results(path), doc, keep)
     elif from_file:

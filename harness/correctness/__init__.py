@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from harness.correctness.calibrate import CALIBRATION_FACTOR, SelfDisagreement, hf_self_disagreement
 from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
-from harness.correctness.probe import probe_requests
+from harness.correctness.probe import probe_for, probe_requests
 from harness.correctness.reference import GreedyReference
 from harness.engines.base import RequestOutput
 from harness.models import LoadedModel
 from harness.workloads import Request
 
-__all__ = ["OutputChecker", "probe_requests"]
+__all__ = ["OutputChecker", "probe_for", "probe_requests"]
 
 
 class OutputChecker:
@@ -31,13 +31,15 @@ class OutputChecker:
         self.seconds = 0.0
         self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
         self._verified: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, float]]] = {}
-        self.calibration: SelfDisagreement | None = None  # bfloat16/float16: HF's own disagreement
-        self._calibrated = loaded.dtype == "float32"
+        self.calibration: SelfDisagreement | None = None  # HF's own disagreement, measured before the first check
+        self._calibrated = False
         self.unusable: str | None = None  # why the check cannot vouch for any engine (calibrate.py)
 
     def calibrate(self) -> None:
-        """Low precision: widen the margins to CALIBRATION_FACTOR x HF's own disagreement (calibrate.py),
-        measured once per model before its first check."""
+        """Widen the margins to CALIBRATION_FACTOR x HF's own disagreement on this machine (calibrate.py),
+        measured once per model before its first check, in every dtype: in float32 the fixed margins are
+        the floor, and a CPU whose kernels round differently widens them instead of refusing a correct
+        engine."""
         if self._calibrated:
             return
         self._calibrated = True
@@ -57,13 +59,13 @@ class OutputChecker:
                 return f"engine {engine}, {where}: {self.unusable}"
             if len(outputs) != len(requests):
                 return verify_tokens(requests, outputs, self.reference.teacher_forced_logits).describe(engine, where)
+            forced = self._prefetch(requests, outputs)
             for i, (req, out) in enumerate(zip(requests, outputs, strict=True)):
                 key = self._key(req, out)
                 if key not in self._verified or out.error is not None:
                     ties: list[tuple[int, int, float]] = []
-                    mismatch = verify_tokens(
-                        [req], [out], self.reference.teacher_forced_logits, self.margin, ties, self.vocab_size
-                    )
+                    lookup = (lambda r, have, i=i: forced[i]) if i in forced else self.reference.teacher_forced_logits
+                    mismatch = verify_tokens([req], [out], lookup, self.margin, ties, self.vocab_size)
                     if mismatch is not None:
                         return dataclasses.replace(mismatch, request_index=i).describe(engine, where)
                     self._verified[key] = [(pos, gap) for _, pos, gap in ties]
@@ -71,6 +73,19 @@ class OutputChecker:
             return None
         finally:
             self.seconds += time.perf_counter() - start
+
+    def _prefetch(self, requests: Sequence[Request], outputs: Sequence[RequestOutput]) -> dict[int, object]:
+        """HF's teacher-forced logits of every output not yet verified, in batched forwards, by index
+        (outputs that fail before any logit is needed, a wrong length or a failed request, are left out)."""
+
+        def checkable(req: Request, out: RequestOutput) -> bool:
+            tokens, vocab = out.token_ids, self.vocab_size
+            return out.error is None and len(tokens) == req.max_new_tokens and all(0 <= t < vocab for t in tokens)
+
+        pairs = enumerate(zip(requests, outputs, strict=True))
+        todo = [i for i, (req, out) in pairs if self._key(req, out) not in self._verified and checkable(req, out)]
+        logits = self.reference.teacher_forced_many([(requests[i], list(outputs[i].token_ids)) for i in todo])
+        return dict(zip(todo, logits, strict=True))
 
     @staticmethod
     def _key(req: Request, out: RequestOutput) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -89,7 +104,7 @@ class OutputChecker:
             self.calibrate()
             if self.unusable:
                 return f"engine {engine_name}: {self.unusable}"
-            want = [self.reference.teacher_forced_logits(q, c) for q, c in zip(requests, continuations, strict=True)]
+            want = self.reference.teacher_forced_many(list(zip(requests, continuations, strict=True)))
             mismatch = check_logits(forced(requests, continuations), want, self.logit_tolerance)
         finally:
             self.seconds += time.perf_counter() - start
@@ -98,7 +113,7 @@ class OutputChecker:
     def probe_problem(self, engine_name: str, engine: object) -> str | None:
         """The fast first gate before an engine's first timed case: the probe workload's tokens (and
         logits where the engine gives them) against HF's."""
-        requests = probe_requests(self.reference.loaded.spec.vocab_size)
+        requests = probe_for(self.reference.loaded.spec)
         engine.prepare(requests)
         outputs = engine.generate(requests).outputs
         problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")

@@ -85,7 +85,7 @@ def verify_tokens(
             return Mismatch(i, req.request_id, pos, (), tuple(have[pos : pos + 5]), want_len, len(have), "wrong length")
         bad = [p for p, t in enumerate(have) if t < 0 or (vocab_size is not None and t >= vocab_size)]
         if bad:
-            pos, detail = bad[0], f"token {have[bad[0]]} is outside the vocabulary (no token ids? see --no-parity)"
+            pos, detail = bad[0], f"token {have[bad[0]]} is outside the vocabulary (no token ids? see --perf-no-parity)"
             return Mismatch(i, req.request_id, pos, (), tuple(have[pos : pos + 5]), want_len, len(have), detail)
         logits = teacher_forced(req, have)  # (n, vocab): row p is HF's view of position p given have[:p]
         best = logits.max(dim=-1)

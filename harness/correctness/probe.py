@@ -11,6 +11,10 @@ What it exercises, and why:
   when prefix caching is on, and blocks that stay in use by one after the other finishes); C starts
   with A's second block of tokens, so an engine that shares a block by its own tokens alone, ignoring
   what comes before it, hands C the KV A computed for those tokens after A's first block.
+
+Seeded random weights get random token ids. A trained model (one with a tokenizer) gets windows of
+real text instead: on random ids it falls into short loops that no longer depend on the context, so
+an engine that hands it another request's KV block would still give HF's tokens.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ PROBE_SEED = 1234
 BLOCK = 16  # the paged engine's default block size: the shared prompts line up with its blocks
 
 
-def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
+def probe_requests(vocab_size: int, seed: int = PROBE_SEED, text: tuple[int, ...] | None = None) -> list[Request]:
+    """The probe; `text`, a trained model's tokens of real text, to cut its prompts from."""
     rng = np.random.default_rng(seed)
 
     def ids(n: int) -> tuple[int, ...]:
-        return tuple(int(t) for t in rng.integers(1, vocab_size, size=n))
+        if text is None:
+            return tuple(int(t) for t in rng.integers(1, vocab_size, size=n))
+        start = int(rng.integers(len(text) - n))
+        return tuple(text[start : start + n])
 
     first, second = ids(BLOCK), ids(BLOCK)
     prompts = [
@@ -45,3 +53,11 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED) -> list[Request]:
     # first two, close in length: one length group whose rows are not in batch order.
     new_tokens = [24, 23, 12, 12, 22, 10, 3, 17]
     return [Request(p, n, request_id=i) for i, (p, n) in enumerate(zip(prompts, new_tokens, strict=True))]
+
+
+def probe_for(spec) -> list[Request]:
+    """The probe for a model spec: real text where its checkpoint has a tokenizer, else random ids."""
+    from harness.text_workloads import text_ids, tokenizer_at
+
+    text = text_ids(spec.path) if tokenizer_at(spec.path) is not None else None
+    return probe_requests(spec.vocab_size, text=text)

@@ -19,6 +19,7 @@ from harness.models import LoadedModel
 from harness.workloads import Request
 
 TOP_K = 5  # logits kept per step: enough to judge a near-tie between the top choices
+LOGIT_BUDGET = 2**26  # float32 logits one teacher-forced forward may hold (256 MiB): positions x vocab
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,39 @@ class GreedyReference:
         self.tokens_generated += new_tokens
         return ReferenceTokens(tuple(out.sequences[0, len(prompt) :].tolist()), top.indices.cpu(), top.values.cpu())
 
-    @torch.inference_mode()
     def teacher_forced_logits(self, req: Request, continuation: Sequence[int]) -> torch.Tensor:
         """(len(continuation), vocab) float32 logits: row j predicts continuation[j] from the prompt and
         continuation[:j]. One causal forward of the HF model over the whole sequence."""
-        ids = torch.tensor([[*req.prompt_ids, *continuation[:-1]]], dtype=torch.long, device=self.loaded.device)
-        logits = self.loaded.model(input_ids=ids, use_cache=False).logits[0, len(req.prompt_ids) - 1 :]
+        return self.teacher_forced_many([(req, continuation)])[0]
+
+    @torch.inference_mode()
+    def teacher_forced_many(self, pairs: Sequence[tuple[Request, Sequence[int]]]) -> list[torch.Tensor]:
+        """teacher_forced_logits of many (request, continuation) pairs, in as few forwards as fit: rows
+        right-padded to a batch's longest, at most LOGIT_BUDGET / vocab positions a batch. Under a causal mask
+        a row's real positions never see the padding after them; the padded batch only changes how the
+        matrix products are blocked, which the check's margins hold."""
+        max_positions = max(1, LOGIT_BUDGET // self.loaded.spec.vocab_size)
+        seqs = [[*req.prompt_ids, *cont[:-1]] for req, cont in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: len(seqs[i]))
+        out: list[torch.Tensor | None] = [None] * len(pairs)
+        while order:
+            width, take = len(seqs[order[-1]]), []
+            while order and (len(take) + 1) * max(width, 1) <= max_positions or (order and not take):
+                take.append(order.pop())
+            for i, row in zip(take, self._forward([seqs[i] for i in take]), strict=True):
+                out[i] = row[len(pairs[i][0].prompt_ids) - 1 : len(seqs[i])]
+        return out
+
+    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        """(len(rows), longest, vocab) float32 logits on the CPU, rows right-padded."""
+        width, device = max(len(r) for r in rows), self.loaded.device
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[b, : len(r)] = 1
+        positions = torch.arange(width).expand(len(rows), width)
+        logits = self.loaded.model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), use_cache=False
+        ).logits
         return logits.float().cpu()

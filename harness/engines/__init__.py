@@ -44,7 +44,7 @@ BUILTIN_ENGINES: dict[str, str] = {
 class EngineSource:
     name: str
     target: str  # "package.module:Class"
-    origin: str  # "builtin", "entry point <dist>", "--engine-module"
+    origin: str  # "builtin", "entry point <dist>", "--perf-engine-module"
 
 
 def import_target(target: str) -> type:

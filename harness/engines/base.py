@@ -2,7 +2,7 @@
 
 The Engine protocol. A class joins the suite when it has:
 
-  name: str                                     the id used in --engines and in case ids
+  name: str                                     the id used in --perf-engines and in case ids
   __init__(self, loaded: LoadedModel, config: EngineConfig)
                                                 built once per model, outside any timed region
   generate(self, requests) -> GenerateResult    required: greedy-decode every Request (exactly
@@ -24,7 +24,7 @@ and may have:
                                        only then does the gate correct it by the reference forward
 
 Before any of an engine's cases are timed, its greedy output on a probe workload must equal HF
-greedy's, and so must every round of its timed cases (harness/correctness/); --no-parity turns
+greedy's, and so must every round of its timed cases (harness/correctness/); --perf-no-parity turns
 that off.
 """
 
@@ -162,7 +162,7 @@ class EngineConfig:
     max_concurrency: int = 0  # most requests in flight at once (--max-concurrency; 0: no cap)
     openai_base_url: str | None = None  # openai: the server, e.g. http://127.0.0.1:8000/v1
     openai_model: str | None = None  # openai: the served model's name (None: the first the server lists)
-    openai_prompt: str = "ids"  # openai: prompts as token ids, or as text through --model-path's tokenizer
+    openai_prompt: str = "ids"  # openai: prompts as token ids, or as text through --perf-model-path's tokenizer
     trace: bool = False  # record each step for the trace (--perf-trace); engines that cannot, ignore it
 
 

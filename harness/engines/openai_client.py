@@ -46,7 +46,7 @@ class Endpoint:
         except ValueError:  # out of range or not a number
             port = -1
         if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-            raise ConfigError(f"--openai-base-url must look like http://HOST:PORT/v1, got {base_url!r}")
+            raise ConfigError(f"--perf-openai-base-url must look like http://HOST:PORT/v1, got {base_url!r}")
         self.base_url, self.https = base_url.rstrip("/"), parts.scheme == "https"
         self.host, self.port = parts.hostname, port or (443 if self.https else 80)
         self.prefix = parts.path if parts.path.endswith("/v1") else parts.path + "/v1"

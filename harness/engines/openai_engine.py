@@ -5,12 +5,12 @@ meet it. Every request is one streamed `/v1/completions` call (harness/engines/o
 sent by a client thread at its arrival time (harness/arrivals.py; --max-concurrency caps the calls
 in flight), so TTFT, ITL and E2EL are what a client on this machine sees, network included.
 
-- Prompts go as token ids (`--openai-prompt ids`, the default; vLLM and SGLang take them), or as text
-  decoded with the tokenizer of the local checkpoint given by --model-path (`--openai-prompt text`).
+- Prompts go as token ids (`--perf-openai-prompt ids`, the default; vLLM and SGLang take them), or as text
+  decoded with the tokenizer of the local checkpoint given by --perf-model-path (`--perf-openai-prompt text`).
 - Tokens: the chunks' `token_ids` where the server returns them (vLLM's `return_token_ids`), checked
   against the server's usage count; then the suite's output check holds the server to HF greedy like
   any engine. A server that returns no ids gives placeholders to its usage count: run it with
-  --no-parity.
+  --perf-no-parity.
 - The server must serve the weights the suite builds (`python -m harness save-model` writes a spec's
   seeded model to a folder a server can load); the parity check catches any other model.
 - Before every call it asks the server to reset its prefix cache (vLLM: POST /reset_prefix_cache,
@@ -42,28 +42,29 @@ class OpenAIEngine(BaseEngine):
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         super().__init__(loaded, config)
         if not config.openai_base_url:
-            raise ConfigError("the openai engine needs --openai-base-url, e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError("the openai engine needs --perf-openai-base-url, e.g. http://127.0.0.1:8000/v1")
         if config.openai_prompt not in PROMPT_FORMATS:
-            raise UnknownNameError("--openai-prompt", config.openai_prompt, list(PROMPT_FORMATS))
+            raise UnknownNameError("--perf-openai-prompt", config.openai_prompt, list(PROMPT_FORMATS))
         self.endpoint = Endpoint(config.openai_base_url)
         served = self.endpoint.served_models()
         if config.openai_model and config.openai_model not in served:
             raise UnknownNameError(f"model served at {self.endpoint.base_url}", config.openai_model, served)
         if not served and not config.openai_model:
-            raise ConfigError(f"{self.endpoint.base_url}/models lists no model: give --openai-model")
+            raise ConfigError(f"{self.endpoint.base_url}/models lists no model: give --perf-openai-model")
         self.served_model = config.openai_model or served[0]
         self.tokenizer = self._tokenizer(loaded) if config.openai_prompt == "text" else None
 
     @staticmethod
     def _tokenizer(loaded: LoadedModel):
-        if loaded.spec.path is None:
+        from harness.text_workloads import tokenizer_at
+
+        tokenizer = tokenizer_at(loaded.spec.path)
+        if tokenizer is None:
             raise ConfigError(
                 "--perf-openai-prompt text needs a model with a tokenizer: a trained spec (smollm2-135m) or "
                 "--perf-model-path"
             )
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(loaded.spec.path, local_files_only=True)
+        return tokenizer
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
         """Each request is sent by its own client thread when it arrives; returns when all have answered."""

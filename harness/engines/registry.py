@@ -1,5 +1,5 @@
 """Finding engines: built in, by entry point (group `llm_perf_suite.engines`), or by
-`--engine-module package.module:Class`. Later sources override earlier ones of the same name."""
+`--perf-engine-module package.module:Class`. Later sources override earlier ones of the same name."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def engine_sources(engine_modules: list[str] | tuple[str, ...] = ()) -> dict[str
     for target in engine_modules:
         cls = import_target(target)
         name = cls.name or target.rpartition(":")[2]
-        sources[name] = EngineSource(name, target, "--engine-module")
+        sources[name] = EngineSource(name, target, "--perf-engine-module")
     return sources
 
 

@@ -22,7 +22,7 @@ from harness.timing import now
 from harness.trace import StepEvent
 from harness.workloads import Request
 
-DEFAULT_KV_FRACTION = {"cuda": 0.5, "cpu": 0.1}  # of free memory, when --kv-cache-mem is not given
+DEFAULT_KV_FRACTION = {"cuda": 0.5, "cpu": 0.1}  # of free memory, when --perf-kv-cache-mem is not given
 
 
 class RequestTooLargeError(PerfSuiteError):
@@ -30,12 +30,12 @@ class RequestTooLargeError(PerfSuiteError):
 
 
 def kv_pool_bytes(kv_cache_mem: float | None, device: torch.device) -> int:
-    """--kv-cache-mem: bytes when > 1, else a fraction of the device's free memory."""
+    """--perf-kv-cache-mem: bytes when > 1, else a fraction of the device's free memory."""
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
     if kv_cache_mem is None:
         return int(DEFAULT_KV_FRACTION[device.type] * free)
     if kv_cache_mem <= 0:
-        raise PerfSuiteError(f"--kv-cache-mem must be positive, got {kv_cache_mem}")
+        raise PerfSuiteError(f"--perf-kv-cache-mem must be positive, got {kv_cache_mem}")
     return int(kv_cache_mem * free) if kv_cache_mem <= 1 else int(kv_cache_mem)
 
 
@@ -82,7 +82,7 @@ class PagedEngine(BaseEngine):
             raise RequestTooLargeError(
                 f"request {seq_id if request_id is None else request_id}: {len(prompt_ids)} prompt + "
                 f"{max_new_tokens} new tokens need {need} KV blocks of {self.block_size} tokens, but the whole pool "
-                f"has {self.bm.num_blocks}; raise --kv-cache-mem or shorten the request"
+                f"has {self.bm.num_blocks}; raise --perf-kv-cache-mem or shorten the request"
             )
         seq = Sequence(seq_id, list(prompt_ids), max_new_tokens, priority, arrival=seq_id)
         self._outputs[seq_id] = RequestOutput(
@@ -263,7 +263,7 @@ class PagedEngine(BaseEngine):
         if not self.bm.can_allocate(seq):
             raise PerfSuiteError(
                 f"paged KV pool ({self.bm.num_blocks} blocks of {self.block_size}) cannot hold {purpose}; "
-                f"raise --kv-cache-mem"
+                f"raise --perf-kv-cache-mem"
             )
         self.bm.allocate(seq)
 

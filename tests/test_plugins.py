@@ -75,6 +75,7 @@ def run_suite(tmp_path, toy_dist, *args):
     return proc, (json.loads(out.read_text()) if out.exists() and out.read_text().strip() else None)
 
 
+@pytest.mark.slow
 def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
     proc, doc = run_suite(
         tmp_path,
@@ -96,6 +97,7 @@ def test_external_engines_run_through_generate_and_serving(tmp_path, toy_dist):
     assert "test_serving[tiny-toy-mixed16]" in proc.stdout  # the summary table
 
 
+@pytest.mark.slow
 def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
     args = ["--perf-engines", "wrong-toy", "-k", "generate", "--perf-engine-module", "toy_engines:WrongToyEngine"]
     proc, _ = run_suite(tmp_path, toy_dist, *args)
@@ -108,6 +110,7 @@ def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_an_engine_wrong_only_in_its_timed_rounds_fails_its_case_and_its_numbers_are_not_saved(tmp_path, toy_dist):
     """Right on the one-shot probe, wrong on every later call: the check of the timed rounds fails the
     case, names the round, request and token, and pytest-benchmark's JSON leaves the case out."""
@@ -138,6 +141,7 @@ def test_transformers_cb_is_available_here():
     assert TransformersCBEngine.unavailable_reason(torch.device("cpu")) is None
 
 
+@pytest.mark.slow
 def test_transformers_cb_matches_hf(tiny):
     reqs = mixed_requests(6, (3, 40), (2, 20), tiny.spec.vocab_size, seed=1)
     reference = [o.token_ids for o in HFGenerateEngine(tiny, EngineConfig()).generate(reqs).outputs]

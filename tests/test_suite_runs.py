@@ -103,6 +103,7 @@ def test_benchmark_compare_fail_is_refused_with_the_reason():
     assert "--benchmark-compare-fail compares pytest-benchmark's time statistics" in proc.stderr
 
 
+@pytest.mark.slow
 def test_gate_through_pytest(tmp_path):
     common = [
         "--perf-models",

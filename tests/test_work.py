@@ -102,3 +102,12 @@ def test_the_stored_gate_judges_work_exactly_and_only_on_the_same_seed():
         v.name: v for v in compare(base, _doc({"steps": 11, "prefill_tokens": 100}, unsteady=True), Thresholds())
     }
     assert refused["c work"].status == "inconclusive"
+
+
+def test_a_baseline_pooled_from_runs_keeps_the_counters_the_gate_compares():
+    from harness.baseline.record import merge_runs
+
+    baseline = merge_runs([_doc({"steps": 10, "prefill_tokens": 100}) for _ in range(3)]).to_dict()
+    assert baseline["benchmarks"][0]["extra_info"]["work"] == {"steps": 10, "prefill_tokens": 100}
+    rows = {v.name: v for v in compare(baseline, _doc({"steps": 10, "prefill_tokens": 116}), Thresholds())}
+    assert rows["c work:prefill_tokens"].status == "regression"

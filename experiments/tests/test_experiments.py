@@ -57,3 +57,13 @@ def test_synthetic_histories_have_their_planted_step_and_noise():
     step = runs[:, :STEP_AT].mean(axis=1) - runs[:, STEP_AT:].mean(axis=1)
     assert np.mean(step) == pytest.approx(-np.log(0.95), abs=0.005)
     assert np.std(runs[:, :STEP_AT] - runs[:, :STEP_AT].mean(axis=1, keepdims=True)) == pytest.approx(0.015, rel=0.1)
+
+
+def test_real_nights_are_filed_a_day_apart_in_order():
+    import datetime
+    import itertools
+
+    from experiments.history_real import night_date
+
+    dates = [datetime.datetime.fromisoformat(night_date(n)) for n in range(1, 11)]
+    assert all(b - a == datetime.timedelta(days=1) for a, b in itertools.pairwise(dates))

@@ -50,7 +50,14 @@ def runs_of(bench: BenchRecord) -> list[Run]:
     if not r.run_tok_s or len(r.run_tok_s) < 2:
         latency = {m: statistics.median(v) for m, v in (r.round_latency or {}).items() if v}
         return [
-            Run(bench.median_tok_s, list(bench.rounds_s), list(r.reference_ms or []), latency, r.round_latency or {})
+            Run(
+                bench.median_tok_s,
+                list(bench.rounds_s),
+                list(r.reference_ms or []),
+                latency,
+                r.round_latency or {},
+                r.work,
+            )
         ]
     n = len(r.run_tok_s)
     counts = r.run_round_counts or [len(bench.rounds_s) // n] * (n - 1) + [

@@ -111,3 +111,11 @@ def test_a_baseline_pooled_from_runs_keeps_the_counters_the_gate_compares():
     assert baseline["benchmarks"][0]["extra_info"]["work"] == {"steps": 10, "prefill_tokens": 100}
     rows = {v.name: v for v in compare(baseline, _doc({"steps": 10, "prefill_tokens": 116}), Thresholds())}
     assert rows["c work:prefill_tokens"].status == "regression"
+
+
+def test_fewer_prefix_cache_hits_is_a_regression_and_more_an_improvement():
+    base = {"prefill_tokens": 100, "prefix_hit_tokens": 64}
+    worse = {v.name: v.status for v in work_verdicts("c", base, {"prefill_tokens": 100, "prefix_hit_tokens": 48})}
+    assert worse == {"c work:prefix_hit_tokens": "regression"}
+    better = {v.name: v.status for v in work_verdicts("c", base, {"prefill_tokens": 100, "prefix_hit_tokens": 80})}
+    assert better == {"c work:prefix_hit_tokens": "improvement"}

@@ -1,6 +1,7 @@
 """The exact gate on work (harness/engines/work.py). For the same case on the same seed a counter
 that grew is a work regression and one that shrank an improvement: no threshold and no p-value, as
-counts on a seeded workload do not vary between runs on any machine. A case whose counters differ
+counts on a seeded workload do not vary between runs on any machine. Counters of work saved (prefix
+cache hits) count the other way: fewer is a regression. A case whose counters differ
 between its own identical rounds is not deterministic, and its counters are refused, not compared."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 
 from harness.judge.decide import Verdict
 
+FEWER_IS_WORSE = frozenset({"prefix_hit_tokens"})  # work saved (harness/engines/work.py); the rest is work done
 NOT_DETERMINISTIC = "its work counters differ between identical rounds: not deterministic, not compared"
 
 
@@ -25,8 +27,9 @@ def work_verdicts(case: str, base: dict | None, now: dict | None, unsteady: bool
         if b == n:
             continue
         change = n / b - 1 if b else math.inf
-        status = "regression" if n > b else "improvement"
+        status = "regression" if (n > b) != (counter in FEWER_IS_WORSE) else "improvement"
         exact = dict(unit="count", base=b, now=n, change=change, low=change, high=change, threshold=0.0)
+        exact["lower_is_better"] = counter not in FEWER_IS_WORSE
         rows.append(Verdict(f"{case} work:{counter}", status, note="exact: the same case on the same seed", **exact))
     return rows
 

@@ -1,7 +1,7 @@
 """The A/B comparison's plan, fixed before any round is timed. Torch-free; tested on its own.
 
-Stage 1 visits every case in `sweeps` sweeps, each sweep a fresh pair of processes (forked: see
-harness/ab/worker.py). A case's share is `case_s` seconds of rounds, both sides, split into visits of
+Stage 1 visits every case in `sweeps` sweeps, each sweep a fresh pair of processes, each started by
+exec (harness/ab/worker.py). A case's share is `case_s` seconds of rounds, both sides, split into visits of
 equal size: as many visits as blocks fit, up to one per sweep, spread evenly over the sweeps. The
 allocation rests on the case's warm-up units, taken before any timed round, never on a result.
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.gate_check import _env, run_suite
 from experiments.trees import trees
 
 CI_ARGS = ["perf_tests", "--perf-tier", "quick"]
@@ -28,6 +28,19 @@ FIRST_NIGHT = datetime.datetime(2026, 1, 1, 2, 0)
 def night_date(night: int) -> str:
     """The ISO date a night's run is filed under (night 1 is FIRST_NIGHT, one a day)."""
     return (FIRST_NIGHT + datetime.timedelta(days=night - 1)).isoformat()
+
+
+def _env(tree: Path) -> dict:
+    """The tree's own code first. A tree with the `llm_perf` entry point's conftest (this one and later)
+    loads its plugin through the entry point, which resolves to the tree's own module."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PERF_INJECT_SLOWDOWN", "PERF_INJECT_CASE")}
+    return env | {"PYTHONPATH": str(tree)}
+
+
+def run_suite(tree: Path, args: list[str], out: Path) -> None:
+    cmd = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--benchmark-json", str(out)]
+    if subprocess.run(cmd, cwd=tree, env=_env(tree), stdout=subprocess.DEVNULL).returncode != 0:
+        raise SystemExit(f"the suite failed in {tree}: {' '.join(cmd)}")
 
 
 def history(tree: Path, store: Path, *args: str) -> subprocess.CompletedProcess:

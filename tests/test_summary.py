@@ -1,0 +1,40 @@
+"""The markdown a pull request shows: `llm-perf compare --summary FILE` writes the verdict table as a
+file, and with no FILE it goes to $GITHUB_STEP_SUMMARY, appended after what other steps wrote."""
+
+import json
+
+from harness.__main__ import main
+
+
+def results(tok_s: list[float], work: dict | None = None) -> dict:
+    info = {"tokens": 100, "kind": "decode", "seed": 0, "work": work}
+    bench = {"name": "test_decode[x]", "stats": {"data": [100 / t for t in tok_s]}, "extra_info": info}
+    return {"machine_info": {"slug": "m"}, "benchmarks": [bench]}
+
+
+def compare(tmp_path, base: dict, now: dict, *extra: str) -> int:
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(now))
+    return main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), *extra])
+
+
+def test_the_summary_is_a_markdown_table_with_the_verdict(tmp_path):
+    steady = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8]
+    summary = tmp_path / "s.md"
+    code = compare(tmp_path, results(steady, {"steps": 10}), results(steady, {"steps": 12}), "--summary", str(summary))
+    md = summary.read_text()
+    assert code == 10
+    assert md.startswith("### llm-perf compare")
+    assert "| case | base | now | unit | change | 95% CI | p | verdict |" in md
+    assert "`test_decode[x] work:steps`" in md
+    assert "**REGRESSION**" in md
+
+
+def test_github_s_job_summary_is_appended_to(tmp_path, monkeypatch):
+    target = tmp_path / "step_summary.md"
+    target.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    steady = [100.0, 101.0, 99.0, 100.5, 99.5]
+    assert compare(tmp_path, results(steady), results(steady)) == 0
+    text = target.read_text()
+    assert text.startswith("earlier step\n### llm-perf compare")

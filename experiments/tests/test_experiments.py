@@ -67,3 +67,14 @@ def test_real_nights_are_filed_a_day_apart_in_order():
 
     dates = [datetime.datetime.fromisoformat(night_date(n)) for n in range(1, 11)]
     assert all(b - a == datetime.timedelta(days=1) for a, b in itertools.pairwise(dates))
+
+
+def test_every_way_of_reading_the_weights_is_timed_and_counts_their_bytes():
+    import torch
+
+    from experiments.gemv_bandwidth import rates
+
+    weights = [torch.randn(64, 32), torch.randn(32, 64)]
+    got = rates(weights, reps=2, rows=4)
+    assert list(got) == ["sum", "F.linear, 1 row", "x @ W transposed, 1 row", "F.linear, 4 rows"]
+    assert all(v > 0 for v in got.values())

@@ -101,7 +101,7 @@ class EngineCache:
 
     def kv_bytes(self, case: Case) -> int | None:
         """KV memory for a kind compared at equal memory, when --perf-kv-cache-mem is not given: what
-        static-batch reserves for the same requests (its largest batch of --max-batch-size requests in
+        static-batch reserves for the same requests (its largest batch of --perf-max-batch-size requests in
         request order, each holding the batch's padded length). The arrival times do not enter it, so
         every rate of a sweep gets the same pool and runs on one engine. Engines that size their own KV pool (paged)
         get exactly that, so their gain is what they do with the same memory: more sequences per step,

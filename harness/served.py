@@ -159,9 +159,9 @@ def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int 
 
 
 def bench_http(model: str, workload: str, pytest_args: list[str], eager: bool = False) -> int:
-    """Serve `model` (its seeded weights) with vLLM on 127.0.0.1 and run pytest against it with
-    `--perf-openai-base-url` added; returns pytest's exit code. float32 on a CPU and on CUDA alike, for the
-    server and the in-process engines."""
+    """Serve `model` (seeded weights, or a trained spec's checkpoint) with vLLM on 127.0.0.1 and run
+    pytest against it with `--perf-openai-base-url` added; returns pytest's exit code. float32 on a CPU
+    and on CUDA alike, for the server and the in-process engines."""
     import torch
 
     from harness.workloads import WORKLOADS

@@ -270,7 +270,7 @@ PLUGIN_MUTANTS = [DropsPromptHead, DriftsAfter16, StaleAcrossRounds]
 
 def mutant_cache(model: str, dtype: str = "float32", device: str = "cpu", kv_cache_mem: float = 64 * 2**20):
     """The engine cache of a suite run with every mutant (and the correct _GreedyLoop) registered, as
-    --engine-module would register them."""
+    --perf-engine-module would register them."""
     from harness.bench import PerfSession
     from harness.engines.registry import engine_sources
     from harness.options import PerfOptions

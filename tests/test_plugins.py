@@ -1,4 +1,4 @@
-"""Engines the suite did not write: entry points, --engine-module, parity, transformers-cb."""
+"""Engines the suite did not write: entry points, --perf-engine-module, parity, transformers-cb."""
 
 import json
 import os
@@ -106,7 +106,7 @@ def test_a_wrong_engine_is_caught_by_the_parity_check(tmp_path, toy_dist):
         "parity check failed: engine wrong-toy differs from HF greedy on the probe workload: "
         "request 1 (id 1) at token 3" in proc.stdout
     )
-    proc, _ = run_suite(tmp_path, toy_dist, *args, "--no-parity")
+    proc, _ = run_suite(tmp_path, toy_dist, *args, "--perf-no-parity")
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

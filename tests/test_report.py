@@ -83,4 +83,4 @@ def test_the_serving_table_says_whether_tokens_equal_hf():
     assert _checked(result("3 rounds x 64 requests equal HF greedy")) == "equal HF"
     tie = "3 rounds x 64 requests equal HF greedy; 1 near-tie(s) within 1e-05 x |logit| accepted: request 3"
     assert _checked(result(tie)) == "equal HF (1 near-tie)"
-    assert _checked(result("off (--no-parity)")) == "off (--no-parity)"
+    assert _checked(result("off (--perf-no-parity)")) == "off (--perf-no-parity)"

@@ -119,3 +119,15 @@ def test_fewer_prefix_cache_hits_is_a_regression_and_more_an_improvement():
     assert worse == {"c work:prefix_hit_tokens": "regression"}
     better = {v.name: v.status for v in work_verdicts("c", base, {"prefill_tokens": 100, "prefix_hit_tokens": 80})}
     assert better == {"c work:prefix_hit_tokens": "improvement"}
+
+
+def test_a_baseline_of_runs_that_counted_differently_is_unsteady():
+    from harness.baseline.record import merge_runs
+
+    pooled = merge_runs([_doc({"steps": 10}), _doc({"steps": 11})]).to_dict()
+    assert pooled["benchmarks"][0]["extra_info"]["work_unsteady"] is True
+    rows = {v.name: v for v in compare(pooled, _doc({"steps": 11}), Thresholds())}
+    assert rows["c work"].status == "inconclusive"
+    assert rows["c work"].note == NOT_DETERMINISTIC
+    steady = merge_runs([_doc({"steps": 10}), _doc({"steps": 10})]).to_dict()
+    assert not steady["benchmarks"][0]["extra_info"].get("work_unsteady")

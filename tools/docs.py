@@ -115,7 +115,8 @@ def cases_page() -> str:
     lines += [
         "## Models",
         "",
-        "Built from a spec with seeded random weights (`--perf-seed`), or loaded with `--perf-model-path`.",
+        "Built from a spec with seeded random weights (`--perf-seed`), the trained weights of a package "
+        "(`smollm2-135m`, harness/checkpoints.py), or loaded with `--perf-model-path`.",
         "",
     ]
     rows = [[f"`{s.name}`", s.arch, str(s.num_layers), str(s.hidden_size), f"{s.num_heads}/{s.num_kv_heads}",

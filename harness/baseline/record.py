@@ -41,6 +41,7 @@ class Run:
     latency: dict[str, float] = field(default_factory=dict)  # each gated metric's median over the run's rounds
     round_latency: dict[str, list[float]] = field(default_factory=dict)
     work: dict[str, int] | None = None  # the run's work counters (the last run's are the baseline's)
+    work_unsteady: bool = False  # its counters differed between its own identical rounds
 
 
 def runs_of(bench: BenchRecord) -> list[Run]:
@@ -57,6 +58,7 @@ def runs_of(bench: BenchRecord) -> list[Run]:
                 latency,
                 r.round_latency or {},
                 r.work,
+                bool(r.work_unsteady),
             )
         ]
     n = len(r.run_tok_s)
@@ -72,6 +74,7 @@ def runs_of(bench: BenchRecord) -> list[Run]:
             [refs[i]] if len(refs) == n else [],
             {m: v[i] for m, v in (r.run_latency or {}).items() if len(v) == n},
             work=r.work,
+            work_unsteady=bool(r.work_unsteady),
         )
         for i in range(n)
     ]
@@ -88,6 +91,7 @@ def pooled(bench: BenchRecord, runs: list[Run]) -> BenchRecord:
         extra=dict(bench.result.extra),
         run_latency={m: [run.latency[m] for run in runs] for m in metrics} or None,
         work=runs[-1].work,
+        work_unsteady=any(run.work_unsteady or run.work != runs[-1].work for run in runs) or None,
         round_latency={m: [x for run in runs for x in run.round_latency.get(m, [])] for m in metrics} or None,
     )
     if all(run.reference_ms for run in runs):

@@ -64,10 +64,11 @@ def gate_this_run(
     if not base_file.exists():
         if explicit:
             raise BaselineError(f"{base_file}: no such file")
+        where = "" if Path(baselines_dir) == Path("baselines") else f" --perf-baselines-dir {baselines_dir}"
         line = (
             f"no baseline for this machine ({current.slug}): {base_file} does not exist; this run was saved to "
-            f"{saved}. Record one with `llm-perf baseline update --runs 5 -- <this run's pytest arguments>`, "
-            f"or promote this run with `llm-perf baseline update --from {saved}`."
+            f"{saved}. Record one with `llm-perf baseline update --runs 5{where} -- <this run's pytest arguments>`, "
+            f"or promote this run with `llm-perf baseline update{where} --from {saved}`."
         )
         return GateOutcome([line], EXIT_GATE_ERROR if require else EXIT_OK)
     outcome = judge(load_results(base_file), current, thresholds, str(base_file))

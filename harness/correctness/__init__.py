@@ -10,12 +10,17 @@ from collections.abc import Sequence
 from harness.correctness.calibrate import CALIBRATION_FACTOR, SelfDisagreement, hf_self_disagreement
 from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.probe import probe_for, probe_requests
-from harness.correctness.reference import GreedyReference
+from harness.correctness.reference import LOGIT_BUDGET, GreedyReference
 from harness.engines.base import RequestOutput
 from harness.models import LoadedModel
 from harness.workloads import Request
 
 __all__ = ["OutputChecker", "probe_for", "probe_requests"]
+
+
+def _fixed(logits):
+    """A teacher_forced lookup that answers with logits already computed."""
+    return lambda req, have: logits
 
 
 class OutputChecker:
@@ -59,12 +64,14 @@ class OutputChecker:
                 return f"engine {engine}, {where}: {self.unusable}"
             if len(outputs) != len(requests):
                 return verify_tokens(requests, outputs, self.reference.teacher_forced_logits).describe(engine, where)
-            forced = self._prefetch(requests, outputs)
+            forced: dict[tuple, object] = {}
             for i, (req, out) in enumerate(zip(requests, outputs, strict=True)):
                 key = self._key(req, out)
                 if key not in self._verified or out.error is not None:
                     ties: list[tuple[int, int, float]] = []
-                    lookup = (lambda r, have, i=i: forced[i]) if i in forced else self.reference.teacher_forced_logits
+                    if key not in forced:
+                        forced = self._prefetch(requests[i:], outputs[i:])
+                    lookup = _fixed(forced[key]) if key in forced else self.reference.teacher_forced_logits
                     mismatch = verify_tokens([req], [out], lookup, self.margin, ties, self.vocab_size)
                     if mismatch is not None:
                         return dataclasses.replace(mismatch, request_index=i).describe(engine, where)
@@ -74,17 +81,26 @@ class OutputChecker:
         finally:
             self.seconds += time.perf_counter() - start
 
-    def _prefetch(self, requests: Sequence[Request], outputs: Sequence[RequestOutput]) -> dict[int, object]:
-        """HF's teacher-forced logits of every output not yet verified, in batched forwards, by index
-        (outputs that fail before any logit is needed, a wrong length or a failed request, are left out)."""
+    def _prefetch(self, requests: Sequence[Request], outputs: Sequence[RequestOutput]) -> dict[tuple, object]:
+        """HF's teacher-forced logits, by _key, of the next outputs not yet verified, in batched forwards:
+        each distinct output once (a batching case's requests are alike), as many as LOGIT_BUDGET holds.
+        Outputs that fail before any logit is needed (a wrong length, a failed request) are left out."""
 
         def checkable(req: Request, out: RequestOutput) -> bool:
             tokens, vocab = out.token_ids, self.vocab_size
             return out.error is None and len(tokens) == req.max_new_tokens and all(0 <= t < vocab for t in tokens)
 
-        pairs = enumerate(zip(requests, outputs, strict=True))
-        todo = [i for i, (req, out) in pairs if self._key(req, out) not in self._verified and checkable(req, out)]
-        logits = self.reference.teacher_forced_many([(requests[i], list(outputs[i].token_ids)) for i in todo])
+        todo: dict[tuple, tuple[Request, list[int]]] = {}
+        room = max(1, LOGIT_BUDGET // self.vocab_size)
+        for req, out in zip(requests, outputs, strict=True):
+            key = self._key(req, out)
+            if key in self._verified or key in todo or not checkable(req, out):
+                continue
+            if todo and len(out.token_ids) > room:
+                break
+            todo[key] = (req, list(out.token_ids))
+            room -= len(out.token_ids)
+        logits = self.reference.teacher_forced_many(list(todo.values()))
         return dict(zip(todo, logits, strict=True))
 
     @staticmethod

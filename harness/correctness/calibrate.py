@@ -2,13 +2,14 @@
 
 In float32 two correct implementations of one model differ by rounding far below any logit gap that
 matters, and the fixed margins (check.py) usually hold; but not on every CPU: on an Intel Xeon the
-seeded qwen3-0.6b's teacher-forced logits differed from HF's by 0.00323 x |logit| against the fixed
-0.00305, and a correct engine was refused. In bfloat16 fixed margins do not hold at all: a seeded 28-layer model with
-sharp attention (qwen3-0.6b's shape) amplifies bfloat16 rounding until HF's own cached decode loop
-takes a token a whole logit below HF's one-forward best (measured: 1.0 with logits up to ~3, CPU and
-H200 alike), while on the 4-layer `small` the same disagreement is 0.07-0.10 x |logit|. No fixed
-margin fits both. So, in every dtype, the checker first measures how far HF disagrees with itself on
-the probe workload, through two HF paths that must agree up to rounding:
+seeded qwen3-0.6b's teacher-forced logits differed from HF's by 0.00323 against a fixed tolerance of
+0.00305 (1e-3 x its largest |logit|), and a correct engine was refused. In bfloat16 fixed margins do
+not hold at all: a seeded 28-layer model with sharp attention (qwen3-0.6b's shape) amplifies
+bfloat16 rounding until HF's own cached decode loop takes a token a whole logit below HF's
+one-forward best (measured: 1.0 with logits up to ~3, CPU and H200 alike), while on the 4-layer `small`
+the same disagreement is 0.07-0.10 x |logit|. No fixed margin fits both. So, in every dtype, the
+checker first measures how far HF disagrees with itself on the probe workload, through two HF paths
+that must agree up to rounding:
 
 - tokens: HF generate's batched greedy tokens (padded, cached), scored by the one-forward reference;
 - logits: HF's cached decode loop (the `manual` engine) fed those tokens, against the one forward;

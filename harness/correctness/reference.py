@@ -99,7 +99,7 @@ class GreedyReference:
             while order and (len(take) + 1) * max(width, 1) <= max_positions or (order and not take):
                 take.append(order.pop())
             for i, row in zip(take, self._forward([seqs[i] for i in take]), strict=True):
-                out[i] = row[len(pairs[i][0].prompt_ids) - 1 : len(seqs[i])]
+                out[i] = row[len(pairs[i][0].prompt_ids) - 1 : len(seqs[i])].clone()  # not a view: the batch goes
         return out
 
     def _forward(self, rows: list[list[int]]) -> torch.Tensor:

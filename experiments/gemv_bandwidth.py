@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from harness.engines.paged.matvec import row_times_weight
 from harness.hardware import last_level_cache_bytes, measure_read_gbps
 from harness.models import build_model
 from harness.specs import get_spec
@@ -32,8 +33,9 @@ def best_seconds(fn, reps: int) -> float:
     return best
 
 
-def rates(weights: list[torch.Tensor], reps: int, rows: int) -> dict[str, float]:
-    """GB/s of each way of reading `weights` (each (out, in)), counting every weight byte once."""
+def rates(weights: list[torch.Tensor], reps: int, rows: int, compiled: bool = True) -> dict[str, float]:
+    """GB/s of each way of reading `weights` (each (out, in)), counting every weight byte once; with
+    compiled, also the paged engine's `--perf-compile` product (harness/engines/paged/matvec.py)."""
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     transposed = [w.t().contiguous() for w in weights]
     one = [torch.randn(1, w.shape[1], dtype=w.dtype) for w in weights]
@@ -44,6 +46,9 @@ def rates(weights: list[torch.Tensor], reps: int, rows: int) -> dict[str, float]
         "x @ W transposed, 1 row": lambda: [x @ w for x, w in zip(one, transposed, strict=True)],
         f"F.linear, {rows} rows": lambda: [F.linear(x, w) for x, w in zip(many, weights, strict=True)],
     }
+    if compiled:
+        kernel = torch.compile(row_times_weight, dynamic=True, fullgraph=True)
+        ways["compiled multiply-sum, 1 row"] = lambda: [kernel(x, w) for x, w in zip(one, weights, strict=True)]
     with torch.inference_mode():
         return {name: nbytes / best_seconds(fn, reps) / 1e9 for name, fn in ways.items()}
 

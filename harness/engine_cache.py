@@ -16,6 +16,7 @@ import torch
 from harness import roofline
 from harness.cases import Case, CaseKind, build_cases, get_kind
 from harness.correctness import OutputChecker
+from harness.correctness.store import CheckStore, model_key
 from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, load_model, model_for
 from harness.options import PerfOptions
@@ -138,7 +139,7 @@ class EngineCache:
     def checker(self, model_name: str) -> OutputChecker:
         loaded = self.model(model_name)
         if self._checker is None or self._checker.reference.loaded is not loaded:
-            self._checker = OutputChecker(loaded)
+            self._checker = OutputChecker(loaded, CheckStore(model_key(loaded)))
         return self._checker
 
     def check_seconds_total(self) -> float:

@@ -55,6 +55,7 @@ class PerfOptions:
     require_baseline: bool = False  # the gate: no baseline for this machine is an error (exit 11)
     summary: str | None = None  # the gate's verdicts as markdown, here (default: $GITHUB_STEP_SUMMARY when set)
     trace_dir: str | None = None  # serving cases: a Chrome trace of the last round, one file per case, here
+    compile: bool = EngineConfig.compile
     inject: tuple[float, str] = (0.0, "")  # experiments only: (fraction, case pattern), from the environment
 
     def slowdown_for(self, case_name: str) -> float:
@@ -75,6 +76,7 @@ class PerfOptions:
             openai_model=self.openai_model,
             openai_prompt=self.openai_prompt,
             trace=self.trace_dir is not None,
+            compile=self.compile,
         )
 
     def loads(self) -> list[Load]:
@@ -213,6 +215,13 @@ OPTIONS = [
         "paged (and vllm): most sequences per step",
         number("--perf-max-num-seqs"),
         old="--max-num-seqs",
+    ),  # fmt: skip
+    Option(
+        "--perf-compile",
+        "compile",
+        "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor (needs a C++ "
+        "compiler; compiled once per process, outside the timed rounds)",
+        switch="store_true",
     ),  # fmt: skip
     Option("--perf-seed", "seed", "seed of the model weights and of the requests", number("--perf-seed")),
     Option(

@@ -38,3 +38,19 @@ def test_github_s_job_summary_is_appended_to(tmp_path, monkeypatch):
     assert compare(tmp_path, results(steady), results(steady)) == 0
     text = target.read_text()
     assert text.startswith("earlier step\n### llm-perf compare")
+
+
+def test_an_inconclusive_row_whose_own_interval_is_beyond_the_threshold_says_why():
+    from harness.judge.decide import Verdict
+    from harness.judge.table import format_markdown
+
+    common = {"name": "test_decode[x]", "status": "inconclusive", "change": -0.06, "threshold": 0.02}
+    common["detectable"] = 0.08
+    beyond = Verdict(**common, low=-0.10, high=-0.025, p_value=0.03)
+    across = Verdict(**common, low=-0.12, high=0.01, p_value=0.4)
+    md = format_markdown([beyond, across], "m", "t")
+    row_beyond, row_across = [line for line in md.splitlines() if line.startswith("| `test_decode")]
+    assert "its own 95% interval lies beyond +-2%" in row_beyond
+    assert "could tell" not in row_beyond
+    assert "could tell a change beyond +-8.0%" in row_across
+    assert "own 95% interval" not in row_across

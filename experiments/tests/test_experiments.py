@@ -75,6 +75,37 @@ def test_every_way_of_reading_the_weights_is_timed_and_counts_their_bytes():
     from experiments.gemv_bandwidth import rates
 
     weights = [torch.randn(64, 32), torch.randn(32, 64)]
-    got = rates(weights, reps=2, rows=4)
+    got = rates(weights, reps=2, rows=4, compiled=False)  # the compiled way: tests/test_matvec.py
     assert list(got) == ["sum", "F.linear, 1 row", "x @ W transposed, 1 row", "F.linear, 4 rows"]
     assert all(v > 0 for v in got.values())
+
+
+def test_decode_bound_reports_each_variant_against_the_interleaved_reads():
+    from experiments.decode_bound import interleaved, report
+    from harness.engines.base import StepCase
+
+    calls: list[str] = []
+    cases = {name: StepCase(run=lambda n=name: calls.append(n)) for name in ("read", "a", "b")}
+    times = interleaved(cases, rounds=4, seed=1)
+    assert {n: len(t) for n, t in times.items()} == {"read": 4, "a": 4, "b": 4}
+    assert len(calls) == 15  # one untimed round, then 4 timed, every case once each
+    lines = report({"read": [1.0, 2.0, 4.0], "a": [2.0, 2.0, 3.0]}, step_bytes=2e9, probe_bytes=int(4e9))
+    assert lines[0].startswith("read (sum over")
+    assert "best 4.0 GB/s, median 2.0 GB/s" in lines[0]
+    assert lines[1] == "a: 2000.0 ms/step, 1.0 GB/s, 25.0% of bound, 50.0% of typical"
+
+
+def test_the_power_analysis_counts_visits_as_the_noncentral_t_says():
+    import math
+
+    from scipy import stats
+
+    from experiments.ab_power import pooled_sd, visits_needed
+
+    n = visits_needed(sd=0.05, shift=0.05, level=0.001, power=0.9)
+    reach = lambda k: stats.nct.sf(stats.t.isf(0.001, k - 1), k - 1, 0.05 * math.sqrt(k) / 0.05)  # noqa: E731
+    assert reach(n) >= 0.9 > reach(n - 1)
+    assert visits_needed(sd=0.10, shift=0.05, level=0.001, power=0.9) > n  # twice the noise: more visits
+    sd, df = pooled_sd([[1.0, 3.0], [10.0, 12.0, 14.0], [7.0]])  # a lone visit adds nothing
+    assert df == 3
+    assert sd == pytest.approx(math.sqrt((2 + 8) / 3))

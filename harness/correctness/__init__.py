@@ -11,6 +11,7 @@ from harness.correctness.calibrate import CALIBRATION_FACTOR, SelfDisagreement, 
 from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.probe import probe_for, probe_requests
 from harness.correctness.reference import LOGIT_BUDGET, GreedyReference
+from harness.correctness.store import CheckStore
 from harness.engines.base import RequestOutput
 from harness.models import LoadedModel
 from harness.workloads import Request
@@ -28,14 +29,15 @@ class OutputChecker:
     check itself has cost). An output already verified (the same prompt, the same tokens: every round
     of a deterministic engine) is not verified again."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, store: CheckStore | None = None) -> None:
         self.reference = GreedyReference(loaded)
+        self.store = store  # HF's side kept on disk between runs (store.py); None: this process only
         self.margin = TOKEN_MARGIN[loaded.dtype]
         self.vocab_size = loaded.model.get_output_embeddings().weight.shape[0]
         self.logit_tolerance = LOGIT_TOLERANCE[loaded.dtype]
         self.seconds = 0.0
         self.near_ties: list[tuple[str, int, int, float]] = []  # (where, request, position, gap) accepted
-        self._verified: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, float]]] = {}
+        self._verified = store.verified if store else {}  # (prompt, tokens) -> accepted (position, gap)
         self.calibration: SelfDisagreement | None = None  # HF's own disagreement, measured before the first check
         self._calibrated = False
         self.unusable: str | None = None  # why the check cannot vouch for any engine (calibrate.py)
@@ -48,7 +50,11 @@ class OutputChecker:
         if self._calibrated:
             return
         self._calibrated = True
-        self.calibration = hf_self_disagreement(self.reference)
+        cached = self.store.calibration if self.store else None
+        self.calibration = SelfDisagreement(**cached) if cached else hf_self_disagreement(self.reference)
+        if self.store and not cached:
+            self.store.calibration = dataclasses.asdict(self.calibration)
+            self.store.save_if_changed()
         noise = max(self.calibration.token_gap, self.calibration.logit_diff)
         self.margin = max(self.margin, CALIBRATION_FACTOR * noise)
         self.logit_tolerance = max(self.logit_tolerance, CALIBRATION_FACTOR * noise)
@@ -79,6 +85,8 @@ class OutputChecker:
                 self.near_ties += [(where, i, pos, gap) for pos, gap in self._verified[key]]
             return None
         finally:
+            if self.store:
+                self.store.save_if_changed()
             self.seconds += time.perf_counter() - start
 
     def _prefetch(self, requests: Sequence[Request], outputs: Sequence[RequestOutput]) -> dict[tuple, object]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache
 
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.hf_common import cache_keyword
+from harness.engines.paged.matvec import RowLinearMode
 from harness.engines.work import sequential_work
 from harness.models import LoadedModel
 from harness.timing import now
@@ -32,10 +34,11 @@ class ManualEngine(BaseEngine):
         super().__init__(loaded, config)
         self.vocab_size = loaded.spec.vocab_size
         self.cache_keyword = cache_keyword(self.model)
+        self.row_mode = RowLinearMode() if config.compile and self.device.type == "cpu" else nullcontext()
 
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self.row_mode:
             kv = {self.cache_keyword: cache}
             return self.model(input_ids=ids, **kv, use_cache=True, logits_to_keep=1).logits[:, -1]
 

@@ -5,9 +5,13 @@ operations, so the paged forward's greedy tokens match HF's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+Linear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # F.linear, or matvec.row_times_weight
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -59,3 +63,28 @@ def layer_weights(layer) -> LayerWeights:
         mlp.up_proj.weight,
         mlp.down_proj.weight,
     )
+
+
+def qkv(
+    x: torch.Tensor, w: LayerWeights, cos, sin, eps: float, heads: tuple[int, int, int], linear: Linear = F.linear
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T, H) -> q (T, nh, d), k and v (T, n_kv, d), RoPE applied; heads = (nh, n_kv, d)."""
+    n_heads, n_kv, head_dim = heads
+    h = rms_norm(x, w.input_norm, eps)
+    q = linear(h, w.q_proj).view(-1, n_heads, head_dim)
+    k = linear(h, w.k_proj).view(-1, n_kv, head_dim)
+    v = linear(h, w.v_proj).view(-1, n_kv, head_dim)
+    if w.q_norm is not None:  # Qwen3: RMSNorm over head_dim before RoPE
+        q, k = rms_norm(q, w.q_norm, eps), rms_norm(k, w.k_norm, eps)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+
+def mlp_residual(x: torch.Tensor, attn: torch.Tensor, w: LayerWeights, eps: float, linear: Linear = F.linear):
+    """The rest of a layer after attention: output projection, residual, SwiGLU MLP, residual."""
+    x = x + linear(attn, w.o_proj)
+    h = rms_norm(x, w.post_norm, eps)
+    return x + linear(F.silu(linear(h, w.gate_proj)) * linear(h, w.up_proj), w.down_proj)
+
+
+def final_logits(x: torch.Tensor, norm: torch.Tensor, head: torch.Tensor, eps: float, linear: Linear = F.linear):
+    return linear(rms_norm(x, norm, eps), head)

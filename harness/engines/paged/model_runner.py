@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.engines.paged.layers import LayerWeights, apply_rope, layer_weights, rms_norm
+from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
+from harness.engines.paged.matvec import PIECES, CompiledRow
 from harness.models import DTYPES, LoadedModel
 
 
@@ -48,7 +49,9 @@ def copy_may_overlap(src: torch.device, dst: torch.device) -> bool:
 
 
 class PagedModelRunner:
-    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0) -> None:
+    def __init__(
+        self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0, compile: bool = False
+    ) -> None:
         spec, hf = loaded.spec, loaded.model
         if getattr(hf.config, "attention_bias", False) or getattr(hf.config, "mlp_bias", False):
             raise ValueError("the paged engine supports bias-free Qwen3/Llama attention and MLP only")
@@ -65,6 +68,7 @@ class PagedModelRunner:
         # ms at 1 row, 16.9 -> 11.3 ms at 24 rows); the layer weights fit in cache and gain nothing.
         # One transposed copy of the head; on CUDA cuBLAS takes either layout at the same speed.
         self.lm_head_t = self.lm_head.t().contiguous() if self.device.type == "cpu" else None
+        self.compiled = CompiledRow() if compile and self.device.type == "cpu" else None
         self.layers = [layer_weights(layer) for layer in hf.model.layers]
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
         shape = (spec.num_layers, num_blocks, block_size, self.n_kv, self.head_dim)
@@ -98,19 +102,15 @@ class PagedModelRunner:
         offsets = torch.arange(self.block_size, device=block_tables.device)
         return (block_tables[:, :, None] * self.block_size + offsets).flatten(1)
 
+    def _piece(self, piece: str, x: torch.Tensor, *args):
+        """A piece of layers.py: compiled for a single row under --perf-compile, eager otherwise."""
+        return self.compiled.run(piece, x, *args) if self.compiled else PIECES[piece](x, *args)
+
     def _qkv(self, w: LayerWeights, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = rms_norm(x, w.input_norm, self.eps)
-        q = F.linear(h, w.q_proj).view(-1, self.n_heads, self.head_dim)  # (T, nh, d)
-        k = F.linear(h, w.k_proj).view(-1, self.n_kv, self.head_dim)  # (T, n_kv, d)
-        v = F.linear(h, w.v_proj).view(-1, self.n_kv, self.head_dim)
-        if w.q_norm is not None:  # Qwen3: RMSNorm over head_dim before RoPE
-            q, k = rms_norm(q, w.q_norm, self.eps), rms_norm(k, w.k_norm, self.eps)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        return self._piece("qkv", x, w, cos, sin, self.eps, (self.n_heads, self.n_kv, self.head_dim))
 
     def _mlp_residual(self, w: LayerWeights, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        x = x + F.linear(attn, w.o_proj)
-        h = rms_norm(x, w.post_norm, self.eps)
-        return x + F.linear(F.silu(F.linear(h, w.gate_proj)) * F.linear(h, w.up_proj), w.down_proj)
+        return self._piece("mlp_residual", x, attn, w, self.eps)
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
@@ -122,8 +122,9 @@ class PagedModelRunner:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """(T, H) final hidden states -> (T, vocab) logits."""
-        x = rms_norm(x, self.final_norm, self.eps)
-        return F.linear(x, self.lm_head) if self.lm_head_t is None else x @ self.lm_head_t
+        if self.lm_head_t is None or (x.shape[0] == 1 and self.compiled):
+            return self._piece("final_logits", x, self.final_norm, self.lm_head, self.eps)
+        return rms_norm(x, self.final_norm, self.eps) @ self.lm_head_t
 
     def _write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k_cache[layer].view(-1, self.n_kv, self.head_dim).index_copy_(0, slots, k)

@@ -1,0 +1,119 @@
+"""Batch-1 decode against the read-bandwidth bound, every engine variant in one process, interleaved.
+
+The suite's own decode case reports a percentage of the bound its probe measured at the start of the
+run; on a shared machine that probe moves by tens of percent between runs, so two runs' percentages do
+not compare. Here each round times one decode step of every variant and one read of the probe's kind
+(a sum over 256 MiB) back to back, in a fresh random order, so every variant meets the same machine.
+
+    python -m experiments.decode_bound --model qwen3-0.6b [--ctx 128] [--rounds 15] [--variants a,b,...]
+
+Prints, per variant, the median step and the bytes the roofline counts for it (weights, K/V) divided
+by that step, against the median and the best of the interleaved reads: "% of bound" is the share of
+the best read (the bound the suite reports), "% of typical" of the median read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from harness.engines import EngineConfig
+from harness.engines.base import StepCase
+from harness.engines.manual import ManualEngine
+from harness.engines.paged.engine import PagedEngine
+from harness.models import build_model
+from harness.roofline import decode_cost
+from harness.specs import get_spec
+
+PROBE_BYTES = 256 << 20
+VARIANTS: dict[str, Callable] = {
+    "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
+    "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
+    "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
+    "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
+}
+
+
+def seconds(case: StepCase) -> float:
+    if case.setup is not None:
+        case.setup()
+    start = time.perf_counter()
+    case.run()
+    return time.perf_counter() - start
+
+
+def interleaved(cases: dict[str, StepCase], rounds: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds of each case's run per round (its setup untimed), every case once a round in a fresh
+    random order, after one untimed round."""
+    rng = random.Random(seed)
+    for case in cases.values():
+        seconds(case)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        order = list(cases)
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(seconds(cases[name]))
+    return times
+
+
+def report(times: dict[str, list[float]], step_bytes: float, probe_bytes: float = PROBE_BYTES) -> list[str]:
+    reads = [probe_bytes / s / 1e9 for s in times["read"]]
+    best, typical = max(reads), statistics.median(reads)
+    lines = [f"read (sum over {probe_bytes >> 20} MiB): best {best:.1f} GB/s, median {typical:.1f} GB/s"]
+    for name, secs in times.items():
+        if name == "read":
+            continue
+        gbps = step_bytes / statistics.median(secs) / 1e9
+        lines.append(
+            f"{name}: {statistics.median(secs) * 1e3:.1f} ms/step, {gbps:.1f} GB/s, "
+            f"{gbps / best:.1%} of bound, {gbps / typical:.1%} of typical"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.decode_bound", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="qwen3-0.6b")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--ctx", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each variant")
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    spec = get_spec(args.model)
+    loaded = build_model(spec, dtype=args.dtype)
+    buf = torch.ones(PROBE_BYTES // 4)
+    cases = {"read": StepCase(run=buf.sum)}
+    cases.update({name: VARIANTS[name](loaded).decode_case(1, args.ctx, seed=0) for name in names})
+    print(f"{args.model} {args.dtype} decode bs1 ctx{args.ctx}, {torch.get_num_threads()} threads")
+    step_bytes = decode_cost(spec, args.dtype, 1, args.ctx).bytes
+    print("\n".join(report(interleaved(cases, args.rounds), step_bytes)))
+    for name in names if args.profile else ():
+        print(f"\n{name}, {args.profile} steps, by self CPU time:\n{profile(cases[name], args.profile)}")
+    return 0
+
+
+def profile(case: StepCase, steps: int, rows: int = 12) -> str:
+    """torch.profiler's table of the ops a step spends its time in (self CPU time, all steps)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            seconds(case)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -56,6 +56,7 @@ class PerfOptions:
     summary: str | None = None  # the gate's verdicts as markdown, here (default: $GITHUB_STEP_SUMMARY when set)
     trace_dir: str | None = None  # serving cases: a Chrome trace of the last round, one file per case, here
     compile: bool = EngineConfig.compile
+    cuda_graphs: bool = EngineConfig.cuda_graphs
     inject: tuple[float, str] = (0.0, "")  # experiments only: (fraction, case pattern), from the environment
 
     def slowdown_for(self, case_name: str) -> float:
@@ -77,6 +78,7 @@ class PerfOptions:
             openai_prompt=self.openai_prompt,
             trace=self.trace_dir is not None,
             compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
         )
 
     def loads(self) -> list[Load]:
@@ -221,6 +223,12 @@ OPTIONS = [
         "compile",
         "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor (needs a C++ "
         "compiler; compiled once per process, outside the timed rounds)",
+        switch="store_true",
+    ),  # fmt: skip
+    Option(
+        "--perf-cuda-graphs",
+        "cuda_graphs",
+        "paged on CUDA: decode steps replayed from CUDA graphs captured per batch-size bucket (refused elsewhere)",
         switch="store_true",
     ),  # fmt: skip
     Option("--perf-seed", "seed", "seed of the model weights and of the requests", number("--perf-seed")),

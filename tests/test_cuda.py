@@ -73,3 +73,17 @@ def test_the_probe_reads_nvml_and_measures_below_the_peaks():
         assert info.measured_tflops <= 1.05 * info.theoretical_tflops
     assert info.health is not None
     assert info.health.temperature_c is not None
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs are refused on a CPU (tests/test_graphs.py)")
+def test_cuda_graphs_keep_paged_s_tokens():
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    loaded = build_model(get_spec("small"), device=DEVICE)
+    reqs = mixed_requests(12, (4, 60), (4, 40), loaded.spec.vocab_size, seed=5)
+    eager = PagedEngine(loaded, EngineConfig()).generate(reqs)
+    graphs = PagedEngine(loaded, EngineConfig(cuda_graphs=True))
+    got = graphs.generate(reqs)
+    assert [o.token_ids for o in got.outputs] == [o.token_ids for o in eager.outputs]
+    assert graphs.runner.graphs.graphs  # captured, and replayed

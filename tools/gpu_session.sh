@@ -3,7 +3,9 @@
 #   1. tests/test_cuda.py: the output check as the benchmark cases call it, float32 and bfloat16 (the
 #      near-tie margin calibrated from HF's own disagreement), every shipped engine passing and every
 #      mutant refused; the swap path through pinned memory; the hardware probe;
-#   2. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same against a copy of
+#   2. batch-1 decode of paged in bfloat16 (`small` and the seeded `qwen3-0.6b`, unchecked: in bfloat16
+#      the seeded models' check cannot vouch), eager and with --perf-cuda-graphs: the MBU table;
+#   3. the A/B on CUDA: A/A of the decode bs1 ctx128 cases (must exit 0), then the same against a copy of
 #      the tree with a real regression patch applied (experiments/regressions/$AB_PATCH; must exit 10).
 # Each step has its own time limit so that one slow step cannot eat the others; logs and --out files
 # go under $OUT. Usage there: `bash tools/gpu_session.sh` (PY=python3 by default; STEPS="ab_aa ab_slow"
@@ -16,7 +18,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 PY=${PY:-python3}
-STEPS=${STEPS:-test_cuda ab_aa ab_slow}
+STEPS=${STEPS:-test_cuda mbu mbu_graphs ab_aa ab_slow}
 mkdir -p "$OUT"
 summary=()
 step() {  # step NAME LIMIT_S EXPECTED_RC CMD...
@@ -34,6 +36,10 @@ $PY -c "import sys, torch, transformers, scipy; print(sys.version.split()[0], to
 transformers.__version__, scipy.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
 
 step test_cuda 260 0 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+MBU=(-m pytest -q -p no:cacheprovider perf_tests --perf-models small,qwen3-0.6b --perf-dtype bfloat16
+     -k "decode and bs1 and paged" --perf-no-parity)
+step mbu 150 0 $PY "${MBU[@]}" --benchmark-json "$OUT/mbu.json"
+step mbu_graphs 150 0 $PY "${MBU[@]}" --perf-cuda-graphs --benchmark-json "$OUT/mbu_graphs.json"
 AB=(--sweeps "${AB_SWEEPS:-6}" --case-s "${AB_CASE_S:-6}")
 eval "SEL=(-- perf_tests ${AB_SELECT:---perf-models small -k \"decode and bs1 and ctx128\"})"
 LIMIT=${AB_LIMIT_S:-170}

@@ -31,11 +31,11 @@ def model_key(loaded) -> str:
     """A digest of what HF's reference answers depend on (see the module text)."""
     import transformers
 
+    from harness.correctness.probe import probe_for
+
     h = hashlib.sha256()
     device = loaded.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
-    from harness.correctness.probe import probe_for
-
     versions = (torch.__version__, transformers.__version__, torch.get_num_threads())  # threads: a sum's order
     h.update(repr((VERSION, loaded.dtype, device.type, name, *versions)).encode())
     h.update(repr([r.prompt_ids for r in probe_for(loaded.spec)]).encode())  # what the calibration ran

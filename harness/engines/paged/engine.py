@@ -58,7 +58,9 @@ class PagedEngine(BaseEngine):
         if num_blocks < 1:
             raise PerfSuiteError(f"KV pool too small: {config.kv_cache_mem} bytes hold no {block_bytes}-byte block")
         num_cpu_blocks = num_blocks if config.preemption == "swap" else 0
-        self.runner = self.runner_class(loaded, num_blocks, self.block_size, num_cpu_blocks, compile=config.compile)
+        self.runner = self.runner_class(
+            loaded, num_blocks, self.block_size, num_cpu_blocks, compile=config.compile, cuda_graphs=config.cuda_graphs
+        )
         self.bm = self.block_manager_class(num_blocks, self.block_size, num_cpu_blocks, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.preemption), self.bm

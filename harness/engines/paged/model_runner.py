@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
 from harness.models import DTYPES, LoadedModel
@@ -50,7 +51,13 @@ def copy_may_overlap(src: torch.device, dst: torch.device) -> bool:
 
 class PagedModelRunner:
     def __init__(
-        self, loaded: LoadedModel, num_blocks: int, block_size: int, num_cpu_blocks: int = 0, compile: bool = False
+        self,
+        loaded: LoadedModel,
+        num_blocks: int,
+        block_size: int,
+        num_cpu_blocks: int = 0,
+        compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         spec, hf = loaded.spec, loaded.model
         if getattr(hf.config, "attention_bias", False) or getattr(hf.config, "mlp_bias", False):
@@ -71,7 +78,9 @@ class PagedModelRunner:
         self.compiled = CompiledRow() if compile and self.device.type == "cpu" else None
         self.layers = [layer_weights(layer) for layer in hf.model.layers]
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
-        shape = (spec.num_layers, num_blocks, block_size, self.n_kv, self.head_dim)
+        # one block beyond the block manager's pool: where a captured step's padded rows write (graphs.py)
+        shape = (spec.num_layers, num_blocks + 1, block_size, self.n_kv, self.head_dim)
+        self.scratch_slot = num_blocks * block_size
         # zeros, not empty: padded gather slots must never hold NaN (0 * NaN poisons a masked softmax row)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
@@ -81,6 +90,7 @@ class PagedModelRunner:
         self.v_cpu = torch.zeros(cpu_shape, dtype=self.dtype, pin_memory=pin)
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._gather: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.graphs = DecodeGraphs(self) if cuda_graphs else None
 
     # --- helpers ---------------------------------------------------------------------------
     def _rope(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +251,10 @@ class PagedModelRunner:
     def decode_logits(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:
         """(B, vocab) logits after one token for each of B sequences, in batch order; sequence b attends
         to its positions 0 .. positions[b]."""
+        if self.graphs is not None:
+            captured = self.graphs.decode_logits(token_ids, positions, block_tables)
+            if captured is not None:
+                return captured
         batch, bs = len(token_ids), self.block_size
         pos = torch.tensor(positions, device=self.device)
         write = torch.tensor(

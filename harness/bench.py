@@ -244,7 +244,8 @@ class PerfSession:
         from harness.baseline.storage import stable_machine_info
         from harness.hardware import machine_slug
 
-        return stable_machine_info(self.hardware, self.dtype) | {"slug": machine_slug(self.hardware)}
+        info = stable_machine_info(self.hardware, self.dtype) | {"slug": machine_slug(self.hardware)}
+        return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
 
     def current_results(self, benchmarks) -> ResultsFile:
         """This run as a results file: the cases pytest-benchmark timed without error."""

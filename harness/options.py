@@ -81,6 +81,13 @@ class PerfOptions:
             cuda_graphs=self.cuda_graphs,
         )
 
+    @property
+    def engine_options(self) -> str | None:
+        """The flags that change how fast the reference engines run, as a run records them (None: none):
+        results taken with different ones are not compared."""
+        flags = {"--perf-compile": self.compile, "--perf-cuda-graphs": self.cuda_graphs}
+        return " ".join(flag for flag, on in flags.items() if on) or None
+
     def loads(self) -> list[Load]:
         """How serving requests arrive (harness/arrivals.py): one Load per --request-rate, so a list of
         rates is a sweep, one serving case per rate."""

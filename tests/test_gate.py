@@ -159,6 +159,16 @@ def test_different_machines_are_not_compared(tmp_path, capsys):
     assert "gpu-a" in capsys.readouterr().err
 
 
+def test_runs_with_different_engine_flags_are_not_compared(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_json_atomic(a, doc(bench("c", [1.0])) | {"machine_info": {"slug": "m"}})
+    write_json_atomic(b, doc(bench("c", [0.5])) | {"machine_info": {"slug": "m", "engine_options": "--perf-compile"}})
+    assert main(["compare", str(a), str(b)]) == EXIT_GATE_ERROR
+    assert "recorded with no engine flags, this run with --perf-compile" in capsys.readouterr().err
+    write_json_atomic(a, doc(bench("c", [1.0])) | {"machine_info": {"slug": "m", "engine_options": "--perf-compile"}})
+    assert main(["compare", str(a), str(b)]) != EXIT_GATE_ERROR  # the same flags: compared
+
+
 def test_a_baseline_pools_the_rounds_of_several_runs():
     from harness.baseline.record import merge_runs
 

@@ -37,6 +37,12 @@ def judge(
             f"{base_name} was recorded on {baseline.slug}, this run on {current.slug}: results from different "
             f"machines are not compared (--any-machine compares them anyway)"
         )
+    options = [(f.machine_info or {}).get("engine_options") or "no engine flags" for f in (baseline, current)]
+    if options[0] != options[1]:
+        raise BaselineError(
+            f"{base_name} was recorded with {options[0]}, this run with {options[1]}: the engines ran differently, "
+            "so their speeds are not compared"
+        )
     if not baseline.by_name().keys() & current.by_name().keys():
         raise BaselineError(
             f"{base_name} and this run have no case in common ({len(baseline.benches)} vs {len(current.benches)} "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from scipy import stats
 
+from experiments.noise import pooled_sd
 from harness.ab.rounds import CaseRecord
 
 
@@ -36,13 +37,6 @@ def visits_needed(sd: float, shift: float, level: float, power: float, most: int
         if stats.nct.sf(crit, df, shift * math.sqrt(n) / sd) >= power:
             return n
     return None
-
-
-def pooled_sd(groups: list[list[float]]) -> tuple[float, int]:
-    """The pooled within-group standard deviation and its degrees of freedom."""
-    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)
-    df = sum(len(g) - 1 for g in groups if len(g) > 1)
-    return (math.sqrt(ss / df) if df else math.nan), df
 
 
 def read_trials(folder: Path) -> list[dict]:

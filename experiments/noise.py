@@ -26,23 +26,24 @@ def _mad_sd(values: list[float]) -> float:
     return 1.4826 * statistics.median(abs(v - centre) for v in values) if len(values) > 1 else math.nan
 
 
+def pooled_sd(groups: list[list[float]]) -> tuple[float, int]:
+    """The pooled within-group standard deviation and its degrees of freedom (a lone value adds none)."""
+    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    return (math.sqrt(ss / df) if df else math.nan), df
+
+
 def case_noise(records: list[CaseRecord]) -> dict:
     """Block sd within visits (pooled), visit sd (robust), blocks per visit, seconds per block."""
     visits = [v for r in records for v in r.visits if v.blocks]
-    within, df = 0.0, 0
-    for v in visits:
-        logs = v.block_logs()
-        if len(logs) > 1:
-            mean = statistics.fmean(logs)
-            within += sum((x - mean) ** 2 for x in logs)
-            df += len(logs) - 1
+    block_sd, _ = pooled_sd([v.block_logs() for v in visits])
     stats = [v.statistic() for v in visits]
     blocks = statistics.fmean(v.blocks for v in visits) if visits else 0
     seconds = sum(r.seconds for r in records) / max(sum(v.blocks for v in visits), 1)
     return {
         "visits": len(visits),
         "blocks_per_visit": blocks,
-        "block_sd": math.sqrt(within / df) if df else math.nan,
+        "block_sd": block_sd,
         "visit_sd": _mad_sd(stats),
         "visit_mean": statistics.fmean(stats) if stats else math.nan,
         "block_s": seconds,

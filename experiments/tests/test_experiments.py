@@ -100,7 +100,8 @@ def test_the_power_analysis_counts_visits_as_the_noncentral_t_says():
 
     from scipy import stats
 
-    from experiments.ab_power import pooled_sd, visits_needed
+    from experiments.ab_power import visits_needed
+    from experiments.noise import pooled_sd
 
     n = visits_needed(sd=0.05, shift=0.05, level=0.001, power=0.9)
     reach = lambda k: stats.nct.sf(stats.t.isf(0.001, k - 1), k - 1, 0.05 * math.sqrt(k) / 0.05)  # noqa: E731

@@ -49,12 +49,12 @@ def summary_line(verdicts: list[Verdict]) -> str:
 def _why(v: Verdict) -> str:
     if v.status != "inconclusive":
         return ""
-    if v.low is not None and v.high is not None and v.threshold is not None:
-        if v.high < -v.threshold or v.low > v.threshold:  # the row's own interval; the verdict is adjusted
-            return (
-                f"its own 95% interval lies beyond +-{v.threshold:.0%}, but its p adjusted for every row "
-                "judged with it is not below alpha"
-            )
+    own = (v.low, v.high, v.threshold)  # the row's own interval; the verdict is adjusted
+    if None not in own and (v.high < -v.threshold or v.low > v.threshold):
+        return (
+            f"its own 95% interval lies beyond +-{v.threshold:.0%}, but its p adjusted for every row "
+            "judged with it is not below alpha"
+        )
     if v.detectable is not None:
         seen = "no change" if v.detectable == float("inf") else f"a change beyond +-{v.detectable:.1%}"
         return f"could tell {seen}, the threshold is {v.threshold:.0%}"

@@ -283,7 +283,7 @@ def mutant_cache(model: str, dtype: str = "float32", device: str = "cpu", kv_cac
 
 
 def suite_refusal(cache, engine: str, batch_size: int = 4, prompt_len: int = 32) -> str | None:
-    """What the suite says of an engine before timing (the probe) or after it (three timed rounds of
+    """What the suite says of an engine before timing (the probe) or after it (two timed rounds of
     a batching case), called as the benchmark cases call it (harness/bench.py)."""
     from harness.cases import Case
 
@@ -293,4 +293,4 @@ def suite_refusal(cache, engine: str, batch_size: int = 4, prompt_len: int = 32)
         return problem
     case = Case("batching", model, engine, batch_size=batch_size, prompt_len=prompt_len, new_tokens=32)
     requests = cache.requests(case)
-    return cache.check_rounds(case, requests, [cache.engine(case).generate(requests) for _ in range(3)])
+    return cache.check_rounds(case, requests, [cache.engine(case).generate(requests) for _ in range(2)])

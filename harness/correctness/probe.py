@@ -7,10 +7,14 @@ What it exercises, and why:
   16 tokens;
 - prompts of 5 to 100 tokens in no particular order: several length groups in one decode step, and
   a group whose rows are not in batch order (two rows of close length, shorter first);
-- three prompts that share whole KV blocks: A and B share their first two blocks (a true prefix hit
-  when prefix caching is on, and blocks that stay in use by one after the other finishes); C starts
-  with A's second block of tokens, so an engine that shares a block by its own tokens alone, ignoring
-  what comes before it, hands C the KV A computed for those tokens after A's first block.
+- three prompts that share whole KV blocks: A and B share their first block (a true prefix hit when
+  prefix caching is on, and a block that stays in use by A after B finishes); C starts with A's
+  second block of tokens, so an engine that shares a block by its own tokens alone, ignoring what
+  comes before it, hands C the KV A computed for those tokens after A's first block;
+- an engine that frees a block B still shares with A, and hands it out again, overwrites A's first
+  block, position 0 first, with 13 of A's tokens still to come. A trained model leans on its first
+  positions (an attention sink), so its tokens then leave HF's path by more than bfloat16's rounding;
+  a shared block further along was overwritten one slot a step and moved them only within it.
 
 Seeded random weights get random token ids. A trained model (one with a tokenizer) gets windows of
 real text instead: on random ids it falls into short loops that no longer depend on the context, so
@@ -45,7 +49,7 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED, text: tuple[int, ...
         ids(100),
         first + second + ids(7),  # A
         ids(61),
-        first + second + ids(3),  # B: A's first two blocks
+        first + ids(3),  # B: A's first block
         second + ids(21),  # C: A's second block of tokens as its first
     ]
     # B ends first, and the next request to need a block (after one more) takes the block B shared

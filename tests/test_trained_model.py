@@ -84,7 +84,7 @@ def test_a_trained_models_probe_is_real_text_with_the_same_shape(smollm2):
     spec, tokenizer = smollm2
     text, ids = probe_for(spec), probe_requests(spec.vocab_size)
     assert [(len(r.prompt_ids), r.max_new_tokens) for r in text] == [(len(r.prompt_ids), r.max_new_tokens) for r in ids]
-    assert text[4].prompt_ids[:32] == text[6].prompt_ids[:32]  # A and B share two blocks
+    assert text[4].prompt_ids[:16] == text[6].prompt_ids[:16]  # A and B share the first block
     assert text[7].prompt_ids[:16] == text[4].prompt_ids[16:32]  # C starts with A's second block
     words = tokenizer.decode(text[3].prompt_ids).split()
     assert " ".join(words[1:5]) in " ".join(paragraphs()[:200])

@@ -65,14 +65,13 @@ def test_a_request_the_server_refuses_gets_its_error_while_the_others_finish(ser
     assert all(o.error is None for o in result.outputs[1:])
 
 
-def test_the_server_and_its_engine_processes_are_gone_after_the_context(tmp_path):
+def test_the_server_and_its_engine_processes_are_gone_once_it_stops(served):
+    """Last in this file: it stops the module's server (stopping twice is harmless)."""
     import psutil
 
-    loaded = build_model(get_spec("small"), seed=0)
-    kv = kv_plan(loaded.spec, loaded.dtype, "cpu", 4 * 128 * kv_bytes_per_token(loaded.spec, loaded.dtype))
-    folder = save_model("small", tmp_path / "small")
-    with VLLMServer(str(folder), "small", kv_options=kv, eager=True) as server:
-        started = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+    _, server = served
+    started = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
     assert len(started) >= 2  # the API server and vLLM's engine core at least
+    server.stop()
     alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == []

@@ -1,5 +1,6 @@
 """Real vLLM on the trained model's cached checkpoint (smollm2-135m), on real text: its greedy tokens
-pass the output check against HF's, near-ties accepted. Runs where vLLM is installed (`make
+pass the output check against HF's, near-ties accepted; a request with no near-tie accepted took HF's
+best token at every position, so it is HF greedy's exactly. Runs where vLLM is installed (`make
 test-vllm`); in the main venv it skips."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import torch
 
 from harness.correctness import OutputChecker
 from harness.engines.base import EngineConfig
-from harness.engines.hf_generate import HFGenerateEngine
 from harness.engines.vllm_engine import VLLMEngine
 from harness.models import model_for
 from harness.specs import get_spec
@@ -27,7 +27,8 @@ class EagerVLLM(VLLMEngine):
 
 
 def vllm_against_hf_on_text(dtype: str) -> tuple[int, int, str]:
-    """(identical requests, requests, a line saying so), once the output check has passed vLLM's tokens."""
+    """(requests identical to HF greedy, requests, a line saying so), once the output check has passed
+    vLLM's tokens."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = model_for(get_spec("smollm2-135m"), dtype=dtype, device=device)
     requests = WORKLOADS["text-mixed16"].requests(loaded.spec.vocab_size, tokenizer_at(loaded.spec.path))
@@ -39,8 +40,7 @@ def vllm_against_hf_on_text(dtype: str) -> tuple[int, int, str]:
         engine.close()
     checker = OutputChecker(loaded)
     assert checker.tokens_problem("vllm", requests, got, "text-mixed16") is None
-    hf = HFGenerateEngine(loaded, config).generate(requests).outputs
-    identical = sum(a.token_ids == b.token_ids for a, b in zip(got, hf, strict=True))
+    identical = len(requests) - len({i for _, i, _, _ in checker.near_ties})
     line = (
         f"vllm vs HF greedy, smollm2-135m {dtype}, text-mixed16: {identical} of {len(requests)} identical, "
         f"{len(checker.near_ties)} near-tie(s) accepted (margin {checker.margin:.3g})"

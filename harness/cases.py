@@ -226,7 +226,7 @@ BATCHING = CaseKind(
         "quick": {"engines": ["static-batch"], "batch_sizes": [1, 8], "prompt_lens": [32], "new_tokens": [16]},
         "default": {
             "engines": ["static-batch", "paged"],
-            "batch_sizes": [1, 2, 4, 8, 16],
+            "batch_sizes": [1, 4, 16],
             "prompt_lens": [32],
             "new_tokens": [32],
         },

@@ -14,7 +14,8 @@ def _options(args: argparse.Namespace, names: list[str]):
 
 def cmd_info(args: argparse.Namespace) -> int:
     from harness.hardware import info_rows, machine_slug, probe
-    from harness.models import canonical_dtype, default_dtype, resolve_device
+    from harness.models import default_dtype, resolve_device
+    from harness.roofline import canonical_dtype
 
     options = _options(args, ["device", "dtype"])
     device = resolve_device(options.device)

@@ -10,17 +10,10 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen3Config
 
 from harness.errors import ModelTooLargeError, PerfSuiteError
+from harness.roofline import canonical_dtype
 from harness.specs import ModelSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-
-
-def canonical_dtype(name: str) -> str:
-    name = DTYPE_ALIASES.get(name, name)
-    if name not in DTYPES:
-        raise PerfSuiteError(f"unknown dtype {name!r}; valid: {', '.join([*DTYPES, *DTYPE_ALIASES])}")
-    return name
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,9 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.errors import PerfSuiteError
 from harness.specs import ModelSpec
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def canonical_dtype(name: str) -> str:
+    """A dtype's full name ("bf16" -> "bfloat16"); an unknown one is an error listing the valid names."""
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPE_BYTES:
+        raise PerfSuiteError(f"unknown dtype {name!r}; valid: {', '.join([*DTYPE_BYTES, *DTYPE_ALIASES])}")
+    return name
 
 
 def dtype_bytes(dtype: str) -> int:

@@ -84,3 +84,13 @@ def test_the_serving_table_says_whether_tokens_equal_hf():
     tie = "3 rounds x 64 requests equal HF greedy; 1 near-tie(s) within 1e-05 x |logit| accepted: request 3"
     assert _checked(result(tie)) == "equal HF (1 near-tie)"
     assert _checked(result("off (--perf-no-parity)")) == "off (--perf-no-parity)"
+
+
+def test_the_report_needs_neither_torch_nor_transformers():
+    """`make bench` ends with the report: importing torch and transformers for it cost seconds."""
+    import subprocess
+    import sys
+
+    code = "import sys, harness.report.render; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

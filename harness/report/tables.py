@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness import roofline
-from harness.models import canonical_dtype
+from harness.roofline import canonical_dtype
 from harness.specs import get_gpu, get_spec
 
 SIZE_SPECS = ("qwen3-0.6b", "llama-7b", "llama-13b", "llama-70b")

@@ -99,3 +99,31 @@ def test_a_request_needing_the_whole_pool_still_runs_alone_under_a_watermark():
     s = make(num_blocks=10, block_size=4, max_num_seqs=4, watermark=0.2)
     s.add(seq(0, 40))
     assert [x.seq_id for x in s.schedule().seqs] == [0]
+
+
+def test_the_probe_hands_a_stale_engine_the_first_block_of_a_request_with_tokens_to_come():
+    """harness/correctness/probe.py's design, at the scheduler: with a block manager that frees a block
+    still shared (tests/mutants.py), the first write into A's blocks by another request lands on A's
+    position 0 while A has at least 10 tokens to go, the damage a trained model cannot round away."""
+    from mutants import StaleBlockManager
+
+    from harness.correctness.probe import probe_requests
+
+    requests = probe_requests(1000)
+    s = Scheduler(SchedulerConfig(256, 4096, "recompute"), StaleBlockManager(200, 16))
+    seqs = [Sequence(i, list(r.prompt_ids), r.max_new_tokens, arrival=i) for i, r in enumerate(requests)]
+    for q in seqs:
+        s.add(q)
+    a = seqs[4]
+    writes = []  # (A's block index, slot, A's tokens to go) of each write by another request into A's blocks
+    while s.has_unfinished():
+        batch = s.schedule()
+        for q in batch.seqs if not batch.is_prefill and a.status == SeqStatus.RUNNING else []:
+            block = q.block_table[(len(q) - 1) // 16]
+            if q is not a and block in a.block_table:
+                writes.append((a.block_table.index(block), (len(q) - 1) % 16, a.max_new_tokens - len(a.output_ids)))
+        for q in batch.seqs:
+            q.output_ids.append(7)
+            if len(q.output_ids) >= q.max_new_tokens:
+                s.finish(q)
+    assert writes and writes[0][:2] == (0, 0) and writes[0][2] >= 10

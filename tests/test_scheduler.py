@@ -126,4 +126,6 @@ def test_the_probe_hands_a_stale_engine_the_first_block_of_a_request_with_tokens
             q.output_ids.append(7)
             if len(q.output_ids) >= q.max_new_tokens:
                 s.finish(q)
-    assert writes and writes[0][:2] == (0, 0) and writes[0][2] >= 10
+    assert writes, "no request wrote into A's blocks"
+    assert writes[0][:2] == (0, 0)  # A's first block, position 0
+    assert writes[0][2] >= 10

@@ -7,6 +7,8 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
+import torch
+
 from harness.correctness.calibrate import CALIBRATION_FACTOR, SelfDisagreement, hf_self_disagreement
 from harness.correctness.check import LOGIT_TOLERANCE, TOKEN_MARGIN, check_logits, verify_tokens
 from harness.correctness.probe import probe_for, probe_requests
@@ -41,6 +43,7 @@ class OutputChecker:
         self.calibration: SelfDisagreement | None = None  # HF's own disagreement, measured before the first check
         self._calibrated = False
         self.unusable: str | None = None  # why the check cannot vouch for any engine (calibrate.py)
+        self._probe_logits: dict[tuple, torch.Tensor] = {}  # (prompt, tokens) -> HF's teacher-forced logits
 
     def calibrate(self) -> None:
         """Widen the margins to CALIBRATION_FACTOR x HF's own disagreement on this machine (calibrate.py),
@@ -128,17 +131,32 @@ class OutputChecker:
             self.calibrate()
             if self.unusable:
                 return f"engine {engine_name}: {self.unusable}"
-            want = self.reference.teacher_forced_many(list(zip(requests, continuations, strict=True)))
+            want = self._probe_reference(requests, continuations)
             mismatch = check_logits(forced(requests, continuations), want, self.logit_tolerance)
         finally:
             self.seconds += time.perf_counter() - start
         return None if mismatch is None else mismatch.describe(engine_name)
 
+    def _probe_reference(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> list:
+        """HF's teacher-forced logits of the probe's outputs, each computed once per process: every engine
+        that gives HF's tokens asks for the same ones."""
+        pairs = [(req, list(cont)) for req, cont in zip(requests, continuations, strict=True)]
+        keys = [(tuple(req.prompt_ids), tuple(cont)) for req, cont in pairs]
+        todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in self._probe_logits}
+        self._probe_logits.update(zip(todo, self.reference.teacher_forced_many(list(todo.values())), strict=True))
+        return [self._probe_logits[key] for key in keys]
+
     def probe_problem(self, engine_name: str, engine: object) -> str | None:
         """The fast first gate before an engine's first timed case: the probe workload's tokens (and
-        logits where the engine gives them) against HF's."""
+        logits where the engine gives them) against HF's. The engine is asked to keep the logits it picks
+        its tokens from (BaseEngine.keep_logits), which an engine that can uses to answer the logits
+        check without running the probe a second time."""
         requests = probe_for(self.reference.loaded.spec)
         engine.prepare(requests)
-        outputs = engine.generate(requests).outputs
+        engine.keep_logits = True
+        try:
+            outputs = engine.generate(requests).outputs
+        finally:
+            engine.keep_logits = False
         problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")
         return problem or self.logits_problem(engine_name, engine, requests, [o.token_ids for o in outputs])

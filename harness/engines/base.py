@@ -20,6 +20,9 @@ and may have:
   unavailable_reason(device) -> str | None   (staticmethod) why it cannot run here; its cases skip
   teacher_forced_logits(requests, continuations) -> list[Tensor]   its logits, fed the given tokens:
                                        checked against HF's (harness/correctness/)
+  keep_logits: bool = False            set by the check around the probe's generate: an engine may then
+                                       keep the logits it picked each token from and answer
+                                       teacher_forced_logits for those same tokens with them
   own_forward: bool = False            True when its forward is its own code, not HF's model forward:
                                        only then does the gate correct it by the reference forward
 
@@ -203,6 +206,7 @@ class BaseEngine:
     own_forward: bool = False  # True when its forward is its own code, not HF's (see the module docstring)
     takes_arrivals: bool = False  # generate() honours Request.arrival_offset_s and config.max_concurrency
     teacher_forced_logits: Callable | None = None
+    keep_logits: bool = False  # the output check's probe is running (see the module docstring)
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.loaded, self.config = loaded, config

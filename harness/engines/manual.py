@@ -12,6 +12,7 @@ from transformers import DynamicCache
 
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.hf_common import cache_keyword
+from harness.engines.kept import KeptLogits
 from harness.engines.paged.matvec import RowLinearMode
 from harness.engines.work import sequential_work
 from harness.models import LoadedModel
@@ -35,6 +36,7 @@ class ManualEngine(BaseEngine):
         self.vocab_size = loaded.spec.vocab_size
         self.cache_keyword = cache_keyword(self.model)
         self.row_mode = RowLinearMode() if config.compile and self.device.type == "cpu" else nullcontext()
+        self.kept = KeptLogits()
 
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""
@@ -42,13 +44,19 @@ class ManualEngine(BaseEngine):
             kv = {self.cache_keyword: cache}
             return self.model(input_ids=ids, **kv, use_cache=True, logits_to_keep=1).logits[:, -1]
 
-    def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """(B, T) ids -> (B,) greedy next ids."""
-        return self._last_logits(ids, cache).argmax(dim=-1)
+    def _forward(self, ids: torch.Tensor, cache: DynamicCache, keep_as: int | None = None) -> torch.Tensor:
+        """(B, T) ids -> (B,) greedy next ids; under keep_logits, their logits kept as request keep_as's."""
+        logits = self._last_logits(ids, cache)
+        if self.keep_logits and keep_as is not None:
+            self.kept.add([keep_as], logits)
+        return logits.argmax(dim=-1)
 
     def teacher_forced_logits(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> list:
         """Per request, (len(continuation), vocab) float32 logits through this engine's own loop (prefill,
         then one cached decode forward per token), fed the given continuation instead of its own picks."""
+        kept = self.kept.take(requests, continuations)
+        if kept is not None:  # generate ran this very loop on these tokens, keeping its logits
+            return kept
         result = []
         for req, cont in zip(requests, continuations, strict=True):
             cache = DynamicCache(config=self.model.config)
@@ -63,23 +71,26 @@ class ManualEngine(BaseEngine):
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
         t0 = now(self.device)
-        next_id = self.clock.run(lambda: self._forward(ids, cache))
+        next_id = self.clock.run(lambda: self._forward(ids, cache, req.request_id))
         out.first_token_s = now(self.device)
         prefill_ms = (out.first_token_s - t0) * 1e3
         out.token_ids.append(int(next_id[0]))
         while len(out.token_ids) < req.max_new_tokens and not self._stopped(out.token_ids[-1]):
             t_step = now(self.device)
-            next_id = self.clock.run(lambda n=next_id: self._forward(n[:, None], cache))
+            next_id = self.clock.run(lambda n=next_id: self._forward(n[:, None], cache, req.request_id))
             out.token_ids.append(int(next_id[0]))  # int() waits for the device
             out.finish_s = now(self.device)
             step_ms.append((out.finish_s - t_step) * 1e3)
         out.finish_s = out.finish_s or out.first_token_s
+        if self.keep_logits:
+            self.kept.finish(req.request_id, req.prompt_ids, out.token_ids)
         return out, prefill_ms
 
     def _stopped(self, token: int) -> bool:
         return not self.config.ignore_eos and token == self.eos_token_id
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
+        self.kept.clear()
         start = now(self.device)
         outputs, prefill_ms, step_ms = [], [], []
         for req in requests:

@@ -11,7 +11,9 @@ import torch
 from harness import roofline
 from harness.arrivals import ArrivalQueue
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
+from harness.engines.kept import KeptLogits
 from harness.engines.paged.block_manager import BlockManager
+from harness.engines.paged.forced import forced_logits
 from harness.engines.paged.model_runner import PagedModelRunner, PrefillChunk
 from harness.engines.paged.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from harness.engines.paged.sequence import Sequence
@@ -72,6 +74,7 @@ class PagedEngine(BaseEngine):
         self._max_running = 0
         self.work = Work()
         self.steps: list[StepEvent] | None = None  # the steps of the last generate(), when traced
+        self.kept = KeptLogits()
 
     # --- requests ----------------------------------------------------------------------------
     def add_request(
@@ -139,15 +142,21 @@ class PagedEngine(BaseEngine):
         self.runner.swap_in(batch.swap_in)  # before swap_out: swap-out may reuse the CPU blocks just read
         self.runner.swap_out(batch.swap_out)
         if batch.is_prefill:
-            return self.runner.prefill(
+            logits = self.runner.prefill_logits(
                 [
                     PrefillChunk(s.token_ids[s.num_cached_tokens :], s.num_cached_tokens, s.block_table)
                     for s in batch.seqs
                 ]
             )
-        return self.runner.decode(
-            [s.last_token for s in batch.seqs], [len(s) - 1 for s in batch.seqs], [s.block_table for s in batch.seqs]
-        )
+        else:
+            logits = self.runner.decode_logits(
+                [s.last_token for s in batch.seqs],
+                [len(s) - 1 for s in batch.seqs],
+                [s.block_table for s in batch.seqs],
+            )
+        if self.keep_logits:
+            self.kept.add([s.seq_id for s in batch.seqs], logits)
+        return logits.argmax(dim=-1).tolist()
 
     def _postprocess(self, batch: ScheduledBatch, next_ids: list[int], t: float) -> list[RequestOutput]:
         finished = []
@@ -163,6 +172,8 @@ class PagedEngine(BaseEngine):
             ):
                 self.scheduler.finish(seq)
                 out.finish_s = t
+                if self.keep_logits:
+                    self.kept.finish(seq.seq_id, seq.prompt_ids, seq.output_ids)
                 finished.append(self._outputs.pop(seq.seq_id))
         self._record_utilisation()
         return finished
@@ -202,6 +213,7 @@ class PagedEngine(BaseEngine):
         if not self.has_unfinished():
             self.bm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
         self._reset_metrics()
+        self.kept.clear()
         self.steps = [] if self.config.trace else None
         start = now(self.device)
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
@@ -224,42 +236,10 @@ class PagedEngine(BaseEngine):
         return result
 
     def teacher_forced_logits(self, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
-        """Per request, (len(continuation), vocab) float32 logits from this engine's runner, fed the given
-        continuation instead of its own picks. All requests run as one batch: one packed prefill, then
-        decode steps over a ragged batch that shrinks as continuations end (rows in request order, so
-        the runner's length groups reorder them), reading and writing K/V through the block tables."""
-        seqs = [
-            Sequence(-1 - i, list(r.prompt_ids), len(c))
-            for i, (r, c) in enumerate(zip(requests, continuations, strict=True))
-        ]
-        try:
-            for seq in seqs:
-                self._allocate(seq, "the teacher-forced check")
-            chunks = [
-                PrefillChunk(s.token_ids[s.num_cached_tokens :], s.num_cached_tokens, s.block_table) for s in seqs
-            ]
-            rows = [[row] for row in self.runner.prefill_logits(chunks).float().cpu()]
-            for step in range(1, max(len(c) for c in continuations)):
-                live = [i for i, c in enumerate(continuations) if len(c) > step]
-                for i in live:
-                    seqs[i].output_ids.append(continuations[i][step - 1])
-                    if not self.bm.can_append(seqs[i]):
-                        raise PerfSuiteError(f"paged KV pool ({self.bm.num_blocks} blocks) is too small for the check")
-                    self.bm.append_slot(seqs[i])
-                logits = (
-                    self.runner.decode_logits(
-                        [seqs[i].last_token for i in live],
-                        [len(seqs[i]) - 1 for i in live],
-                        [seqs[i].block_table for i in live],
-                    )
-                    .float()
-                    .cpu()
-                )
-                for row, i in enumerate(live):
-                    rows[i].append(logits[row])
-            return [torch.stack(r) for r in rows]
-        finally:
-            self._release([s for s in seqs if s.block_table])
+        """Per request, (len(continuation), vocab) float32 logits from this engine, fed the given
+        continuation: generate's own logits of these very tokens when it kept them (keep_logits), else
+        one batch through the runner (forced.py)."""
+        return self.kept.take(requests, continuations) or forced_logits(self, requests, continuations)
 
     def _allocate(self, seq: Sequence, purpose: str) -> None:
         if not self.bm.can_allocate(seq):

@@ -1,0 +1,38 @@
+"""The logits an engine picked its tokens from while the output check's probe ran (BaseEngine.keep_logits).
+
+The check compares an engine's teacher-forced logits with HF's on the probe's outputs, fed the tokens
+the engine itself chose. For a deterministic engine those logits are the ones its generate already
+computed, so keeping them during the probe answers the check without running the probe again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import torch
+
+
+class KeptLogits:
+    def __init__(self) -> None:
+        self._rows: dict[Hashable, list[torch.Tensor]] = {}  # a request in flight -> its rows so far
+        self._done: dict[tuple, torch.Tensor] = {}  # (prompt, tokens) -> (len(tokens), vocab) float32
+
+    def add(self, keys: Sequence[Hashable], logits: torch.Tensor) -> None:
+        """One row of `logits` (rows, vocab) for each request in `keys`: the row its next token comes from."""
+        for key, row in zip(keys, logits.float().cpu(), strict=True):
+            self._rows.setdefault(key, []).append(row)
+
+    def finish(self, key: Hashable, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> None:
+        rows = self._rows.pop(key)
+        self._done[(tuple(prompt_ids), tuple(token_ids))] = torch.stack(rows)
+
+    def take(self, requests, continuations: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
+        """The kept logits of every (request, continuation), or None unless all were kept."""
+        keys = [(tuple(r.prompt_ids), tuple(c)) for r, c in zip(requests, continuations, strict=True)]
+        if not keys or any(k not in self._done for k in keys):
+            return None
+        return [self._done.pop(k) for k in keys]
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._done.clear()

@@ -15,6 +15,7 @@ from harness.correctness.probe import probe_for, probe_requests
 from harness.correctness.reference import LOGIT_BUDGET, GreedyReference
 from harness.correctness.store import CheckStore
 from harness.engines.base import RequestOutput
+from harness.engines.kept import keeping_logits
 from harness.models import LoadedModel
 from harness.workloads import Request
 
@@ -138,8 +139,8 @@ class OutputChecker:
         return None if mismatch is None else mismatch.describe(engine_name)
 
     def _probe_reference(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> list:
-        """HF's teacher-forced logits of the probe's outputs, each computed once per process: every engine
-        that gives HF's tokens asks for the same ones."""
+        """HF's teacher-forced logits of the probe's outputs, each computed once per checker (one per
+        model): every engine that gives HF's tokens asks for the same ones."""
         pairs = [(req, list(cont)) for req, cont in zip(requests, continuations, strict=True)]
         keys = [(tuple(req.prompt_ids), tuple(cont)) for req, cont in pairs]
         todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in self._probe_logits}
@@ -153,10 +154,7 @@ class OutputChecker:
         check without running the probe a second time."""
         requests = probe_for(self.reference.loaded.spec)
         engine.prepare(requests)
-        engine.keep_logits = True
-        try:
+        with keeping_logits(engine):
             outputs = engine.generate(requests).outputs
-        finally:
-            engine.keep_logits = False
-        problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")
-        return problem or self.logits_problem(engine_name, engine, requests, [o.token_ids for o in outputs])
+            problem = self.tokens_problem(engine_name, requests, outputs, "the probe workload")
+            return problem or self.logits_problem(engine_name, engine, requests, [o.token_ids for o in outputs])

@@ -20,7 +20,7 @@ and may have:
   unavailable_reason(device) -> str | None   (staticmethod) why it cannot run here; its cases skip
   teacher_forced_logits(requests, continuations) -> list[Tensor]   its logits, fed the given tokens:
                                        checked against HF's (harness/correctness/)
-  keep_logits: bool = False            set by the check around the probe's generate: an engine may then
+  keep_logits: bool = False            set by the check while it runs the probe: an engine may then
                                        keep the logits it picked each token from and answer
                                        teacher_forced_logits for those same tokens with them
   own_forward: bool = False            True when its forward is its own code, not HF's model forward:

@@ -7,7 +7,9 @@ computed, so keeping them during the probe answers the check without running the
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -15,24 +17,41 @@ import torch
 class KeptLogits:
     def __init__(self) -> None:
         self._rows: dict[Hashable, list[torch.Tensor]] = {}  # a request in flight -> its rows so far
-        self._done: dict[tuple, torch.Tensor] = {}  # (prompt, tokens) -> (len(tokens), vocab) float32
+        self._done: dict[tuple, list[torch.Tensor]] = {}  # (prompt, tokens) -> one (tokens, vocab) per request
 
     def add(self, keys: Sequence[Hashable], logits: torch.Tensor) -> None:
-        """One row of `logits` (rows, vocab) for each request in `keys`: the row its next token comes from."""
-        for key, row in zip(keys, logits.float().cpu(), strict=True):
+        """One row of `logits` (rows, vocab) for each request in `keys`: the row its next token comes from.
+        Copied: the engine may reuse its output buffer."""
+        for key, row in zip(keys, logits.to("cpu", torch.float32, copy=True), strict=True):
             self._rows.setdefault(key, []).append(row)
 
     def finish(self, key: Hashable, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> None:
         rows = self._rows.pop(key)
-        self._done[(tuple(prompt_ids), tuple(token_ids))] = torch.stack(rows)
+        self._done.setdefault((tuple(prompt_ids), tuple(token_ids)), []).append(torch.stack(rows))
 
     def take(self, requests, continuations: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
         """The kept logits of every (request, continuation), or None unless all were kept."""
         keys = [(tuple(r.prompt_ids), tuple(c)) for r, c in zip(requests, continuations, strict=True)]
-        if not keys or any(k not in self._done for k in keys):
+        if not keys or any(len(self._done.get(k, ())) < n for k, n in Counter(keys).items()):
             return None
-        return [self._done.pop(k) for k in keys]
+        return [self._done[k].pop(0) for k in keys]
 
     def clear(self) -> None:
         self._rows.clear()
         self._done.clear()
+
+
+@contextmanager
+def keeping_logits(engine: object) -> Iterator[None]:
+    """keep_logits on for the block, where the engine has the flag; then off, and whatever it kept dropped."""
+    keeps = hasattr(engine, "keep_logits")
+    if keeps:
+        engine.keep_logits = True
+    try:
+        yield
+    finally:
+        if keeps:
+            engine.keep_logits = False
+        kept = getattr(engine, "kept", None)
+        if isinstance(kept, KeptLogits):
+            kept.clear()

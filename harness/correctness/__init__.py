@@ -141,7 +141,7 @@ class OutputChecker:
     def _probe_reference(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> list:
         """HF's teacher-forced logits of the probe's outputs, each computed once per checker (one per
         model): every engine that gives HF's tokens asks for the same ones."""
-        pairs = [(req, list(cont)) for req, cont in zip(requests, continuations, strict=True)]
+        pairs = list(zip(requests, continuations, strict=True))
         keys = [(tuple(req.prompt_ids), tuple(cont)) for req, cont in pairs]
         todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in self._probe_logits}
         self._probe_logits.update(zip(todo, self.reference.teacher_forced_many(list(todo.values())), strict=True))

@@ -90,7 +90,6 @@ class ManualEngine(BaseEngine):
         return not self.config.ignore_eos and token == self.eos_token_id
 
     def generate(self, requests: Sequence[Request]) -> GenerateResult:
-        self.kept.clear()
         start = now(self.device)
         outputs, prefill_ms, step_ms = [], [], []
         for req in requests:

@@ -213,7 +213,6 @@ class PagedEngine(BaseEngine):
         if not self.has_unfinished():
             self.bm.reset_prefix_cache()  # each call does the same work: no hits on an earlier call's prompts
         self._reset_metrics()
-        self.kept.clear()
         self.steps = [] if self.config.trace else None
         start = now(self.device)
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)

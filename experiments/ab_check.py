@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", default=None, metavar="DIR", help="score the kept --out files in DIR; runs nothing")
     parser.add_argument("--aa", type=int, default=20, help="A/A trials (default 20)")
     parser.add_argument("--each", type=int, default=10, help="trials per regression patch (default 10)")
-    parser.add_argument("--only", default="", help="comma-separated regression patches (default: all)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated scenarios to run ({AA} or patches; default: all); the order stays that of all",
+    )
     parser.add_argument("--keep", default=None, help="folder for every trial's ab --out file and the log")
     parser.add_argument("--seed", type=int, default=0, help="seed of the trial order and of each ab run")
     args = parser.parse_args(argv[:cut])
@@ -67,21 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.commit and args.keep):
         parser.error("--commit and --keep are required (or --replay DIR)")
     pytest_args = argv[cut + 1 :] or CI_ARGS
-    chosen = [p for p in (args.only.split(",") if args.only else REGRESSIONS) if p]
+    counts = {AA: args.aa, **dict.fromkeys(REGRESSIONS, args.each)}
+    chosen = [p for p in args.only.split(",") if p] or list(counts)
+    if unknown := set(chosen) - set(counts):
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; valid: {', '.join(counts)}")
     keep = Path(args.keep)
     keep.mkdir(parents=True, exist_ok=True)
-    counts = {AA: args.aa, **dict.fromkeys(chosen, args.each)}
-    with trees(args.commit, [AA, *chosen]) as (base, heads):
+    with trees(args.commit, chosen) as (base, heads):
 
         def trial(label: str, i: int, n: int) -> tuple[bool, str]:
             out = keep / f"{label}-{i:02d}.json"
+            if out.exists():  # kept by a sitting that stopped part-way: scored again, not run again
+                return score(label, _exit_code(json.loads(out.read_text())), json.loads(out.read_text()))
             cmd = [sys.executable, "-m", "harness", "ab", str(base), str(heads[label]), "--out", str(out)]
             cmd += ["--seed", str(args.seed * 1000 + n), "--", *pytest_args]
             code = subprocess.run(cmd, cwd=base, env=_env(base)).returncode
             return score(label, code, json.loads(out.read_text()) if out.exists() else {})
 
-        tallies = run_trials(counts, trial, args.seed)
-    what = {AA: "with a false regression", **dict.fromkeys(chosen, "missed")}
+        tallies = run_trials(counts, trial, args.seed, only=set(chosen))
+    what = {AA: "with a false regression", **dict.fromkeys(REGRESSIONS, "missed")}
     print("\n".join(summary(tallies, what)))
     return 0
 
@@ -94,7 +102,7 @@ def replay(folder: Path) -> list[str]:
         docs = [json.loads(f.read_text()) for f in sorted(folder.glob(f"{label}-*.json"))]
         if not docs:
             continue
-        scored = [score(label, 10 if any(v["status"] == "regression" for v in d["verdicts"]) else 0, d) for d in docs]
+        scored = [score(label, _exit_code(d), d) for d in docs]
         judged = [v for d in docs for v in d["verdicts"] if v["status"] != "missing" and " work" not in v["name"]]
         share = sum(v["status"] == "inconclusive" for v in judged) / max(len(judged), 1)
         counts = Counter(v["status"] for v in judged)
@@ -106,6 +114,11 @@ def replay(folder: Path) -> list[str]:
             f"{min(seconds):.0f}-{max(seconds):.0f} s of comparison a trial"
         )
     return lines
+
+
+def _exit_code(doc: dict) -> int:
+    """ab's exit code, from its --out document: 10 when any case was called a regression."""
+    return 10 if any(v["status"] == "regression" for v in doc.get("verdicts", [])) else 0
 
 
 def _env(base: Path) -> dict:

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     with trees(args.commit, [ONE_CASE[0]]) as (base, heads):
         baseline = keep / "baseline.json"
         if args.baseline:
-            shutil.copy(args.baseline, baseline)
+            if Path(args.baseline).resolve() != baseline.resolve():
+                shutil.copy(args.baseline, baseline)
         else:
             cmd = [sys.executable, "-m", "harness", "baseline", "update", "--runs", str(args.runs)]
             proc = subprocess.run(
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         def trial(label: str, i: int, n: int) -> tuple[bool, str]:
             tree, slowdown = trees_of[label]
             out = keep / f"{label.replace(' ', '-').replace('%', '')}-{i:02d}.json"
-            run_suite(tree, pytest_args, out, slowdown)
+            if not out.exists():  # else kept by a sitting that stopped part-way: judged again, not run again
+                run_suite(tree, pytest_args, out, slowdown)
             code, flagged, suite = judge(base, baseline, out)
             detail = f"exit {code}; flagged: {', '.join(flagged) or 'none'}; suite {suite}"
             if label == "unchanged":

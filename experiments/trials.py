@@ -25,11 +25,19 @@ def schedule(counts: dict[str, int], seed: int) -> list[tuple[str, int]]:
 
 
 def run_trials(
-    counts: dict[str, int], trial: Callable[[str, int, int], tuple[bool, str]], seed: int, log=print
+    counts: dict[str, int],
+    trial: Callable[[str, int, int], tuple[bool, str]],
+    seed: int,
+    log=print,
+    only: set[str] | None = None,
 ) -> dict[str, Tally]:
-    """Run every trial of `counts` in a seeded random order; trial(label, index, n) -> (failed, detail)."""
-    tallies = {label: Tally() for label in counts}
+    """Run every trial of `counts` in a seeded random order; trial(label, index, n) -> (failed, detail).
+    `only`: run just these labels' trials; the order (and so each trial's n, which seeds it) is still
+    that of every label in `counts`, so a tally split over several sittings runs the same trials."""
+    tallies = {label: Tally() for label in counts if only is None or label in only}
     for n, (label, i) in enumerate(schedule(counts, seed)):
+        if label not in tallies:
+            continue
         start = time.perf_counter()
         failed, detail = trial(label, i, n)
         seconds = time.perf_counter() - start

@@ -27,12 +27,23 @@ def session(request):
     cache.close()
 
 
-refusal = mutants.suite_refusal
+@pytest.fixture(scope="module")
+def refusal(session):
+    """What the suite says of an engine (mutants.suite_refusal), asked once per engine and model: the
+    tests below read the same answer, so a slow engine on a 30-layer model runs its rounds once."""
+    said: dict[str, str | None] = {}
+
+    def of(engine: str) -> str | None:
+        if engine not in said:
+            said[engine] = mutants.suite_refusal(session, engine)
+        return said[engine]
+
+    return of
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
-def test_every_broken_engine_is_refused(session, mutant):
-    problem = refusal(session, mutant.name)
+def test_every_broken_engine_is_refused(refusal, mutant):
+    problem = refusal(mutant.name)
     assert problem is not None, f"{mutant.name} passed the output check"
     assert f"engine {mutant.name}" in problem
     assert "request" in problem  # says where it first went wrong
@@ -40,11 +51,11 @@ def test_every_broken_engine_is_refused(session, mutant):
 
 
 @pytest.mark.parametrize("engine", CORRECT)
-def test_correct_engines_pass_the_same_check(session, engine):
-    assert refusal(session, engine) is None
+def test_correct_engines_pass_the_same_check(refusal, engine):
+    assert refusal(engine) is None
 
 
-def test_a_one_shot_probe_alone_misses_a_stale_engine_the_timed_rounds_catch(session):
+def test_a_one_shot_probe_alone_misses_a_stale_engine_the_timed_rounds_catch(session, refusal):
     name = mutants.StaleAcrossRounds.name
     assert session.parity_problem(Case("generate", session.options.models[0], name)) is None
-    assert "round 1 of 2" in refusal(session, name)
+    assert "round 1 of 2" in refusal(name)

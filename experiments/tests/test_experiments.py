@@ -48,6 +48,21 @@ def test_trials_run_in_a_seeded_shuffled_order_and_are_tallied():
     assert (tallies["a"].failed, tallies["b"].failed, tallies["b"].runs) == (0, 1, 2)
 
 
+def test_a_tally_run_for_some_labels_keeps_every_trials_place_in_the_full_order():
+    ran = []
+    tallies = run_trials(
+        {"a": 3, "b": 3},
+        lambda label, i, n: ran.append((label, i, n)) or (False, ""),
+        1,
+        log=lambda _: None,
+        only={"b"},
+    )
+    full = schedule({"a": 3, "b": 3}, seed=1)
+    assert ran == [(label, i, n) for n, (label, i) in enumerate(full) if label == "b"]
+    assert set(tallies) == {"b"}
+    assert tallies["b"].runs == 3
+
+
 def test_synthetic_histories_have_their_planted_step_and_noise():
     import numpy as np
 

@@ -20,8 +20,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 
 from harness.engines import EngineConfig
 from harness.engines.base import StepCase
@@ -32,10 +34,28 @@ from harness.roofline import decode_cost
 from harness.specs import get_spec
 
 PROBE_BYTES = 256 << 20
+
+
+def _on_the_blas(engine: PagedEngine) -> PagedEngine:
+    """paged with every product through F.linear (the BLAS) and its LM head transposed: as it ran before
+    it used oneDNN on CPU (harness/engines/onednn.py)."""
+    runner = engine.runner
+    runner.linear, runner.lm_head_t = F.linear, runner.lm_head.t().contiguous()
+    return engine
+
+
+def _without_onednn(engine: ManualEngine) -> ManualEngine:
+    """manual with HF's F.linear on the BLAS, as it ran before it used oneDNN on CPU."""
+    engine.row_mode = nullcontext()
+    return engine
+
+
 VARIANTS: dict[str, Callable] = {
     "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
+    "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
+    "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),
     "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
 }
 

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import torch
 from transformers import DynamicCache
 
+from harness.engines import onednn
 from harness.engines.base import BaseEngine, EngineConfig, GenerateResult, RequestOutput, StepCase
 from harness.engines.hf_common import cache_keyword
 from harness.engines.kept import KeptLogits
@@ -35,8 +36,12 @@ class ManualEngine(BaseEngine):
         super().__init__(loaded, config)
         self.vocab_size = loaded.spec.vocab_size
         self.cache_keyword = cache_keyword(self.model)
-        self.row_mode = RowLinearMode() if config.compile and self.device.type == "cpu" else nullcontext()
+        self.row_mode = RowLinearMode() if config.compile and self.device.type == "cpu" else self._linear_mode()
         self.kept = KeptLogits()
+
+    def _linear_mode(self):
+        """float32 on CPU: HF's F.linear calls through oneDNN (onednn.py), not the BLAS."""
+        return onednn.LinearMode() if onednn.available(self.device, self.model.dtype) else nullcontext()
 
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""

@@ -39,9 +39,10 @@ PIECES = {"qkv": layers.qkv, "mlp_residual": layers.mlp_residual, "final_logits"
 
 class CompiledRow:
     """run(piece, *args): the named piece of layers.py compiled with row_times_weight, for a single row
-    on CPU; eagerly with F.linear for anything else, or once compiling has failed."""
+    on CPU; eagerly with `eager_linear` for anything else, or once compiling has failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, eager_linear=F.linear) -> None:
+        self.eager_linear = eager_linear
         self._compiled = {
             name: torch.compile(functools.partial(fn, linear=row_times_weight), dynamic=True, fullgraph=True)
             for name, fn in PIECES.items()
@@ -55,7 +56,7 @@ class CompiledRow:
             except Exception as exc:  # noqa: BLE001 - no compiler, or inductor cannot build here: say so once
                 self.problem = f"--perf-compile: the compiled step is unavailable ({type(exc).__name__}: {exc})"
                 warnings.warn(self.problem + "; running it eagerly", RuntimeWarning, stacklevel=2)
-        return PIECES[piece](x, *args)
+        return PIECES[piece](x, *args, linear=self.eager_linear)
 
 
 class RowLinearMode(TorchFunctionMode):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.engines import onednn
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
@@ -69,13 +70,15 @@ class PagedModelRunner:
         self.embed = hf.model.embed_tokens.weight
         self.final_norm = hf.model.norm.weight
         self.lm_head = hf.lm_head.weight
-        # On CPU the LM head is the largest GEMM of a decode step (vocab x hidden, far beyond the
+        # float32 on CPU: every product through oneDNN (onednn.py), not the BLAS
+        self.linear = onednn.linear if onednn.available(self.device, self.dtype) else F.linear
+        # Else on CPU the LM head is the largest GEMM of a decode step (vocab x hidden, far beyond the
         # caches). Given its weight as (hidden, vocab), contiguous, MKL computes it 1.5-2.4x faster
-        # than F.linear's (vocab, hidden) form on the 2-core dev host (`small`, 32000 x 512: 6.1 -> 2.6
-        # ms at 1 row, 16.9 -> 11.3 ms at 24 rows); the layer weights fit in cache and gain nothing.
-        # One transposed copy of the head; on CUDA cuBLAS takes either layout at the same speed.
-        self.lm_head_t = self.lm_head.t().contiguous() if self.device.type == "cpu" else None
-        self.compiled = CompiledRow() if compile and self.device.type == "cpu" else None
+        # than F.linear's (vocab, hidden) form (`small`, 32000 x 512: 6.1 -> 2.6 ms at 1 row, 16.9 ->
+        # 11.3 ms at 24 rows). One transposed copy of the head; on CUDA cuBLAS takes either layout.
+        blas_head = self.device.type == "cpu" and self.linear is F.linear
+        self.lm_head_t = self.lm_head.t().contiguous() if blas_head else None
+        self.compiled = CompiledRow(self.linear) if compile and self.device.type == "cpu" else None
         self.layers = [layer_weights(layer) for layer in hf.model.layers]
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
         # one block beyond the block manager's pool: where a captured step's padded rows write (graphs.py)
@@ -114,7 +117,7 @@ class PagedModelRunner:
 
     def _piece(self, piece: str, x: torch.Tensor, *args):
         """A piece of layers.py: compiled for a single row under --perf-compile, eager otherwise."""
-        return self.compiled.run(piece, x, *args) if self.compiled else PIECES[piece](x, *args)
+        return self.compiled.run(piece, x, *args) if self.compiled else PIECES[piece](x, *args, linear=self.linear)
 
     def _qkv(self, w: LayerWeights, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._piece("qkv", x, w, cos, sin, self.eps, (self.n_heads, self.n_kv, self.head_dim))

@@ -1,0 +1,83 @@
+"""oneDNN's linear on CPU (harness/engines/onednn.py): F.linear's results to float32 rounding, taken
+by paged and manual in float32 only, and F.linear again, with one warning, where oneDNN fails."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.engines import onednn
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    onednn._problem.clear()
+    yield
+    onednn._problem.clear()
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (7, 64), (2, 5, 64), (0, 64)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_gives_f_linear_to_float32_rounding(shape, bias):
+    torch.manual_seed(0)
+    x, w = torch.randn(shape), torch.randn(48, 64)
+    b = torch.randn(48) if bias else None
+    got, want = onednn.linear(x, w, b), F.linear(x, w, b)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_is_onednn_for_float32_and_f_linear_otherwise(monkeypatch):
+    calls = []
+    real = onednn._onednn_linear
+    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(a[0].dtype) or real(*a))
+    onednn.linear(torch.randn(2, 8), torch.randn(4, 8))
+    onednn.linear(torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16))
+    assert calls == [torch.float32]
+    assert onednn.available(torch.device("cpu"), torch.float32)
+    assert not onednn.available(torch.device("cpu"), torch.bfloat16)
+    assert not onednn.available(torch.device("meta"), torch.float32)
+
+
+def test_a_failing_onednn_warns_once_and_falls_back_to_f_linear(monkeypatch):
+    def refuses(*args):
+        raise RuntimeError("no primitive for this shape")
+
+    monkeypatch.setattr(onednn, "_onednn_linear", refuses)
+    x, w = torch.randn(3, 8), torch.randn(4, 8)
+    with pytest.warns(RuntimeWarning, match="oneDNN's linear is unavailable .*no primitive"):
+        torch.testing.assert_close(onednn.linear(x, w), F.linear(x, w))
+    assert not onednn.available(torch.device("cpu"), torch.float32)
+
+
+def test_inside_the_mode_hf_modules_run_their_linear_layers_on_onednn(monkeypatch):
+    calls = []
+    real = onednn._onednn_linear
+    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(tuple(a[1].shape)) or real(*a))
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        want = mlp(x)
+        assert calls == []  # outside the mode: the BLAS
+        with onednn.LinearMode():
+            got = mlp(x)
+    assert calls == [(16, 8), (4, 16)]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("float32", "onednn"), ("bfloat16", "blas")])
+def test_paged_and_manual_take_onednn_in_float32_only(dtype, expected):
+    from harness.engines import EngineConfig
+    from harness.engines.manual import ManualEngine
+    from harness.engines.paged.engine import PagedEngine
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    loaded = build_model(get_spec("tiny"), dtype=dtype)
+    runner = PagedEngine(loaded, EngineConfig()).runner
+    manual = ManualEngine(loaded, EngineConfig())
+    took = "onednn" if runner.linear is onednn.linear else "blas"
+    assert took == expected
+    assert isinstance(manual.row_mode, onednn.LinearMode) == (expected == "onednn")
+    assert (runner.lm_head_t is None) == (expected == "onednn")  # the BLAS's transposed head only without it

@@ -85,7 +85,7 @@ def test_the_mode_routes_a_single_bias_free_row_only():
     assert routed.shape == (1, 1, 5)
     torch.testing.assert_close(routed, F.linear(one, w) + 1.0)
     for got, want in zip(as_is, [F.linear(rows, w), F.linear(one, w, b), F.linear(rows, w, b)], strict=True):
-        assert torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # not the kernel's (+1): oneDNN's product
 
 
 @pytest.mark.slow

@@ -81,3 +81,16 @@ def test_paged_and_manual_take_onednn_in_float32_only(dtype, expected):
     assert took == expected
     assert isinstance(manual.row_mode, onednn.LinearMode) == (expected == "onednn")
     assert (runner.lm_head_t is None) == (expected == "onednn")  # the BLAS's transposed head only without it
+
+
+def test_under_perf_compile_manuals_products_of_several_rows_go_to_onednn(monkeypatch):
+    from harness.engines.paged.matvec import RowLinearMode
+
+    calls = []
+    real = onednn._onednn_linear
+    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(tuple(a[0].shape)) or real(*a))
+    x, w = torch.randn(3, 8), torch.randn(4, 8)
+    with torch.inference_mode(), RowLinearMode():
+        got = F.linear(x, w)
+    assert calls == [(3, 8)]
+    torch.testing.assert_close(got, F.linear(x, w), rtol=1e-5, atol=1e-5)

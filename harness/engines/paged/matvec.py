@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from harness.engines import onednn
 from harness.engines.paged import layers
 
 
@@ -61,8 +62,8 @@ class CompiledRow:
 
 class RowLinearMode(TorchFunctionMode):
     """For engines that run HF's own modules (`manual` under --perf-compile): inside this mode, F.linear
-    of a single row on CPU, without bias, is the compiled row_times_weight; everything else runs as it
-    would. One compile per process serves every weight."""
+    of a single row on CPU, without bias, is the compiled row_times_weight, any other F.linear oneDNN's
+    (onednn.py); everything else runs as it would. One compile per process serves every weight."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,7 +79,7 @@ class RowLinearMode(TorchFunctionMode):
             except Exception as exc:  # noqa: BLE001 - as CompiledRow.run: say so once, then run eagerly
                 self.problem = f"--perf-compile: the compiled product is unavailable ({type(exc).__name__}: {exc})"
                 warnings.warn(self.problem + "; using F.linear", RuntimeWarning, stacklevel=2)
-        return func(*args, **kwargs)
+        return onednn.linear(*args, **kwargs) if func is F.linear else func(*args, **kwargs)
 
 
 def _one_row(args: tuple, kwargs: dict) -> bool:

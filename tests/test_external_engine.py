@@ -58,9 +58,8 @@ def test_ab_of_two_builds_of_an_engine_this_repository_did_not_write(tmp_path):
     base, head = install(tmp_path, "base"), install(tmp_path, "head", extra_every=2)
     work = tmp_path / "project"
     work.mkdir()
-    cmd = ["-m", "harness", "ab", "--base-path", str(base), "--head-path", str(head), "--sweeps", "4", "--case-s", "4"]
-    cmd += ["--stage2-s", "4", "--stage2-sweeps", "3", "--order-seed", "3"]
-    cmd += ["--", "--pyargs", "perf_tests", *SELECT, "-k", "generate"]
+    cmd = ["-m", "harness", "ab", "--base-path", str(base), "--head-path", str(head), "--sweeps", "5", "--case-s", "4"]
+    cmd += ["--stage2-s", "6", "--order-seed", "3", "--", "--pyargs", "perf_tests", *SELECT, "-k", "generate"]
     result = run(cmd, work, tmp_path)
     assert result.returncode == 10, result.stdout[-3000:] + result.stderr[-2000:]
     assert "test_generate[tiny-toy-greedy-bs1-prompt32-new32]" in result.stdout

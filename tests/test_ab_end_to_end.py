@@ -14,7 +14,7 @@ from harness.errors import EXIT_REGRESSION, PerfSuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["perf_tests", "--perf-models", "tiny", "-k", "decode and bs8 and ctx128"]
-QUICK = Plan(sweeps=4, case_s=3.0, suspects=1, stage2_s=3.0, stage2_sweeps=2)
+QUICK = Plan(sweeps=4, case_s=3.0, suspects=1, stage2_s=4.0, stage2_sweeps=4)
 
 
 def tree_copy(tmp_path: Path, name: str) -> Path:

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         def trial(label: str, i: int, n: int) -> tuple[bool, str]:
             out = keep / f"{label}-{i:02d}.json"
             if out.exists():  # kept by a sitting that stopped part-way: scored again, not run again
-                return score(label, _exit_code(json.loads(out.read_text())), json.loads(out.read_text()))
+                doc = json.loads(out.read_text())
+                return score(label, _exit_code(doc), doc)
             cmd = [sys.executable, "-m", "harness", "ab", str(base), str(heads[label]), "--out", str(out)]
             cmd += ["--seed", str(args.seed * 1000 + n), "--", *pytest_args]
             code = subprocess.run(cmd, cwd=base, env=_env(base)).returncode

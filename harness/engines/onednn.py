@@ -34,7 +34,7 @@ def _onednn_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, w, bias), computed by oneDNN for float32 CPU tensors."""
-    if x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not _problem:
+    if available(x.device, x.dtype) and w.dtype == x.dtype:
         try:
             return _onednn_linear(x, w, bias)
         except (RuntimeError, AttributeError) as exc:  # a build without oneDNN, or an op it refuses

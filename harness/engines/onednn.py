@@ -1,10 +1,9 @@
 """Linear layers on CPU through oneDNN instead of the BLAS.
 
 F.linear of a float32 CPU tensor goes to the BLAS torch was built with (MKL in the x86 wheels). On the
-AMD EPYC development host MKL's kernels ran at half of oneDNN's speed or less at every size an engine
-meets: a one-row product over `qwen3-0.6b`'s weights read 16-17 GB/s against 28-30 GB/s (a plain sum:
-32-33), and prefill-sized products (64-512 rows) reached 25-85 against 50-98 GFLOP/s
-(docs/measurements.md). oneDNN's linear is the op TorchInductor itself emits for CPU linear layers.
+AMD EPYC development host MKL's kernels ran at half of oneDNN's speed or less, from one row to
+hundreds (docs/measurements.md, decode against the read bound). oneDNN's linear is the op
+TorchInductor itself emits for CPU linear layers.
 
 `linear` is F.linear's drop-in for the paged engine: oneDNN for float32 on CPU where torch has it,
 F.linear for anything else or once oneDNN has failed (a warning says why, once). The sum runs in

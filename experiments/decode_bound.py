@@ -15,6 +15,7 @@ the best read (the bound the suite reports), "% of typical" of the median read.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -29,6 +30,7 @@ from harness.engines import EngineConfig
 from harness.engines.base import StepCase
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
+from harness.engines.paged.layers import apply_rope, rms_norm
 from harness.models import build_model
 from harness.roofline import decode_cost
 from harness.specs import get_spec
@@ -44,6 +46,44 @@ def _on_the_blas(engine: PagedEngine) -> PagedEngine:
     return engine
 
 
+def _unstacked(engine: PagedEngine) -> PagedEngine:
+    """paged with Q, K, V and the MLP's gate and up as one product each (7 a layer, not 4), as it ran
+    before layers.py stacked their weights."""
+    runner = engine.runner
+
+    def qkv(w, x, cos, sin):
+        h = rms_norm(x, w.input_norm, runner.eps)
+        q = runner.linear(h, w.q_proj).view(-1, runner.n_heads, runner.head_dim)
+        k = runner.linear(h, w.k_proj).view(-1, runner.n_kv, runner.head_dim)
+        v = runner.linear(h, w.v_proj).view(-1, runner.n_kv, runner.head_dim)
+        if w.q_norm is not None:
+            q, k = rms_norm(q, w.q_norm, runner.eps), rms_norm(k, w.k_norm, runner.eps)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def mlp_residual(w, x, attn):
+        x = x + runner.linear(attn, w.o_proj)
+        h = rms_norm(x, w.post_norm, runner.eps)
+        return x + runner.linear(F.silu(runner.linear(h, w.gate_proj)) * runner.linear(h, w.up_proj), w.down_proj)
+
+    runner._qkv, runner._mlp_residual = qkv, mlp_residual
+    return engine
+
+
+def _gathered(engine: PagedEngine) -> PagedEngine:
+    """paged copying a lone row's K/V out of the pool before attending, as it did before it read
+    consecutive blocks in place, with its products unstacked as well: the engine as it ran before both."""
+    runner, groups = engine.runner, engine.runner._decode_groups
+
+    def gathering(positions, block_tables):
+        return [
+            dataclasses.replace(g, first_block=None, buffers=runner._gather_buffers(g.tables.numel()))
+            for g in groups(positions, block_tables)
+        ]
+
+    runner._decode_groups = gathering
+    return _unstacked(engine)
+
+
 def _without_onednn(engine: ManualEngine) -> ManualEngine:
     """manual with HF's F.linear on the BLAS, as it ran before it used oneDNN on CPU."""
     engine.row_mode = nullcontext()
@@ -53,6 +93,8 @@ def _without_onednn(engine: ManualEngine) -> ManualEngine:
 VARIANTS: dict[str, Callable] = {
     "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
     "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
+    "paged-unstacked": lambda loaded: _unstacked(PagedEngine(loaded, EngineConfig())),
+    "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
     "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),

@@ -202,3 +202,40 @@ def test_teacher_forced_logits_of_a_shrinking_ragged_batch_equal_hf(tiny):
         for g, w in zip(got, want, strict=True):
             assert g.shape == w.shape
             assert (g - w).abs().max() < 1e-4
+
+
+def test_stacked_projections_share_the_models_memory_and_are_built_once():
+    """Q/K/V and gate/up are one product each over their weights stacked by rows (layers.stack_rows):
+    HF's modules are re-pointed at views of the stacked tensor, so nothing is held twice, the values
+    are untouched, and a second engine on the same model reuses the stacking."""
+    from harness.engines.paged.layers import layer_weights
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    loaded = build_model(get_spec("tiny"), dtype="float32")
+    attn = loaded.model.model.layers[0].self_attn
+    before = [m.weight.detach().clone() for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+    w = layer_weights(loaded.model.model.layers[0])
+    assert torch.equal(w.qkv_proj, torch.cat(before))
+    rows = 0
+    for m, old in zip((attn.q_proj, attn.k_proj, attn.v_proj), before, strict=True):
+        assert torch.equal(m.weight, old)
+        assert m.weight.data_ptr() == w.qkv_proj[rows].data_ptr()  # a view of its rows, not a copy
+        rows += old.shape[0]
+    assert layer_weights(loaded.model.model.layers[0]).qkv_proj is w.qkv_proj
+    mlp = loaded.model.model.layers[0].mlp
+    assert mlp.up_proj.weight.data_ptr() == w.gate_up_proj[mlp.gate_proj.weight.shape[0]].data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("tables", "in_place"),
+    [([[3, 4, 5]], 3), ([[3, 5, 6]], None), ([[0, 1], [2, 3]], None), ([[7]], 7)],
+    ids=["consecutive", "a-gap", "two-rows", "one-block"],
+)
+def test_a_lone_row_on_consecutive_blocks_is_read_in_place(tiny, tables, in_place):
+    """Decode attends to such a row's K/V as a view of the pool (no gather copy); anything else gathers."""
+    runner = paged(tiny).runner
+    positions = [len(t) * runner.block_size - 1 for t in tables]
+    groups = runner._decode_groups(positions, tables)
+    assert groups[0].first_block == in_place
+    assert (groups[0].buffers is None) == (in_place is not None)

@@ -6,7 +6,9 @@ under test still runs every probe and every round.
 The key is everything that could change HF's answer: the weights themselves (a fingerprint of every
 tensor's shape, sum and sum of squares, so another seed, checkpoint or corruption is another key),
 the dtype, the device, the CPU or GPU name, the thread count (it orders a sum), the torch and
-transformers versions and the probe's prompts. One JSON file per key in `<cache>/checks/`
+transformers versions, the probe's prompts, and the library HF's cached loop multiplies with while it
+calibrates (oneDNN or the BLAS: on the seeded qwen3-0.6b their disagreements with HF's one forward
+differ tenfold, calibrate.py). One JSON file per key in `<cache>/checks/`
 (LLM_PERF_CACHE, default ~/.cache/llm-perf-suite), written atomically; a file that cannot be read is
 named in a warning and rebuilt.
 """
@@ -21,10 +23,12 @@ from pathlib import Path
 import torch
 
 from harness.checkpoints import cache_root
+from harness.engines import onednn
 from harness.files import write_json_atomic
 from harness.hardware import cpu_model_name
+from harness.models import DTYPES
 
-VERSION = 1  # of the file's layout
+VERSION = 2  # of the file's layout and of what the calibration measures (2: the loop through oneDNN)
 
 
 def model_key(loaded) -> str:
@@ -37,7 +41,8 @@ def model_key(loaded) -> str:
     device = loaded.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
     versions = (torch.__version__, transformers.__version__, torch.get_num_threads())  # threads: a sum's order
-    h.update(repr((VERSION, loaded.dtype, device.type, name, *versions)).encode())
+    onednn_loop = onednn.available(device, DTYPES[loaded.dtype])
+    h.update(repr((VERSION, loaded.dtype, device.type, name, *versions, onednn_loop)).encode())
     h.update(repr([r.prompt_ids for r in probe_for(loaded.spec)]).encode())  # what the calibration ran
     with torch.no_grad():
         for pname, p in loaded.model.state_dict().items():

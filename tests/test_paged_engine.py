@@ -5,6 +5,7 @@ import torch
 
 from harness.engines import EngineConfig
 from harness.engines.hf_generate import HFGenerateEngine
+from harness.engines.paged.decode_groups import length_buckets
 from harness.engines.paged.engine import PagedEngine, RequestTooLargeError
 from harness.workloads import Request, mixed_requests, shared_prefix_requests
 
@@ -127,15 +128,13 @@ def test_decode_case_computes_the_real_next_token(tiny, reference):
 
 
 def test_length_buckets_group_rows_of_similar_context():
-    from harness.engines.paged.model_runner import PagedModelRunner
-
     lengths = [700, 20, 400, 650, 30, 200, 90]
-    groups = PagedModelRunner.length_buckets(lengths, ratio=0.5)
+    groups = length_buckets(lengths, ratio=0.5)
     assert groups == [[0, 3, 2], [5], [6], [4, 1]]  # longest first; each down to half its longest
     assert sorted(b for g in groups for b in g) == list(range(7))
-    groups = PagedModelRunner.length_buckets(lengths)  # the default: down to 3/4 of its longest
+    groups = length_buckets(lengths)  # the default: down to 3/4 of its longest
     assert groups == [[0, 3], [2], [5], [6], [4], [1]]
-    assert len(PagedModelRunner.length_buckets([2**i for i in range(12)], most=4)) == 4
+    assert len(length_buckets([2**i for i in range(12)], most=4)) == 4
 
 
 LENGTHS = {"one-group": [20, 24, 22, 19, 23], "several-groups": [5, 40, 90, 17, 61, 33]}
@@ -160,7 +159,7 @@ def ragged_decode_error(loaded, lengths, order, runner_class=None):
         seq = Sequence(i, torch.randint(1, loaded.spec.vocab_size, (n,), generator=gen).tolist(), 1)
         engine.bm.allocate(seq)
         seqs.append(seq)
-    assert (len(runner.length_buckets([len(s) for s in seqs])) == 1) == (lengths == "one-group")
+    assert (len(length_buckets([len(s) for s in seqs])) == 1) == (lengths == "one-group")
     runner.prefill([PrefillChunk(s.prompt_ids[:-1], 0, s.block_table) for s in seqs])
     got = runner.decode_logits(
         [s.prompt_ids[-1] for s in seqs], [len(s) - 1 for s in seqs], [s.block_table for s in seqs]

@@ -8,7 +8,8 @@ modeling_llama (RMSNorm in float32, weight applied after casting back), so greed
 
 KV pool layout per layer: (num_blocks, block_size, n_kv, head_dim); token slot = block * bs + offset.
 Reads gather whole blocks with index_select (one contiguous copy per block: on CPU about 20x faster
-than indexing token slots one by one); writes index_copy_ token slots.
+than indexing token slots one by one), or view a lone row's consecutive blocks in place
+(decode_groups.py); writes index_copy_ token slots.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.engines import onednn
+from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
@@ -30,23 +32,6 @@ class PrefillChunk:
     token_ids: list[int]  # the tokens to compute (those after any prefix-cache hit)
     start_pos: int  # position of token_ids[0]; the KV of positions < start_pos is already cached
     block_table: list[int]
-
-
-@dataclass
-class DecodeGroup:
-    """Rows of a decode step that share one padded gather: their block tables, longest context, mask."""
-
-    index: torch.Tensor | None  # the group's rows in batch order; None: the whole batch, in batch order
-    tables: torch.Tensor  # (rows, width) block ids, in the group's row order
-    ctx: int
-    mask: torch.Tensor | None  # (rows, 1, 1, ctx): each row sees its own positions only; None: all full
-    buffers: tuple[torch.Tensor, torch.Tensor] | None  # where the gather copies to; None when read in place
-    first_block: int | None = None  # one row whose blocks are consecutive from here: read in place
-
-
-def consecutive_from(table: list[int]) -> int | None:
-    """The first block of a table whose blocks follow one another in the pool (b, b+1, ...), or None."""
-    return table[0] if table and table == list(range(table[0], table[0] + len(table))) else None
 
 
 def copy_may_overlap(src: torch.device, dst: torch.device) -> bool:
@@ -232,23 +217,6 @@ class PagedModelRunner:
             out = self._attend(q, keys, values, mask, causal=False)
         return out[0].transpose(0, 1).reshape(n_new, -1)
 
-    @staticmethod
-    def length_buckets(lengths: list[int], ratio: float = 0.75, most: int = 8) -> list[list[int]]:
-        """Group batch rows by context length so each group pads to its own longest, not the batch's:
-        the K/V gathered and attended to shrink from B x max to about the sum of the lengths. Longest
-        first; a group takes rows down to `ratio` of its longest; at most `most` groups. Each group
-        costs two gathers and one attention call per layer, so finer is not always faster: on `small`,
-        24 rows with contexts 100-700, a step took 44.7 ms at (0.5, 4), 37.7-39.7 ms anywhere from
-        (0.7, 6) to (0.9, 16) (PagedModelRunner.decode timed alone, median of 20 steps)."""
-        order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
-        groups: list[list[int]] = []
-        for b in order:
-            if groups and (lengths[b] >= ratio * lengths[groups[-1][0]] or len(groups) == most):
-                groups[-1].append(b)
-            else:
-                groups.append([b])
-        return groups
-
     def _gather_buffers(self, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Reused K/V gather buffers: a fresh multi-MB tensor per layer costs page faults on CPU."""
         need = blocks * self.block_size * self.n_kv * self.head_dim
@@ -258,24 +226,7 @@ class PagedModelRunner:
         return self._gather[0][:need].view(shape), self._gather[1][:need].view(shape)
 
     def _decode_groups(self, positions: list[int], block_tables: list[list[int]]) -> list[DecodeGroup]:
-        """Length groups of a decode step. Every per-row tensor of a group (block tables, mask positions,
-        queries, outputs) is taken in that group's row order, which length_buckets makes longest first."""
-        batch, bs = len(positions), self.block_size
-        groups = []
-        for rows in self.length_buckets([p + 1 for p in positions]):
-            ctx = max(positions[b] for b in rows) + 1
-            width = -(-ctx // bs)
-            tables = torch.tensor([(block_tables[b] + [0] * width)[:width] for b in rows], device=self.device)
-            # index None only when the group is the whole batch in batch order
-            index = None if rows == list(range(batch)) else torch.tensor(rows, device=self.device)
-            mask = None
-            if any(positions[b] + 1 != ctx for b in rows):  # ragged contexts: hide each row's tail
-                row_pos = torch.tensor([positions[b] for b in rows], device=self.device)
-                mask = (torch.arange(ctx, device=self.device)[None] <= row_pos[:, None])[:, None, None, :]
-            lone = consecutive_from(block_tables[rows[0]][:width]) if len(rows) == 1 else None
-            buffers = self._gather_buffers(tables.numel()) if lone is None else None
-            groups.append(DecodeGroup(index, tables, ctx, mask, buffers, lone))
-        return groups
+        return plan_groups(positions, block_tables, self.block_size, self.device, self._gather_buffers)
 
     @torch.inference_mode()
     def decode_logits(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:

@@ -47,7 +47,7 @@ def _on_the_blas(engine: PagedEngine) -> PagedEngine:
 
 
 def _unstacked(engine: PagedEngine) -> PagedEngine:
-    """paged with Q, K, V and the MLP's gate and up as one product each (7 a layer, not 4), as it ran
+    """paged with Q, K, V, the MLP's gate and up each its own product (7 a layer, not 4), as it ran
     before layers.py stacked their weights."""
     runner = engine.runner
 

@@ -16,8 +16,9 @@ from transformers import DynamicCache
 from harness.engines import EngineConfig, GenerateResult, RequestOutput
 from harness.engines.hf_common import cache_keyword
 from harness.engines.paged.block_manager import BlockManager
+from harness.engines.paged.decode_groups import DecodeGroup
 from harness.engines.paged.engine import PagedEngine
-from harness.engines.paged.model_runner import DecodeGroup, PagedModelRunner
+from harness.engines.paged.model_runner import PagedModelRunner
 from harness.models import LoadedModel
 from harness.timing import now
 

@@ -111,3 +111,21 @@ def test_block_manager_invariants(ops, num_blocks):
     sim.check_invariants()
     assert sim.bm.num_free_blocks == num_blocks
     assert len(sim.bm.free_cpu_block_ids) == num_blocks
+
+
+def test_a_reset_pool_hands_out_consecutive_blocks_again():
+    """Frees leave the free list out of order; a reset (only with no block in use) restores a fresh
+    pool's order, so a lone sequence again sits on consecutive blocks (read in place by decode)."""
+    bm = BlockManager(8, BS, 0)
+    seqs = [Sequence(i, list(range(10 * i, 10 * i + 9)), 1) for i in range(2)]
+    for seq in seqs:
+        bm.allocate(seq)
+    for seq in seqs:
+        bm.free(seq)
+    lone = Sequence(9, list(range(100, 109)), 1)
+    bm.allocate(lone)
+    assert lone.block_table != [0, 1, 2]
+    bm.free(lone)
+    bm.reset_prefix_cache()
+    bm.allocate(lone)
+    assert lone.block_table == [0, 1, 2]

@@ -238,3 +238,27 @@ def test_a_lone_row_on_consecutive_blocks_is_read_in_place(tiny, tables, in_plac
     groups = runner._decode_groups(positions, tables)
     assert groups[0].first_block == in_place
     assert (groups[0].buffers is None) == (in_place is not None)
+
+
+def test_a_step_case_starts_from_a_fresh_pool_whatever_ran_before(tiny):
+    engine = paged(tiny)
+    engine.generate(mixed_requests(6, (20, 60), (5, 20), tiny.spec.vocab_size, seed=3))
+    (seq,) = engine._case_seqs(1, 100, seed=0)
+    assert seq.block_table == list(range(len(seq.block_table)))
+
+
+def test_a_cached_prefix_read_in_place_equals_its_gathered_copy(tiny, monkeypatch):
+    """Prefill after a cached prefix on consecutive blocks views the pool; the gather must agree."""
+    from harness.engines.paged import model_runner
+    from harness.engines.paged.model_runner import PrefillChunk
+
+    ids = torch.randint(1, tiny.spec.vocab_size, (40,), generator=torch.Generator().manual_seed(4)).tolist()
+    table = [5, 6, 7]
+
+    def prefill_after_prefix(runner):
+        runner.prefill_logits([PrefillChunk(ids[:32], 0, table)])
+        return runner.prefill_logits([PrefillChunk(ids[32:], 32, table)], all_positions=True)
+
+    in_place = prefill_after_prefix(paged(tiny).runner)
+    monkeypatch.setattr(model_runner, "consecutive_from", lambda table: None)
+    assert torch.equal(in_place, prefill_after_prefix(paged(tiny).runner))

@@ -26,7 +26,6 @@ from harness.checkpoints import cache_root
 from harness.engines import onednn
 from harness.files import write_json_atomic
 from harness.hardware import cpu_model_name
-from harness.models import DTYPES
 
 VERSION = 2  # of the file's layout and of what the calibration measures (2: the loop through oneDNN)
 
@@ -41,7 +40,7 @@ def model_key(loaded) -> str:
     device = loaded.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
     versions = (torch.__version__, transformers.__version__, torch.get_num_threads())  # threads: a sum's order
-    onednn_loop = onednn.available(device, DTYPES[loaded.dtype])
+    onednn_loop = onednn.available(device, loaded.model.dtype)
     h.update(repr((VERSION, loaded.dtype, device.type, name, *versions, onednn_loop)).encode())
     h.update(repr([r.prompt_ids for r in probe_for(loaded.spec)]).encode())  # what the calibration ran
     with torch.no_grad():

@@ -151,12 +151,15 @@ class BlockManager:
         return pairs
 
     def reset_prefix_cache(self) -> None:
-        """Forget every cached block (only while no sequence holds blocks): a benchmark round that
-        follows another must not reuse the KV of the previous round's identical prompts."""
+        """Forget every cached block and hand blocks out in id order again, as a fresh pool does (only
+        while no sequence holds blocks): a benchmark round that follows another must not reuse the KV of
+        the previous round's identical prompts, nor inherit the order its frees left the free list in
+        (a lone sequence on consecutive blocks is read in place: decode_groups.py)."""
         assert self.num_used_blocks == 0, "reset_prefix_cache with blocks in use"
         self.chain_to_block.clear()
         for block in self.blocks:
             block.chain = None
+        self.free_block_ids = deque(sorted(self.free_block_ids))
 
     # --- metrics -----------------------------------------------------------------------------
     def filled_slots(self, seqs: list[Sequence]) -> int:

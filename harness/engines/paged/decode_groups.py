@@ -12,7 +12,8 @@ import torch
 
 @dataclass
 class DecodeGroup:
-    """Rows of a decode step that share one padded gather: their block tables, longest context, mask."""
+    """Rows of a decode step attended to together: their block tables, longest context and mask, and
+    where their K/V comes from (a padded gather into `buffers`, or the pool itself from `first_block`)."""
 
     index: torch.Tensor | None  # the group's rows in batch order; None: the whole batch, in batch order
     tables: torch.Tensor  # (rows, width) block ids, in the group's row order

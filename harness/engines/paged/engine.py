@@ -250,6 +250,9 @@ class PagedEngine(BaseEngine):
 
     # --- prefill / decode cases --------------------------------------------------------------
     def _case_seqs(self, batch_size: int, length: int, seed: int) -> list[Sequence]:
+        """A step case's sequences, allocated in a pool as fresh as the first case's, whatever ran before."""
+        if self.bm.num_used_blocks == 0:
+            self.bm.reset_prefix_cache()
         gen = torch.Generator().manual_seed(seed)
         seqs = []
         for b in range(batch_size):

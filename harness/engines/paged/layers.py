@@ -3,9 +3,10 @@ one layer's weights. Each follows transformers' modeling_qwen3 / modeling_llama 
 operations, so the paged forward's greedy tokens match HF's.
 
 Q, K and V are one product over their weights stacked by rows, as are the MLP's gate and up (as
-vLLM's QKVParallelLinear and MergedColumnParallelLinear do): each output is the same dot product, so
-the results are bit-identical, and a decode step makes 4 products a layer instead of 7, each longer,
-which the CPU's kernels read faster (docs/measurements.md, decode at batch 1).
+vLLM's QKVParallelLinear and MergedColumnParallelLinear do): each output is the same dot product (a
+library may split a longer product's sums differently, so the last bits may differ), and a decode
+step makes 4 products a layer instead of 7, each longer, which the CPU's kernels read faster
+(docs/measurements.md, decode at batch 1).
 """
 
 from __future__ import annotations

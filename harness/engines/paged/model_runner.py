@@ -71,6 +71,8 @@ class PagedModelRunner:
         self.lm_head_t = self.lm_head.t().contiguous() if blas_head else None
         self.compiled = CompiledRow(self.linear) if compile and self.device.type == "cpu" else None
         self.layers = [layer_weights(layer) for layer in hf.model.layers]
+        if self.device.type == "cuda":  # the per-layer weights stacking left behind: back to the device
+            torch.cuda.empty_cache()
         self.rotary = hf.model.rotary_emb  # transformers' own frequencies: any rope scaling it knows applies
         # one block beyond the block manager's pool: where a captured step's padded rows write (graphs.py)
         shape = (spec.num_layers, num_blocks + 1, block_size, self.n_kv, self.head_dim)

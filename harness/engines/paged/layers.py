@@ -47,6 +47,8 @@ class LayerWeights:
     post_norm: torch.Tensor
     gate_up_proj: torch.Tensor  # gate_proj and up_proj stacked by rows, likewise
     down_proj: torch.Tensor
+    # each module's own weight, a view of the stacked rows: what experiments/ (decode_bound's
+    # unstacked variant, the regression patches) multiply by one at a time
     q_proj: torch.Tensor
     k_proj: torch.Tensor
     v_proj: torch.Tensor
@@ -60,7 +62,7 @@ def stack_rows(modules: list[torch.nn.Module]) -> torch.Tensor:
     Idempotent: modules whose weights already lie so in one tensor return that tensor."""
     weights = [m.weight for m in modules]
     stacked = getattr(modules[0], "_rows_stacked", None)
-    if stacked is not None and _lie_in(weights, stacked):
+    if stacked is not None and all(w.untyped_storage().data_ptr() == stacked.data_ptr() for w in weights):
         return stacked
     with torch.no_grad():
         stacked = torch.cat([w.detach() for w in weights])
@@ -70,15 +72,6 @@ def stack_rows(modules: list[torch.nn.Module]) -> torch.Tensor:
             start += w.shape[0]
     modules[0]._rows_stacked = stacked
     return stacked
-
-
-def _lie_in(weights: list[torch.Tensor], stacked: torch.Tensor) -> bool:
-    row_bytes, at = stacked.stride(0) * stacked.element_size(), stacked.data_ptr()
-    for w in weights:
-        if w.data_ptr() != at or not w.is_contiguous():
-            return False
-        at += w.shape[0] * row_bytes
-    return at == stacked.data_ptr() + stacked.shape[0] * row_bytes
 
 
 def layer_weights(layer) -> LayerWeights:

@@ -228,8 +228,9 @@ OPTIONS = [
     Option(
         "--perf-compile",
         "compile",
-        "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor (needs a C++ "
-        "compiler; compiled once per process, outside the timed rounds)",
+        "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor, and paged's "
+        "several-row decode steps attending through their block tables (needs a C++ compiler; compiled once "
+        "per process and batch bucket, in the warm-up)",
         switch="store_true",
     ),  # fmt: skip
     Option(

@@ -96,6 +96,9 @@ def test_the_compiled_engine_keeps_hf_greedy_tokens(tiny):
     for req, want in zip(reqs, expected, strict=True):  # one at a time: every decode step is a single row
         assert engine.generate([req]).outputs[0].token_ids == want
     assert engine.runner.compiled.problem is None
+    together = [o.token_ids for o in engine.generate(reqs).outputs]  # several rows: through the tables
+    assert together == expected
+    assert engine.runner.flex.problem is None
     manual = ManualEngine(tiny, EngineConfig(compile=True))
     assert [o.token_ids for o in manual.generate(reqs).outputs] == expected
     assert manual.row_mode.problem is None

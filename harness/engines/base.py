@@ -167,7 +167,7 @@ class EngineConfig:
     openai_model: str | None = None  # openai: the served model's name (None: the first the server lists)
     openai_prompt: str = "ids"  # openai: prompts as token ids, or as text through --perf-model-path's tokenizer
     trace: bool = False  # record each step for the trace (--perf-trace); engines that cannot, ignore it
-    compile: bool = False  # paged, manual: a compiled single-row matrix-vector product on CPU (--perf-compile)
+    compile: bool = False  # paged, manual on CPU: compiled single-row products, block-table attention (--perf-compile)
     cuda_graphs: bool = False  # paged: decode steps replayed from CUDA graphs, per batch bucket (--perf-cuda-graphs)
 
 

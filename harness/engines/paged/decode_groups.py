@@ -1,6 +1,7 @@
 """How a decode step's rows meet their K/V: grouped by context length, each group gathered from the
 pool into reused buffers and attended to at its own longest context, or, for a lone row whose blocks
-lie one after another in the pool, read in place."""
+lie one after another in the pool, read in place; under --perf-compile, several rows as one group
+read through their block tables (flex_decode.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class DecodeGroup:
     mask: torch.Tensor | None  # (rows, 1, 1, ctx): each row sees its own positions only; None: all full
     buffers: tuple[torch.Tensor, torch.Tensor] | None  # where the gather copies to; None when read in place
     first_block: int | None = None  # one row whose blocks are consecutive from here: read in place
+    block_mask: object | None = None  # flex_decode.py's: the whole batch attended through its tables
 
 
 def consecutive_from(table: list[int]) -> int | None:
@@ -45,6 +47,23 @@ def length_buckets(lengths: list[int], ratio: float = 0.75, most: int = 8) -> li
     return groups
 
 
+def ragged_mask(positions: list[int], ctx: int, device: torch.device) -> torch.Tensor | None:
+    """(rows, 1, 1, ctx): row b sees positions 0 .. positions[b]; None when every row sees all ctx."""
+    if all(p + 1 == ctx for p in positions):
+        return None
+    row_pos = torch.tensor(positions, device=device)
+    return (torch.arange(ctx, device=device)[None] <= row_pos[:, None])[:, None, None, :]
+
+
+def whole_batch(positions: list[int], block_tables: list[list[int]], block_size: int, device, mask) -> DecodeGroup:
+    """The whole batch as one group attended through its block tables (flex_decode.py). Its tables and
+    mask are what a gather would need, should the kernel turn out not to compile here."""
+    ctx = max(positions) + 1
+    width = -(-ctx // block_size)
+    tables = torch.tensor([(t + [0] * width)[:width] for t in block_tables], device=device)
+    return DecodeGroup(None, tables, ctx, ragged_mask(positions, ctx, device), None, None, mask)
+
+
 def plan_groups(
     positions: list[int],
     block_tables: list[list[int]],
@@ -62,10 +81,7 @@ def plan_groups(
         tables = torch.tensor([(block_tables[b] + [0] * width)[:width] for b in rows], device=device)
         # index None only when the group is the whole batch in batch order
         index = None if rows == list(range(batch)) else torch.tensor(rows, device=device)
-        mask = None
-        if any(positions[b] + 1 != ctx for b in rows):  # ragged contexts: hide each row's tail
-            row_pos = torch.tensor([positions[b] for b in rows], device=device)
-            mask = (torch.arange(ctx, device=device)[None] <= row_pos[:, None])[:, None, None, :]
+        mask = ragged_mask([positions[b] for b in rows], ctx, device)  # ragged contexts: hide each row's tail
         lone = consecutive_from(block_tables[rows[0]][:width]) if len(rows) == 1 else None
         buffers = gather_buffers(tables.numel()) if lone is None else None
         groups.append(DecodeGroup(index, tables, ctx, mask, buffers, lone))

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.engines import onednn
-from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups
+from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups, whole_batch
+from harness.engines.paged.flex_decode import FlexDecode
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
@@ -69,7 +70,10 @@ class PagedModelRunner:
         # 11.3 ms at 24 rows). One transposed copy of the head; on CUDA cuBLAS takes either layout.
         blas_head = self.device.type == "cpu" and self.linear is F.linear
         self.lm_head_t = self.lm_head.t().contiguous() if blas_head else None
-        self.compiled = CompiledRow(self.linear) if compile and self.device.type == "cpu" else None
+        on_cpu = compile and self.device.type == "cpu"
+        self.compiled = CompiledRow(self.linear) if on_cpu else None
+        heads = (self.n_heads, self.n_kv, self.head_dim)
+        self.flex = FlexDecode(num_blocks + 1, block_size, heads, self.device) if on_cpu else None
         self.layers = [layer_weights(layer) for layer in hf.model.layers]
         if self.device.type == "cuda":  # the per-layer weights stacking left behind: back to the device
             torch.cuda.empty_cache()
@@ -228,7 +232,23 @@ class PagedModelRunner:
         return self._gather[0][:need].view(shape), self._gather[1][:need].view(shape)
 
     def _decode_groups(self, positions: list[int], block_tables: list[list[int]]) -> list[DecodeGroup]:
+        """Under --perf-compile on CPU, several rows are one group read through their block tables
+        (flex_decode.py); else length groups, each gathered or, a lone row, read in place."""
+        if self.flex is not None and self.flex.problem is None and len(positions) > 1:
+            mask = self.flex.block_mask(positions, block_tables)
+            return [whole_batch(positions, block_tables, self.block_size, self.device, mask)]
         return plan_groups(positions, block_tables, self.block_size, self.device, self._gather_buffers)
+
+    def _decode_attention(self, layer: int, q: torch.Tensor, g: DecodeGroup, out: torch.Tensor | None) -> torch.Tensor:
+        """One group's attention, (rows, heads * d), written into `out` at the group's rows when given."""
+        if g.block_mask is not None:
+            o = self.flex.attend(q, self.k_cache[layer], self.v_cache[layer], g.block_mask)
+            if o is not None:
+                return o
+        keys, values = self._group_kv(layer, g)  # (b, n_kv, ctx, d)
+        rows_q = q if g.index is None else q.index_select(0, g.index)
+        o = self._attend(rows_q[:, :, None], keys, values, g.mask, causal=False).reshape(len(g.tables), -1)
+        return o if out is None else out.index_copy_(0, g.index, o)
 
     @torch.inference_mode()
     def decode_logits(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:
@@ -251,13 +271,7 @@ class PagedModelRunner:
             self._write_kv(layer, write, k, v)
             out = None if groups[0].index is None else q.new_empty(batch, self.n_heads * self.head_dim)
             for g in groups:
-                keys, values = self._group_kv(layer, g)  # (b, n_kv, ctx, d)
-                rows_q = q if g.index is None else q.index_select(0, g.index)
-                o = self._attend(rows_q[:, :, None], keys, values, g.mask, causal=False).reshape(len(g.tables), -1)
-                if out is None:
-                    out = o
-                else:
-                    out.index_copy_(0, g.index, o)
+                out = self._decode_attention(layer, q, g, out)
             x = self._mlp_residual(w, x, out)
         return self._logits(x)
 

@@ -30,8 +30,9 @@ def bucket(batch: int) -> int:
 
 
 class FlexDecode:
-    """attend(q, k_pool, v_pool, positions, block_tables) -> (B, heads * d), or None once compiling has
-    failed (the caller then attends its own way). k_pool, v_pool: one layer's (blocks, bs, n_kv, d)."""
+    """block_mask(positions, block_tables) once a step, then attend(q, k_pool, v_pool, mask) for each
+    layer's pool, (blocks, bs, n_kv, d): (B, heads * d), or None once compiling has failed (the caller
+    then attends its own way)."""
 
     def __init__(self, pool_blocks: int, block_size: int, heads: tuple[int, int, int], device: torch.device) -> None:
         self.pool_blocks, self.block_size, self.device = pool_blocks, block_size, device

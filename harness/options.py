@@ -229,8 +229,8 @@ OPTIONS = [
         "--perf-compile",
         "compile",
         "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor, and paged's "
-        "several-row decode steps attending through their block tables (needs a C++ compiler; compiled once "
-        "per process and batch bucket, in the warm-up)",
+        "several-row decode steps attending through their block tables (needs a C++ compiler; each piece and "
+        "batch bucket compiles the first time a step needs it, for fixed workloads in the warm-up)",
         switch="store_true",
     ),  # fmt: skip
     Option(

@@ -19,14 +19,15 @@ from harness.workloads import mixed_requests
 BS, POOL = 4, 40
 
 
-def pools_and_rows(n_heads, n_kv, lengths, seed=0):
-    """A pool of random K/V, rows with these context lengths on scattered blocks, and their queries."""
+def pools_and_rows(n_heads, n_kv, lengths, seed=0, spare=0):
+    """A pool of random K/V, rows with these context lengths on scattered blocks (and `spare` blocks
+    each beyond what their length needs, as the block manager allocates ahead), and their queries."""
     gen = torch.Generator().manual_seed(seed)
     k = torch.randn(POOL, BS, n_kv, 8, generator=gen)
     v = torch.randn(POOL, BS, n_kv, 8, generator=gen)
     free = list(range(POOL))
     random.Random(seed).shuffle(free)
-    tables = [[free.pop() for _ in range(-(-n // BS))] for n in lengths]
+    tables = [[free.pop() for _ in range(-(-n // BS) + spare)] for n in lengths]
     q = torch.randn(len(lengths), n_heads, 8, generator=gen)
     return k, v, tables, q
 
@@ -49,26 +50,30 @@ def test_a_batch_runs_at_the_next_power_of_two():
 @pytest.mark.slow
 @pytest.mark.parametrize(("n_heads", "n_kv"), [(4, 2), (2, 2)], ids=["gqa", "mha"])
 def test_attending_through_the_tables_equals_each_rows_own_copy(n_heads, n_kv):
-    lengths = [9, 4, 1, 13, 8]  # partial last blocks, exactly full ones, a single token; 5 rows pad to 8
-    k, v, tables, q = pools_and_rows(n_heads, n_kv, lengths)
+    """Two steps of one bucket, as a decode loop runs them (the second reuses the first's buffers):
+    partial last blocks, exactly full ones, a single token, tables longer than the rows; 5 rows pad to 8."""
+    first = [9, 4, 1, 13, 8]
+    k, v, tables, q = pools_and_rows(n_heads, n_kv, first, spare=1)
     flex = FlexDecode(POOL, BS, (n_heads, n_kv, 8), torch.device("cpu"))
-    got = flex.attend(q, k, v, flex.block_mask([n - 1 for n in lengths], tables))
+    for lengths in (first, [n + 1 for n in first]):
+        got = flex.attend(q, k, v, flex.block_mask([n - 1 for n in lengths], tables))
+        want = each_row_alone(q, k, v, [t[: -(-n // BS)] for t, n in zip(tables, lengths, strict=True)], lengths, n_kv)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert flex.problem is None
-    torch.testing.assert_close(got, each_row_alone(q, k, v, tables, lengths, n_kv), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broken", ["mask-one-slot-further", "last-block-of-the-next-row"])
-def test_the_equality_fails_on_a_broken_mask_or_table(broken, monkeypatch):
-    """The planted faults the test above must catch: a row sees one stale slot past its position, or
-    reads its partial block from another row's table."""
-    lengths = [9, 6, 3]
+def test_the_equality_fails_on_a_broken_mask_or_table(broken):
+    """The planted faults the test above must catch: the mask lets a row see one stale slot past its
+    position (the offsets it reads, changed after the mask was made: read at run time, not compiled
+    in), or a row reads its partial block from another row's table."""
+    lengths = [9, 6, 3]  # each ends inside a block: all three have a masked partial block
     k, v, tables, q = pools_and_rows(4, 2, lengths, seed=1)
     flex = FlexDecode(POOL, BS, (4, 2, 8), torch.device("cpu"))
-    positions = [n - 1 for n in lengths]
+    mask = flex.block_mask([n - 1 for n in lengths], tables)
     if broken == "mask-one-slot-further":
-        positions = [p + 1 for p in positions]
-    mask = flex.block_mask(positions, tables)
+        flex._buffers[bucket(3)][-1][:3] += 1  # the offsets within_position reads
     if broken == "last-block-of-the-next-row":
         mask.kv_indices[:3, 0, 0, 0] = mask.kv_indices[[1, 2, 0], 0, 0, 0]
     got = flex.attend(q, k, v, mask)

@@ -89,15 +89,19 @@ def test_the_mode_routes_a_single_bias_free_row_only():
 
 
 @pytest.mark.slow
-def test_the_compiled_engine_keeps_hf_greedy_tokens(tiny):
+def test_the_compiled_engine_keeps_hf_greedy_tokens(tiny, monkeypatch):
     reqs = mixed_requests(3, (1, 40), (1, 20), tiny.spec.vocab_size, seed=31)
     expected = [o.token_ids for o in HFGenerateEngine(tiny, EngineConfig()).generate(reqs).outputs]
     engine = PagedEngine(tiny, EngineConfig(compile=True))
     for req, want in zip(reqs, expected, strict=True):  # one at a time: every decode step is a single row
         assert engine.generate([req]).outputs[0].token_ids == want
     assert engine.runner.compiled.problem is None
+    calls = []
+    attend = engine.runner.flex.attend
+    monkeypatch.setattr(engine.runner.flex, "attend", lambda q, *a: calls.append(len(q)) or attend(q, *a))
     together = [o.token_ids for o in engine.generate(reqs).outputs]  # several rows: through the tables
     assert together == expected
+    assert max(calls) == len(reqs)  # steps of all three rows went through the tables
     assert engine.runner.flex.problem is None
     manual = ManualEngine(tiny, EngineConfig(compile=True))
     assert [o.token_ids for o in manual.generate(reqs).outputs] == expected

@@ -11,9 +11,11 @@ of torch's own experimental PagedAttention, applied to the engine's block tables
 
 The query heads that share a key/value head are folded into that head's query positions (GQA as
 Ainslie et al. 2023 define it), so each block is read once for all of them. Shapes are static per
-batch bucket (a power of two; padded rows see no blocks): one compile per bucket and model, seconds,
-cached on disk by TorchInductor. It needs a C++ compiler on CPU; where compiling fails, a warning says
-why and the engine gathers as it does without the flag.
+batch bucket (a power of two; padded rows see no blocks): one compile per bucket, model and pool
+size, seconds, cached on disk by TorchInductor. Every engine in a process shares TorchDynamo's cache
+of flex_attention's compiled versions, so its limit (8 by default) is raised to RECOMPILE_LIMIT
+here. It needs a C++ compiler on CPU; where compiling fails, a warning says why and the engine
+gathers as it does without the flag.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import warnings
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+RECOMPILE_LIMIT = 64  # compiled versions of the kernel a process keeps: buckets x models x pool sizes
 
 
 def bucket(batch: int) -> int:
@@ -104,7 +108,8 @@ class FlexDecode:
         keys = k_pool.view(1, -1, self.n_kv, self.head_dim).transpose(1, 2)  # (1, n_kv, slots, d): a view
         values = v_pool.view(1, -1, self.n_kv, self.head_dim).transpose(1, 2)
         try:
-            out = self._kernel(folded, keys, values, block_mask=mask, scale=self.head_dim**-0.5)
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                out = self._kernel(folded, keys, values, block_mask=mask, scale=self.head_dim**-0.5)
         except Exception as exc:  # noqa: BLE001 - no compiler, or inductor cannot build here: say so once
             self.problem = f"--perf-compile: the block-table attention is unavailable ({type(exc).__name__}: {exc})"
             warnings.warn(self.problem + "; gathering K/V instead", RuntimeWarning, stacklevel=2)

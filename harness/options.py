@@ -229,7 +229,7 @@ OPTIONS = [
         "--perf-compile",
         "compile",
         "paged and manual on CPU: single-row matrix-vector products compiled by TorchInductor, and paged's "
-        "several-row decode steps attending through their block tables (needs a C++ compiler; each piece and "
+        "decode steps of 16 rows or more attending through their block tables (needs a C++ compiler; each piece and "
         "batch bucket compiles the first time a step needs it, for fixed workloads in the warm-up)",
         switch="store_true",
     ),  # fmt: skip

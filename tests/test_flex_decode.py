@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from harness.engines import EngineConfig
 from harness.engines.hf_generate import HFGenerateEngine
-from harness.engines.paged import flex_decode
+from harness.engines.paged import flex_decode, model_runner
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.paged.flex_decode import FlexDecode, bucket
 from harness.workloads import mixed_requests
@@ -89,6 +89,7 @@ def test_a_kernel_that_cannot_compile_warns_once_and_the_step_gathers(tiny, monk
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(runner.flex, "_kernel", no_compiler)
+    monkeypatch.setattr(model_runner, "worth_it", lambda positions: len(positions) > 1)  # 3 rows suffice
     reqs = mixed_requests(3, (5, 20), (3, 6), tiny.spec.vocab_size, seed=5)
     expected = [o.token_ids for o in HFGenerateEngine(tiny, EngineConfig()).generate(reqs).outputs]
     with pytest.warns(RuntimeWarning, match="no C.. compiler"):
@@ -99,9 +100,14 @@ def test_a_kernel_that_cannot_compile_warns_once_and_the_step_gathers(tiny, monk
     assert "block-table attention is unavailable" in runner.flex.problem
 
 
-def test_only_several_rows_under_the_flag_are_read_through_the_tables(tiny):
+@pytest.mark.parametrize(
+    ("positions", "through_tables"),
+    [([7], False), ([7, 3], False), ([7] * 14 + [6], False), ([7] * 16, True), ([7] * 15 + [6] * 17, True)],
+    ids=["one-row", "two-rows", "fifteen-rows", "sixteen-rows", "thirty-two-rows"],
+)
+def test_under_the_flag_steps_of_many_rows_are_read_through_the_tables(tiny, positions, through_tables):
+    """One row reads its blocks in place; fewer than 16 rows gather (flex_decode.worth_it)."""
     runner = PagedEngine(tiny, EngineConfig(compile=True)).runner
-    assert runner._decode_groups([7], [[2, 3]])[0].block_mask is None  # one row: read in place as before
-    assert runner._decode_groups([7, 3], [[2, 3], [5]])[0].block_mask is not None
-    assert PagedEngine(tiny, EngineConfig()).runner.flex is None
-    assert flex_decode.bucket(3) == 4
+    tables = [[b] for b in range(len(positions))]
+    assert (runner._decode_groups(positions, tables)[0].block_mask is not None) is through_tables
+    assert flex_decode.worth_it(positions) is through_tables

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from harness.engines import EngineConfig
 from harness.engines.hf_generate import HFGenerateEngine
 from harness.engines.manual import ManualEngine
+from harness.engines.paged import model_runner
 from harness.engines.paged.engine import PagedEngine
+from harness.engines.paged.flex_decode import FlexDecode
 from harness.engines.paged.matvec import PIECES, CompiledRow, RowLinearMode, row_times_weight
 from harness.workloads import mixed_requests
 
@@ -69,7 +71,9 @@ def test_a_step_that_cannot_be_compiled_warns_once_and_runs_eagerly():
 
 def test_only_cpu_with_the_flag_compiles(tiny):
     assert PagedEngine(tiny, EngineConfig()).runner.compiled is None
+    assert PagedEngine(tiny, EngineConfig()).runner.flex is None
     assert isinstance(PagedEngine(tiny, EngineConfig(compile=True)).runner.compiled, CompiledRow)
+    assert isinstance(PagedEngine(tiny, EngineConfig(compile=True)).runner.flex, FlexDecode)
     assert not isinstance(ManualEngine(tiny, EngineConfig()).row_mode, RowLinearMode)
     assert isinstance(ManualEngine(tiny, EngineConfig(compile=True)).row_mode, RowLinearMode)
 
@@ -97,6 +101,7 @@ def test_the_compiled_engine_keeps_hf_greedy_tokens(tiny, monkeypatch):
         assert engine.generate([req]).outputs[0].token_ids == want
     assert engine.runner.compiled.problem is None
     calls = []
+    monkeypatch.setattr(model_runner, "worth_it", lambda positions: len(positions) > 1)  # 3 rows suffice
     attend = engine.runner.flex.attend
     monkeypatch.setattr(engine.runner.flex, "attend", lambda q, *a: calls.append(len(q)) or attend(q, *a))
     together = [o.token_ids for o in engine.generate(reqs).outputs]  # several rows: through the tables

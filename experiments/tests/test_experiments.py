@@ -125,3 +125,19 @@ def test_the_power_analysis_counts_visits_as_the_noncentral_t_says():
     sd, df = pooled_sd([[1.0, 3.0], [10.0, 12.0, 14.0], [7.0]])  # a lone visit adds nothing
     assert df == 3
     assert sd == pytest.approx(math.sqrt((2 + 8) / 3))
+
+
+@pytest.mark.slow
+def test_decode_attention_compares_both_ways_before_timing_them(monkeypatch):
+    """Each row count reports both kinds of contexts; an attention that answers wrongly one way is
+    refused before anything is timed."""
+    from experiments import decode_attention
+    from harness.engines.paged.flex_decode import FlexDecode
+
+    lines = decode_attention.run("tiny", [2], rounds=1)
+    assert [line.split(":")[0] for line in lines] == ["ragged 2 rows", "equal 2 rows"]
+    assert all("gathered/tables" in line for line in lines)
+    attend = FlexDecode.attend
+    monkeypatch.setattr(FlexDecode, "attend", lambda *a: attend(*a) * 1.01)  # the tables' answer, 1% off
+    with pytest.raises(AssertionError, match="not close"):
+        decode_attention.run("tiny", [2], rounds=1)

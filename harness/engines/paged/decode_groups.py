@@ -1,7 +1,7 @@
 """How a decode step's rows meet their K/V: grouped by context length, each group gathered from the
 pool into reused buffers and attended to at its own longest context, or, for a lone row whose blocks
-lie one after another in the pool, read in place; under --perf-compile, several rows as one group
-read through their block tables (flex_decode.py)."""
+lie one after another in the pool, read in place; under --perf-compile, a step of many rows as one
+group read through their block tables (flex_decode.py)."""
 
 from __future__ import annotations
 

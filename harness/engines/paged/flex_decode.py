@@ -28,6 +28,15 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 RECOMPILE_LIMIT = 64  # compiled versions of the kernel a process keeps: buckets x models x pool sizes
 
 
+def worth_it(positions: list[int], min_rows: int = 16) -> bool:
+    """Whether a decode step with rows at these positions attends through its tables rather than
+    gathering. One layer's attention on `small`'s shapes, both ways interleaved (`python -m
+    experiments.decode_attention`; docs/measurements.md): from 16 rows the tables were as fast or
+    faster (1.2-1.5x for rows of differing contexts), below 16 the gather as fast or faster (up to 2x
+    at 2 rows): its buffers are reused, and the flash kernel it feeds is faster per token."""
+    return len(positions) >= min_rows
+
+
 def bucket(batch: int) -> int:
     """The padded batch a step of `batch` rows runs at: the next power of two, at least 2."""
     return max(2, 1 << (batch - 1).bit_length())

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from harness.engines import onednn
 from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups, whole_batch
-from harness.engines.paged.flex_decode import FlexDecode
+from harness.engines.paged.flex_decode import FlexDecode, worth_it
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
@@ -232,9 +232,9 @@ class PagedModelRunner:
         return self._gather[0][:need].view(shape), self._gather[1][:need].view(shape)
 
     def _decode_groups(self, positions: list[int], block_tables: list[list[int]]) -> list[DecodeGroup]:
-        """Under --perf-compile on CPU, several rows are one group read through their block tables
+        """Under --perf-compile on CPU, a step of many rows is one group read through their block tables
         (flex_decode.py); else length groups, each gathered or, a lone row, read in place."""
-        if self.flex is not None and self.flex.problem is None and len(positions) > 1:
+        if self.flex is not None and self.flex.problem is None and worth_it(positions):
             mask = self.flex.block_mask(positions, block_tables)
             return [whole_batch(positions, block_tables, self.block_size, self.device, mask)]
         return plan_groups(positions, block_tables, self.block_size, self.device, self._gather_buffers)

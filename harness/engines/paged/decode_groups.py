@@ -47,6 +47,11 @@ def length_buckets(lengths: list[int], ratio: float = 0.75, most: int = 8) -> li
     return groups
 
 
+def padded_tables(block_tables: list[list[int]], width: int, device, dtype=torch.long) -> torch.Tensor:
+    """(rows, width) block ids: each table cut or padded with block 0 (never read past a row's length)."""
+    return torch.tensor([(t + [0] * width)[:width] for t in block_tables], dtype=dtype, device=device)
+
+
 def ragged_mask(positions: list[int], ctx: int, device: torch.device) -> torch.Tensor | None:
     """(rows, 1, 1, ctx): row b sees positions 0 .. positions[b]; None when every row sees all ctx."""
     if all(p + 1 == ctx for p in positions):
@@ -60,7 +65,7 @@ def whole_batch(positions: list[int], block_tables: list[list[int]], block_size:
     mask are what a gather would need, should the kernel turn out not to compile here."""
     ctx = max(positions) + 1
     width = -(-ctx // block_size)
-    tables = torch.tensor([(t + [0] * width)[:width] for t in block_tables], device=device)
+    tables = padded_tables(block_tables, width, device)
     return DecodeGroup(None, tables, ctx, ragged_mask(positions, ctx, device), None, None, mask)
 
 
@@ -78,7 +83,7 @@ def plan_groups(
     for rows in length_buckets([p + 1 for p in positions]):
         ctx = max(positions[b] for b in rows) + 1
         width = -(-ctx // block_size)
-        tables = torch.tensor([(block_tables[b] + [0] * width)[:width] for b in rows], device=device)
+        tables = padded_tables([block_tables[b] for b in rows], width, device)
         # index None only when the group is the whole batch in batch order
         index = None if rows == list(range(batch)) else torch.tensor(rows, device=device)
         mask = ragged_mask([positions[b] for b in rows], ctx, device)  # ragged contexts: hide each row's tail

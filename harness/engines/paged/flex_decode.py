@@ -25,6 +25,8 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from harness.engines.paged.decode_groups import padded_tables
+
 RECOMPILE_LIMIT = 64  # compiled versions of the kernel a process keeps: buckets x models x pool sizes
 
 
@@ -64,7 +66,7 @@ class FlexDecode:
         full_n, part_n, full_idx, part_idx, last = self._buffers_for(padded)
         pos = torch.tensor(positions, device=self.device)
         width = max(len(t) for t in block_tables)
-        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.int32, device=self.device)
+        tables = padded_tables(block_tables, width, self.device, torch.int32)
         n_full = (pos + 1) // bs
         full_n.zero_()
         part_n.zero_()

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 doc = json.loads(out.read_text())
                 return score(label, _exit_code(doc), doc)
             cmd = [sys.executable, "-m", "harness", "ab", str(base), str(heads[label]), "--out", str(out)]
-            cmd += ["--seed", str(args.seed * 1000 + n), "--", *pytest_args]
+            cmd += ["--order-seed", str(args.seed * 1000 + n), "--", *pytest_args]
             code = subprocess.run(cmd, cwd=base, env=_env(base)).returncode
             return score(label, code, json.loads(out.read_text()) if out.exists() else {})
 

@@ -78,7 +78,7 @@ def test_a_quiet_machine_says_unchanged_a_noisy_one_says_it_cannot_tell():
     assert quiet["test_decode[c0]"].status == "unchanged"
     assert noisy["test_decode[c0]"].status == "inconclusive"
     assert noisy["test_decode[c0]"].detectable > 0.02
-    assert quiet["test_serving[s]"].status == "inconclusive"  # one visit: no spread to judge it on
+    assert quiet["test_serving[s]"].status == "inconclusive"  # one visit of one block: no spread to judge it on
 
 
 def test_a_case_one_side_cannot_open_is_listed_and_the_rest_compared():

@@ -26,8 +26,8 @@ class Plan:
     sweeps: int = 6  # stage 1: fresh pairs of processes; a case's visits are spread over them
     case_s: float = 9.0  # stage 1: seconds of rounds (both sides) per case
     suspects: int = 2  # stage 2: at most this many cases
-    stage2_s: float = 40.0  # stage 2: seconds of rounds (both sides), split among its suspects
-    stage2_sweeps: int = 6  # stage 2: fresh pairs of processes
+    stage2_s: float = 30.0  # stage 2: seconds of rounds (both sides), split among its suspects
+    stage2_sweeps: int = 4  # stage 2: fresh pairs of processes
     round_s: float = 0.1  # a round repeats the case's unit of work until it lasts about this long
 
     def __post_init__(self) -> None:

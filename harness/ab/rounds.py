@@ -3,9 +3,10 @@ visit's rounds on both sides. Plain data; the statistics are harness/judge's.
 
 A round repeats the case's unit of work `reps` times on one side. A block is four rounds, ABBA or
 BAAB, led by the side that ran last, so each side has one round after its own process and one after
-the other's: one log ratio per block, log(base seconds / head seconds) = log(head tok/s / base tok/s).
-A visit's statistic is the median of its blocks' log ratios (a burst that hits one round moves one
-block, not the visit), and the visits, each in a sweep of its own, are the units the test counts.
+the other's. Each block holds two pairs of adjacent rounds, one of each side: a pair's log ratio is
+log(base seconds / head seconds) = log(head tok/s / base tok/s), a visit's statistic the mean of its
+pairs (ABBA's balance cancels a linear drift within the block), and the test (judge.stats.nested_test)
+counts both the pairs within a visit and the visits, each a fresh pair of processes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from harness.judge.stats import LogTest, units_test
+from harness.judge.stats import Lean, LogTest, nested_test, pooled_lean
 
 
 @dataclass
@@ -25,12 +26,17 @@ class Visit:
     base_s: list[float] = field(default_factory=list)  # every round, in the order run
     head_s: list[float] = field(default_factory=list)
 
-    def block_logs(self) -> list[float]:
-        pairs = range(0, len(self.base_s) - 1, 2)
-        return [math.log((self.base_s[i] + self.base_s[i + 1]) / (self.head_s[i] + self.head_s[i + 1])) for i in pairs]
+    def pair_logs(self) -> list[tuple[float, int]]:
+        """(log ratio, order) per pair of rounds, the i-th of each side; order is +1 where base ran right
+        after head's process (ABBA: the second pair of a block; BAAB: the first), else -1."""
+        first = -1 if self.lead == "A" else 1
+        return [
+            (math.log(b / h), first if i % 2 == 0 else -first)
+            for i, (b, h) in enumerate(zip(self.base_s, self.head_s, strict=False))
+        ]
 
     def statistic(self) -> float:
-        return statistics.median(self.block_logs())
+        return statistics.fmean(x for x, _ in self.pair_logs())
 
     @property
     def blocks(self) -> int:
@@ -56,9 +62,13 @@ class CaseRecord:
                 first = self.work.setdefault(side, reply["work"])
                 self.work_unsteady |= first != reply["work"]
 
-    def test(self, stage: int | None = None) -> LogTest:
-        """Student's t over the visits of a stage (all stages: None): each visit a fresh pair of processes."""
-        return units_test([v.statistic() for v in self.visits if v.blocks and stage in (None, v.stage)])
+    def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:
+        """The pair logs of each visit of a stage (all stages: None)."""
+        return [v.pair_logs() for v in self.visits if v.blocks and stage in (None, v.stage)]
+
+    def test(self, lean: Lean, stage: int | None = None) -> LogTest:
+        """The nested test of a stage's visits (all stages: None), with the lean pooled over its cases."""
+        return nested_test(self.pairs(stage), lean)
 
     def stages(self) -> set[int]:
         return {v.stage for v in self.visits if v.blocks}
@@ -82,3 +92,8 @@ class CaseRecord:
     @classmethod
     def from_dict(cls, d: dict) -> CaseRecord:
         return cls(**{**d, "visits": [Visit(**v) for v in d.get("visits", [])]})
+
+
+def stage_lean(records: list[CaseRecord], stage: int | None = None) -> Lean:
+    """The lean pooled over the cases' visits of one stage (all stages: None)."""
+    return pooled_lean([r.pairs(stage) for r in records])

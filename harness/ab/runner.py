@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.ab.plan import Plan, allocate, reps_for, suspects, sweeps_of
-from harness.ab.rounds import CaseRecord, Visit
+from harness.ab.rounds import CaseRecord, Visit, stage_lean
 from harness.ab.sides import Side, checked_out
 from harness.ab.workers import WorkerProcess, ask_both, fresh_pair, open_both
 from harness.errors import PerfSuiteError
@@ -159,7 +159,8 @@ def stage1(run: Sweeps) -> None:
 def stage2(run: Sweeps, threshold: float) -> list[str]:
     """Stage 2's suspects and their visits (plan.suspects: decided on stage 1's data alone)."""
     plan = run.plan
-    chosen = suspects({n: r.test(1) for n, r in run.records.items()}, threshold, plan.suspects)
+    lean = stage_lean(list(run.records.values()), 1)
+    chosen = suspects({n: r.test(lean, 1) for n, r in run.records.items()}, threshold, plan.suspects)
     if not chosen or plan.stage2_s <= 0:
         return []
     planned = {}
@@ -182,20 +183,21 @@ def _progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
 
-def estimate(record: CaseRecord, threshold: float) -> Estimate:
-    """The case's row for the judge: stage 1's test, stage 2's where it ran, all visits for the interval."""
+def estimate(record: CaseRecord, threshold: float, leans: dict) -> Estimate:
+    """The case's row for the judge: stage 1's test, stage 2's where it ran, all visits for the interval;
+    `leans`: the lean pooled over the cases of each stage (1, 2) and of both (None)."""
     two = 2 in record.stages()
     visits = [sum(v.stage == s for v in record.visits) for s in (1, 2)]
     note = f"{visits[0]} visit(s) of {record.blocks_per_visit} block(s)"
     note += f" + {visits[1]} in stage 2" if two else ""
     return Estimate(
         record.name,
-        record.test(1),
+        record.test(leans[1], 1),
         threshold,
         base=record.tok_s("base"),
         now=record.tok_s("head"),
-        stage2=record.test(2) if two else None,
-        pooled=record.test() if two else None,
+        stage2=record.test(leans[2], 2) if two else None,
+        pooled=record.test(leans[None]) if two else None,
         note=note + (f"; {record.note}" if record.note else ""),
     )
 
@@ -203,7 +205,8 @@ def estimate(record: CaseRecord, threshold: float) -> Estimate:
 def method_line(plan: Plan, thresholds: Thresholds) -> str:
     return (
         f"interleaved ABBA/BAAB blocks; each sweep a fresh pair of processes, visiting a case at most once; per "
-        f"case Student's t over its sweeps (each the median of its blocks' log ratios). Stage 1: {plan.sweeps} "
+        f"case a nested t-test: pairs of rounds within visits, the visits' lean pooled over the cases, "
+        f"Satterthwaite's df. Stage 1: {plan.sweeps} "
         f"sweeps, {plan.case_s:g} s of rounds a case, alone at alpha/2 (Bonferroni over the cases). Stage 2: up to "
         f"{plan.suspects} suspects (leaning slower, interval beyond the threshold), {plan.stage2_sweeps} sweeps, "
         f"{plan.stage2_s:g} s, judged on its own sweeps and combined with stage 1 by the inverse normal method, "
@@ -234,7 +237,9 @@ def run_comparison(run: Sweeps, thresholds: Thresholds) -> list[str]:
 
 def verdicts_of(run: Sweeps, thresholds: Thresholds) -> list[Verdict]:
     """Every compared case's verdict (the two-stage rule), then the cases not compared."""
-    rows = [estimate(r, thresholds.ab_threshold) for r in run.records.values()]
+    records = list(run.records.values())
+    leans = {stage: stage_lean(records, stage) for stage in (1, 2, None)}
+    rows = [estimate(r, thresholds.ab_threshold, leans) for r in records]
     work = [
         v
         for r in run.records.values()

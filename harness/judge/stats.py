@@ -3,8 +3,16 @@
 Every test works on the log of a ratio (now / base for a results file, head / base for an A/B), so a
 change and its interval are symmetric in log space and read as fractions: exp(x) - 1.
 
-- `units_test`: Student's one-sample t on independent units (the A/B's sweeps, each a fresh pair of
-  processes); Student (1908). The units' own spread gives the error, with n - 1 degrees of freedom.
+- `units_test`: Student's one-sample t on independent units; Student (1908). The units' own spread
+  gives the error, with n - 1 degrees of freedom.
+- `nested_test` with `pooled_lean`: the A/B's test. Observations (pairs of rounds) nest in visits
+  (each a fresh pair of processes): log ratio = change + the visit's lean + the pair's noise. The
+  pair noise is the case's own, from the spread of pairs within its visits; the lean's variance is
+  pooled over the cases of the stage (a process pair's lean is the machine's, not the case's); the
+  variance of the case's mean is their sum over the visits, with Satterthwaite's degrees of freedom
+  (one-way random-effects model by the method of moments: Searle, Casella & McCulloch 1992, ch. 3;
+  Satterthwaite 1946). Where visits lean, the lean term carries it; where they do not, the pairs
+  count, and a case needs far fewer visits than Student's t over visits alone.
 - `runs_test`: one new run against a baseline of n earlier runs: the new run's deviation from their
   mean has variance sd^2 (1 + 1/n) (a prediction interval); sd is the machine's run-to-run spread,
   pooled over the baseline's cases where that is larger than the case's own, with the degrees of
@@ -79,6 +87,63 @@ def units_test(logs: list[float]) -> TTest:
     if n < 2:
         return TTest(logs[0] if logs else 0.0, 1.0, 1.0, n)
     return _t_test(statistics.fmean(logs), statistics.stdev(logs) / math.sqrt(n), n - 1, n)
+
+
+@dataclass(frozen=True)
+class Lean:
+    """The pooled variance of a visit's lean beyond its pairs' noise, and its degrees of freedom."""
+
+    variance: float
+    df: float
+
+
+def _visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float, float, float]:
+    """(spread of the visit means, its df, the within-visit variance of pairs scaled to a visit mean, its
+    df) of one case. Each visit is a list of (pair log, order) with order +-1: which side ran right after
+    the other side's process. Within a block the two pairs have opposite orders, so a visit's mean is
+    free of that effect; the within spread is taken after removing it (one coefficient per case,
+    least squares), or it would count a systematic effect as noise."""
+    means = [statistics.fmean(x for x, _ in v) for v in visits]
+    orders = [statistics.fmean(o for _, o in v) for v in visits]
+    between = statistics.variance(means) if len(means) > 1 else 0.0
+    sxy = sum((x - m) * (o - om) for v, m, om in zip(visits, means, orders) for x, o in v)
+    sxx = sum((o - om) ** 2 for v, om in zip(visits, orders) for _, o in v)
+    effect = sxy / sxx if sxx else 0.0
+    df_w = sum(len(v) - 1 for v in visits) - (1 if sxx else 0)
+    ss = sum((x - m - effect * (o - om)) ** 2 for v, m, om in zip(visits, means, orders) for x, o in v)
+    scale = statistics.fmean(1 / len(v) for v in visits)
+    return between, len(visits) - 1, (ss / df_w * scale if df_w > 0 else math.nan), max(df_w, 0)
+
+
+def pooled_lean(cases: list[list[list[tuple[float, int]]]]) -> Lean:
+    """The lean's variance, by the method of moments: each case's spread of visit means less what its
+    pairs' noise explains (_visit_moments), pooled over the cases with at least two visits and within-visit df, weighted
+    by their df and clipped at zero (Searle, Casella & McCulloch 1992, sec. 3.5)."""
+    total = df = 0.0
+    for visits in cases:
+        if len(visits) < 2:
+            continue
+        between, df_b, within, df_w = _visit_moments(visits)
+        if df_b >= 1 and df_w >= 1:
+            total += df_b * (between - within)
+            df += df_b
+    return Lean(max(total / df, 0.0) if df else math.nan, df)
+
+
+def nested_test(visits: list[list[tuple[float, int]]], lean: Lean) -> TTest:
+    """The change is the mean of the visit means; its variance, (lean + the case's own pair noise per
+    visit) / visits, with Satterthwaite's df (1946). No pooled lean (nan) or no within-visit df: Student's
+    t over the visit means."""
+    visits = [v for v in visits if v]
+    means = [statistics.fmean(x for x, _ in v) for v in visits]
+    n = len(visits)
+    _, _, within, df_w = _visit_moments(visits) if visits else (0, 0, math.nan, 0)
+    if not n or not df_w or not math.isfinite(lean.variance) or lean.df < 1:
+        return units_test(means)
+    lean_part, noise_part = lean.variance / n, within / n
+    se2 = lean_part + noise_part
+    df = se2**2 / ((lean_part**2 / lean.df) + (noise_part**2 / df_w)) if se2 else df_w
+    return _t_test(statistics.fmean(means), math.sqrt(se2), df, n)
 
 
 def runs_test(base_runs: list[float], now: float, pooled_sd: float, pooled_df: int) -> TTest:

@@ -106,11 +106,11 @@ def _visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float,
     means = [statistics.fmean(x for x, _ in v) for v in visits]
     orders = [statistics.fmean(o for _, o in v) for v in visits]
     between = statistics.variance(means) if len(means) > 1 else 0.0
-    sxy = sum((x - m) * (o - om) for v, m, om in zip(visits, means, orders) for x, o in v)
-    sxx = sum((o - om) ** 2 for v, om in zip(visits, orders) for _, o in v)
+    sxy = sum((x - m) * (o - om) for v, m, om in zip(visits, means, orders, strict=True) for x, o in v)
+    sxx = sum((o - om) ** 2 for v, om in zip(visits, orders, strict=True) for _, o in v)
     effect = sxy / sxx if sxx else 0.0
     df_w = sum(len(v) - 1 for v in visits) - (1 if sxx else 0)
-    ss = sum((x - m - effect * (o - om)) ** 2 for v, m, om in zip(visits, means, orders) for x, o in v)
+    ss = sum((x - m - effect * (o - om)) ** 2 for v, m, om in zip(visits, means, orders, strict=True) for x, o in v)
     scale = statistics.fmean(1 / len(v) for v in visits)
     return between, len(visits) - 1, (ss / df_w * scale if df_w > 0 else math.nan), max(df_w, 0)
 

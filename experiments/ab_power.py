@@ -9,8 +9,9 @@ the trials' own visit lengths and sweep overheads, what would that cost in minut
 
     python -m experiments.ab_power DIR [--slowdown 0.05] [--power 0.9]
 
-An analysis of trials already run, not a validation: it says what the frozen plan could have
-resolved on that machine, and what a plan that could resolve it would cost.
+An analysis of trials already run, not a validation. It models Student's t over visits, the A/B's test
+before the nested one (harness/judge/stats.py, nested_test): what that test would need on that
+machine, and so why it was replaced.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
     python -m experiments.noise A.json [B.json ...] [--exclude PATTERN]
 
-Per case, over the files: a block's log ratio spreads within its visit (block sd, pooled), and a
-visit's statistic (the median of its blocks) spreads across visits (visit sd, robust: 1.4826 x the
-median absolute deviation); the lean of a visit beyond its blocks is what the visit sd holds beyond
-block sd / sqrt(blocks). With those, the standard error a plan would give a case is
-visit_sd / sqrt(visits). Also each file's time per case (rounds, both sides). An exploration tool:
-what it shows may choose a plan's parameters, which are then frozen before any validation.
+Per case, over the files: a pair's log ratio spreads within its visit once the order of its rounds is
+removed (pair sd, as the nested test measures it: harness/judge/stats.py), a visit's statistic (the
+mean of its pairs) spreads across visits (visit sd, robust: 1.4826 x the median absolute deviation),
+and the order effect (half the gap between the two orders of a block's pairs). Also each file's lean
+pooled over its stage-1 cases, and its time by activity. An exploration tool: what it shows may
+choose a plan's parameters, which are then frozen before any validation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import math
 import statistics
 import sys
 
-from harness.ab.rounds import CaseRecord
+from harness.ab.rounds import CaseRecord, stage_lean
+from harness.judge.stats import _visit_moments
 
 
 def _mad_sd(values: list[float]) -> float:
@@ -34,33 +35,41 @@ def pooled_sd(groups: list[list[float]]) -> tuple[float, int]:
 
 
 def case_noise(records: list[CaseRecord]) -> dict:
-    """Block sd within visits (pooled), visit sd (robust), blocks per visit, seconds per block."""
+    """Pair sd within visits (order removed), visit sd (robust), order effect, blocks per visit, s per block."""
     visits = [v for r in records for v in r.visits if v.blocks]
-    block_sd, _ = pooled_sd([v.block_logs() for v in visits])
+    pairs = [v.pair_logs() for v in visits]
+    _, _, within, df = _visit_moments(pairs) if len(pairs) > 1 else (0, 0, math.nan, 0)
+    per_pair = math.sqrt(within / statistics.fmean(1 / len(p) for p in pairs)) if df else math.nan
     stats = [v.statistic() for v in visits]
+    later = [x for p in pairs for x, o in p if o > 0]
+    sooner = [x for p in pairs for x, o in p if o < 0]
     blocks = statistics.fmean(v.blocks for v in visits) if visits else 0
     seconds = sum(r.seconds for r in records) / max(sum(v.blocks for v in visits), 1)
     return {
         "visits": len(visits),
         "blocks_per_visit": blocks,
-        "block_sd": block_sd,
+        "pair_sd": per_pair,
         "visit_sd": _mad_sd(stats),
         "visit_mean": statistics.fmean(stats) if stats else math.nan,
+        "order": (statistics.fmean(later) - statistics.fmean(sooner)) / 2 if later and sooner else math.nan,
         "block_s": seconds,
     }
 
 
 def table(docs: list[dict], exclude: str = "") -> list[str]:
     names = sorted({n for d in docs for n in d["cases"] if not (exclude and exclude in n)})
-    lines = [f"{'case':58} {'visits':>6} {'blocks':>6} {'block sd':>8} {'visit sd':>8} {'mean':>7} {'block s':>7}"]
+    head = ("case", "visits", "blocks", "pair sd", "visit sd", "mean", "order", "block s")
+    lines = [f"{head[0]:58} " + " ".join(f"{h:>8}" for h in head[1:])]
     for name in names:
         n = case_noise([CaseRecord.from_dict(d["cases"][name]) for d in docs if name in d["cases"]])
         lines.append(
-            f"{name:58} {n['visits']:>6} {n['blocks_per_visit']:>6.1f} {n['block_sd']:>8.2%} {n['visit_sd']:>8.2%} "
-            f"{n['visit_mean']:>+7.2%} {n['block_s']:>7.2f}"
+            f"{name:58} {n['visits']:>8} {n['blocks_per_visit']:>8.1f} {n['pair_sd']:>8.2%} {n['visit_sd']:>8.2%} "
+            f"{n['visit_mean']:>+8.2%} {n['order']:>+8.2%} {n['block_s']:>8.2f}"
         )
     for d in docs:
-        lines.append(f"spent: {', '.join(f'{k} {v:.0f} s' for k, v in d.get('spent_s', {}).items())}")
+        lean = stage_lean([CaseRecord.from_dict(c) for c in d["cases"].values()], 1)
+        spent = ", ".join(f"{k} {v:.0f} s" for k, v in d.get("spent_s", {}).items())
+        lines.append(f"lean sd {math.sqrt(lean.variance):.2%} ({lean.df:.0f} df); spent: {spent}")
     return lines
 
 

@@ -127,6 +127,27 @@ def test_the_power_analysis_counts_visits_as_the_noncentral_t_says():
     assert sd == pytest.approx(math.sqrt((2 + 8) / 3))
 
 
+def test_the_noise_table_finds_a_planted_order_effect_and_pair_spread():
+    import random
+
+    from experiments.noise import case_noise
+    from harness.ab.rounds import CaseRecord, Visit
+
+    rng, visits = random.Random(0), []
+    for sweep in range(6):
+        visit = Visit(1, sweep, "A" if sweep % 2 else "B")
+        for _ in range(4):  # blocks: the side running right after the other's process is 6% slower
+            base = [0.1 * (1.06 if o > 0 else 1.0) * (1 + rng.gauss(0, 0.01)) for o in (-1, 1)]
+            if visit.lead == "B":
+                base.reverse()
+            visit.base_s += base
+            visit.head_s += [0.1 * (1 + rng.gauss(0, 0.01)) for _ in range(2)]
+        visits.append(visit)
+    noise = case_noise([CaseRecord("c", visits=visits)])
+    assert noise["order"] == pytest.approx(0.03, abs=0.005)  # half the 6% gap between the orders
+    assert noise["pair_sd"] == pytest.approx(0.014, rel=0.4)  # both sides' 1%, the order removed
+
+
 @pytest.mark.slow
 def test_decode_attention_compares_both_ways_before_timing_them(monkeypatch):
     """Each row count reports both kinds of contexts; an attention that answers wrongly one way is

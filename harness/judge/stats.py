@@ -6,8 +6,9 @@ change and its interval are symmetric in log space and read as fractions: exp(x)
 - `units_test`: Student's one-sample t on independent units; Student (1908). The units' own spread
   gives the error, with n - 1 degrees of freedom.
 - `nested_test` with `pooled_lean`: the A/B's test. Observations (pairs of rounds) nest in visits
-  (each a fresh pair of processes): log ratio = change + the visit's lean + the pair's noise. The
-  pair noise is the case's own, from the spread of pairs within its visits; the lean's variance is
+  (each a fresh pair of processes): log ratio = change + the visit's lean + the order of its rounds
+  + the pair's noise. The pair noise is the case's own, from the spread of pairs within its visits
+  once the order's effect is removed (it cancels in a visit's mean); the lean's variance is
   pooled over the cases of the stage (a process pair's lean is the machine's, not the case's); the
   variance of the case's mean is their sum over the visits, with Satterthwaite's degrees of freedom
   (one-way random-effects model by the method of moments: Searle, Casella & McCulloch 1992, ch. 3;

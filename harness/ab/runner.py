@@ -206,7 +206,8 @@ def method_line(plan: Plan, thresholds: Thresholds) -> str:
     return (
         f"interleaved ABBA/BAAB blocks; each sweep a fresh pair of processes, visiting a case at most once; per "
         f"case a nested t-test: pairs of rounds within visits (their order removed), the visits' lean pooled "
-        f"over the cases, Satterthwaite's df. Stage 1: {plan.sweeps} sweeps, {plan.case_s:g} s of rounds a case, alone at alpha/2 (Bonferroni over the cases). Stage 2: up to "
+        f"over the cases, Satterthwaite's df. Stage 1: {plan.sweeps} sweeps, {plan.case_s:g} s of rounds a case, "
+        f"alone at alpha/2 (Bonferroni over the cases). Stage 2: up to "
         f"{plan.suspects} suspects (leaning slower, interval beyond the threshold), {plan.stage2_sweeps} sweeps, "
         f"{plan.stage2_s:g} s, judged on its own sweeps and combined with stage 1 by the inverse normal method, "
         f"equal weights (closed test, Bonferroni). Family-wise error {thresholds.alpha} each way; threshold "

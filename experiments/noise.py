@@ -19,7 +19,7 @@ import statistics
 import sys
 
 from harness.ab.rounds import CaseRecord, stage_lean
-from harness.judge.stats import _visit_moments
+from harness.judge.stats import visit_moments
 
 
 def _mad_sd(values: list[float]) -> float:
@@ -38,7 +38,7 @@ def case_noise(records: list[CaseRecord]) -> dict:
     """Pair sd within visits (order removed), visit sd (robust), order effect, blocks per visit, s per block."""
     visits = [v for r in records for v in r.visits if v.blocks]
     pairs = [v.pair_logs() for v in visits]
-    _, _, within, df = _visit_moments(pairs) if len(pairs) > 1 else (0, 0, math.nan, 0)
+    _, _, within, df = visit_moments(pairs) if len(pairs) > 1 else (0, 0, math.nan, 0)
     per_pair = math.sqrt(within / statistics.fmean(1 / len(p) for p in pairs)) if df else math.nan
     stats = [v.statistic() for v in visits]
     later = [x for p in pairs for x, o in p if o > 0]

@@ -98,7 +98,7 @@ class Lean:
     df: float
 
 
-def _visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float, float, float]:
+def visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float, float, float]:
     """(spread of the visit means, its df, the within-visit variance of pairs scaled to a visit mean, its
     df) of one case. Each visit is a list of (pair log, order) with order +-1: which side ran right after
     the other side's process. Within a block the two pairs have opposite orders, so a visit's mean is
@@ -118,13 +118,13 @@ def _visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float,
 
 def pooled_lean(cases: list[list[list[tuple[float, int]]]]) -> Lean:
     """The lean's variance, by the method of moments: each case's spread of visit means less what its
-    pairs' noise explains (_visit_moments), pooled over the cases with at least two visits and within-visit df, weighted
-    by their df and clipped at zero (Searle, Casella & McCulloch 1992, sec. 3.5)."""
+    pairs' noise explains (visit_moments), pooled over the cases with at least two visits and some
+    within-visit df, weighted by their df and clipped at zero (Searle, Casella & McCulloch 1992, 3.5)."""
     total = df = 0.0
     for visits in cases:
         if len(visits) < 2:
             continue
-        between, df_b, within, df_w = _visit_moments(visits)
+        between, df_b, within, df_w = visit_moments(visits)
         if df_b >= 1 and df_w >= 1:
             total += df_b * (between - within)
             df += df_b
@@ -138,7 +138,7 @@ def nested_test(visits: list[list[tuple[float, int]]], lean: Lean) -> TTest:
     visits = [v for v in visits if v]
     means = [statistics.fmean(x for x, _ in v) for v in visits]
     n = len(visits)
-    _, _, within, df_w = _visit_moments(visits) if visits else (0, 0, math.nan, 0)
+    _, _, within, df_w = visit_moments(visits) if visits else (0, 0, math.nan, 0)
     if not n or not df_w or not math.isfinite(lean.variance) or lean.df < 1:
         return units_test(means)
     lean_part, noise_part = lean.variance / n, within / n

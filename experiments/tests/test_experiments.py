@@ -162,3 +162,17 @@ def test_decode_attention_compares_both_ways_before_timing_them(monkeypatch):
     monkeypatch.setattr(FlexDecode, "attend", lambda *a: attend(*a) * 1.01)  # the tables' answer, 1% off
     with pytest.raises(AssertionError, match="not close"):
         decode_attention.run("tiny", [2], rounds=1)
+
+
+def test_the_gate_noise_table_splits_a_planted_run_shift_from_the_residuals():
+    import random
+
+    from experiments.gate_noise import report, two_way
+
+    rng = random.Random(0)
+    shifts = [0.1, -0.1, 0.0, 0.05, -0.05]
+    rows = [[c * 0.3 + s + rng.gauss(0, 0.02) for c in range(12)] for s in shifts]
+    shift, resid = two_way(rows)
+    assert all(abs(a - b) < 0.01 for a, b in zip(shift, shifts, strict=True))
+    pooled = next(line for line in report([f"case{c}" for c in range(12)], rows) if line.startswith("residual sd"))
+    assert 0.015 < float(pooled.split(": ")[1].rstrip("%")) / 100 < 0.025

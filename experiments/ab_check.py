@@ -109,12 +109,20 @@ def replay(folder: Path) -> list[str]:
         counts = Counter(v["status"] for v in judged)
         seconds = [sum(d["spent_s"].values()) for d in docs]
         what = "with a false regression" if label == AA else "missed"
+        by_work = "" if label == AA else f"; its case's work flagged in {sum(work_flagged(d, label) for d in docs)}"
         lines.append(
-            f"{label}: {sum(f for f, _ in scored)} of {len(docs)} {what}; {share:.0%} of case verdicts inconclusive "
-            f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}); "
+            f"{label}: {sum(f for f, _ in scored)} of {len(docs)} {what}{by_work}; {share:.0%} of case verdicts "
+            f"inconclusive ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}); "
             f"{min(seconds):.0f}-{max(seconds):.0f} s of comparison a trial"
         )
     return lines
+
+
+def work_flagged(doc: dict, label: str) -> bool:
+    """Did the exact work gate flag the patched case (a work row of it called a regression)? Reported
+    beside the score, which counts the time verdict only (as frozen)."""
+    case = REGRESSIONS[label]
+    return any(v["name"].startswith(f"{case} work:") and v["status"] == "regression" for v in doc.get("verdicts", []))
 
 
 def _exit_code(doc: dict) -> int:

@@ -39,6 +39,15 @@ def test_a_regression_trial_passes_only_with_exit_10_and_the_flag_on_its_case():
     assert "1/2 inconclusive" in detail
 
 
+def test_the_work_gate_counts_only_a_work_row_of_the_patched_case():
+    from experiments.ab_check import work_flagged
+
+    patch, case = next(iter(REGRESSIONS.items()))
+    assert work_flagged(doc((f"{case} work:steps", "regression", 0.1)), patch)
+    assert not work_flagged(doc((f"{case} work:steps", "unchanged", 0.0), ("other work:steps", "regression", 1)), patch)
+    assert not work_flagged(doc((case, "regression", -0.05)), patch)  # the time verdict is the score's
+
+
 def test_trials_run_in_a_seeded_shuffled_order_and_are_tallied():
     order = schedule({"a": 3, "b": 3}, seed=1)
     assert sorted(order) == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -115,6 +117,24 @@ def replay(folder: Path) -> list[str]:
             f"inconclusive ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}); "
             f"{min(seconds):.0f}-{max(seconds):.0f} s of comparison a trial"
         )
+    aa = [json.loads(f.read_text()) for f in sorted(folder.glob(f"{AA}-*.json"))]
+    return lines + (detectable_lines(aa) if aa else [])
+
+
+def detectable_lines(docs: list[dict]) -> list[str]:
+    """What each case could tell in the A/A trials: the median (and range) over trials of the smallest
+    change its stage-1 test could have called (a verdict's `detectable`; none: no test)."""
+    seen: dict[str, list[float]] = {}
+    for doc in docs:
+        for v in doc.get("verdicts", []):
+            if " work:" not in v["name"] and v["status"] != "missing":
+                seen.setdefault(v["name"], []).append(v.get("detectable") or math.inf)
+    lines = [f"what each case could tell, over {len(docs)} A/A trials (median, range):"]
+    for name, values in sorted(seen.items()):
+        low, mid, high = min(values), statistics.median(values), max(values)
+        none = sum(not math.isfinite(x) for x in values)
+        shown = [f"{x:.1%}" if math.isfinite(x) else "none" for x in (mid, low, high)]
+        lines.append(f"  {name}: {shown[0]} ({shown[1]}-{shown[2]})" + (f"; no test in {none}" if none else ""))
     return lines
 
 

@@ -185,3 +185,15 @@ def test_the_gate_noise_table_splits_a_planted_run_shift_from_the_residuals():
     assert all(abs(a - b) < 0.01 for a, b in zip(shift, shifts, strict=True))
     pooled = next(line for line in report([f"case{c}" for c in range(12)], rows) if line.startswith("residual sd"))
     assert 0.015 < float(pooled.split(": ")[1].rstrip("%")) / 100 < 0.025
+
+
+def test_what_each_case_could_tell_is_the_median_over_the_a_a_trials_and_counts_untested_ones():
+    from experiments.ab_check import detectable_lines
+
+    docs = [
+        {"verdicts": [{"name": "a", "status": "inconclusive", "detectable": d}, {"name": "b", "status": "x"}]}
+        for d in (0.04, 0.06, 0.05)
+    ]
+    lines = detectable_lines(docs)
+    assert "a: 5.0% (4.0%-6.0%)" in lines[1]
+    assert lines[2].endswith("no test in 3")

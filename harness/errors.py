@@ -9,12 +9,14 @@ EXIT_GATE_ERROR = 11  # nothing to compare: an unusable baseline, another machin
 EXIT_INCONCLUSIVE = 12  # --strict: a case could not be told unchanged
 EXIT_UNHEALTHY = 13  # --perf-strict-health refused an unhealthy GPU
 EXIT_USAGE = 14  # `llm-perf`: a bad option, name or configuration value (under pytest: pytest's 4)
+EXIT_CHECK_FAILED = 15  # `llm-perf ab`: a side's engine failed the output check or could not run a case
 EXIT_CODES = {
     EXIT_REGRESSION: "a regression",
     EXIT_GATE_ERROR: "nothing to compare (no usable baseline, another machine, no case in common)",
     EXIT_INCONCLUSIVE: "a case inconclusive, under --strict",
     EXIT_UNHEALTHY: "an unhealthy GPU, under --perf-strict-health",
     EXIT_USAGE: "a bad option, name or configuration value (llm-perf)",
+    EXIT_CHECK_FAILED: "a side failed a case's output check or broke opening it (llm-perf ab)",
 }
 
 

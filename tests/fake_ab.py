@@ -29,6 +29,7 @@ class FakeWorker:
     lean: float = 0.0
     refuse: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
+    skip: bool = False
     log: list[tuple] = field(default_factory=list)  # every command, in order
     journal: list[tuple] = field(default_factory=list)  # (side, command) of both sides of the pair, in order
     _reply: dict | None = None
@@ -63,8 +64,8 @@ class FakeWorker:
     def _open(self, case: str, check: bool) -> dict:
         assert self._listed, "open before cases"
         assert self._case is None, "open with a case open"
-        if case in self.refuse:
-            return {"error": self.refuse[case]}
+        if case in self.refuse:  # a failed check, or (skip) an engine this side does not have
+            return {"skip" if self.skip else "error": self.refuse[case]}
         self._case = case
         return {"tokens": self.tokens.get(case, 10), "warm_s": self.unit_s[case]}
 
@@ -92,6 +93,7 @@ class FakeLauncher:
     refuse: dict[str, dict[str, str]] = field(default_factory=dict)  # side -> case -> why
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)  # side -> case -> tokens
     head_cases: list[str] | None = None  # the head's own case list, where it differs
+    skip: bool = False  # a refused open is an engine the side lacks ("skip"), not a failure ("error")
     pairs: list[list[FakeWorker]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -105,7 +107,7 @@ class FakeLauncher:
         }
         pair = [
             FakeWorker(label, units, self.rng, self.round_sd, self.rng.gauss(0, self.pair_sd),
-                       dict(self.refuse.get(label, {})), dict(self.tokens.get(label, {})), journal=journal)
+                       dict(self.refuse.get(label, {})), dict(self.tokens.get(label, {})), self.skip, journal=journal)
             for label, units in (("base", dict(self.unit_s)), ("head", head_s))
         ]  # fmt: skip
         self.pairs.append(pair)

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from harness.ab.plan import Plan
-from harness.ab.runner import Sweeps, run_comparison, verdicts_of
-from harness.errors import PerfSuiteError
+from harness.ab.runner import ABResult, Sweeps, ab_exit_code, run_comparison, verdicts_of
+from harness.errors import EXIT_CHECK_FAILED, EXIT_GATE_ERROR, PerfSuiteError
 from harness.judge import Thresholds
 from tests.fake_ab import FakeLauncher, FakeSide
 
@@ -81,28 +81,50 @@ def test_a_quiet_machine_says_unchanged_a_noisy_one_says_it_cannot_tell():
     assert quiet["test_serving[s]"].status == "inconclusive"  # one visit of one block: no spread to judge it on
 
 
-def test_a_case_one_side_cannot_open_is_listed_and_the_rest_compared():
+def test_a_case_one_side_fails_to_check_fails_the_comparison_and_the_rest_is_compared():
     launcher = FakeLauncher(CASES, refuse={"head": {"test_decode[c1]": "parity check failed: token 3 differs"}})
     run, _, verdicts = compare(launcher, Plan(sweeps=3, case_s=3.0, stage2_s=0))
-    assert verdicts["test_decode[c1] (head: parity check failed: token 3 differs)"].status == "missing"
+    row = verdicts["test_decode[c1]"]
+    assert row.status == "missing"
+    assert row.note == "FAILED: head: parity check failed: token 3 differs"
     assert "test_decode[c1]" not in run.records
     assert len(run.records) == len(CASES) - 1
+    assert ab_exit_code(run, list(verdicts.values()), strict=False) == EXIT_CHECK_FAILED
+
+
+def test_the_pull_request_summary_leads_with_a_failed_check():
+    launcher = FakeLauncher(CASES, refuse={"head": {"test_decode[c1]": "output check failed: request 2"}})
+    run, _, verdicts = compare(launcher, Plan(sweeps=2, case_s=2.0, stage2_s=0))
+    doc = {"head": "h", "base": "b", "failed": dict(run.failed)}
+    md = ABResult([], EXIT_CHECK_FAILED, doc, list(verdicts.values()), "m").markdown()
+    failed = "**FAILED** (a side's output check): `test_decode[c1]`: head: output check failed: request 2"
+    assert md.split("\n\n")[1] == failed
+
+
+def test_an_engine_one_side_lacks_is_missing_and_a_comparison_of_nothing_does_not_pass():
+    lacks = {"head": {"test_decode[d]": "vllm not installed"}}
+    launcher = FakeLauncher({"test_decode[d]": 0.01}, refuse=lacks, skip=True)
+    run, _, verdicts = compare(launcher, Plan(sweeps=2, case_s=1.0, stage2_s=0))
+    assert verdicts["test_decode[d]"].note == "not compared: head: vllm not installed"
+    assert not run.failed
+    assert ab_exit_code(run, list(verdicts.values()), strict=False) == EXIT_GATE_ERROR
 
 
 def test_sides_that_do_different_work_are_not_compared():
     launcher = FakeLauncher(
         {"test_generate[g]": 0.1, "test_decode[d]": 0.01}, tokens={"head": {"test_generate[g]": 12}}
     )
-    _, _, verdicts = compare(launcher, Plan(sweeps=2, case_s=2.0, stage2_s=0))
-    (row,) = [v for n, v in verdicts.items() if n.startswith("test_generate[g]")]
-    assert row.status == "missing"
-    assert "different work" in row.name
+    run, _, verdicts = compare(launcher, Plan(sweeps=2, case_s=2.0, stage2_s=0))
+    assert verdicts["test_generate[g]"].status == "missing"
+    assert "different work" in verdicts["test_generate[g]"].note
+    assert ab_exit_code(run, list(verdicts.values()), strict=False) == 0
 
 
 def test_cases_only_one_side_has_are_listed_and_none_in_common_is_an_error():
     _, _, verdicts = compare(
         FakeLauncher({"a": 0.01, "b": 0.01}, head_cases=["a"]), Plan(sweeps=2, case_s=1.0, stage2_s=0)
     )
-    assert verdicts["b (base only)"].status == "missing"
+    assert verdicts["b"].status == "missing"
+    assert verdicts["b"].note == "not compared: base only"
     with pytest.raises(PerfSuiteError, match="no case in common"):
         compare(FakeLauncher({"a": 0.01}, head_cases=["z"]))

@@ -150,6 +150,39 @@ def test_a_large_drop_fails_whatever_the_adjustment():
     assert decide(crowded, alpha=0.01, large_drop=0.0)[0].status != "regression"
 
 
+@pytest.mark.parametrize("lower_is_better", [False, True])
+def test_a_threshold_is_a_fraction_of_the_metric_either_way(lower_is_better):
+    """At 5%: a sure move to 0.951x or 1.049x is inside it; to 0.949x or 1.051x, beyond it."""
+
+    def status(fraction):
+        e = row("c", math.log1p(fraction), 1e-4, threshold=0.05, lower_is_better=lower_is_better)
+        return decide([e], 0.01)[0].status
+
+    worse = 1 if lower_is_better else -1
+    assert [status(worse * 0.049), status(worse * 0.051)] == ["unchanged", "regression"]
+    assert [status(-worse * 0.049), status(-worse * 0.051)] == ["unchanged", "improvement"]
+
+
+def test_the_large_drop_guard_fires_beyond_its_own_fraction():
+    crowd = [row(f"o{i}", 0.0, 0.05) for i in range(20)]
+    at = lambda drop: decide([row("c", math.log1p(-drop), 0.06, df=40, threshold=0.05), *crowd], 0.01, large_drop=0.2)  # noqa: E731
+    assert at(0.19)[0].status != "regression"  # 19% is not beyond 20%, however sure
+    assert at(0.21)[0].status == "regression"
+
+
+def test_no_spread_is_certainty_in_the_direction_of_the_change():
+    down, up = runs_test([100.0] * 3, 80.0, 0.0, 10), runs_test([100.0] * 3, 120.0, 0.0, 10)
+    assert (down.p_lower, down.p_higher) == (0.0, 1.0)
+    assert (up.p_lower, up.p_higher) == (1.0, 0.0)
+    assert decide([Estimate("c", down, 0.05)], 0.01)[0].status == "regression"
+
+
+def test_a_side_of_one_round_is_no_test():
+    t = rounds_test([100.0], [101.0])
+    assert (t.p_lower, t.p_higher) == (1.0, 1.0)
+    assert decide([Estimate("c", t, 0.05)], 0.01)[0].status == "inconclusive"
+
+
 def test_two_stage_spends_half_of_alpha_on_stage_1():
     r = row("c", -0.05, 0.0185, df=40)  # p about 0.005: enough alone at 0.01, not at 0.005
     assert decide([r], 0.01, SINGLE)[0].status == "regression"

@@ -188,6 +188,16 @@ def test_a_pooled_baseline_keeps_each_runs_latency_median_and_is_tested_against_
     assert not has_regression(compare(base, sweep(goodput=1.5, seed=99), Thresholds()))
 
 
+def test_appending_to_a_pooled_history_keeps_every_runs_latency_rounds():
+    from harness.baseline.record import append_runs
+
+    history = append_runs(pooled_baseline([200.0, 210.0]), merge_runs([sweep(190.0, seed=7)]))
+    result = history.get(CASE).result
+    assert len(result.round_latency["ttft_ms_p99"]) == 27  # three runs of nine rounds, none lost
+    assert result.run_latency["ttft_ms_p99"] == pytest.approx([200, 210, 190], rel=0.03)
+    assert TTFT in {v.name for v in compare(history, sweep(seed=99), Thresholds())}
+
+
 def test_a_zero_goodput_falls_back_to_the_rounds():
     base = pooled_baseline([200.0, 200.0, 200.0], goodput=1.0)
     zero = base.get(CASE).result

@@ -23,7 +23,7 @@ from harness.ab.plan import Plan, allocate, reps_for, suspects, sweeps_of
 from harness.ab.rounds import CaseRecord, Visit, stage_lean
 from harness.ab.sides import Side, checked_out
 from harness.ab.workers import WorkerProcess, ask_both, fresh_pair, open_both
-from harness.errors import PerfSuiteError
+from harness.errors import EXIT_CHECK_FAILED, EXIT_GATE_ERROR, PerfSuiteError
 from harness.files import write_json_atomic
 from harness.judge import TWO_STAGE, Estimate, Thresholds, Verdict, decide, exit_code, missing
 from harness.judge.table import format_markdown, format_table
@@ -45,7 +45,8 @@ class Sweeps:
     launch: Callable = fresh_pair  # (base, head, suite, args, base_first, rng) -> a context giving the pair
     names: list[str] | None = None  # the cases both sides have, from the first sweep
     records: dict[str, CaseRecord] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # "name (why)": cases not compared
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (name, why): cases not compared
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why): a side failed its check or broke
     stage2_blocks: dict[str, int] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPENT, 0.0))
     pair: list[WorkerProcess] = field(default_factory=list)
@@ -86,14 +87,14 @@ class Sweeps:
         head_last = self.rng.random() < 0.5  # the side opened last leads the blocks
         record = self.records.get(name)
         with self.timing("open"):
-            opened, problem = open_both(self.pair, name, head_last, check=record is None)
+            opened, problem, failed = open_both(self.pair, name, head_last, check=record is None)
         if not problem and record is None and opened[0]["tokens"] != opened[1]["tokens"]:
             problem = f"the sides produce different work ({opened[0]['tokens']} vs {opened[1]['tokens']} tokens)"
             with self.timing("close"):
                 for w in self.pair:
                     w.ask("close")
         if problem:
-            self.missing.append(f"{name} ({problem})")
+            (self.failed if failed else self.missing).append((name, problem))
             self.records.pop(name, None)
             return
         record = record or self.first_open(name, opened)
@@ -131,12 +132,12 @@ def run_blocks(pair: list[WorkerProcess], visit: Visit, blocks: int, reps: int) 
             (visit.base_s if who == "A" else visit.head_s).append(seconds)
 
 
-def common_cases(pair: list[WorkerProcess]) -> tuple[list[str], list[str]]:
-    """(the cases both sides have, in base's order; those only one side has, described)."""
+def common_cases(pair: list[WorkerProcess]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the cases both sides have, in base's order; (case, which side has it) for those only one has)."""
     lists = [r["cases"] for r in ask_both(pair, "cases")]
     common = [c for c in lists[0] if c in set(lists[1])]
-    only = [f"{c} (base only)" for c in lists[0] if c not in set(lists[1])]
-    only += [f"{c} (head only)" for c in lists[1] if c not in set(lists[0])]
+    only = [(c, "base only") for c in lists[0] if c not in set(lists[1])]
+    only += [(c, "head only") for c in lists[1] if c not in set(lists[0])]
     if not common:
         raise PerfSuiteError("base and head have no case in common for these pytest arguments: nothing to compare")
     return common, only
@@ -224,9 +225,11 @@ class ABResult:
     method: str
 
     def markdown(self) -> str:
-        return format_markdown(
-            self.verdicts, self.method, f"llm-perf ab: {self.doc['head']} against {self.doc['base']}"
-        )
+        title = f"llm-perf ab: {self.doc['head']} against {self.doc['base']}"
+        text = format_markdown(self.verdicts, self.method, title)
+        failed = "; ".join(f"`{name}`: {why}" for name, why in (self.doc.get("failed") or {}).items())
+        title, rest = text.split("\n\n", 1)
+        return f"{title}\n\n**FAILED** (a side's output check): {failed}\n\n{rest}" if failed else text
 
 
 def run_comparison(run: Sweeps, thresholds: Thresholds) -> list[str]:
@@ -245,7 +248,19 @@ def verdicts_of(run: Sweeps, thresholds: Thresholds) -> list[Verdict]:
         for r in run.records.values()
         for v in work_verdicts(r.name, r.work.get("base"), r.work.get("head"), r.work_unsteady)
     ]
-    return decide(rows, thresholds.alpha, TWO_STAGE) + work + [missing(m, "not compared") for m in run.missing]
+    gone = [missing(n, f"not compared: {why}") for n, why in run.missing]
+    gone += [missing(n, f"FAILED: {why}") for n, why in run.failed]
+    return decide(rows, thresholds.alpha, TWO_STAGE) + work + gone
+
+
+def ab_exit_code(run: Sweeps, verdicts: list[Verdict], strict: bool) -> int:
+    """A side that failed a case's output check (or broke opening it) fails the comparison, whatever the
+    timings say; so does a comparison that compared no case; else the verdicts' exit code."""
+    if run.failed:
+        return EXIT_CHECK_FAILED
+    if not run.records:
+        return EXIT_GATE_ERROR
+    return exit_code(verdicts, strict)
 
 
 def ab(
@@ -285,8 +300,11 @@ def ab(
         "stage2": chosen,
         "cases": {n: r.to_dict() for n, r in run.records.items()},
         "verdicts": [v.__dict__ for v in found],
+        "failed": dict(run.failed),
         "spent_s": run.spent,
     }
     if out:
         write_json_atomic(Path(out), doc)
-    return ABResult([head, *format_table(found, method)], exit_code(found, thresholds.strict), doc, found, method)
+    failures = [f"FAILED {name}: {why}" for name, why in run.failed]
+    code = ab_exit_code(run, found, thresholds.strict)
+    return ABResult([head, *failures, *format_table(found, method)], code, doc, found, method)

@@ -101,10 +101,11 @@ def ask_both(pair: list[WorkerProcess], cmd: str, **kw) -> list[dict]:
     return replies
 
 
-def open_both(pair: list[WorkerProcess], name: str, head_last: bool, check: bool) -> tuple[list[dict], str]:
+def open_both(pair: list[WorkerProcess], name: str, head_last: bool, check: bool) -> tuple[list[dict], str, bool]:
     """Open the case on both sides, one after the other (two builds at once, each with a thread per core,
-    took 3-5x as long on 2 cores); where one side cannot run it, close it on the other and say why. The
-    replies come in the pair's order."""
+    took 3-5x as long on 2 cores); where one side cannot run it, close it on the other and say why.
+    Returns the replies in the pair's order, the problem, and whether it is a failure (a failed output
+    check or an error opening the case) rather than an engine one side does not have."""
     opened = [{}, {}]
     for i in (0, 1) if head_last else (1, 0):
         opened[i] = pair[i].ask("open", case=name, check=check)
@@ -117,4 +118,4 @@ def open_both(pair: list[WorkerProcess], name: str, head_last: bool, check: bool
         for w, o in zip(pair, opened, strict=True):
             if "tokens" in o:
                 w.ask("close")
-    return opened, "; ".join(problems)
+    return opened, "; ".join(problems), any("error" in o for o in opened)

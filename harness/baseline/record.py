@@ -67,12 +67,14 @@ def runs_of(bench: BenchRecord) -> list[Run]:
     ]
     starts = [sum(counts[:i]) for i in range(n + 1)]
     refs = r.run_reference_ms or []
+    per_round = {m: v for m, v in (r.round_latency or {}).items() if len(v) == starts[-1]}  # one value a round
     return [
         Run(
             r.run_tok_s[i],
             bench.rounds_s[starts[i] : starts[i + 1]],
             [refs[i]] if len(refs) == n else [],
             {m: v[i] for m, v in (r.run_latency or {}).items() if len(v) == n},
+            {m: v[starts[i] : starts[i + 1]] for m, v in per_round.items()},
             work=r.work,
             work_unsteady=bool(r.work_unsteady),
         )

@@ -114,14 +114,16 @@ def decide(estimates: list[Estimate], alpha: float, design: str = SINGLE, large_
     return [_verdict(e, p.get(e.name), alpha, level, large_drop) for e in estimates]
 
 
-def _gain(e: Estimate, log_change: float) -> float:
-    """A log change as a gain: positive is better, whichever way the metric points."""
-    return -log_change if e.lower_is_better else log_change
+def limits(threshold: float) -> tuple[float, float]:
+    """The log changes at which the metric has moved by `threshold` down and up: log(1 - t), log(1 + t).
+    A threshold is a fraction of the metric either way (5%: below 0.95x or above 1.05x)."""
+    return math.log1p(-threshold), math.log1p(threshold)
 
 
 def _verdict(e: Estimate, p: tuple[float, float] | None, alpha: float, level: float, large_drop: float) -> Verdict:
     shown = e.shown
     low, high = shown.interval(CONFIDENCE)
+    down, up = limits(e.threshold)
     fields = dict(
         unit=e.unit, base=e.base, now=e.now, change=math.expm1(shown.mean), low=_frac(low), high=_frac(high),
         threshold=e.threshold, lower_is_better=e.lower_is_better,
@@ -129,17 +131,22 @@ def _verdict(e: Estimate, p: tuple[float, float] | None, alpha: float, level: fl
     )  # fmt: skip
     if p is None:
         return Verdict(e.name, "inconclusive", note=_join(e.note, e.why_not), **fields)
-    worse, better = p
-    gain = _gain(e, shown.mean)
-    limit = math.log1p(e.threshold)
-    if gain < -limit and worse < alpha:
-        return Verdict(e.name, "regression", p_value=worse, note=e.note, **fields)
-    if large_drop and gain < -math.log1p(max(large_drop, e.threshold)) and e.p_worse(e.test) < alpha:
+    p_worse, p_better = p
+    worse, better = (shown.mean > up, shown.mean < down) if e.lower_is_better else (shown.mean < down, shown.mean > up)
+    if worse and p_worse < alpha:
+        return Verdict(e.name, "regression", p_value=p_worse, note=e.note, **fields)
+    if large_drop and _beyond(e, shown.mean, max(large_drop, e.threshold)) and e.p_worse(e.test) < alpha:
         return Verdict(e.name, "regression", p_value=e.p_worse(e.test), note=_join(e.note, "a large drop"), **fields)
-    if gain > limit and better < alpha:
-        return Verdict(e.name, "improvement", p_value=better, note=e.note, **fields)
-    status = "unchanged" if -limit < low and high < limit else "inconclusive"
-    return Verdict(e.name, status, p_value=min(worse, better), note=e.note, **fields)
+    if better and p_better < alpha:
+        return Verdict(e.name, "improvement", p_value=p_better, note=e.note, **fields)
+    status = "unchanged" if down < low and high < up else "inconclusive"
+    return Verdict(e.name, status, p_value=min(p_worse, p_better), note=e.note, **fields)
+
+
+def _beyond(e: Estimate, log_change: float, fraction: float) -> bool:
+    """Has the metric moved for the worse by more than `fraction` of itself?"""
+    down, up = limits(fraction)
+    return log_change > up if e.lower_is_better else log_change < down
 
 
 def _frac(log_value: float) -> float | None:

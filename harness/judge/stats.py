@@ -77,7 +77,7 @@ def _t_test(mean: float, se: float, df: float, units: int) -> TTest:
     if df < 1 or not math.isfinite(se):
         return TTest(mean, 1.0, 1.0, units, math.inf, df)
     if se == 0:
-        return TTest(mean, float(mean <= 0), float(mean >= 0), units, 0.0, df)
+        return TTest(mean, float(mean >= 0), float(mean <= 0), units, 0.0, df)  # certain of any nonzero change
     score = mean / se
     return TTest(mean, float(stats.t.cdf(score, df)), float(stats.t.sf(score, df)), units, se, df)
 
@@ -159,13 +159,15 @@ def runs_test(base_runs: list[float], now: float, pooled_sd: float, pooled_df: i
 
 
 def rounds_test(base_rounds: list[float], now_rounds: list[float]) -> TTest:
-    """Mann-Whitney U's one-sided p-values on the rounds, a Welch t interval on their logs."""
+    """Mann-Whitney U's one-sided p-values on the rounds, a Welch t interval on their logs (Welch 1947).
+    A side of fewer than two rounds: no test (p = 1 both ways, no interval)."""
     b, n = [math.log(x) for x in base_rounds], [math.log(x) for x in now_rounds]
     mean = statistics.fmean(n) - statistics.fmean(b)
-    vb = statistics.variance(b) / len(b) if len(b) > 1 else 0.0
-    vn = statistics.variance(n) / len(n) if len(n) > 1 else 0.0
+    if min(len(b), len(n)) < 2:  # a side of one round has no spread of its own: no interval, no test
+        return TTest(mean, 1.0, 1.0, min(len(b), len(n)))
+    vb, vn = statistics.variance(b) / len(b), statistics.variance(n) / len(n)
     se = math.sqrt(vb + vn)
-    df = (vb + vn) ** 2 / sum(v * v / (len(x) - 1) for v, x in ((vb, b), (vn, n)) if len(x) > 1 and v > 0) if se else 1
+    df = (vb + vn) ** 2 / sum(v * v / (len(x) - 1) for v, x in ((vb, b), (vn, n)) if v > 0) if se else 1
     lower = float(stats.mannwhitneyu(n, b, alternative="less").pvalue)
     higher = float(stats.mannwhitneyu(n, b, alternative="greater").pvalue)
     return TTest(mean, lower, higher, min(len(b), len(n)), se, df)

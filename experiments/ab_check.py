@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [p for p in args.only.split(",") if p] or list(counts)
     if unknown := set(chosen) - set(counts):
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; valid: {', '.join(counts)}")
-    keep = Path(args.keep)
+    keep = Path(args.keep).resolve()  # the trials run in their trees: a relative path would land there
     keep.mkdir(parents=True, exist_ok=True)
     with trees(args.commit, chosen) as (base, heads):
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the trial order")
     args = parser.parse_args(argv[:cut])
     pytest_args = argv[cut + 1 :] or ["perf_tests", "--perf-tier", "quick"]
-    keep = Path(args.keep)
+    keep = Path(args.keep).resolve()  # the trials run in their trees: a relative path would land there
     keep.mkdir(parents=True, exist_ok=True)
     with trees(args.commit, [ONE_CASE[0]]) as (base, heads):
         baseline = keep / "baseline.json"

@@ -18,7 +18,8 @@ def test_a_round_lasts_about_round_s_and_both_sides_repeat_the_same_count():
     [
         (0.4, 12.0, 8, (8, 4)),  # a decode step: one visit per sweep, 30 blocks shared out
         (2.0, 12.0, 8, (6, 1)),  # long blocks: fewer visits, one block each
-        (9.0, 12.0, 8, (1, 1)),  # a serving block longer than the share: one visit all the same
+        (9.0, 12.0, 8, (2, 1)),  # a serving block longer than the share: two visits all the same
+        (9.0, 12.0, 1, (1, 1)),  # unless there is one sweep
         (0.4, 40.0 / 2, 12, (12, 4)),  # stage 2's share of one of two suspects
     ],
 )

@@ -31,7 +31,7 @@ def test_each_sweep_is_a_fresh_pair_and_stage_1_follows_its_plan():
         assert len(sweeps) == record.visits_planned == len(set(sweeps))  # never twice in one pair
         assert all(v.blocks == record.blocks_per_visit for v in record.visits)
     assert run.records["test_decode[c0]"].visits_planned == 8
-    assert run.records["test_serving[s]"].visits_planned == 1  # 12 s blocks: one visit, still judged
+    assert run.records["test_serving[s]"].visits_planned == 2  # 12 s blocks: two visits, the least a case gets
     first, later = launcher.pairs[0][1].log, launcher.pairs[1][1].log
     assert ("prepare", {"check": True}) in first
     assert ("prepare", {"check": False}) in later
@@ -46,7 +46,9 @@ def test_blocks_are_led_by_the_side_opened_last():
     for pair, visit in zip(launcher.pairs, run.records["test_decode[a]"].visits, strict=True):
         journal = pair[0].journal
         last_open = [side for side, cmd in journal if cmd == "open"][-1]
-        rounds = [side for side, cmd in journal if cmd == "round"][2:]  # after each side's untimed round
+        warm = [side for side, cmd in journal if cmd == "round"][:2]  # each side's untimed round
+        assert warm[-1] == last_open  # the side that leads the blocks ran last before them
+        rounds = [side for side, cmd in journal if cmd == "round"][2:]
         assert rounds[:4] == (
             ["base", "head", "head", "base"] if visit.lead == "A" else ["head", "base", "base", "head"]
         )
@@ -78,7 +80,8 @@ def test_a_quiet_machine_says_unchanged_a_noisy_one_says_it_cannot_tell():
     assert quiet["test_decode[c0]"].status == "unchanged"
     assert noisy["test_decode[c0]"].status == "inconclusive"
     assert noisy["test_decode[c0]"].detectable > 0.02
-    assert quiet["test_serving[s]"].status == "inconclusive"  # one visit of one block: no spread to judge it on
+    assert quiet["test_serving[s]"].status == "unchanged"  # two visits of one block: judged, on a quiet machine
+    assert noisy["test_serving[s]"].status == "inconclusive"
 
 
 def test_a_case_one_side_fails_to_check_fails_the_comparison_and_the_rest_is_compared():

@@ -276,6 +276,12 @@ def test_no_suite_row_without_several_baseline_runs():
     verdicts = compare(base, now, Thresholds())
     assert SUITE_ROW not in {v.name for v in verdicts}
     assert "single-run baseline" in method_line(base, now, Thresholds())
+    two = {
+        "machine_info": {"slug": "m"},
+        "benchmarks": [pooled(f"test_decode[c{i}]", [1.0, 1.02, 0.98]) for i in (0, 1)],
+    }
+    assert SUITE_ROW not in {v.name for v in compare(two, now, Thresholds())}
+    assert "no suite row" in method_line(two, now, Thresholds())  # the method line says so, not the opposite
 
 
 def with_ref(b, ref_ms, own_forward=True):

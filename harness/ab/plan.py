@@ -2,7 +2,7 @@
 
 Stage 1 visits every case in `sweeps` sweeps, each sweep a fresh pair of processes, each started by
 exec (harness/ab/worker.py). A case's share is `case_s` seconds of rounds, both sides, split into visits of
-equal size: as many visits as blocks fit, up to one per sweep, spread evenly over the sweeps. The
+equal size: as many visits as blocks fit, up to one per sweep (two at least), spread evenly over the sweeps. The
 allocation rests on the case's warm-up units, taken before any timed round, never on a result.
 
 Stage 2 is decided when stage 1 ends, on stage 1's data only: the suspects are the cases that lean
@@ -46,11 +46,15 @@ def reps_for(warm_s: list[float], round_s: float) -> int:
     return max(1, min(1000, math.ceil(round_s / max(min(warm_s), 1e-6))))
 
 
+MIN_VISITS = 2  # a case's visits at least (sweeps allowing): one visit has no spread of its own to test
+
+
 def allocate(block_s: float, seconds: float, sweeps: int) -> tuple[int, int]:
     """(visits, blocks per visit) for `seconds` of rounds in blocks of block_s: one visit per sweep
-    where enough blocks fit, fewer for a case whose blocks are long (at least one visit of one block)."""
+    where enough blocks fit, fewer for a case whose blocks are long, but MIN_VISITS of one block at
+    least, even where that takes longer than `seconds` (a serving case's block can be longer)."""
     blocks = max(1, round(seconds / max(block_s, 1e-9)))
-    visits = min(sweeps, blocks)
+    visits = min(sweeps, max(blocks, MIN_VISITS))
     return visits, max(1, round(blocks / visits))
 
 

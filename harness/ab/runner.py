@@ -101,7 +101,7 @@ class Sweeps:
         record.count_work(opened)
         if record.reps > 1:  # a fresh process's first round of a short unit is not yet a steady one
             with self.timing("open"):
-                for w in self.pair:
+                for w in self.pair if head_last else self.pair[::-1]:  # the leading side last, as it opened
                     w.ask("round", reps=record.reps)
         visit = Visit(stage, number, "B" if head_last else "A")
         with self.timing("rounds"):

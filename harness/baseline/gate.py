@@ -45,7 +45,7 @@ class Prepared:
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
     """One verdict per case and latency row (sorted by name), the missing cases, then the suite row."""
     prep = Prepared.of(baseline, current, thresholds)
-    rows = [case_row(n, prep.base[n], prep.now[n], d, prep.noise, thresholds) for n, d in prep.data.items()]
+    rows = case_rows(prep, thresholds)
     suite = suite_row(prep.data, rows, thresholds)
     rows += latency_estimates(prep.base, prep.now, thresholds)
     judged = decide(rows + ([suite] if suite else []), thresholds.alpha, SINGLE, thresholds.large_drop)
@@ -53,6 +53,11 @@ def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, threshold
     verdicts += [missing(n, "in the baseline, not in this run") for n in sorted(prep.base.keys() - prep.now.keys())]
     verdicts += [missing(n, "new case: no baseline yet") for n in sorted(prep.now.keys() - prep.base.keys())]
     return verdicts + [v for v in judged if v.name == SUITE_ROW]
+
+
+def case_rows(prep: Prepared, thresholds: Thresholds) -> list:
+    """Each case's throughput row (an Estimate), sorted by name."""
+    return [case_row(n, prep.base[n], prep.now[n], d, prep.noise, thresholds) for n, d in prep.data.items()]
 
 
 def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
@@ -85,9 +90,11 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
             "unknown, so this is too sure; record 5 runs with `llm-perf baseline update --runs 5`)"
         )
     else:
-        test = (
-            f"per case: this run's median against the baseline runs (run-to-run sd {noise.sd:.1%}, {noise.df} df); "
+        test = f"per case: this run's median against the baseline runs (run-to-run sd {noise.sd:.1%}, {noise.df} df); "
+        test += (
             "the suite's mean against the runs' means"
+            if suite_row(prep.data, case_rows(prep, thresholds), thresholds)
+            else "no suite row (it needs 3 cases judged, each with the same number of baseline runs)"
         )
     test += (
         f"; Holm over the rows, alpha {thresholds.alpha} each way; a regression needs a drop beyond the threshold "

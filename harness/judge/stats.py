@@ -12,8 +12,9 @@ change and its interval are symmetric in log space and read as fractions: exp(x)
   pooled over the cases of the stage (a process pair's lean is the machine's, not the case's); the
   variance of the case's mean is their sum over the visits, with Satterthwaite's degrees of freedom
   (one-way random-effects model by the method of moments: Searle, Casella & McCulloch 1992, ch. 3;
-  Satterthwaite 1946). Where visits lean, the lean term carries it; where they do not, the pairs
-  count, and a case needs far fewer visits than Student's t over visits alone.
+  Satterthwaite 1946, for the lean's own df too). Where visits lean, the lean term carries it;
+  where they do not, the pairs count, and a case needs far fewer visits than Student's t over
+  visits alone.
 - `runs_test`: one new run against a baseline of n earlier runs: the new run's deviation from their
   mean has variance sd^2 (1 + 1/n) (a prediction interval); sd is the machine's run-to-run spread,
   pooled over the baseline's cases where that is larger than the case's own, with the degrees of
@@ -119,16 +120,24 @@ def visit_moments(visits: list[list[tuple[float, int]]]) -> tuple[float, float, 
 def pooled_lean(cases: list[list[list[tuple[float, int]]]]) -> Lean:
     """The lean's variance, by the method of moments: each case's spread of visit means less what its
     pairs' noise explains (visit_moments), pooled over the cases with at least two visits and some
-    within-visit df, weighted by their df and clipped at zero (Searle, Casella & McCulloch 1992, 3.5)."""
-    total = df = 0.0
+    within-visit df, weighted by their df and clipped at zero (Searle, Casella & McCulloch 1992, 3.5).
+    Its degrees of freedom are Satterthwaite's (1946) for that difference of mean squares: fewer than
+    the visits' where the pairs' noise is a large part of the spread."""
+    terms, weight = [], 0.0  # (df_b x between, df_b, df_b x within, df_w) of each case
     for visits in cases:
         if len(visits) < 2:
             continue
         between, df_b, within, df_w = visit_moments(visits)
         if df_b >= 1 and df_w >= 1:
-            total += df_b * (between - within)
-            df += df_b
-    return Lean(max(total / df, 0.0) if df else math.nan, df)
+            terms.append((df_b * between, df_b, df_b * within, df_w))
+            weight += df_b
+    if not weight:
+        return Lean(math.nan, 0.0)
+    estimate = sum(b - w for b, _, w, _ in terms) / weight
+    if estimate <= 0:
+        return Lean(0.0, weight)  # no lean: its df do not enter the test
+    spread = sum(b * b / df_b + w * w / df_w for b, df_b, w, df_w in terms) / weight**2
+    return Lean(estimate, estimate**2 / spread)
 
 
 def nested_test(visits: list[list[tuple[float, int]]], lean: Lean) -> TTest:

@@ -23,9 +23,9 @@ from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
 from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
-from harness.options import PerfOptions
 from harness.results import ROUND_LATENCY, BenchRecord, CaseResult, ResultsFile
 from harness.roofline import canonical_dtype
+from harness.settings import PerfOptions
 from harness.timer import CaseTimer, Timing
 from harness.workloads import Request
 

@@ -19,7 +19,7 @@ from harness.correctness import OutputChecker
 from harness.correctness.store import CheckStore, model_key
 from harness.engines import EngineSource, GenerateResult, load_engine_class
 from harness.models import LoadedModel, load_model, model_for
-from harness.options import PerfOptions
+from harness.settings import PerfOptions
 from harness.specs import ModelSpec, get_spec
 from harness.text_workloads import tokenizer_at
 from harness.workloads import WORKLOADS, Request

@@ -8,7 +8,8 @@ import pytest
 
 from harness.cases import KINDS
 from harness.errors import EXIT_GATE_ERROR, EXIT_UNHEALTHY, PerfSuiteError
-from harness.options import add_options, deprecation, options_from, renamed, rooted
+from harness.options import add_options, deprecation, options_from, renamed
+from harness.settings import rooted
 
 SESSION_KEY = pytest.StashKey["PerfSession"]()
 OLD_KEY = pytest.StashKey[list]()

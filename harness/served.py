@@ -151,7 +151,7 @@ def equal_kv_plan(model: str, workload: str, device: str, dtype: str, seed: int 
     from harness.cases import Case
     from harness.engine_cache import EngineCache
     from harness.engines.vllm_engine import kv_plan
-    from harness.options import PerfOptions
+    from harness.settings import PerfOptions
 
     cache = EngineCache(PerfOptions(models=(model,), seed=seed), {}, torch.device("cpu"), dtype)
     kv_bytes = cache.kv_bytes(Case("serving", model, "openai", workload=workload))

@@ -274,7 +274,7 @@ def mutant_cache(model: str, dtype: str = "float32", device: str = "cpu", kv_cac
     --perf-engine-module would register them."""
     from harness.bench import PerfSession
     from harness.engines.registry import engine_sources
-    from harness.options import PerfOptions
+    from harness.settings import PerfOptions
 
     modules = [f"mutants:{cls.__name__}" for cls in [*PAGED_MUTANTS, *PLUGIN_MUTANTS, _GreedyLoop]]
     options = PerfOptions(

@@ -11,7 +11,7 @@ from harness.arrivals import AT_ONCE, ArrivalQueue, Load
 from harness.engines.base import GenerateResult, RequestOutput
 from harness.errors import ConfigError
 from harness.option_values import slos as _slos
-from harness.options import PerfOptions
+from harness.settings import PerfOptions
 from harness.workloads import Request
 
 

@@ -14,8 +14,9 @@ from harness.engines import EngineConfig
 from harness.engines.paged.scheduler import SchedulerConfig
 from harness.errors import EXIT_OK, EXIT_REGRESSION, BaselineError, ConfigError, UnknownNameError
 from harness.judge import Thresholds
-from harness.options import OPTIONS, PerfOptions, add_options, options_from
+from harness.options import OPTIONS, add_options, options_from
 from harness.results import BenchRecord, CaseResult, ResultsFile
+from harness.settings import PerfOptions
 from harness.timer import CaseTimer
 
 # --- case kinds ------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ file, and with no FILE it goes to $GITHUB_STEP_SUMMARY, appended after what othe
 
 import json
 
+import pytest
+
 from harness.__main__ import main
 
 
@@ -54,3 +56,21 @@ def test_an_inconclusive_row_whose_own_interval_is_beyond_the_threshold_says_why
     assert "could tell" not in row_beyond
     assert "could tell a change beyond +-8.0%" in row_across
     assert "own 95% interval" not in row_across
+
+
+@pytest.mark.parametrize(
+    ("detectable", "said"),
+    [
+        (0.08, "could tell a change beyond +-8.0%"),
+        (55602.1, "could tell no change under 2x"),
+        (float("inf"), "could tell no change,"),
+    ],
+)
+def test_what_an_inconclusive_row_could_tell_reads_plainly(detectable, said):
+    from harness.judge.decide import Verdict
+    from harness.judge.table import format_table
+
+    row = Verdict(
+        "test_serving[x]", "inconclusive", change=-0.001, threshold=0.02, low=-0.2, high=0.2, detectable=detectable
+    )
+    assert said in format_table([row], "m")[1]

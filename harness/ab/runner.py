@@ -226,10 +226,9 @@ class ABResult:
 
     def markdown(self) -> str:
         title = f"llm-perf ab: {self.doc['head']} against {self.doc['base']}"
-        text = format_markdown(self.verdicts, self.method, title)
         failed = "; ".join(f"`{name}`: {why}" for name, why in (self.doc.get("failed") or {}).items())
-        title, rest = text.split("\n\n", 1)
-        return f"{title}\n\n**FAILED** (a side's output check): {failed}\n\n{rest}" if failed else text
+        lead = f"**FAILED** (a side's output check): {failed}" if failed else ""
+        return format_markdown(self.verdicts, self.method, title, lead)
 
 
 def run_comparison(run: Sweeps, thresholds: Thresholds) -> list[str]:

@@ -44,15 +44,29 @@ class Prepared:
 
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
     """One verdict per case and latency row (sorted by name), the missing cases, then the suite row."""
+    return judged(baseline, current, thresholds)[0]
+
+
+def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds | None = None) -> str:
+    """How the verdicts were reached, for the line under the table."""
+    return judged(baseline, current, thresholds or Thresholds())[1]
+
+
+def judged(
+    baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds
+) -> tuple[list[Verdict], str]:
+    """(compare's verdicts, method_line's text), from one reading of the two files."""
     prep = Prepared.of(baseline, current, thresholds)
     rows = case_rows(prep, thresholds)
     suite = suite_row(prep.data, rows, thresholds)
     rows += latency_estimates(prep.base, prep.now, thresholds)
-    judged = decide(rows + ([suite] if suite else []), thresholds.alpha, SINGLE, thresholds.large_drop)
-    verdicts = sorted([*(v for v in judged if v.name != SUITE_ROW), *work_rows(prep)[0]], key=lambda v: v.name)
+    decided = decide(rows + ([suite] if suite else []), thresholds.alpha, SINGLE, thresholds.large_drop)
+    work, compared, skipped = work_rows(prep)
+    verdicts = sorted([*(v for v in decided if v.name != SUITE_ROW), *work], key=lambda v: v.name)
     verdicts += [missing(n, "in the baseline, not in this run") for n in sorted(prep.base.keys() - prep.now.keys())]
     verdicts += [missing(n, "new case: no baseline yet") for n in sorted(prep.now.keys() - prep.base.keys())]
-    return verdicts + [v for v in judged if v.name == SUITE_ROW]
+    verdicts += [v for v in decided if v.name == SUITE_ROW]
+    return verdicts, describe(prep, thresholds, suite is not None, work_line(compared, len(work), skipped))
 
 
 def case_rows(prep: Prepared, thresholds: Thresholds) -> list:
@@ -79,10 +93,8 @@ def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
     )
 
 
-def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds | None = None) -> str:
-    """How the verdicts were reached, for the line under the table."""
-    thresholds = thresholds or Thresholds()
-    prep = Prepared.of(baseline, current, thresholds)
+def describe(prep: Prepared, thresholds: Thresholds, has_suite_row: bool, work: str) -> str:
+    """The method line, with `work` (the work gate's part) in its place."""
     speed, noise = prep.speed, prep.noise
     if noise is None:
         test = (
@@ -93,7 +105,7 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
         test = f"per case: this run's median against the baseline runs (run-to-run sd {noise.sd:.1%}, {noise.df} df); "
         test += (
             "the suite's mean against the runs' means"
-            if suite_row(prep.data, case_rows(prep, thresholds), thresholds)
+            if has_suite_row
             else "no suite row (it needs 3 cases judged, each with the same number of baseline runs)"
         )
     test += (
@@ -101,9 +113,7 @@ def method_line(baseline: ResultsFile | dict, current: ResultsFile | dict, thres
         f"and adjusted p < alpha, or a drop beyond {thresholds.large_drop:.0%} with p < alpha alone; unchanged: the "
         "95% interval inside +-threshold"
     )
-    test += latency_method(prep.base, prep.now, thresholds)
-    rows, compared, skipped = work_rows(prep)
-    test += work_line(compared, len(rows), skipped)
+    test += latency_method(prep.base, prep.now, thresholds) + work
     if speed.mode == "off":
         return f"{test}; {speed.why_off}"
     machine = statistics.median(speed.now.values()) / statistics.median(speed.base.values()) - 1

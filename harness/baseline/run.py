@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.baseline.gate import compare, method_line
+from harness.baseline.gate import judged
 from harness.baseline.storage import baseline_path, load_results
 from harness.errors import EXIT_GATE_ERROR, EXIT_OK, BaselineError
 from harness.judge import Thresholds, Verdict, exit_code
@@ -48,8 +48,7 @@ def judge(
             f"{base_name} and this run have no case in common ({len(baseline.benches)} vs {len(current.benches)} "
             f"cases): nothing would be compared"
         )
-    verdicts = compare(baseline, current, thresholds)
-    method = method_line(baseline, current, thresholds)
+    verdicts, method = judged(baseline, current, thresholds)
     return GateOutcome(format_table(verdicts, method), exit_code(verdicts, thresholds.strict), verdicts, method)
 
 

@@ -56,7 +56,9 @@ def _why(v: Verdict) -> str:
             "judged with it is not below alpha"
         )
     if v.detectable is not None:
-        seen = "no change" if v.detectable == float("inf") else f"a change beyond +-{v.detectable:.1%}"
+        seen = f"a change beyond +-{v.detectable:.1%}"
+        if v.detectable >= 1:  # a ratio of 2 or more: its digits would only dress up "far too little data"
+            seen = "no change under 2x" if v.detectable < float("inf") else "no change"
         return f"could tell {seen}, the threshold is {v.threshold:.0%}"
     return ""
 
@@ -77,11 +79,12 @@ def _mark(v: Verdict) -> str:
     return MARKS[v.status] + (f" ({note})" if note else "")
 
 
-def format_markdown(verdicts: list[Verdict], method: str, title: str) -> str:
-    """The summary a pull request shows: counts first, the rows that need a look, then every row."""
+def format_markdown(verdicts: list[Verdict], method: str, title: str, lead: str = "") -> str:
+    """The summary a pull request shows: the title, `lead` (what outranks the verdicts, e.g. a failed
+    output check) when given, the counts, every row, the method."""
     c = counts(verdicts)
     head = "**regression**" if c["regression"] else "no regression"
-    lines = [f"### {title}", "", f"{head}: {summary_line(verdicts)}", ""]
+    lines = [f"### {title}", "", *([lead, ""] if lead else []), f"{head}: {summary_line(verdicts)}", ""]
     lines += ["| " + " | ".join(HEADER + ["verdict"]) + " |", "|" + "---|" * (len(HEADER) + 1)]
     for v in verdicts:
         mark = f"**{MARKS[v.status]}**" if v.status == "regression" else MARKS[v.status]

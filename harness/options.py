@@ -1,8 +1,8 @@
 """The suite's options, defined once.
 
 harness/settings.py's PerfOptions holds every default; OPTIONS says how each one is spelled on the
-command line, parsed and explained. The pytest plugin adds OPTIONS to pytest,
-the CLI adds the ones it needs to its subcommands, and both build a PerfOptions from what was given.
+command line, parsed and explained. The pytest plugin adds OPTIONS to pytest, the CLI adds the ones
+it needs to its subcommands, and both build a PerfOptions from what was given.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""The house rules for harness/, checked on its source: no import circles, small modules, short
-functions. Each rule is shown to catch a planted breach."""
+"""The house rules, checked on the source: no import circles in harness/, small modules and short
+functions there, no file of tests over 400 lines. Each rule is shown to catch a planted breach."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-HARNESS = Path(__file__).resolve().parent.parent / "harness"
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "harness"
 MAX_MODULE_LINES = 320  # "about 300"
 MAX_FUNCTION_LINES = 50
+MAX_TEST_FILE_LINES = 400
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -56,16 +58,18 @@ def import_circles(root: Path) -> list[list[str]]:
     return circles
 
 
-def long_parts(root: Path) -> list[str]:
-    """Modules over MAX_MODULE_LINES and functions over MAX_FUNCTION_LINES, named."""
+def long_parts(
+    root: Path, module_lines: int = MAX_MODULE_LINES, function_lines: int | None = MAX_FUNCTION_LINES
+) -> list[str]:
+    """Modules under `root` over module_lines and functions over function_lines (None: any length), named."""
     found = []
     for path in sorted(root.rglob("*.py")):
         text = path.read_text()
-        if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+        if (n := len(text.splitlines())) > module_lines:
             found.append(f"{path.name}: {n} lines")
-        for node in ast.walk(ast.parse(text)):
+        for node in ast.walk(ast.parse(text)) if function_lines else ():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                if (n := node.end_lineno - node.lineno + 1) > function_lines:
                     found.append(f"{path.name}:{node.name}: {n} lines")
     return found
 
@@ -76,6 +80,11 @@ def test_harness_has_no_import_circles():
 
 def test_harness_modules_and_functions_stay_small():
     assert long_parts(HARNESS) == []
+
+
+@pytest.mark.parametrize("folder", ["tests", "experiments/tests"])
+def test_no_file_of_tests_is_over_400_lines(folder):
+    assert long_parts(ROOT / folder, MAX_TEST_FILE_LINES, None) == []
 
 
 @pytest.fixture
@@ -102,3 +111,4 @@ def test_a_long_function_and_module_are_named(package):
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     (package / "c.py").write_text(f"def long():\n{body}\n" + "\n" * MAX_MODULE_LINES)
     assert long_parts(package) == [f"c.py: {MAX_MODULE_LINES + MAX_FUNCTION_LINES + 1} lines", "c.py:long: 51 lines"]
+    assert long_parts(package, 400, None) == []  # a file of tests: only its length counts

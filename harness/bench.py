@@ -23,10 +23,11 @@ from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
 from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
-from harness.results import ROUND_LATENCY, BenchRecord, CaseResult, ResultsFile
+from harness.passes import LaterPasses, PassRound, merged, run_later_passes
+from harness.results import ROUND_LATENCY, CaseResult
 from harness.roofline import canonical_dtype
 from harness.settings import PerfOptions
-from harness.timer import CaseTimer, Timing
+from harness.timer import CaseTimer, Timing, reference_forward_ms
 from harness.workloads import Request
 
 
@@ -39,6 +40,8 @@ class PerfSession:
     records: list[tuple[str, CaseResult]] = field(default_factory=list)  # (benchmark name, result) per case
     gate_requested: object = None  # the --benchmark-compare value: True (this machine's baseline) or a path
     gate_lines: list[str] = field(default_factory=list)
+    later: list = field(default_factory=list)  # LaterPasses per case, with --perf-passes above 1
+    pass_problems: list[str] = field(default_factory=list)  # cases that failed in a later pass
 
     @cached_property
     def device(self):
@@ -66,7 +69,7 @@ class PerfSession:
             except NvmlUnavailable:
                 nvml = None
         o = self.options
-        return CaseTimer(self.device, o.rounds, o.warmup_rounds, o.min_time_s, nvml, handle)
+        return CaseTimer(self.device, o.rounds, o.warmup_rounds, o.min_time_s, o.passes, nvml, handle)
 
     @cached_property
     def thresholds(self):
@@ -87,34 +90,75 @@ class PerfSession:
         kind = get_kind(case.kind)
         step = kind.step_case(engine, case, self.options.seed)
         loaded = self.cache.model(case.model)
+        shape = kind.reference_shape(case)
         try:
-            timing = self.timer.time(benchmark, step.run, loaded, kind.reference_shape(case), step.setup)
+            timing = self.timer.time(benchmark, step.run, loaded, shape, step.setup)
         finally:
             if step.teardown is not None:
                 step.teardown()
-        self.record(
-            benchmark,
-            case,
-            kind.step_tokens(case),
-            kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config()),
-            timing,
-        )
+        cost = kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config())
+        self.record(benchmark, case, kind.step_tokens(case), cost, timing)
+
+        def make() -> PassRound:
+            again = kind.step_case(engine, case, self.options.seed)
+            return again.run, again.setup, again.teardown
+
+        def finish(rounds_s: list[float], reference_ms: list[float]) -> None:
+            self.record(benchmark, case, kind.step_tokens(case), cost, merged(timing, rounds_s, reference_ms))
+
+        self._later(benchmark, timing, make, loaded, shape, lambda: None, finish)
+
+    def _later(self, benchmark, timing: Timing, make, loaded, shape, check, finish) -> None:
+        """With --perf-passes above 1, the case's later passes, to run after every case's first."""
+        if self.options.passes > 1 and benchmark.stats is not None and not benchmark.disabled:
+            reference = (lambda: reference_forward_ms(loaded, shape)) if timing.reference_ms else list
+            self.later.append(LaterPasses(benchmark.name, benchmark, timing.per_pass, make, reference, check, finish))
+
+    def run_later_passes(self) -> None:
+        """Passes 2..N of every case (harness/passes.py); cases that fail there are left out of the run."""
+        self.pass_problems = run_later_passes(self.later, self.options.passes, self.timer.time_pass)
+        failed = {p.name for p in self.later if p.problem is not None}
+        self.records = [(n, r) for n, r in self.records if n not in failed]
+        self.later = []
 
     def bench_generate(self, benchmark, case: Case, requests: Sequence[Request], engine) -> GenerateResult:
         kind = get_kind(case.kind)
         engine.prepare(requests)  # untimed: start threads, size caches for this workload
         rounds: list[GenerateResult] = []  # every round's outputs are checked; the last one's metrics reported
         loaded = self.cache.model(case.model)
-        timing = self.timer.time(
-            benchmark, lambda: rounds.append(engine.generate(requests)), loaded, kind.reference_shape(case)
-        )
+        shape = kind.reference_shape(case)
+        timing = self.timer.time(benchmark, lambda: rounds.append(engine.generate(requests)), loaded, shape)
         ties_before = len(self.cache.checker(case.model).near_ties)
         problem = self.cache.check_rounds(case, requests, rounds)
         if problem:
             benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
             pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
-        last = rounds[-1]
         cost = kind.cost(loaded.spec, self.dtype, case, list(requests), self.options.engine_config())
+        timed = rounds[-timing.per_pass :] if benchmark.stats is not None else rounds[-1:]  # the rest: warm-up
+        every, later = list(rounds), []  # later: what one later pass produced
+
+        def record(timing: Timing) -> None:
+            extra = self._generate_extra(benchmark.name, case, requests, every, timed, ties_before)
+            self.record(benchmark, case, timed[-1].generated_tokens, cost, timing, extra, list(requests))
+
+        record(timing)
+
+        def make() -> PassRound:
+            later.clear()
+            return lambda: later.append(engine.generate(requests)), None, None
+
+        def check() -> str | None:
+            every.extend(later)
+            timed.extend(later[-timing.per_pass :])
+            return self.cache.check_rounds(case, requests, list(later))
+
+        self._later(benchmark, timing, make, loaded, shape, check, lambda s, ref: record(merged(timing, s, ref)))
+        return rounds[-1]
+
+    def _generate_extra(self, name: str, case: Case, requests, every: list, timed: list, ties: int) -> dict:
+        """What a generate kind records beside its throughput: the last round's metrics, every timed round's
+        latency (serving), the work counters (the same in `every` round) and the output check's summary."""
+        kind, last = get_kind(case.kind), timed[-1]
         extra = {
             **last.metrics,
             **last.phase_ms,
@@ -123,18 +167,16 @@ class PerfSession:
             **({"slo_ms": self.options.slo_ms} if self.options.slo_ms else {}),
             "num_requests": len(requests),
             "failed_requests": sum(o.error is not None for o in last.outputs),
-            "output_check": self._check_summary(case, len(rounds), len(requests), ties_before),
+            "output_check": self._check_summary(case, len(every), len(requests), ties),
         }
-        if kind.keeps_round_latency and benchmark.stats is not None:
-            timed = rounds[-len(benchmark.stats.stats.data) :]  # the rounds before them were warm-up
+        if kind.keeps_round_latency:
             extra["round_latency"] = round_latency([r.latency_summary(self.options.slo_ms) for r in timed])
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
-        extra.update(round_work([r.work for r in rounds]))
+        extra.update(round_work([r.work for r in every]))
         if kind.keeps_round_latency:  # serving: the last round as a timeline, and as a trace file where asked
-            extra["timeline"] = self._timeline(benchmark.name, case, last)
-        self.record(benchmark, case, last.generated_tokens, cost, timing, extra, list(requests))
-        return last
+            extra["timeline"] = self._timeline(name, case, last)
+        return extra
 
     def _timeline(self, name: str, case: Case, last: GenerateResult) -> dict:
         from harness.files import write_json_atomic
@@ -208,8 +250,16 @@ class PerfSession:
             kv = roofline.kv_bytes_per_token(self.cache.model(case.model).spec, self.dtype)
             result.kv_pool_mb = result.kv_pool_tokens * kv / 2**20
         benchmark.extra_info.update(result.to_extra_info())
-        self.records.append((benchmark.name, result))
+        self._keep(benchmark.name, result)
         return result
+
+    def _keep(self, name: str, result: CaseResult) -> None:
+        """Add a case's result; one recorded again after its later passes keeps its place."""
+        names = [n for n, _ in self.records]
+        if name in names:
+            self.records[names.index(name)] = (name, result)
+        else:
+            self.records.append((name, result))
 
     def _machine_fields(self, peaks, timing: Timing) -> dict:
         """What a case records about the machine it ran on: peaks, measured figures, GPU health."""
@@ -247,47 +297,6 @@ class PerfSession:
 
         info = stable_machine_info(self.hardware, self.dtype) | {"slug": machine_slug(self.hardware)}
         return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
-
-    def current_results(self, benchmarks) -> ResultsFile:
-        """This run as a results file: the cases pytest-benchmark timed without error."""
-        done = []
-        for bench in benchmarks:
-            if bench.has_error or bench.stats is None:
-                continue
-            entry = bench.as_dict(include_data=True)
-            # params hold Case objects: store their ids, as pytest-benchmark's JSON does
-            entry["params"] = {k: str(v) for k, v in (entry.get("params") or {}).items()}
-            entry["param"] = str(entry.get("param"))
-            done.append(BenchRecord.from_dict(entry))
-        return ResultsFile(self.machine_info(), done)
-
-    def run_gate(self, benchmarks) -> int:
-        """Compare this run with the baseline; fills gate_lines, writes the markdown summary where asked;
-        returns the exit code (0, 10, 11 or 12)."""
-        import dataclasses
-
-        from harness.baseline.run import gate_this_run
-        from harness.report.summary import write_summary
-
-        explicit = (
-            self.gate_requested
-            if isinstance(self.gate_requested, str) and self.gate_requested.endswith(".json")
-            else None
-        )
-        thresholds = dataclasses.replace(self.thresholds, strict=self.thresholds.strict or self.options.strict)
-        outcome = gate_this_run(
-            self.current_results(benchmarks),
-            thresholds,
-            Path(self.options.baselines_dir),
-            Path(self.options.results_dir),
-            Path(explicit) if explicit else None,
-            require=self.options.require_baseline,
-        )
-        self.gate_lines = outcome.lines
-        written = write_summary(outcome.markdown("llm-perf-suite: the run against its baseline"), self.options.summary)
-        if written is not None:
-            self.gate_lines.append(f"summary written: {written}")
-        return outcome.exit_code
 
 
 def round_work(works: list[dict | None]) -> dict:

@@ -42,6 +42,18 @@ def number(flag: str, kind: type = int) -> Callable[[str], object]:
     return parse
 
 
+def at_least_one(flag: str) -> Callable[[str], int]:
+    """An integer of 1 or more (a count of passes, of rounds)."""
+
+    def parse(value: str) -> int:
+        n = number(flag)(value)
+        if n < 1:
+            raise ConfigError(f"{flag} wants an integer of 1 or more, got {value!r}")
+        return n
+
+    return parse
+
+
 SLO_METRICS = ("ttft", "tpot", "e2el")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.cases import TIERS
-from harness.option_values import csv, injection, int_csv, number, rates, slos
+from harness.option_values import at_least_one, csv, injection, int_csv, number, rates, slos
 from harness.settings import PerfOptions
 
 
@@ -108,6 +108,13 @@ OPTIONS = [
         "min_time_s",
         "seconds the timed rounds span at least (more rounds for fast cases)",
         number("--perf-min-time", float),
+    ),
+    Option(
+        "--perf-passes",
+        "passes",
+        "split each case's rounds over this many passes of the whole run, so a case meets the machine at "
+        "several moments (steadier run to run on a shared machine; docs/gate.md)",
+        at_least_one("--perf-passes"),
     ),
     Option(
         "--perf-strict-health",

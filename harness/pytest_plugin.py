@@ -76,6 +76,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_compare = []
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session):
+    """With --perf-passes above 1: after every case's first pass, the later passes (harness/passes.py)."""
+    result = yield
+    perf = session.config.stash.get(SESSION_KEY, None)
+    if perf is not None and perf.later and not (session.shouldfail or session.shouldstop):
+        perf.run_later_passes()
+        if perf.pass_problems:
+            session.testsfailed += len(perf.pass_problems)
+    return result
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.records:
@@ -91,8 +103,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bench_session = getattr(session.config, "_benchmarksession", None)
     if perf is None or not perf.gate_requested or bench_session is None or not perf.records:
         return
+    from harness.baseline.run import gate_session
+
     try:
-        code = perf.run_gate(bench_session.benchmarks)
+        code = gate_session(perf, bench_session.benchmarks)
     except PerfSuiteError as exc:
         perf.gate_lines = [f"gate error: {exc}"]
         session.exitstatus = EXIT_GATE_ERROR
@@ -162,6 +176,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"llm-perf-suite: {deprecation(config.stash[OLD_KEY])}", yellow=True)
     if not session or not session.records:
         return
+    for problem in session.pass_problems:
+        tr.write_line(f"FAILED in a later pass (left out of the results): {problem}", red=True)
     if session.gate_lines:
         tr.section("llm-perf-suite: regression gate (tokens/s; serving latency at a fixed rate)")
         for line in session.gate_lines:

@@ -27,6 +27,7 @@ class PerfOptions:
     rounds: int = 5
     warmup_rounds: int = 1
     min_time_s: float = 1.0
+    passes: int = 1  # each case's rounds split over this many passes of the run (harness/passes.py)
     strict_health: bool = False
     kv_cache_mem: float | None = EngineConfig.kv_cache_mem
     preemption: str = EngineConfig.preemption

@@ -33,6 +33,7 @@ class Timing:
     gpu_problems: list[str] = field(default_factory=list)  # seen while the case ran: throttling, heat
     energy_j: float | None = None
     rounds_run: int = 0  # timed + warm-up rounds (energy covers all of them)
+    per_pass: int = 0  # timed rounds in each pass (--perf-passes; harness/passes.py)
     memory: dict[str, float] = field(default_factory=dict)  # peak_rss_mb, or peak_gpu_mem_mb and reserved
 
 
@@ -100,6 +101,7 @@ class CaseTimer:
     rounds: int = 5
     warmup_rounds: int = 1
     min_time_s: float = 1.0
+    passes: int = 1  # the rounds are split over this many passes of the run (harness/passes.py)
     nvml: object = None  # the pynvml module on a GPU, else None
     nvml_handle: object = None  # this device's NVML handle (harness/nvml.py, nvml_handle)
 
@@ -116,17 +118,35 @@ class CaseTimer:
         per_round = max(time.perf_counter() - start, 1e-6)
         return max(self.rounds, min(MAX_ROUNDS, math.ceil(self.min_time_s / per_round))), self.warmup_rounds - 1
 
-    def _pedantic(self, benchmark, target: Callable[[], object], setup) -> int:
+    def _pedantic(self, benchmark, target: Callable[[], object], setup) -> tuple[int, int]:
+        """(rounds run, warm-up included; timed rounds per pass): this pass times its share of the plan."""
+
         def timed() -> None:
             target()
             synchronize(self.device)  # the round ends when the device is done, not when launches are
 
         rounds, warmup = self.plan(timed, setup)
-        kwargs = {"rounds": rounds, "warmup_rounds": warmup, "iterations": 1}
+        share = math.ceil(rounds / self.passes)
+        kwargs = {"rounds": share, "warmup_rounds": warmup, "iterations": 1}
         if setup is not None:
             kwargs["setup"] = setup
         benchmark.pedantic(timed, **kwargs)
-        return rounds + self.warmup_rounds
+        return share + self.warmup_rounds, share
+
+    def time_pass(self, target: Callable[[], object], setup: Callable[[], object] | None, rounds: int) -> list[float]:
+        """A later pass of a case (harness/passes.py): a warm-up round (when the case has any), then
+        `rounds` timed ones, each after its untimed `setup`; the seconds of each timed round."""
+        warm = min(self.warmup_rounds, 1)
+        seconds = []
+        for i in range(warm + rounds):
+            if setup is not None:
+                setup()
+            start = time.perf_counter()
+            target()
+            synchronize(self.device)
+            if i >= warm:
+                seconds.append(time.perf_counter() - start)
+        return seconds
 
     @staticmethod
     def _between_rounds(sampler: NvmlSampler, setup: Callable[[], object] | None) -> Callable[[], None]:
@@ -150,11 +170,11 @@ class CaseTimer:
         memory = PeakMemory(self.device)
         memory.reset()
         if self.nvml is None:
-            timing.rounds_run = self._pedantic(benchmark, target, setup)
+            timing.rounds_run, timing.per_pass = self._pedantic(benchmark, target, setup)
         else:
             sampler = NvmlSampler(self.nvml, self.nvml_handle)
             sampler.start()
-            timing.rounds_run = self._pedantic(benchmark, target, self._between_rounds(sampler, setup))
+            timing.rounds_run, timing.per_pass = self._pedantic(benchmark, target, self._between_rounds(sampler, setup))
             sampler.stop()
             timing.sampled, timing.energy_j, timing.gpu_problems = (
                 sampler.summary(),

@@ -17,3 +17,19 @@ class WrongToyEngine(ManualEngine):
         tokens = result.outputs[min(1, len(result.outputs) - 1)].token_ids
         tokens[min(3, len(tokens) - 1)] += 1
         return result
+
+
+class LateWrongToyEngine(WrongToyEngine):
+    """Right for its first `right_calls` generate calls (the probe, pytest's pass of warm-up and timed
+    rounds), wrong from then on: only a check of the later passes' rounds can see it."""
+
+    name = "late-wrong-toy"
+    right_calls = 3
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def generate(self, requests):
+        self.calls += 1
+        return super().generate(requests) if self.calls > self.right_calls else ManualEngine.generate(self, requests)

@@ -11,7 +11,7 @@ from harness.baseline.storage import baseline_path, load_results
 from harness.errors import EXIT_GATE_ERROR, EXIT_OK, BaselineError
 from harness.judge import Thresholds, Verdict, exit_code
 from harness.judge.table import format_markdown, format_table
-from harness.results import ResultsFile
+from harness.results import BenchRecord, ResultsFile
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,42 @@ def gate_this_run(
     outcome = judge(load_results(base_file), current, thresholds, str(base_file))
     head = f"baseline {base_file} vs this run (saved to {saved})"
     return GateOutcome([head, *outcome.lines], outcome.exit_code, outcome.verdicts, outcome.method)
+
+
+def session_results(machine_info: dict, benchmarks) -> ResultsFile:
+    """A pytest run as a results file: the cases pytest-benchmark timed without error."""
+    done = []
+    for bench in benchmarks:
+        if bench.has_error or bench.stats is None:
+            continue
+        entry = bench.as_dict(include_data=True)
+        # params hold Case objects: store their ids, as pytest-benchmark's JSON does
+        entry["params"] = {k: str(v) for k, v in (entry.get("params") or {}).items()}
+        entry["param"] = str(entry.get("param"))
+        done.append(BenchRecord.from_dict(entry))
+    return ResultsFile(machine_info, done)
+
+
+def gate_session(perf, benchmarks) -> int:
+    """`--benchmark-compare`: a pytest run (its PerfSession `perf`) against its baseline. Fills
+    perf.gate_lines, writes the markdown summary where asked; returns the exit code (0, 10, 11 or 12)."""
+    import dataclasses
+
+    from harness.report.summary import write_summary
+
+    requested, options = perf.gate_requested, perf.options
+    explicit = requested if isinstance(requested, str) and requested.endswith(".json") else None
+    thresholds = dataclasses.replace(perf.thresholds, strict=perf.thresholds.strict or options.strict)
+    outcome = gate_this_run(
+        session_results(perf.machine_info(), benchmarks),
+        thresholds,
+        Path(options.baselines_dir),
+        Path(options.results_dir),
+        Path(explicit) if explicit else None,
+        require=options.require_baseline,
+    )
+    perf.gate_lines = outcome.lines
+    written = write_summary(outcome.markdown("llm-perf-suite: the run against its baseline"), options.summary)
+    if written is not None:
+        perf.gate_lines.append(f"summary written: {written}")
+    return outcome.exit_code

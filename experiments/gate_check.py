@@ -31,10 +31,10 @@ LABELS = ("unchanged", "one case 25%", "every case 10%")
 
 
 def _env(tree: Path, slowdown: float = 0.0) -> dict:
-    """The tree's own code first; its own conftest loads its own plugin, so the installed one (the entry
-    point `llm_perf`, which may be a newer version) is blocked."""
+    """The tree's own code first: the installed entry point (`llm_perf`) names the module
+    harness.pytest_plugin, which PYTHONPATH then finds in the tree, not in the installed copy."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PERF_INJECT_SLOWDOWN", "PERF_INJECT_CASE")}
-    env |= {"PYTHONPATH": str(tree), "PYTEST_ADDOPTS": "-p no:llm_perf"}
+    env |= {"PYTHONPATH": str(tree)}
     return env | ({"PERF_INJECT_SLOWDOWN": str(slowdown)} if slowdown else {})
 
 

@@ -44,8 +44,8 @@ def test_a_longer_history_gives_the_spread_more_degrees_of_freedom():
     for i, s in enumerate(spread[3:], start=3):
         long = append_runs(long, run(s, i))
     now = run(1.0, 99)
-    assert ", 4 df)" in method_line(short, now, Thresholds(normalise="off"))
-    assert ", 22 df)" in method_line(long, now, Thresholds(normalise="off"))
+    assert "each case's own (2 df a case at most)" in method_line(short, now, Thresholds(normalise="off"))
+    assert "each case's own (11 df a case at most)" in method_line(long, now, Thresholds(normalise="off"))
     assert (
         compare(long, now, Thresholds(normalise="off"))[0].detectable
         < compare(short, now, Thresholds(normalise="off"))[0].detectable

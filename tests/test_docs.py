@@ -58,3 +58,41 @@ def test_an_unknown_option_is_one_line_naming_the_closest(capsys):
 def test_exit_codes_do_not_collide_with_pytests():
     assert all(code >= 10 for code in EXIT_CODES)
     assert len(set(EXIT_CODES)) == len(EXIT_CODES)
+
+
+GATE_ONLY = {"--benchmark-compare", "--perf-require-baseline", "--perf-strict-health"}  # flags without a value
+GATE_VALUES = {"--benchmark-json", "--perf-baselines-dir", "--perf-results-dir"}  # where things go, not what runs
+
+
+def _what_runs(args: list[str]) -> tuple[str, list[str]]:
+    """(baselines dir, the arguments that decide what runs and how) of a nightly or README command."""
+    kept, where, i = [], "", 0
+    while i < len(args):
+        if args[i] in GATE_VALUES:
+            where = args[i + 1] if args[i] == "--perf-baselines-dir" else where
+            i += 2
+            continue
+        if args[i] not in GATE_ONLY:
+            kept.append(args[i])
+        i += 1
+    return where, kept
+
+
+def test_the_readme_records_each_nightly_baseline_with_the_nightlys_own_arguments():
+    import shlex
+
+    nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
+    gated = {}
+    for block in re.findall(r"run: >\n((?:\s{10}.*\n)+)", nightly):
+        args = shlex.split(" ".join(block.split()))
+        if "--benchmark-compare" in args:
+            where, kept = _what_runs(args[args.index("perf_tests") + 1 :])
+            gated[where] = kept
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    recorded = {}
+    for line in re.findall(r"llm-perf baseline update .*", readme):
+        args = shlex.split(line)
+        where, _ = _what_runs(args[: args.index("--")])
+        recorded[where] = _what_runs(args[args.index("--") + 1 :])[1]
+    assert set(gated) == {"baselines/smollm2", "baselines/qwen3"}
+    assert recorded == gated

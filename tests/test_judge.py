@@ -10,7 +10,7 @@ from scipy import stats
 
 from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, ConfigError
 from harness.judge import SINGLE, TWO_STAGE, Estimate, Thresholds, decide, exit_code
-from harness.judge.stats import TTest, holm, rounds_test, runs_test, two_stage_p, units_test
+from harness.judge.stats import Prior, TTest, holm, moderated_prior, rounds_test, runs_test, two_stage_p, units_test
 from harness.judge.table import format_markdown, format_table
 
 
@@ -36,15 +36,65 @@ def test_one_unit_is_no_test():
     assert math.isinf(t.critical(0.01))
 
 
-def test_runs_test_uses_the_degrees_of_freedom_of_the_spread_it_uses():
+def test_runs_test_moderates_a_cases_own_spread_by_the_prior():
     runs = [100.0, 102.0, 98.0, 101.0, 99.0]
-    own_sd = np.std(np.log(runs), ddof=1)
-    wide = runs_test(runs, 90.0, pooled_sd=2 * own_sd, pooled_df=40)
-    assert wide.df == 40
-    assert wide.se == pytest.approx(2 * own_sd * math.sqrt(1.2))
-    narrow = runs_test(runs, 90.0, pooled_sd=own_sd / 2, pooled_df=40)
-    assert narrow.df == 4
-    assert narrow.se == pytest.approx(own_sd * math.sqrt(1.2))
+    own = np.var(np.log(runs), ddof=1)
+    alone = runs_test(runs, 90.0, None)
+    assert alone.df == 4
+    assert alone.se == pytest.approx(math.sqrt(own * 1.2))
+    shared = runs_test(runs, 90.0, Prior(4 * own, math.inf, 40))
+    assert shared.df == 40
+    assert shared.se == pytest.approx(math.sqrt(4 * own * 1.2))
+    between = runs_test(runs, 90.0, Prior(4 * own, 12.0, 40))
+    assert between.df == 16
+    assert between.se == pytest.approx(math.sqrt((12 * 4 * own + 4 * own) / 16 * 1.2))
+    assert runs_test(runs, 90.0, Prior(4 * own, 60.0, 40)).df == 40  # never more than the pooled df
+
+
+def _spreads(rng, cases: int, runs: int, prior_df: float):
+    """Each case's variance of `runs` normal draws, its true variance drawn from a scaled inverse
+    chi-square with prior_df (math.inf: every case the same, 0.05^2)."""
+    true = np.full(cases, 0.05**2) if math.isinf(prior_df) else 0.05**2 * prior_df / rng.chisquare(prior_df, cases)
+    draws = rng.normal(0.0, np.sqrt(true)[:, None], (cases, runs))
+    return list(draws.var(axis=1, ddof=1)), [runs - 1] * cases
+
+
+def test_moderated_prior_finds_how_much_the_cases_spreads_differ():
+    rng = np.random.default_rng(1)
+    same = moderated_prior(*_spreads(rng, 400, 5, math.inf))
+    assert same.df > 60  # one variance for all: d0 large or infinite
+    assert same.sd == pytest.approx(0.05, rel=0.1)
+    differ = moderated_prior(*_spreads(rng, 400, 5, 6.0))
+    assert 3.0 < differ.df < 12.0
+    assert differ.total_df == 1600
+    assert moderated_prior([0.01, 0.02], [4, 4]).df == 0.0  # two cases cannot tell: each keeps its own
+    assert moderated_prior([], []) is None
+
+
+def _null_rate(prior_df: float, pool_all: bool = False) -> float:
+    """How often an unchanged case is called slower at p < 0.01: 11 cases of 5 baseline runs whose true
+    spreads differ as planted (prior_df; math.inf: all alike). pool_all: the broken rule that gives
+    every case the pooled sd on the pooled df, however its own runs spread."""
+    rng = np.random.default_rng(7)
+    calls = trials = 0
+    for _ in range(600):
+        true = np.full(11, 0.05) if math.isinf(prior_df) else 0.05 * np.sqrt(prior_df / rng.chisquare(prior_df, 11))
+        runs = np.exp(rng.normal(0.0, true[:, None], (11, 6)))
+        variances = list(np.log(runs[:, :5]).var(axis=1, ddof=1))
+        prior = Prior(float(np.mean(variances)), math.inf, 44) if pool_all else moderated_prior(variances, [4] * 11)
+        for c in range(11):
+            calls += runs_test(list(runs[c, :5]), float(runs[c, 5]), prior).p_lower < 0.01
+            trials += 1
+    return calls / trials
+
+
+@pytest.mark.parametrize("prior_df", [math.inf, 4.0])
+def test_a_run_of_unchanged_cases_is_called_slower_near_alpha(prior_df):
+    assert _null_rate(prior_df) < 0.016
+
+
+def test_the_pooled_sd_for_every_case_is_too_sure_where_spreads_differ():
+    assert _null_rate(4.0, pool_all=True) > 0.016
 
 
 def test_rounds_test_sees_a_planted_shift_and_not_noise():
@@ -171,7 +221,7 @@ def test_the_large_drop_guard_fires_beyond_its_own_fraction():
 
 
 def test_no_spread_is_certainty_in_the_direction_of_the_change():
-    down, up = runs_test([100.0] * 3, 80.0, 0.0, 10), runs_test([100.0] * 3, 120.0, 0.0, 10)
+    down, up = runs_test([100.0] * 3, 80.0, None), runs_test([100.0] * 3, 120.0, None)
     assert (down.p_lower, down.p_higher) == (0.0, 1.0)
     assert (up.p_lower, up.p_higher) == (1.0, 0.0)
     assert decide([Estimate("c", down, 0.05)], 0.01)[0].status == "regression"

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from harness.baseline.latency import latency_estimates, latency_method
 from harness.baseline.rows import SUITE_ROW, case_row, suite_row
-from harness.baseline.speed import CaseData, RunNoise, Speed
+from harness.baseline.speed import CaseData, Speed, run_noise
 from harness.judge import SINGLE, Thresholds, Verdict, decide, missing
+from harness.judge.stats import Prior
 from harness.judge.work import work_line, work_verdicts
 from harness.results import BenchRecord, ResultsFile
 
@@ -31,7 +32,7 @@ class Prepared:
     now: dict[str, BenchRecord]
     speed: Speed
     data: dict[str, CaseData]  # the cases on both sides, sorted by name
-    noise: RunNoise | None
+    noise: Prior | None
 
     @classmethod
     def of(cls, baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> Prepared:
@@ -39,7 +40,7 @@ class Prepared:
         base, now = baseline.by_name(), current.by_name()
         speed = Speed.of(baseline, current, thresholds.normalise)
         data = {name: CaseData.of(name, base[name], now[name], speed) for name in sorted(base.keys() & now.keys())}
-        return cls(base, now, speed, data, RunNoise.of(list(data.values())))
+        return cls(base, now, speed, data, run_noise(list(data.values())))
 
 
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
@@ -102,7 +103,13 @@ def describe(prep: Prepared, thresholds: Thresholds, has_suite_row: bool, work: 
             "unknown, so this is too sure; record 5 runs with `llm-perf baseline update --runs 5`)"
         )
     else:
-        test = f"per case: this run's median against the baseline runs (run-to-run sd {noise.sd:.1%}, {noise.df} df); "
+        if noise.df == float("inf"):
+            spread = f"every case on the cases' common sd {noise.sd:.1%}, {noise.total_df} df"
+        elif noise.df == 0:  # fewer than 3 cases with a spread: nothing to moderate toward
+            spread = f"each case's own ({max(len(d.base_runs) for d in prep.data.values()) - 1} df a case at most)"
+        else:
+            spread = f"each case's own moderated toward the cases' {noise.sd:.1%}, worth {noise.df:.1f} df"
+        test = f"per case: this run's median against the baseline runs (run-to-run spread: {spread}; Smyth 2004); "
         test += (
             "the suite's mean against the runs' means"
             if has_suite_row

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from harness.baseline.speed import CaseData, RunNoise
+from harness.baseline.speed import CaseData, run_noise
 from harness.judge import Estimate, Thresholds
-from harness.judge.stats import TTest, rounds_test, runs_test
+from harness.judge.stats import Prior, TTest, rounds_test, runs_test
 from harness.results import ROUND_LATENCY, BenchRecord
 
 LOWER_IS_BETTER = frozenset({"ttft_ms_p99", "tpot_ms_p99"})
@@ -80,14 +80,14 @@ def _positive(values: list[float]) -> bool:
     return all(x > 0 for x in values)
 
 
-def noise_by_metric(rows: list[LatencyRow]) -> dict[str, RunNoise | None]:
+def noise_by_metric(rows: list[LatencyRow]) -> dict[str, Prior | None]:
     """Each metric's run-to-run spread of log values, pooled over the rows whose baseline runs allow logs."""
     return {
-        m: RunNoise.of([r.data for r in rows if r.metric == m and _positive(r.data.base_runs)]) for m in ROUND_LATENCY
+        m: run_noise([r.data for r in rows if r.metric == m and _positive(r.data.base_runs)]) for m in ROUND_LATENCY
     }
 
 
-def _against_runs(row: LatencyRow, noise: RunNoise | None) -> bool:
+def _against_runs(row: LatencyRow, noise: Prior | None) -> bool:
     """Tested against the baseline runs (else on the rounds): pooled runs, a known spread, logs defined."""
     runs = row.data.base_runs
     return noise is not None and bool(runs) and _positive([*runs, statistics.median(row.data.now_rounds)])
@@ -104,11 +104,11 @@ def _with_zeros(base: list[float], now: list[float]) -> TTest:
     return TTest(mean, lower, higher, min(len(base), len(now)))
 
 
-def latency_row(row: LatencyRow, thresholds: Thresholds, noise: RunNoise | None) -> Estimate:
+def latency_row(row: LatencyRow, thresholds: Thresholds, noise: Prior | None) -> Estimate:
     data = row.data
     now_med = statistics.median(data.now_rounds)
     if _against_runs(row, noise):
-        test = runs_test(data.base_runs, now_med, noise.sd, noise.df)
+        test = runs_test(data.base_runs, now_med, noise)
     elif _positive(data.base_rounds + data.now_rounds):
         test = rounds_test(data.base_rounds, data.now_rounds)
     else:

@@ -18,18 +18,18 @@ from __future__ import annotations
 import math
 import statistics
 
-from harness.baseline.speed import CaseData, RunNoise
+from harness.baseline.speed import CaseData
 from harness.judge import Estimate, Thresholds
-from harness.judge.stats import rounds_test, runs_test
+from harness.judge.stats import Prior, rounds_test, runs_test
 from harness.results import BenchRecord
 
 SUITE_ROW = "suite geometric mean"
 
 
-def case_row(name: str, base: BenchRecord, now: BenchRecord, data: CaseData, noise: RunNoise | None, t: Thresholds):
+def case_row(name: str, base: BenchRecord, now: BenchRecord, data: CaseData, noise: Prior | None, t: Thresholds):
     now_med = statistics.median(data.now_rounds)
     if data.base_runs and noise is not None:
-        test = runs_test(data.base_runs, now_med, noise.sd, noise.df)
+        test = runs_test(data.base_runs, now_med, noise)
     else:
         test = rounds_test(data.base_rounds, data.now_rounds)
     change = math.expm1(test.mean)
@@ -55,6 +55,6 @@ def suite_row(data: dict[str, CaseData], rows: list[Estimate], t: Thresholds) ->
     n = runs.pop()
     base_means = [statistics.fmean(math.log(data[c].base_runs[i]) for c in judged) for i in range(n)]
     now_mean = statistics.fmean(math.log(statistics.median(data[c].now_rounds)) for c in judged)
-    test = runs_test([math.exp(m) for m in base_means], math.exp(now_mean), 0.0, 0)
+    test = runs_test([math.exp(m) for m in base_means], math.exp(now_mean), None)
     note = f"{len(judged)} cases, against the suite means of {n} baseline runs ({n - 1} df)"
     return Estimate(SUITE_ROW, test, t.default, unit="", note=note)

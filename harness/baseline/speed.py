@@ -10,6 +10,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from harness.judge.stats import Prior, moderated_prior
 from harness.results import BenchRecord, ResultsFile
 
 
@@ -108,20 +109,12 @@ class CaseData:
         )
 
 
-@dataclass(frozen=True)
-class RunNoise:
-    """The machine's run-to-run spread of log throughput, pooled over every case of a baseline."""
-
-    sd: float
-    df: int
-
-    @classmethod
-    def of(cls, cases: list[CaseData]) -> RunNoise | None:
-        squares, df = 0.0, 0
-        for case in cases:
-            logs = [math.log(x) for x in case.base_runs]
-            if logs:
-                mean = sum(logs) / len(logs)
-                squares += sum((x - mean) ** 2 for x in logs)
-                df += len(logs) - 1
-        return cls(math.sqrt(squares / df), df) if df else None
+def run_noise(cases: list[CaseData]) -> Prior | None:
+    """The machine's run-to-run spread of log values over a baseline's cases, as runs_test's prior: each
+    case's variance of its runs, moderated toward the cases' common one (judge.stats.moderated_prior)."""
+    variances, dfs = [], []
+    for case in cases:
+        if len(case.base_runs) > 1:
+            variances.append(statistics.variance([math.log(x) for x in case.base_runs]))
+            dfs.append(len(case.base_runs) - 1)
+    return moderated_prior(variances, dfs)

@@ -15,10 +15,14 @@ change and its interval are symmetric in log space and read as fractions: exp(x)
   Satterthwaite 1946, for the lean's own df too). Where visits lean, the lean term carries it;
   where they do not, the pairs count, and a case needs far fewer visits than Student's t over
   visits alone.
-- `runs_test`: one new run against a baseline of n earlier runs: the new run's deviation from their
-  mean has variance sd^2 (1 + 1/n) (a prediction interval); sd is the machine's run-to-run spread,
-  pooled over the baseline's cases where that is larger than the case's own, with the degrees of
-  freedom of whichever is used.
+- `runs_test` with `moderated_prior`: one new run against a baseline of n earlier runs: the new
+  run's deviation from their mean has variance s^2 (1 + 1/n) (a prediction interval). A baseline
+  holds few runs of many cases, so s^2 is each case's own spread of runs moderated toward the cases'
+  common one, empirical Bayes as limma does for many genes of few replicates (Smyth 2004): the prior
+  (s0^2, d0) is fitted to the cases' spreads by moments of their logs, a case's s^2 is
+  (d0 s0^2 + d s_own^2) / (d0 + d) on d0 + d degrees of freedom (at most the pooled df). Cases whose
+  spreads differ no more than sampling explains share s0^2; a case that really is noisier keeps
+  part of its own spread.
 - `rounds_test`: a single-run baseline has no run-to-run spread: Mann-Whitney U on the rounds
   (Mann & Whitney 1947) and a Welch interval. Rounds of one run agree better than runs do, so this
   test is too sure on a shared machine; the method line says so.
@@ -36,7 +40,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 
 CONFIDENCE = 0.95  # every interval the judge shows
 
@@ -156,15 +160,55 @@ def nested_test(visits: list[list[tuple[float, int]]], lean: Lean) -> TTest:
     return _t_test(statistics.fmean(means), math.sqrt(se2), df, n)
 
 
-def runs_test(base_runs: list[float], now: float, pooled_sd: float, pooled_df: int) -> TTest:
-    """log(now) against the mean log of the baseline runs (each a run's median), judged on the spread of
-    a new run around that mean: sd * sqrt(1 + 1/n). sd is the case's own spread of runs, or the pooled
-    one where that is larger; the degrees of freedom go with whichever sd is used."""
+@dataclass(frozen=True)
+class Prior:
+    """The cases' common run-to-run variance of log values and its weight: `df` is d0, math.inf where
+    their spreads differ no more than sampling explains; `total_df`, the pooled degrees of freedom of
+    every case, caps any one case's test."""
+
+    var: float
+    df: float
+    total_df: int
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.var)
+
+
+def moderated_prior(variances: list[float], dfs: list[int]) -> Prior | None:
+    """The prior of `runs_test` from each case's variance of log values on its degrees of freedom, by
+    Smyth's (2004, section 6.2) moments of log variances; where the cases' spreads differ no more than
+    sampling explains (d0 infinite), the common variance is the pooled one. Fewer than 3 cases with a
+    spread: d0 = 0 (each case its own). None where no case has a spread to measure."""
+    total = sum(dfs)
+    if not total:
+        return None
+    pooled = sum(v * d for v, d in zip(variances, dfs, strict=True)) / total
+    usable = [(v, d) for v, d in zip(variances, dfs, strict=True) if v > 0 and d > 0]
+    if len(usable) < 3:
+        return Prior(pooled, 0.0, total)
+    logs = [math.log(v) - special.digamma(d / 2) + math.log(d / 2) for v, d in usable]
+    excess = statistics.variance(logs) - statistics.fmean(special.polygamma(1, d / 2) for _, d in usable)
+    if excess <= 1e-7:  # no spread beyond sampling's: one variance for every case, pooled
+        return Prior(pooled, math.inf, total)
+    half = optimize.brentq(lambda x: special.polygamma(1, x) - excess, 1e-8, 1e8)  # trigamma's inverse
+    return Prior(math.exp(statistics.fmean(logs) + special.digamma(half) - math.log(half)), 2 * half, total)
+
+
+def runs_test(base_runs: list[float], now: float, prior: Prior | None) -> TTest:
+    """log(now) against the mean log of the n baseline runs (each a run's median), judged on the spread
+    of a new run around that mean: s * sqrt(1 + 1/n), s the case's own spread of runs moderated by
+    `prior` (moderated_prior), or its own alone on n - 1 degrees of freedom where there is none."""
     logs = [math.log(x) for x in base_runs]
     n = len(logs)
-    own = statistics.stdev(logs) if n > 1 else 0.0
-    sd, df = (pooled_sd, pooled_df) if pooled_sd >= own else (own, n - 1)
-    return _t_test(math.log(now) - statistics.fmean(logs), sd * math.sqrt(1 + 1 / n), df, n)
+    own, d = (statistics.variance(logs), n - 1) if n > 1 else (0.0, 0)
+    if prior is None or prior.df + d == 0:
+        var, df = (own, d) if prior is None else (prior.var, prior.total_df)
+    elif math.isinf(prior.df):
+        var, df = prior.var, prior.total_df
+    else:
+        var, df = (prior.df * prior.var + d * own) / (prior.df + d), min(prior.df + d, prior.total_df)
+    return _t_test(math.log(now) - statistics.fmean(logs), math.sqrt(var * (1 + 1 / n)), df, n)
 
 
 def rounds_test(base_rounds: list[float], now_rounds: list[float]) -> TTest:

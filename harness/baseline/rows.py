@@ -3,7 +3,7 @@ harness/judge (the verdicts are its). Numbers are corrected for machine speed fi
 
 A case's test depends on what the baseline holds:
 - several pooled runs (`baseline update --runs N`, or a history grown with `--append`): this run's
-  median against the runs' medians, on the machine's run-to-run spread (judge.stats.runs_test). On a
+  median against the runs' medians, on their spread moderated over the cases (judge.stats.runs_test). On a
   shared machine the rounds of one run agree far better than two runs do, so only the runs tell how
   far a run can move on its own;
 - a single run: Mann-Whitney U on the rounds (judge.stats.rounds_test), too sure on a shared machine.

@@ -78,21 +78,33 @@ def _what_runs(args: list[str]) -> tuple[str, list[str]]:
     return where, kept
 
 
-def test_the_readme_records_each_nightly_baseline_with_the_nightlys_own_arguments():
+def _nightly_and_readme_args(nightly: str, readme: str) -> tuple[dict, dict]:
+    """({baselines dir: what the nightly's gated run runs}, {baselines dir: what the README records})."""
     import shlex
 
-    nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
     gated = {}
     for block in re.findall(r"run: >\n((?:\s{10}.*\n)+)", nightly):
         args = shlex.split(" ".join(block.split()))
         if "--benchmark-compare" in args:
             where, kept = _what_runs(args[args.index("perf_tests") + 1 :])
             gated[where] = kept
-    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
     recorded = {}
-    for line in re.findall(r"llm-perf baseline update .*", readme):
+    for line in re.findall(r"llm-perf baseline update .*", readme.replace("\\\n", " ")):
         args = shlex.split(line)
         where, _ = _what_runs(args[: args.index("--")])
         recorded[where] = _what_runs(args[args.index("--") + 1 :])[1]
+    return gated, recorded
+
+
+def test_the_readme_records_each_nightly_baseline_with_the_nightlys_own_arguments():
+    nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
+    gated, recorded = _nightly_and_readme_args(nightly, (ROOT / "README.md").read_text())
     assert set(gated) == {"baselines/smollm2", "baselines/qwen3"}
     assert recorded == gated
+
+
+def test_a_readme_baseline_command_missing_a_nightly_argument_is_caught():
+    nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
+    readme = (ROOT / "README.md").read_text().replace("--perf-passes 3", "", 1)
+    gated, recorded = _nightly_and_readme_args(nightly, readme)
+    assert recorded != gated

@@ -25,8 +25,9 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
-from harness.engines import EngineConfig
+from harness.engines import EngineConfig, onednn
 from harness.engines.base import StepCase
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
@@ -90,14 +91,37 @@ def _without_onednn(engine: ManualEngine) -> ManualEngine:
     return engine
 
 
+def _every_row_on_onednn(x, w, bias=None):
+    return onednn._onednn_linear(x, w, bias)
+
+
+class _OneDNNMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.linear:
+            return _every_row_on_onednn(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
+    """paged or manual with one-row products on oneDNN too, as they ran on an Intel CPU before
+    harness/engines/onednn.py kept those on MKL there."""
+    if isinstance(engine, ManualEngine):
+        engine.row_mode = _OneDNNMode()
+    else:
+        engine.runner.linear = _every_row_on_onednn
+    return engine
+
+
 VARIANTS: dict[str, Callable] = {
     "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
     "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
     "paged-unstacked": lambda loaded: _unstacked(PagedEngine(loaded, EngineConfig())),
     "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
+    "paged-onednn": lambda loaded: _all_on_onednn(PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
     "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),
+    "manual-onednn": lambda loaded: _all_on_onednn(ManualEngine(loaded, EngineConfig())),
     "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
 }
 

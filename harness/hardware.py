@@ -95,15 +95,24 @@ class HardwareInfo:
         return asdict(self)
 
 
-def cpu_model_name() -> str:
+def _cpuinfo(field: str) -> str | None:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id (GenuineIntel, AuthenticAMD, ...), or "" where the system does not say."""
+    return _cpuinfo("vendor_id") or ""
 
 
 def cpu_cores() -> int:

@@ -40,6 +40,33 @@ def test_linear_is_onednn_for_float32_and_f_linear_otherwise(monkeypatch):
     assert not onednn.available(torch.device("meta"), torch.float32)
 
 
+@pytest.mark.parametrize("intel", [False, True])
+def test_one_row_stays_on_the_blas_on_an_intel_cpu_only(intel, monkeypatch):
+    calls = []
+    real = onednn._onednn_linear
+    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(tuple(a[0].shape)) or real(*a))
+    monkeypatch.setattr(onednn, "one_row_on_blas", lambda: intel)
+    w = torch.randn(4, 8)
+    for shape in [(1, 8), (8,), (1, 1, 8), (2, 8), (1, 2, 8)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(onednn.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    several = [(2, 8), (1, 2, 8)]
+    assert calls == (several if intel else [(1, 8), (8,), (1, 1, 8), *several])
+    cpu = torch.device("cpu")
+    assert onednn.library(cpu, torch.float32) == ("onednn, one row on the blas" if intel else "onednn")
+    assert onednn.library(cpu, torch.bfloat16) == "blas"
+
+
+@pytest.mark.parametrize(("vendor", "expected"), [("GenuineIntel", True), ("AuthenticAMD", False), ("", False)])
+def test_the_one_row_rule_follows_the_cpu_vendor_where_the_blas_is_mkl(vendor, expected, monkeypatch):
+    monkeypatch.setattr(onednn, "cpu_vendor", lambda: vendor)
+    onednn.one_row_on_blas.cache_clear()
+    try:
+        assert onednn.one_row_on_blas() == (expected and torch.backends.mkl.is_available())
+    finally:
+        onednn.one_row_on_blas.cache_clear()
+
+
 def test_a_failing_onednn_warns_once_and_falls_back_to_f_linear(monkeypatch):
     def refuses(*args):
         raise RuntimeError("no primitive for this shape")

@@ -7,7 +7,7 @@ The key is everything that could change HF's answer: the weights themselves (a f
 tensor's shape, sum and sum of squares, so another seed, checkpoint or corruption is another key),
 the dtype, the device, the CPU or GPU name, the thread count (it orders a sum), the torch and
 transformers versions, the probe's prompts, and the library HF's cached loop multiplies with while it
-calibrates (oneDNN or the BLAS: on the seeded qwen3-0.6b their disagreements with HF's one forward
+calibrates (onednn.library: on the seeded qwen3-0.6b their disagreements with HF's one forward
 differ tenfold, calibrate.py). One JSON file per key in `<cache>/checks/`
 (LLM_PERF_CACHE, default ~/.cache/llm-perf-suite), written atomically; a file that cannot be read is
 named in a warning and rebuilt.
@@ -40,8 +40,8 @@ def model_key(loaded) -> str:
     device = loaded.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
     versions = (torch.__version__, transformers.__version__, torch.get_num_threads())  # threads: a sum's order
-    onednn_loop = onednn.available(device, loaded.model.dtype)
-    h.update(repr((VERSION, loaded.dtype, device.type, name, *versions, onednn_loop)).encode())
+    loop_library = onednn.library(device, loaded.model.dtype)
+    h.update(repr((VERSION, loaded.dtype, device.type, name, *versions, loop_library)).encode())
     h.update(repr([r.prompt_ids for r in probe_for(loaded.spec)]).encode())  # what the calibration ran
     with torch.no_grad():
         for pname, p in loaded.model.state_dict().items():

@@ -1,23 +1,29 @@
-"""Linear layers on CPU through oneDNN instead of the BLAS.
+"""Linear layers on CPU through oneDNN instead of the BLAS, except one row on an Intel CPU.
 
-F.linear of a float32 CPU tensor goes to the BLAS torch was built with (MKL in the x86 wheels). On the
-AMD EPYC development host MKL's kernels ran at half of oneDNN's speed or less, from one row to
-hundreds (docs/measurements.md, decode against the read bound). oneDNN's linear is the op
-TorchInductor itself emits for CPU linear layers.
+F.linear of a float32 CPU tensor goes to the BLAS torch was built with (MKL in the x86 wheels). MKL
+is Intel's library and picks its kernels by CPU vendor. On an AMD EPYC host its products ran at half
+of oneDNN's speed or less, from one row to hundreds. On an Intel Xeon its one-row product read the
+weights as fast as a plain sum (1.05-1.9x oneDNN's speed on the models' matrices), while oneDNN
+stayed ahead from 8 rows up on the large ones (docs/measurements.md, decode against the read bound).
+So: oneDNN, the op TorchInductor itself emits for CPU linear layers, for every product, except a
+one-row product (batch-1 decode) on an Intel CPU with MKL, which stays on the BLAS.
 
-`linear` is F.linear's drop-in for the paged engine: oneDNN for float32 on CPU where torch has it,
-F.linear for anything else or once oneDNN has failed (a warning says why, once). The sum runs in
-another order than the BLAS's, so results differ in the last bits; the output check's float32
-tolerance is calibrated from such differences between HF's own paths.
+`linear` is F.linear's drop-in for the paged engine: that choice for float32 on CPU where torch has
+oneDNN, F.linear for anything else or once oneDNN has failed (a warning says why, once). oneDNN's sum
+runs in another order than the BLAS's, so results differ in the last bits; the output check's float32
+tolerance is calibrated from such differences between HF's own paths, through this same `linear`.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from harness.hardware import cpu_vendor
 
 _problem: list[str] = []  # oneDNN failed once in this process: F.linear from then on
 
@@ -27,13 +33,27 @@ def available(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available() and not _problem
 
 
+@functools.cache
+def one_row_on_blas() -> bool:
+    """Whether a one-row product stays on the BLAS: on an Intel CPU, where torch's BLAS is MKL."""
+    return torch.backends.mkl.is_available() and cpu_vendor() == "GenuineIntel"
+
+
+def library(device: torch.device, dtype: torch.dtype) -> str:
+    """Which library `linear` multiplies with for weights of this device and dtype, in words."""
+    if not available(device, dtype):
+        return "blas"
+    return "onednn, one row on the blas" if one_row_on_blas() else "onednn"
+
+
 def _onednn_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, w, bias), computed by oneDNN for float32 CPU tensors."""
-    if available(x.device, x.dtype) and w.dtype == x.dtype:
+    """F.linear(x, w, bias), computed by oneDNN for float32 CPU tensors (one row: see one_row_on_blas)."""
+    one_row = x.numel() == x.shape[-1]
+    if available(x.device, x.dtype) and w.dtype == x.dtype and not (one_row and one_row_on_blas()):
         try:
             return _onednn_linear(x, w, bias)
         except (RuntimeError, AttributeError) as exc:  # a build without oneDNN, or an op it refuses

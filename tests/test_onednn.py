@@ -110,6 +110,19 @@ def test_paged_and_manual_take_onednn_in_float32_only(dtype, expected):
     assert (runner.lm_head_t is None) == (expected == "onednn")  # the BLAS's transposed head only without it
 
 
+@pytest.mark.parametrize("intel", [False, True])
+def test_manual_leaves_the_mode_out_of_a_one_row_forward_only_where_the_blas_takes_it(intel, monkeypatch):
+    from harness.engines import EngineConfig
+    from harness.engines.manual import ManualEngine
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    monkeypatch.setattr(onednn, "one_row_on_blas", lambda: intel)
+    manual = ManualEngine(build_model(get_spec("tiny"), dtype="float32"), EngineConfig())
+    assert manual._mode_for(torch.ones(2, 3)) is manual.row_mode
+    assert (manual._mode_for(torch.ones(1, 1)) is manual.row_mode) != intel
+
+
 def test_under_perf_compile_manuals_products_of_several_rows_go_to_onednn(monkeypatch):
     from harness.engines.paged.matvec import RowLinearMode
 

@@ -43,9 +43,16 @@ class ManualEngine(BaseEngine):
         """float32 on CPU: HF's F.linear calls through oneDNN (onednn.py), not the BLAS."""
         return onednn.LinearMode() if onednn.available(self.device, self.model.dtype) else nullcontext()
 
+    def _mode_for(self, ids: torch.Tensor):
+        """row_mode, or none where each product of this forward is one row that `onednn.linear` would
+        hand to the BLAS anyway: a mode costs a Python call for every op the model runs."""
+        if isinstance(self.row_mode, onednn.LinearMode) and ids.numel() == 1 and onednn.one_row_on_blas():
+            return nullcontext()
+        return self.row_mode
+
     def _last_logits(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(B, T) ids -> (B, vocab) logits of the last position only, as generate computes them."""
-        with torch.inference_mode(), self.row_mode:
+        with torch.inference_mode(), self._mode_for(ids):
             kv = {self.cache_keyword: cache}
             return self.model(input_ids=ids, **kv, use_cache=True, logits_to_keep=1).logits[:, -1]
 

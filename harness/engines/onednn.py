@@ -3,7 +3,7 @@
 F.linear of a float32 CPU tensor goes to the BLAS torch was built with (MKL in the x86 wheels). MKL
 is Intel's library and picks its kernels by CPU vendor. On an AMD EPYC host its products ran at half
 of oneDNN's speed or less, from one row to hundreds. On an Intel Xeon its one-row product read the
-weights as fast as a plain sum (1.05-1.9x oneDNN's speed on the models' matrices), while oneDNN
+weights as fast as a plain sum (1.1-1.5x oneDNN's rate on the models' own weights), while oneDNN
 stayed ahead from 8 rows up on the large ones (docs/measurements.md, decode against the read bound).
 So: oneDNN, the op TorchInductor itself emits for CPU linear layers, for every product, except a
 one-row product (batch-1 decode) on an Intel CPU with MKL, which stays on the BLAS.

@@ -1,5 +1,6 @@
 #!/bin/bash
 # rescore every kept run of the Intel tally under each normalise mode (an exploration)
+# /tmp/pp-run and /tmp/pp-off hold this pyproject.toml with `normalise = "run"` / `"off"` in [tool.perf]
 cd /work/main
 D=experiments/results/gate-9ed4803-intel
 for m in case run off; do

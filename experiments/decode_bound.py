@@ -25,7 +25,6 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from harness.engines import EngineConfig, onednn
 from harness.engines.base import StepCase
@@ -95,18 +94,11 @@ def _every_row_on_onednn(x, w, bias=None):
     return onednn._onednn_linear(x, w, bias)
 
 
-class _OneDNNMode(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.linear:
-            return _every_row_on_onednn(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
-
-
 def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
     """paged or manual with one-row products on oneDNN too, as they ran on an Intel CPU before
     harness/engines/onednn.py kept those on MKL there."""
     if isinstance(engine, ManualEngine):
-        engine.row_mode = _OneDNNMode()
+        engine.row_mode = onednn.LinearMode(_every_row_on_onednn)
     else:
         engine.runner.linear = _every_row_on_onednn
     return engine

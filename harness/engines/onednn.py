@@ -64,9 +64,14 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
 
 class LinearMode(TorchFunctionMode):
     """For engines that run HF's own modules (`manual`): inside this mode every F.linear goes to
-    `linear`; everything else runs as it would. HF's reference, computed outside it, keeps the BLAS."""
+    `linear` (or the `fn` given); everything else runs as it would. HF's reference, computed outside
+    it, keeps the BLAS."""
+
+    def __init__(self, fn=None) -> None:
+        super().__init__()
+        self.fn = fn or linear
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is F.linear:
-            return linear(*args, **(kwargs or {}))
+            return self.fn(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))

@@ -100,8 +100,9 @@ def test_logits_within_tolerance_pass_and_the_first_bad_row_is_named():
 
 
 def test_margins_widen_to_hfs_own_disagreement_in_every_dtype():
-    """The checker measures HF against itself once, then both margins are twice that or the dtype's
-    fixed floor, whichever is more."""
+    """The checker measures HF against itself once, then each margin is twice what it is sized to or the
+    dtype's fixed floor, whichever is more: the token margin to how far the top logits' order moved, the
+    logit tolerance to how far any logit moved."""
     from harness.correctness import OutputChecker
     from harness.correctness.calibrate import CALIBRATION_FACTOR
     from harness.correctness.check import LOGIT_TOLERANCE
@@ -111,16 +112,46 @@ def test_margins_widen_to_hfs_own_disagreement_in_every_dtype():
     checker.calibrate()
     c = checker.calibration
     assert c.logit_diff > 0  # bfloat16 rounding is visible
-    widened = CALIBRATION_FACTOR * max(c.token_gap, c.logit_diff)
-    assert checker.margin == max(TOKEN_MARGIN["bfloat16"], widened)
-    assert checker.logit_tolerance == max(LOGIT_TOLERANCE["bfloat16"], widened)
+    assert 0 < c.order_shift <= 2 * c.logit_diff  # the triangle inequality
+    widened = CALIBRATION_FACTOR * max(c.token_gap, c.order_shift), CALIBRATION_FACTOR * max(c.token_gap, c.logit_diff)
+    assert checker.margin == max(TOKEN_MARGIN["bfloat16"], widened[0])
+    assert checker.logit_tolerance == max(LOGIT_TOLERANCE["bfloat16"], widened[1])
     assert checker.unusable is None
     exact = OutputChecker(build_model(get_spec("tiny"), seed=0))
     exact.calibrate()
     assert exact.calibration is not None
-    assert exact.margin == max(
-        TOKEN_MARGIN["float32"], CALIBRATION_FACTOR * max(exact.calibration.token_gap, exact.calibration.logit_diff)
-    )
+    assert exact.margin == max(TOKEN_MARGIN["float32"], CALIBRATION_FACTOR * exact.calibration.token_noise)
+
+
+def test_the_token_margin_follows_the_order_of_the_top_logits_not_their_values():
+    """A shift every logit shares moves no token's rank: the order figure ignores it, however large,
+    and sees a runner-up pulled up against the best by exactly how far it moved."""
+    from harness.correctness.calibrate import order_shift
+
+    want = torch.tensor([[4.0, 3.0, 1.0, 0.5, 0.0, -1.0, -2.0]])
+    assert order_shift(want + 0.3, want) == pytest.approx(0.0, abs=1e-6)
+    pulled = want.clone()
+    pulled[0, 1] += 0.2  # the runner-up moves 0.2 towards the best
+    assert order_shift(pulled, want) == pytest.approx(0.2 / 4.0)
+    below = want.clone()
+    below[0, 6] += 3.0  # outside the top 5: no near-tie it could flip
+    assert order_shift(below, want) == pytest.approx(0.0)
+
+
+def test_a_broken_engine_within_the_old_vocabulary_wide_margin_is_refused(tiny, monkeypatch):
+    """The Intel case in bfloat16: HF's logits move by 0.035 x |logit| somewhere in the vocabulary but
+    its top logits' order by far less; a token 0.062 below HF's best (mutant-drifts-after-16) passed a
+    margin of twice the first and is refused by one of twice the second (or the 0.05 floor)."""
+    import harness.correctness as correctness
+    from harness.correctness.calibrate import SelfDisagreement
+
+    loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
+    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.007, 0.035, 0.016))
+    checker = correctness.OutputChecker(loaded)
+    checker.calibrate()
+    assert checker.margin == pytest.approx(TOKEN_MARGIN["bfloat16"])
+    assert checker.logit_tolerance == pytest.approx(0.1)
+    assert checker.margin < 0.062 < 2 * 0.035
 
 
 def test_a_cpu_whose_float32_rounds_wider_widens_the_margin_instead_of_refusing(tiny, monkeypatch):
@@ -130,7 +161,7 @@ def test_a_cpu_whose_float32_rounds_wider_widens_the_margin_instead_of_refusing(
     from harness.correctness.calibrate import SelfDisagreement
     from harness.correctness.check import LOGIT_TOLERANCE
 
-    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.0, 0.00323))
+    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.0, 0.00323, 0.001))
     checker = correctness.OutputChecker(tiny)
     checker.calibrate()
     assert checker.logit_tolerance == pytest.approx(0.00646)
@@ -145,7 +176,7 @@ def test_a_model_too_noisy_to_check_is_refused_whatever_the_engine(tiny, monkeyp
     from harness.correctness.calibrate import SelfDisagreement
 
     loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
-    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.5, 0.742))
+    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.5, 0.742, 0.5))
     checker = correctness.OutputChecker(loaded)
     req = Request(tuple(range(5, 25)), 6)
     good = list(checker.reference.for_request(req).tokens)

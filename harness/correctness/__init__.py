@@ -59,9 +59,8 @@ class OutputChecker:
         if self.store and not cached:
             self.store.calibration = dataclasses.asdict(self.calibration)
             self.store.save_if_changed()
-        noise = max(self.calibration.token_gap, self.calibration.logit_diff)
-        self.margin = max(self.margin, CALIBRATION_FACTOR * noise)
-        self.logit_tolerance = max(self.logit_tolerance, CALIBRATION_FACTOR * noise)
+        self.margin = max(self.margin, CALIBRATION_FACTOR * self.calibration.token_noise)
+        self.logit_tolerance = max(self.logit_tolerance, CALIBRATION_FACTOR * self.calibration.logit_noise)
         self.unusable = self.calibration.too_noisy(self.reference.loaded.dtype, self.margin)
 
     def tokens_problem(

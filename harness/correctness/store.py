@@ -27,7 +27,7 @@ from harness.engines import onednn
 from harness.files import write_json_atomic
 from harness.hardware import cpu_model_name
 
-VERSION = 2  # of the file's layout and of what the calibration measures (2: the loop through oneDNN)
+VERSION = 3  # of the file's layout and of what the calibration measures (2: the loop through oneDNN; 3: order)
 
 
 def model_key(loaded) -> str:

@@ -41,9 +41,11 @@ def refusal(session):
     return of
 
 
-# A known hole, not a pass: on the trained model in bfloat16 this mutant's tokens scored at most 0.062 x
-# |logit| below HF's best, inside the margin on a CPU where HF disagrees with itself by more than 0.031
-# (the Intel Xeon: 0.035, a margin of 0.071; the AMD EPYC: 0.026, refused). docs/correctness.md.
+# A hole, not a pass, where it is still open: on the trained model in bfloat16 this mutant's tokens scored
+# at most 0.062 x |logit| below HF's best on the Intel Xeon, inside the margin of twice HF's vocabulary-wide
+# disagreement there (0.071). The margin now follows the top logits' order (0.05, the floor, on the AMD
+# EPYC, where the mutant is refused); until that is seen on the Intel Xeon, a CPU where the mutant still
+# passes reports an expected failure, not a refusal. docs/correctness.md.
 KNOWN_HOLES = {("smollm2-135m", "bfloat16", "mutant-drifts-after-16")}
 
 

@@ -9,12 +9,12 @@ bfloat16 rounding until HF's own cached decode loop takes a token a whole logit 
 one-forward best (measured: 1.0 with logits up to ~3, CPU and H200 alike), while on the 4-layer `small`
 the same disagreement is 0.07-0.10 x |logit|. No fixed margin fits both. So, in every dtype, the
 checker first measures how far HF disagrees with itself on the probe workload, through two HF paths
-that must agree up to rounding:
+that must agree up to rounding: HF's cached decode loop (the `manual` engine) generating the probe's
+tokens greedily, keeping the logits it picked them from, against HF's one forward over prompt and
+tokens (teacher forcing), in three figures:
 
-- tokens: HF generate's batched greedy tokens (padded, cached), scored by the one-forward reference;
-- logits: HF's cached decode loop (the `manual` engine) fed those tokens, against the one forward,
-  in two figures:
-  - order: at each position, the spread of (cached - one forward) over the one forward's top TOP_K
+- tokens: how far below the one forward's best the loop's own tokens scored;
+- order: at each position, the spread of (cached - one forward) over the one forward's top TOP_K
     tokens. A correct engine takes a runner-up only where its rounding moved the difference between
     that token and the best by more than their gap, and that movement is what this measures;
   - values: the largest difference over every logit of every position.
@@ -30,10 +30,12 @@ values 0.026, and on the Intel Xeon the looser margin (0.071) let `mutant-drifts
 (its tokens scored up to 0.062 below HF's best). Measured on an H200 (bfloat16, `small`, values):
 HF generate's probe tokens 0.014, the cached loop's logits 0.097, while hf-generate, manual,
 static-batch and paged took tokens up to 0.10 below HF's best on the probe and a batching case, so a
-margin from the token gap alone (0.05 floor) refused them all. A broken engine still has to land
-within the margin of HF's best at every token: every mutant in tests/mutants.py took a token 1.05 or
-more below it on `small` (CPU and H200); tests/test_mutants.py holds them to it in bfloat16 on the
-CPU, tests/test_cuda.py on a GPU.
+margin from the token gap alone (0.05 floor) refused them all. Those tokens were HF generate's
+batched greedy tokens (padded), a third path; on qwen3-0.6b on 2 cores that generate cost 17 s of the
+calibration's 33 s, and the gap it gave never set a margin, so the loop's own tokens replaced it.
+A broken engine still has to land within the margin of HF's best at every token: every mutant in
+tests/mutants.py took a token 1.05 or more below it on `small` (CPU and H200); tests/test_mutants.py
+holds them to it in bfloat16 on the CPU, tests/test_cuda.py on a GPU.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ MAX_MARGIN = 0.5
 class SelfDisagreement:
     """The largest disagreement of HF with itself on the probe, relative to max(1, |best logit|)."""
 
-    token_gap: float  # how far below HF's one-forward best HF generate's own tokens scored
+    token_gap: float  # how far below HF's one-forward best the cached loop's own tokens scored
     logit_diff: float  # HF's cached loop's logits against the one forward's, over the whole vocabulary
     order_shift: float  # how far the cached loop moved the one forward's top TOP_K logits against each other
 
@@ -109,16 +111,17 @@ def hf_self_disagreement(reference) -> SelfDisagreement:
     """Measure, on the probe workload, how far HF's own paths disagree (see the module text)."""
     from harness.correctness.probe import probe_for
     from harness.engines.base import EngineConfig
-    from harness.engines.hf_generate import HFGenerateEngine
+    from harness.engines.kept import keeping_logits
     from harness.engines.manual import ManualEngine
 
     loaded = reference.loaded
     requests = probe_for(loaded.spec)
-    outputs = HFGenerateEngine(loaded, EngineConfig()).generate(requests).outputs
-    continuations = [list(o.token_ids) for o in outputs]
+    loop = ManualEngine(loaded, EngineConfig())
+    with keeping_logits(loop):  # one pass of the loop gives its tokens and the logits it chose them from
+        continuations = [list(o.token_ids) for o in loop.generate(requests).outputs]
+        got = loop.teacher_forced_logits(requests, continuations)
     want = reference.teacher_forced_many(list(zip(requests, continuations, strict=True)))
     token_gap = max(float(relative_token_gaps(w, c).max()) for w, c in zip(want, continuations, strict=True))
-    got = ManualEngine(loaded, EngineConfig()).teacher_forced_logits(requests, continuations)
     logit_diff = max(
         float(((g.float() - w).abs().amax(dim=-1) / w.abs().amax(dim=-1).clamp(min=1.0)).max())
         for g, w in zip(got, want, strict=True)

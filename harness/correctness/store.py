@@ -27,7 +27,7 @@ from harness.engines import onednn
 from harness.files import write_json_atomic
 from harness.hardware import cpu_model_name
 
-VERSION = 3  # of the file's layout and of what the calibration measures (2: the loop through oneDNN; 3: order)
+VERSION = 4  # of the file's layout and what the calibration measures (2: through oneDNN; 3: order; 4: loop's tokens)
 
 
 def model_key(loaded) -> str:

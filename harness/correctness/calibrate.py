@@ -15,9 +15,9 @@ tokens (teacher forcing), in three figures:
 
 - tokens: how far below the one forward's best the loop's own tokens scored;
 - order: at each position, the spread of (cached - one forward) over the one forward's top TOP_K
-    tokens. A correct engine takes a runner-up only where its rounding moved the difference between
-    that token and the best by more than their gap, and that movement is what this measures;
-  - values: the largest difference over every logit of every position.
+  tokens. A correct engine takes a runner-up only where its rounding moved the difference between
+  that token and the best by more than their gap, and that movement is what this measures;
+- values: the largest difference over every logit of every position.
 
 It sets the token margin to CALIBRATION_FACTOR x the larger of the token gap and the order figure,
 and the logit tolerance to CALIBRATION_FACTOR x the larger of the token gap and the values figure

@@ -146,7 +146,9 @@ def test_a_broken_engine_within_the_old_vocabulary_wide_margin_is_refused(tiny, 
     from harness.correctness.calibrate import SelfDisagreement
 
     loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
-    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.007, 0.035, 0.016))
+    monkeypatch.setattr(
+        correctness, "hf_self_disagreement", lambda reference, forced=None: SelfDisagreement(0.007, 0.035, 0.016)
+    )
     checker = correctness.OutputChecker(loaded)
     checker.calibrate()
     assert checker.margin == pytest.approx(TOKEN_MARGIN["bfloat16"])
@@ -161,7 +163,9 @@ def test_a_cpu_whose_float32_rounds_wider_widens_the_margin_instead_of_refusing(
     from harness.correctness.calibrate import SelfDisagreement
     from harness.correctness.check import LOGIT_TOLERANCE
 
-    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.0, 0.00323, 0.001))
+    monkeypatch.setattr(
+        correctness, "hf_self_disagreement", lambda reference, forced=None: SelfDisagreement(0.0, 0.00323, 0.001)
+    )
     checker = correctness.OutputChecker(tiny)
     checker.calibrate()
     assert checker.logit_tolerance == pytest.approx(0.00646)
@@ -176,7 +180,9 @@ def test_a_model_too_noisy_to_check_is_refused_whatever_the_engine(tiny, monkeyp
     from harness.correctness.calibrate import SelfDisagreement
 
     loaded = build_model(get_spec("tiny"), dtype="bfloat16", seed=0)
-    monkeypatch.setattr(correctness, "hf_self_disagreement", lambda reference: SelfDisagreement(0.5, 0.742, 0.5))
+    monkeypatch.setattr(
+        correctness, "hf_self_disagreement", lambda reference, forced=None: SelfDisagreement(0.5, 0.742, 0.5)
+    )
     checker = correctness.OutputChecker(loaded)
     req = Request(tuple(range(5, 25)), 6)
     good = list(checker.reference.for_request(req).tokens)

@@ -55,7 +55,9 @@ class OutputChecker:
             return
         self._calibrated = True
         cached = self.store.calibration if self.store else None
-        self.calibration = SelfDisagreement(**cached) if cached else hf_self_disagreement(self.reference)
+        self.calibration = (
+            SelfDisagreement(**cached) if cached else hf_self_disagreement(self.reference, self._probe_logits)
+        )
         if self.store and not cached:
             self.store.calibration = dataclasses.asdict(self.calibration)
             self.store.save_if_changed()

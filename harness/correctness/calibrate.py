@@ -107,8 +107,10 @@ def order_shift(got: torch.Tensor, want: torch.Tensor, k: int = TOP_K) -> float:
     return float((spread / want.amax(dim=-1).abs().clamp(min=1.0)).max())
 
 
-def hf_self_disagreement(reference) -> SelfDisagreement:
-    """Measure, on the probe workload, how far HF's own paths disagree (see the module text)."""
+def hf_self_disagreement(reference, forced: dict | None = None) -> SelfDisagreement:
+    """Measure, on the probe workload, how far HF's own paths disagree (see the module text). HF's
+    teacher-forced logits it computed go into `forced` by (prompt, tokens), where given: the probe
+    check asks for the same ones when an engine's tokens are the loop's."""
     from harness.correctness.probe import probe_for
     from harness.engines.base import EngineConfig
     from harness.engines.kept import keeping_logits
@@ -121,6 +123,10 @@ def hf_self_disagreement(reference) -> SelfDisagreement:
         continuations = [list(o.token_ids) for o in loop.generate(requests).outputs]
         got = loop.teacher_forced_logits(requests, continuations)
     want = reference.teacher_forced_many(list(zip(requests, continuations, strict=True)))
+    if forced is not None:
+        forced.update(
+            ((tuple(r.prompt_ids), tuple(c)), w) for r, c, w in zip(requests, continuations, want, strict=True)
+        )
     token_gap = max(float(relative_token_gaps(w, c).max()) for w, c in zip(want, continuations, strict=True))
     logit_diff = max(
         float(((g.float() - w).abs().amax(dim=-1) / w.abs().amax(dim=-1).clamp(min=1.0)).max())

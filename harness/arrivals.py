@@ -77,13 +77,16 @@ class ArrivalQueue:
 
     `start` is the round's start on time.perf_counter's clock; `admit(in_flight)` returns the
     (index, request, admitted_at) that may start now, in arrival order (each request's arrival_offset_s
-    after `start`)."""
+    after `start`). An engine calls it between stretches of work (steps, batches, finished calls) with
+    what is in flight then; a request that arrives while the last call left the cap full waited for
+    a slot, so it counts from the call that admits it."""
 
     def __init__(self, requests: Sequence[Request], max_concurrency: int, start: float) -> None:
         order = sorted(range(len(requests)), key=lambda i: (requests[i].arrival_offset_s, i))
         self.pending = [(i, requests[i], start + requests[i].arrival_offset_s) for i in order]
         self.cap = max_concurrency or math.inf
         self.held: set[int] = set()  # arrived while the cap was full: counted from admission
+        self.full = False  # the cap was full when admit() last returned
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -92,21 +95,16 @@ class ArrivalQueue:
         """Requests that may start now. Each comes with the time it counts from: its arrival time, or,
         for one the cap held back, now (when a slot opened: a client would send it then)."""
         t = time.perf_counter()
+        if self.full:  # arrived since the last call, with the cap full until (about) now: held
+            self.held.update(i for i, _, arrived in self.pending if arrived <= t)
         out = []
         while self.pending and self.pending[0][2] <= t:
             if in_flight + len(out) >= self.cap:
-                self.held.update(i for i, _, arrived in self.pending if arrived <= t)
                 break
             i, req, arrived = self.pending.pop(0)
             out.append((i, req, t if i in self.held else arrived))
+        self.full = in_flight + len(out) >= self.cap
         return out
-
-    def hold_if_full(self, in_flight: int) -> None:
-        """For an engine that admits only between long stretches of work (static-batch, between
-        batches): the requests that arrived while `in_flight` were running were held by the cap if it
-        was full, and count from when they are admitted."""
-        if in_flight >= self.cap:
-            self.admit(in_flight)  # admits nothing; marks what has arrived as held
 
     def wait_for_next(self, in_flight: int) -> None:
         """Sleep until the next request arrives, when nothing is in flight (an idle engine has nothing to do)."""

@@ -152,6 +152,17 @@ def test_waiting_for_the_engine_counts_in_ttft_and_waiting_for_the_cap_does_not(
     assert second >= start + 0.01  # counts from when the cap let it in
 
 
+def test_a_request_that_arrives_while_the_cap_is_full_counts_from_admission():
+    """The engine calls admit() only between steps: one arriving mid-step, with the cap full, waited for
+    the step's end (vLLM's real engine was seen with three in flight under a cap of two without this)."""
+    start = time.perf_counter()
+    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=start)
+    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]  # the cap is now full
+    time.sleep(0.05)  # request 1 arrives during the step; no admit() call sees it arrive
+    ((_, _, admitted),) = queue.admit(in_flight=0)  # the step finished request 0
+    assert admitted >= start + 0.05  # not its arrival at start + 0.01: request 0 was running then
+
+
 def test_static_batch_requests_that_wait_for_an_earlier_batch_count_that_wait(tiny):
     from harness.engines.base import EngineConfig
     from harness.engines.static_batch import StaticBatchEngine

@@ -115,10 +115,7 @@ class _Calls:
         wait = self.arrivals.pending[0][2] - time.perf_counter()
         if wait > 0:
             return wait
-        if self.in_flight < self.arrivals.cap:
-            return 0.0
-        self.arrivals.hold_if_full(self.in_flight)
-        return None
+        return 0.0 if self.in_flight < self.arrivals.cap else None
 
     def _call(self, i: int, req: Request) -> None:
         """One request, start to end; whatever goes wrong becomes its error, and it always counts as done."""

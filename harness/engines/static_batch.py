@@ -100,7 +100,6 @@ class StaticBatchEngine(BaseEngine):
             for (i, _, _), out in zip(admitted, self._run_batch(batch, [t for _, _, t in admitted]), strict=True):
                 order[i] = out
             batches.append(batch)
-            arrivals.hold_if_full(len(admitted) + len(waiting))  # who arrived during the batch, at the cap
         outputs = [order[i] for i in range(len(requests))]
         metrics = {
             "kv_utilisation": contiguous_kv_utilisation(batches),

@@ -95,8 +95,8 @@ def _every_row_on_onednn(x, w, bias=None):
 
 
 def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
-    """paged or manual with one-row products on oneDNN too, as they ran on an Intel CPU before
-    harness/engines/onednn.py kept those on MKL there."""
+    """paged or manual with one-row products on oneDNN too, as they ran before harness/engines/onednn.py
+    kept those on MKL on an Intel CPU and sent them to rowdot.py's C kernel elsewhere."""
     if isinstance(engine, ManualEngine):
         engine.row_mode = onednn.LinearMode(_every_row_on_onednn)
     else:

@@ -1,11 +1,12 @@
 """oneDNN's linear on CPU (harness/engines/onednn.py): F.linear's results to float32 rounding, taken
-by paged and manual in float32 only, and F.linear again, with one warning, where oneDNN fails."""
+by paged and manual in float32 only, one row on the BLAS (Intel) or the C kernel (elsewhere), and
+F.linear again, with one warning, where oneDNN fails."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.engines import onednn
+from harness.engines import onednn, rowdot
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 
@@ -40,20 +41,35 @@ def test_linear_is_onednn_for_float32_and_f_linear_otherwise(monkeypatch):
     assert not onednn.available(torch.device("meta"), torch.float32)
 
 
-@pytest.mark.parametrize("intel", [False, True])
-def test_one_row_stays_on_the_blas_on_an_intel_cpu_only(intel, monkeypatch):
+@pytest.mark.parametrize(
+    ("intel", "kernel_built", "one_row_on", "library"),
+    [
+        (True, True, "blas", "onednn, one row on the blas"),
+        (False, True, "c", "onednn, one row in c"),
+        (False, False, "onednn", "onednn"),
+    ],
+)
+def test_one_row_goes_to_the_blas_on_an_intel_cpu_and_to_the_c_kernel_elsewhere(
+    intel, kernel_built, one_row_on, library, monkeypatch
+):
     calls = []
-    real = onednn._onednn_linear
-    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(tuple(a[0].shape)) or real(*a))
+    real, real_row = onednn._onednn_linear, rowdot.row_times_weight
+    monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(("onednn", *a[0].shape)) or real(*a))
+    monkeypatch.setattr(rowdot, "row_times_weight", lambda x, w: calls.append(("c", *x.shape)) or real_row(x, w))
     monkeypatch.setattr(onednn, "one_row_on_blas", lambda: intel)
+    if not kernel_built:
+        monkeypatch.setattr(rowdot, "kernel", lambda: None)
+    elif rowdot.kernel() is None:
+        pytest.skip(f"no C kernel here: {rowdot.problem()}")
     w = torch.randn(4, 8)
     for shape in [(1, 8), (8,), (1, 1, 8), (2, 8), (1, 2, 8)]:
         x = torch.randn(shape)
         torch.testing.assert_close(onednn.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
-    several = [(2, 8), (1, 2, 8)]
-    assert calls == (several if intel else [(1, 8), (8,), (1, 1, 8), *several])
+    several = [("onednn", 2, 8), ("onednn", 1, 2, 8)]
+    one_rows = [] if one_row_on == "blas" else [(one_row_on, 1, 8), (one_row_on, 8), (one_row_on, 1, 1, 8)]
+    assert calls == [*one_rows, *several]
     cpu = torch.device("cpu")
-    assert onednn.library(cpu, torch.float32) == ("onednn, one row on the blas" if intel else "onednn")
+    assert onednn.library(cpu, torch.float32) == library
     assert onednn.library(cpu, torch.bfloat16) == "blas"
 
 

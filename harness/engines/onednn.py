@@ -1,17 +1,21 @@
-"""Linear layers on CPU through oneDNN instead of the BLAS, except one row on an Intel CPU.
+"""Linear layers on CPU through oneDNN instead of the BLAS; one row through MKL on an Intel CPU and
+through the suite's C kernel elsewhere.
 
 F.linear of a float32 CPU tensor goes to the BLAS torch was built with (MKL in the x86 wheels). MKL
 is Intel's library and picks its kernels by CPU vendor. On an AMD EPYC host its products ran at half
 of oneDNN's speed or less, from one row to hundreds. On an Intel Xeon its one-row product read the
 weights as fast as a plain sum (1.1-1.5x oneDNN's rate on the models' own weights), while oneDNN
 stayed ahead from 8 rows up on the large ones (docs/measurements.md, decode against the read bound).
-So: oneDNN, the op TorchInductor itself emits for CPU linear layers, for every product, except a
-one-row product (batch-1 decode) on an Intel CPU with MKL, which stays on the BLAS.
+So: oneDNN, the op TorchInductor itself emits for CPU linear layers, for every product of several
+rows. A one-row product (batch-1 decode) stays on MKL on an Intel CPU; elsewhere it goes to the C
+kernel of rowdot.py, which reads at about a sum's rate where oneDNN's one-row product reads at 68-85%
+of it (on oneDNN where that kernel could not be built).
 
 `linear` is F.linear's drop-in for the paged engine: that choice for float32 on CPU where torch has
-oneDNN, F.linear for anything else or once oneDNN has failed (a warning says why, once). oneDNN's sum
-runs in another order than the BLAS's, so results differ in the last bits; the output check's float32
-tolerance is calibrated from such differences between HF's own paths, through this same `linear`.
+oneDNN, F.linear for anything else or once oneDNN has failed (a warning says why, once). oneDNN's and
+the kernel's sums run in other orders than the BLAS's, so results differ in the last bits; the output
+check's float32 tolerance is calibrated from such differences between HF's own paths, through this
+same `linear`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from harness.engines import rowdot
 from harness.hardware import cpu_vendor
 
 _problem: list[str] = []  # oneDNN failed once in this process: F.linear from then on
@@ -43,7 +48,9 @@ def library(device: torch.device, dtype: torch.dtype) -> str:
     """Which library `linear` multiplies with for weights of this device and dtype, in words."""
     if not available(device, dtype):
         return "blas"
-    return "onednn, one row on the blas" if one_row_on_blas() else "onednn"
+    if one_row_on_blas():
+        return "onednn, one row on the blas"
+    return "onednn, one row in c" if rowdot.kernel() is not None else "onednn"
 
 
 def _onednn_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -51,9 +58,12 @@ def _onednn_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) 
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, w, bias), computed by oneDNN for float32 CPU tensors (one row: see one_row_on_blas)."""
+    """F.linear(x, w, bias), computed by oneDNN for float32 CPU tensors (one row: the module text)."""
     one_row = x.numel() == x.shape[-1]
     if available(x.device, x.dtype) and w.dtype == x.dtype and not (one_row and one_row_on_blas()):
+        if one_row and rowdot.fits(x, w) and rowdot.kernel() is not None:
+            y = rowdot.row_times_weight(x, w)
+            return y if bias is None else y + bias
         try:
             return _onednn_linear(x, w, bias)
         except (RuntimeError, AttributeError) as exc:  # a build without oneDNN, or an op it refuses

@@ -1,0 +1,149 @@
+"""The one-row product (batch-1 decode) in a few lines of C, built once per machine.
+
+A decode step at batch 1 multiplies one row by every weight matrix, so its speed is the speed at which
+the weights are read. Each output is a dot product of the row with one weight row; oneDNN's and MKL's
+kernels on an AMD EPYC read at 68-85% of a plain sum's rate, because every vector of weights they
+load needs a vector of the row loaded beside it. Here four weight rows share each load of the row, so
+the loads are nearly all weights, as in a sum (docs/measurements.md, decode against the read bound;
+`python -m experiments.gemv_bandwidth`).
+
+The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP into the
+cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest of the source, the
+flags and the compiler's version, so it is built once per machine and rebuilt when any of them
+changes. OpenMP is the runtime torch already loaded (the same soname), so the kernel's threads are
+torch's threads. Where there is no compiler or the build fails, `kernel()` is None, `problem()` says
+why, and the engines multiply through oneDNN as before (harness/engines/onednn.py).
+
+Each output's sum runs in 16 lanes over the row, then across the lanes: another order than oneDNN's,
+so results differ in the last bits; the output check calibrates float32 on the same path
+(correctness/store.py keys its files by onednn.library()).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from harness.checkpoints import cache_root
+
+SOURCE = r"""
+#define LANES 16
+
+static float lane_sum(const float *s) {
+    float t = 0.0f;
+    for (int j = 0; j < LANES; j++) t += s[j];
+    return t;
+}
+
+static float one_row(const float *restrict w, const float *restrict x, long K) {
+    float s[LANES] = {0};
+    long k = 0;
+    for (; k + LANES <= K; k += LANES)
+        for (int j = 0; j < LANES; j++) s[j] += w[k + j] * x[k + j];
+    for (; k < K; k++) s[0] += w[k] * x[k];
+    return lane_sum(s);
+}
+
+static void four_rows(const float *restrict w, const float *restrict x, float *restrict y, long K) {
+    const float *r0 = w, *r1 = w + K, *r2 = w + 2 * K, *r3 = w + 3 * K;
+    float s0[LANES] = {0}, s1[LANES] = {0}, s2[LANES] = {0}, s3[LANES] = {0};
+    long k = 0;
+    for (; k + LANES <= K; k += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float xv = x[k + j];
+            s0[j] += r0[k + j] * xv;
+            s1[j] += r1[k + j] * xv;
+            s2[j] += r2[k + j] * xv;
+            s3[j] += r3[k + j] * xv;
+        }
+    for (; k < K; k++) {
+        s0[0] += r0[k] * x[k];
+        s1[0] += r1[k] * x[k];
+        s2[0] += r2[k] * x[k];
+        s3[0] += r3[k] * x[k];
+    }
+    y[0] = lane_sum(s0);
+    y[1] = lane_sum(s1);
+    y[2] = lane_sum(s2);
+    y[3] = lane_sum(s3);
+}
+
+/* y[n] = sum_k w[n * K + k] * x[k] for n < N: four rows at a time, blocks of rows over the threads */
+void row_times_weight(const float *restrict w, const float *restrict x, float *restrict y, long N, long K) {
+    long blocks = N / 4;
+    #pragma omp parallel for schedule(static)
+    for (long b = 0; b < blocks; b++) four_rows(w + 4 * b * K, x, y + 4 * b, K);
+    for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);
+}
+"""
+
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+_problem: list[str] = []
+
+
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def _build(folder: Path) -> Path:
+    """The shared library for this source, flags and compiler, built into `folder` unless it is there."""
+    cc = _compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    digest = hashlib.sha256(repr((SOURCE, FLAGS, cc, version)).encode()).hexdigest()[:16]
+    target = folder / f"rowdot-{digest}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src, out = Path(tmp) / "rowdot.c", Path(tmp) / "rowdot.so"
+        src.write_text(SOURCE)
+        subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, check=True)
+        os.replace(out, target)  # atomic: a process beside this one sees the whole file or none
+    return target
+
+
+@functools.cache
+def kernel():
+    """The compiled row_times_weight (a ctypes function), or None where it cannot be built (problem())."""
+    try:
+        fn = ctypes.CDLL(str(_build(cache_root() / "kernels"))).row_times_weight
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        _problem.append(f"the C one-row product could not be built with {_compiler()}: {detail.strip()[:300]}")
+        return None
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+    return fn
+
+
+def problem() -> str | None:
+    """Why kernel() is None, once it has been asked for."""
+    return _problem[0] if _problem else None
+
+
+def fits(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether row_times_weight takes this product: one float32 row and a contiguous float32 2-D weight
+    on CPU."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == w.dtype == torch.float32
+        and w.dim() == 2
+        and w.is_contiguous()
+        and x.numel() == x.shape[-1] == w.shape[1]
+    )
+
+
+def row_times_weight(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """F.linear(x, w) for one float32 row x (shape (..., in), one row in all) through the C kernel:
+    shape (..., out). The caller checks fits() and kernel() first."""
+    x = x.contiguous()
+    y = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype)
+    kernel()(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1])
+    return y

@@ -21,7 +21,8 @@ def test_the_kernel_gives_f_linear_in_float64_to_float32_rounding(out_features, 
     x, w = torch.randn(1, in_features), torch.randn(out_features, in_features)
     got = rowdot.row_times_weight(x, w)
     want = F.linear(x.double(), w.double())
-    assert got.shape == (1, out_features) and got.dtype == torch.float32
+    assert got.shape == (1, out_features)
+    assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * in_features**0.5)
 
 

@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each variant")
+    parser.add_argument(
+        "--split", type=int, default=0, metavar="N", help="then time N steps of paged's eager variants, products apart"
+    )
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS))
@@ -173,13 +176,45 @@ def main(argv: list[str] | None = None) -> int:
     loaded = build_model(spec, dtype=args.dtype)
     buf = torch.ones(PROBE_BYTES // 4)
     cases = {"read": StepCase(run=buf.sum)}
-    cases.update({name: VARIANTS[name](loaded).decode_case(1, args.ctx, seed=0) for name in names})
+    engines = {name: VARIANTS[name](loaded) for name in names}
+    cases.update({name: engine.decode_case(1, args.ctx, seed=0) for name, engine in engines.items()})
     print(f"{args.model} {args.dtype} decode bs1 ctx{args.ctx}, {torch.get_num_threads()} threads")
     step_bytes = decode_cost(spec, args.dtype, 1, args.ctx).bytes
     print("\n".join(report(interleaved(cases, args.rounds), step_bytes)))
     for name in names if args.profile else ():
         print(f"\n{name}, {args.profile} steps, by self CPU time:\n{profile(cases[name], args.profile)}")
+    for name, engine in engines.items() if args.split else ():
+        if isinstance(engine, PagedEngine) and engine.runner.compiled is None:
+            print(f"\n{name}, {args.split} steps, products apart:")
+            print("\n".join(split(engine, cases[name], args.split, cases["read"])))
     return 0
+
+
+def split(engine: PagedEngine, case: StepCase, steps: int, read: StepCase) -> list[str]:
+    """Each step's time in paged's products (its `linear`, timed call by call) and in the rest, with
+    a read of the probe's kind after each step."""
+    runner, linear = engine.runner, engine.runner.linear
+    spent = [0.0, 0]
+
+    def timed(x, w, bias=None):
+        start = time.perf_counter()
+        out = linear(x, w, bias)
+        spent[0] += time.perf_counter() - start
+        spent[1] += w.numel() * w.element_size()
+        return out
+
+    runner.linear, lines = timed, []
+    try:
+        for _ in range(steps):
+            spent[:] = [0.0, 0]
+            step = seconds(case)
+            lines.append(
+                f"step {step * 1e3:.1f} ms: products {spent[0] * 1e3:.1f} ms ({spent[1] / spent[0] / 1e9:.1f} GB/s), "
+                f"the rest {(step - spent[0]) * 1e3:.1f} ms; read {PROBE_BYTES / seconds(read) / 1e9:.1f} GB/s"
+            )
+    finally:
+        runner.linear = linear
+    return lines
 
 
 def profile(case: StepCase, steps: int, rows: int = 12) -> str:

@@ -1,7 +1,7 @@
 """How fast this machine's torch reads a model's weights, by the operation that reads them: the
 probe's kind of read (a sum), the matrix-vector product the engines run at batch 1 through either
-library (`F.linear`: the BLAS; oneDNN's linear), the BLAS's with the weight stored transposed, and a
-few rows through each library. Best of `--reps` each, in GB/s.
+library (`F.linear`: the BLAS; oneDNN's linear), the suite's C kernel (rowdot.py), the BLAS's with the
+weight stored transposed, and a few rows through each library. Best of `--reps` each, in GB/s.
 
     python -m experiments.gemv_bandwidth --model qwen3-0.6b [--reps 7] [--rows 8]
 
@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from harness.engines import rowdot
 from harness.engines.onednn import _onednn_linear
 from harness.engines.paged.matvec import row_times_weight
 from harness.hardware import last_level_cache_bytes, measure_read_gbps
@@ -51,6 +52,10 @@ def rates(weights: list[torch.Tensor], reps: int, rows: int, compiled: bool = Tr
     if torch.backends.mkldnn.is_available():
         ways["oneDNN, 1 row"] = lambda: [_onednn_linear(x, w, None) for x, w in zip(one, weights, strict=True)]
         ways[f"oneDNN, {rows} rows"] = lambda: [_onednn_linear(x, w, None) for x, w in zip(many, weights, strict=True)]
+    if rowdot.kernel() is not None:
+        ways["C kernel (rowdot.py), 1 row"] = lambda: [
+            rowdot.row_times_weight(x, w) for x, w in zip(one, weights, strict=True)
+        ]
     if compiled:
         kernel = torch.compile(row_times_weight, dynamic=True, fullgraph=True)
         ways["compiled multiply-sum, 1 row"] = lambda: [kernel(x, w) for x, w in zip(one, weights, strict=True)]

@@ -97,14 +97,33 @@ def test_every_way_of_reading_the_weights_is_timed_and_counts_their_bytes():
     import torch
 
     from experiments.gemv_bandwidth import rates
+    from harness.engines import rowdot
 
     weights = [torch.randn(64, 32), torch.randn(32, 64)]
     got = rates(weights, reps=2, rows=4, compiled=False)  # the compiled way: tests/test_matvec.py
     ways = ["sum", "F.linear, 1 row", "x @ W transposed, 1 row", "F.linear, 4 rows"]
     if torch.backends.mkldnn.is_available():
         ways += ["oneDNN, 1 row", "oneDNN, 4 rows"]
+    if rowdot.kernel() is not None:
+        ways += ["C kernel (rowdot.py), 1 row"]
     assert list(got) == ways
     assert all(v > 0 for v in got.values())
+
+
+def test_decode_bound_splits_paged_steps_into_products_and_the_rest():
+    from experiments.decode_bound import split
+    from harness.engines import EngineConfig
+    from harness.engines.base import StepCase
+    from harness.engines.paged.engine import PagedEngine
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    engine = PagedEngine(build_model(get_spec("tiny")), EngineConfig())
+    linear = engine.runner.linear
+    lines = split(engine, engine.decode_case(1, 16, seed=0), 2, StepCase(run=lambda: None))
+    assert len(lines) == 2
+    assert all("products" in line and "GB/s" in line and "the rest" in line for line in lines)
+    assert engine.runner.linear is linear  # put back
 
 
 def test_decode_bound_reports_each_variant_against_the_interleaved_reads():

@@ -1,14 +1,13 @@
 """The paged engine's single-row step on CPU, compiled (`--perf-compile`).
 
 A decode step at batch 1 multiplies one row by every weight matrix, so it is bound by how fast the
-weights are read. F.linear hands that product to the BLAS (MKL in torch's x86 wheels), whose
-matrix-vector kernel reads at a speed that depends on the CPU it dispatches for: on the AMD EPYC
-development host 14-17 GB/s, about half of what a plain sum reads there, while the same engine reached
-nine tenths of the bound on an Intel Xeon (docs/measurements.md, decode against the read bound;
-`python -m experiments.gemv_bandwidth`). Written as a multiply-and-sum over the row and compiled by
-TorchInductor, the product becomes one vectorised, thread-parallel reduction that reads each weight
-once, as fast as a sum. Each piece of a layer (norm and q/k/v with RoPE; output projection, MLP and
-residuals) and the LM head is compiled whole, so the small operations between the products fuse too.
+weights are read. Eagerly the engines hand that product to MKL on an Intel CPU and to the C kernel of
+rowdot.py elsewhere (onednn.py), both reading at about a plain sum's rate. Here it is written as a
+multiply-and-sum over the row and compiled by TorchInductor with what surrounds it: each piece of a
+layer (norm and q/k/v with RoPE; output projection, MLP and residuals) and the LM head is compiled
+whole, so the small operations between the products fuse with them. On the AMD EPYC host the
+compiled product reads slower than the C kernel, and the compiled step is no faster than the eager
+one (docs/measurements.md, decode against the read bound; `python -m experiments.decode_bound`).
 
 Compiled with dynamic shapes: one compile per process and piece (seconds; TorchInductor caches them
 on disk) serves every layer of every model. It needs a C++ compiler; where compiling fails, a warning

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from harness.engines import EngineConfig, onednn
+from harness.engines import EngineConfig, onednn, rowdot
 from harness.engines.base import StepCase
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
@@ -104,16 +104,36 @@ def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEn
     return engine
 
 
+def _one_row_in_c(x, w, bias=None):
+    if rowdot.fits(x, w) and rowdot.kernel() is not None:
+        y = rowdot.row_times_weight(x, w)
+        return y if bias is None else y + bias
+    return onednn._onednn_linear(x, w, bias)
+
+
+def _all_in_c(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
+    """paged or manual with one-row products on rowdot.py's C kernel whatever the CPU: on an Intel CPU,
+    where onednn.py keeps them on MKL, this is the comparison that rule rests on."""
+    if isinstance(engine, ManualEngine):
+        engine.row_mode = onednn.LinearMode(_one_row_in_c)
+        engine._mode_for = lambda ids: engine.row_mode  # also for one-row forwards on an Intel CPU
+    else:
+        engine.runner.linear = _one_row_in_c
+    return engine
+
+
 VARIANTS: dict[str, Callable] = {
     "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
     "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
     "paged-unstacked": lambda loaded: _unstacked(PagedEngine(loaded, EngineConfig())),
     "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
     "paged-onednn": lambda loaded: _all_on_onednn(PagedEngine(loaded, EngineConfig())),
+    "paged-c": lambda loaded: _all_in_c(PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
     "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),
     "manual-onednn": lambda loaded: _all_on_onednn(ManualEngine(loaded, EngineConfig())),
+    "manual-c": lambda loaded: _all_in_c(ManualEngine(loaded, EngineConfig())),
     "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
 }
 

@@ -296,6 +296,12 @@ class PerfSession:
         from harness.hardware import machine_slug
 
         info = stable_machine_info(self.hardware, self.dtype) | {"slug": machine_slug(self.hardware)}
+        if self.hardware.device == "cpu":  # what multiplies the weights (engines/onednn.py): it sets their speed
+            import torch
+
+            from harness.engines import onednn
+
+            info["cpu_products"] = onednn.library(torch.device("cpu"), getattr(torch, self.dtype))
         return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
 
 

@@ -128,7 +128,18 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             "--perf-strict-health: refusing to benchmark on an unhealthy GPU: " + "; ".join(hw.health.problems),
             returncode=EXIT_UNHEALTHY,
         )
-    return [f"llm-perf-suite {line}" for line in hw.header_lines()]
+    return [f"llm-perf-suite {line}" for line in [*hw.header_lines(), *_products_line(hw)]]
+
+
+def _products_line(hw) -> list[str]:
+    """On CPU, which library the engines multiply with (their speed depends on it: onednn.py)."""
+    if hw.device != "cpu":
+        return []
+    import torch
+
+    from harness.engines import onednn
+
+    return [f"CPU products ({hw.dtype}): {onednn.described(torch.device('cpu'), getattr(torch, hw.dtype))}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

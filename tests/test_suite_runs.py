@@ -75,9 +75,11 @@ def test_ids_are_readable_and_stable(tiny_results):
 
 
 def test_header_and_summary_table(tiny_results):
-    _, stdout = tiny_results
+    doc, stdout = tiny_results
+    assert doc["machine_info"]["cpu_products"].startswith("onednn")  # float32 on CPU
     assert "llm-perf-suite device:" in stdout
     assert "bandwidth peak" in stdout
+    assert "llm-perf-suite CPU products (float32): onednn" in stdout
     assert "llm-perf-suite: throughput and roofline" in stdout
     assert "% roofline" in stdout
 

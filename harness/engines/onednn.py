@@ -53,6 +53,15 @@ def library(device: torch.device, dtype: torch.dtype) -> str:
     return "onednn, one row in c" if rowdot.kernel() is not None else "onednn"
 
 
+def described(device: torch.device, dtype: torch.dtype) -> str:
+    """library() for a run's header: what multiplies the engines' weights, and why the C kernel does
+    not where it was built for but could not be."""
+    how = library(device, dtype)
+    if how == "onednn" and rowdot.problem():
+        return f"{how} ({rowdot.problem()})"
+    return how
+
+
 def _onednn_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
 

@@ -83,5 +83,6 @@ def test_without_a_compiler_there_is_no_kernel_and_the_reason_names_it(tmp_path,
         torch.testing.assert_close(onednn.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)  # oneDNN's
         if not onednn.one_row_on_blas():
             assert onednn.library(torch.device("cpu"), torch.float32) == "onednn"
+            assert "no-such-cc" in onednn.described(torch.device("cpu"), torch.float32)  # the header says why
     finally:
         rowdot.kernel.cache_clear()

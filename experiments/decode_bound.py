@@ -99,6 +99,7 @@ def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEn
     kept those on MKL on an Intel CPU and sent them to rowdot.py's C kernel elsewhere."""
     if isinstance(engine, ManualEngine):
         engine.row_mode = onednn.LinearMode(_every_row_on_onednn)
+        engine._mode_for = lambda ids: engine.row_mode  # also for one-row forwards on an Intel CPU
     else:
         engine.runner.linear = _every_row_on_onednn
     return engine
@@ -204,15 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in names if args.profile else ():
         print(f"\n{name}, {args.profile} steps, by self CPU time:\n{profile(cases[name], args.profile)}")
     for name, engine in engines.items() if args.split else ():
-        if isinstance(engine, PagedEngine) and engine.runner.compiled is None:
+        if isinstance(engine, PagedEngine) and engine.runner.compiled is None and engine.runner.lm_head_t is None:
             print(f"\n{name}, {args.split} steps, products apart:")
             print("\n".join(split(engine, cases[name], args.split, cases["read"])))
     return 0
 
 
 def split(engine: PagedEngine, case: StepCase, steps: int, read: StepCase) -> list[str]:
-    """Each step's time in paged's products (its `linear`, timed call by call) and in the rest, with
-    a read of the probe's kind after each step."""
+    """Each step's time in paged's products (its `linear`, timed call by call: every product where the
+    LM head is not the BLAS's transposed one) and in the rest, with a read of the probe's kind after
+    each step."""
     runner, linear = engine.runner, engine.runner.linear
     spent = [0.0, 0]
 
@@ -228,8 +230,9 @@ def split(engine: PagedEngine, case: StepCase, steps: int, read: StepCase) -> li
         for _ in range(steps):
             spent[:] = [0.0, 0]
             step = seconds(case)
+            rate = spent[1] / max(spent[0], 1e-9) / 1e9
             lines.append(
-                f"step {step * 1e3:.1f} ms: products {spent[0] * 1e3:.1f} ms ({spent[1] / spent[0] / 1e9:.1f} GB/s), "
+                f"step {step * 1e3:.1f} ms: products {spent[0] * 1e3:.1f} ms ({rate:.1f} GB/s), "
                 f"the rest {(step - spent[0]) * 1e3:.1f} ms; read {PROBE_BYTES / seconds(read) / 1e9:.1f} GB/s"
             )
     finally:

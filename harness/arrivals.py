@@ -87,6 +87,7 @@ class ArrivalQueue:
         self.cap = max_concurrency or math.inf
         self.held: set[int] = set()  # arrived while the cap was full: counted from admission
         self.full = False  # the cap was full when admit() last returned
+        self._taken = 0  # slots in use when admit() last returned
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -103,8 +104,15 @@ class ArrivalQueue:
                 break
             i, req, arrived = self.pending.pop(0)
             out.append((i, req, t if i in self.held else arrived))
-        self.full = in_flight + len(out) >= self.cap
+        self._taken = in_flight + len(out)
+        self.full = self._taken >= self.cap
         return out
+
+    def refused(self) -> None:
+        """A request the last admit() returned was refused at once by the engine (too long for it): it
+        never took its slot."""
+        self._taken -= 1
+        self.full = self._taken >= self.cap
 
     def wait_for_next(self, in_flight: int) -> None:
         """Sleep until the next request arrives, when nothing is in flight (an idle engine has nothing to do)."""

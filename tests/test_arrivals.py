@@ -163,6 +163,26 @@ def test_a_request_that_arrives_while_the_cap_is_full_counts_from_admission():
     assert admitted >= start + 0.05  # not its arrival at start + 0.01: request 0 was running then
 
 
+def test_a_request_that_arrives_after_a_slot_opened_counts_from_its_arrival():
+    start = time.perf_counter()
+    queue = ArrivalQueue(_requests([0.0, 0.03]), max_concurrency=1, start=start)
+    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]  # the cap is now full
+    assert queue.admit(in_flight=0) == []  # request 0 finished: a slot is free, request 1 not here yet
+    time.sleep(0.05)
+    ((_, _, admitted),) = queue.admit(in_flight=0)
+    assert admitted == start + 0.03  # it never waited for the cap
+
+
+def test_a_request_the_engine_refused_at_once_leaves_its_slot_free():
+    start = time.perf_counter()
+    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=start)
+    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]
+    queue.refused()  # too long for the engine: it never ran
+    time.sleep(0.03)
+    ((_, _, admitted),) = queue.admit(in_flight=0)
+    assert admitted == start + 0.01
+
+
 def test_static_batch_requests_that_wait_for_an_earlier_batch_count_that_wait(tiny):
     from harness.engines.base import EngineConfig
     from harness.engines.static_batch import StaticBatchEngine

@@ -59,7 +59,7 @@ def test_one_row_goes_to_the_blas_on_an_intel_cpu_and_to_the_c_kernel_elsewhere(
     monkeypatch.setattr(onednn, "one_row_on_blas", lambda: intel)
     if not kernel_built:
         monkeypatch.setattr(rowdot, "kernel", lambda: None)
-    elif rowdot.kernel() is None:
+    elif one_row_on == "c" and rowdot.kernel() is None:
         pytest.skip(f"no C kernel here: {rowdot.problem()}")
     w = torch.randn(4, 8)
     for shape in [(1, 8), (8,), (1, 1, 8), (2, 8), (1, 2, 8)]:

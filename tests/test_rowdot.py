@@ -50,13 +50,15 @@ def test_each_output_sums_in_one_order_whatever_the_thread_count():
         (torch.ones(1, 8, dtype=torch.bfloat16), torch.ones(4, 8, dtype=torch.bfloat16), False),
         (torch.ones(1, 8), torch.ones(8, 4).t(), False),  # a transposed weight would be copied first
         (torch.ones(1, 8), torch.ones(4, 9), False),
+        (torch.ones(1, 8), torch.empty(4, 8, device="meta"), False),  # the kernel reads CPU memory only
     ],
 )
 def test_the_kernel_takes_one_float32_row_and_a_contiguous_weight_only(x, w, takes):
     assert rowdot.fits(x, w) == takes
 
 
-def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
+@built
+def test_the_library_is_built_once_a_cpu_and_reused(tmp_path, monkeypatch):
     first = rowdot._build(tmp_path)
     compiles = []
     real_run = subprocess.run
@@ -69,6 +71,9 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
     assert rowdot._build(tmp_path) == first
     assert compiles == []
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+    monkeypatch.setattr(rowdot, "_cpu", lambda: "model name : another CPU\nflags : sse2\n")
+    assert rowdot._build(tmp_path) != first  # -march=native: never loaded on a CPU it was not built for
+    assert len(compiles) == 1
 
 
 def test_without_a_compiler_there_is_no_kernel_and_the_reason_names_it(tmp_path, monkeypatch):

@@ -1,22 +1,24 @@
-"""The one-row product (batch-1 decode) in a few lines of C, built once per machine.
+"""The one-row product (batch-1 decode) in a few lines of C, built once per machine and CPU.
 
 A decode step at batch 1 multiplies one row by every weight matrix, so its speed is the speed at which
-the weights are read. Each output is a dot product of the row with one weight row; oneDNN's and MKL's
-kernels on an AMD EPYC read at 68-85% of a plain sum's rate, because every vector of weights they
-load needs a vector of the row loaded beside it. Here four weight rows share each load of the row, so
-the loads are nearly all weights, as in a sum (docs/measurements.md, decode against the read bound;
-`python -m experiments.gemv_bandwidth`).
+the weights are read. On the AMD EPYC hosts oneDNN's one-row product read the models' weights at
+68-80% of a plain sum's rate and MKL's at about half; this kernel read them at 86-93% of it, 1.10-1.30x
+oneDNN's rate (docs/measurements.md, decode against the read bound; `python -m
+experiments.gemv_bandwidth`). Each output is a dot product of the row with one weight row; here four
+weight rows share each load of the row, so nearly every load is of weights, as in a sum (the likely
+reason it is faster; not measured apart).
 
-The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP into the
-cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest of the source, the
-flags and the compiler's version, so it is built once per machine and rebuilt when any of them
-changes. OpenMP is the runtime torch already loaded (the same soname), so the kernel's threads are
-torch's threads. Where there is no compiler or the build fails, `kernel()` is None, `problem()` says
-why, and the engines multiply through oneDNN as before (harness/engines/onednn.py).
+The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP and
+-march=native into the cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest
+of the source, the flags, the compiler's version and the CPU's model and instruction-set flags: built
+once per machine, never loaded on a CPU it was not built for. With GCC the OpenMP runtime is the one
+torch already loaded (the same soname); each call runs on torch.get_num_threads() threads. Where there
+is no compiler or the build fails, `kernel()` is None, `problem()` says why (the run's header shows it),
+and the engines multiply through oneDNN (harness/engines/onednn.py).
 
-Each output's sum runs in 16 lanes over the row, then across the lanes: another order than oneDNN's,
-so results differ in the last bits; the output check calibrates float32 on the same path
-(correctness/store.py keys its files by onednn.library()).
+Each output's sum runs in 16 lanes over the row, then across the lanes, in one thread: another order
+than oneDNN's, so results differ in the last bits; the output check calibrates float32 on the same
+path (correctness/store.py keys its files by onednn.library()).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -75,10 +79,11 @@ static void four_rows(const float *restrict w, const float *restrict x, float *r
     y[3] = lane_sum(s3);
 }
 
-/* y[n] = sum_k w[n * K + k] * x[k] for n < N: four rows at a time, blocks of rows over the threads */
-void row_times_weight(const float *restrict w, const float *restrict x, float *restrict y, long N, long K) {
+/* y[n] = sum_k w[n * K + k] * x[k] for n < N: four rows at a time, blocks of rows over `threads` */
+void row_times_weight(const float *restrict w, const float *restrict x, float *restrict y, long N, long K,
+                      int threads) {
     long blocks = N / 4;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(threads)
     for (long b = 0; b < blocks; b++) four_rows(w + 4 * b * K, x, y + 4 * b, K);
     for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);
 }
@@ -88,15 +93,26 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 _problem: list[str] = []
 
 
-def _compiler() -> str:
-    return os.environ.get("CC", "cc")
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
+def _cpu() -> str:
+    """What -march=native compiles for: the CPU's model and instruction-set flags (a library built for
+    another CPU could stop this process with an illegal instruction)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
 
 
 def _build(folder: Path) -> Path:
-    """The shared library for this source, flags and compiler, built into `folder` unless it is there."""
+    """The shared library for this source, flags, compiler and CPU, built into `folder` unless it is there."""
     cc = _compiler()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    digest = hashlib.sha256(repr((SOURCE, FLAGS, cc, version)).encode()).hexdigest()[:16]
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
+    digest = hashlib.sha256(repr((SOURCE, FLAGS, cc, version, _cpu())).encode()).hexdigest()[:16]
     target = folder / f"rowdot-{digest}.so"
     if target.exists():
         return target
@@ -104,7 +120,7 @@ def _build(folder: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         src, out = Path(tmp) / "rowdot.c", Path(tmp) / "rowdot.so"
         src.write_text(SOURCE)
-        subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, check=True)
+        subprocess.run([*cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, check=True, timeout=120)
         os.replace(out, target)  # atomic: a process beside this one sees the whole file or none
     return target
 
@@ -114,12 +130,13 @@ def kernel():
     """The compiled row_times_weight (a ctypes function), or None where it cannot be built (problem())."""
     try:
         fn = ctypes.CDLL(str(_build(cache_root() / "kernels"))).row_times_weight
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:  # ValueError: an unparsable $CC
         detail = getattr(exc, "stderr", "") or str(exc)
-        _problem.append(f"the C one-row product could not be built with {_compiler()}: {detail.strip()[:300]}")
+        cc = os.environ.get("CC", "cc")
+        _problem.append(f"the C one-row product could not be built with {cc}: {detail.strip()[:300]}")
         return None
     fn.restype = None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_int]
     return fn
 
 
@@ -132,7 +149,7 @@ def fits(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether row_times_weight takes this product: one float32 row and a contiguous float32 2-D weight
     on CPU."""
     return (
-        x.device.type == "cpu"
+        x.device.type == w.device.type == "cpu"
         and x.dtype == w.dtype == torch.float32
         and w.dim() == 2
         and w.is_contiguous()
@@ -144,6 +161,6 @@ def row_times_weight(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """F.linear(x, w) for one float32 row x (shape (..., in), one row in all) through the C kernel:
     shape (..., out). The caller checks fits() and kernel() first."""
     x = x.contiguous()
-    y = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype)
-    kernel()(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1])
+    y = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype, device=x.device)
+    kernel()(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
     return y

@@ -125,6 +125,7 @@ class VLLMEngine(BaseEngine):
                     rid = self._add(req)
                     in_flight += 1
                 except refusals as exc:  # vLLM refuses a request longer than max_model_len; the others go on
+                    arrivals.refused()
                     rid, out.error = f"refused-{i}", f"request {req.request_id}: vLLM refused it: {exc}"
                 outputs[rid], by_id[rid] = out, i
             arrivals.wait_for_next(in_flight)

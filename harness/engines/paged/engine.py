@@ -225,6 +225,7 @@ class PagedEngine(BaseEngine):
                     self._outputs[seq_id].arrival_s = t  # its arrival (or the slot the cap gave it), not this step
                     by_request[req.request_id] = i
                 except RequestTooLargeError as exc:
+                    arrivals.refused()
                     order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t, error=str(exc))
             arrivals.wait_for_next(len(self._outputs))
             for out in self.step():

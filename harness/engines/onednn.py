@@ -54,8 +54,8 @@ def library(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def described(device: torch.device, dtype: torch.dtype) -> str:
-    """library() for a run's header: what multiplies the engines' weights, and why the C kernel does
-    not where it was built for but could not be."""
+    """library() for a run's header: what multiplies the engines' weights and, where the C kernel could
+    not be built, why."""
     how = library(device, dtype)
     if how == "onednn" and rowdot.problem():
         return f"{how} ({rowdot.problem()})"

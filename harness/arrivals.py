@@ -78,41 +78,38 @@ class ArrivalQueue:
     `start` is the round's start on time.perf_counter's clock; `admit(in_flight)` returns the
     (index, request, admitted_at) that may start now, in arrival order (each request's arrival_offset_s
     after `start`). An engine calls it between stretches of work (steps, batches, finished calls) with
-    what is in flight then; a request that arrives while the last call left the cap full waited for
-    a slot, so it counts from the call that admits it."""
+    what is in flight then. Between two calls the slots the last one left free are all the queue knows
+    were free: of the requests that arrived in between, that many count from their arrival; the others
+    and any the last call held back waited for a slot, and count from the call that admits them."""
 
     def __init__(self, requests: Sequence[Request], max_concurrency: int, start: float) -> None:
         order = sorted(range(len(requests)), key=lambda i: (requests[i].arrival_offset_s, i))
         self.pending = [(i, requests[i], start + requests[i].arrival_offset_s) for i in order]
         self.cap = max_concurrency or math.inf
-        self.held: set[int] = set()  # arrived while the cap was full: counted from admission
-        self.full = False  # the cap was full when admit() last returned
-        self._taken = 0  # slots in use when admit() last returned
+        self._last = -math.inf  # when admit() last ran
+        self._taken = 0  # slots in use when it returned
 
     def __bool__(self) -> bool:
         return bool(self.pending)
 
     def admit(self, in_flight: int) -> list[tuple[int, Request, float]]:
         """Requests that may start now. Each comes with the time it counts from: its arrival time, or,
-        for one the cap held back, now (when a slot opened: a client would send it then)."""
+        for one that waited for a slot, now (when a slot opened: a client would send it then)."""
         t = time.perf_counter()
-        if self.full:  # arrived since the last call, with the cap full until (about) now: held
-            self.held.update(i for i, _, arrived in self.pending if arrived <= t)
+        free = self.cap - self._taken  # slots free since the last call (requests finish only in steps)
         out = []
-        while self.pending and self.pending[0][2] <= t:
-            if in_flight + len(out) >= self.cap:
-                break
+        while self.pending and self.pending[0][2] <= t and in_flight + len(out) < self.cap:
             i, req, arrived = self.pending.pop(0)
-            out.append((i, req, t if i in self.held else arrived))
-        self._taken = in_flight + len(out)
-        self.full = self._taken >= self.cap
+            waited = arrived <= self._last or free <= 0
+            free -= 0 if waited else 1
+            out.append((i, req, t if waited else arrived))
+        self._last, self._taken = t, in_flight + len(out)
         return out
 
     def refused(self) -> None:
         """A request the last admit() returned was refused at once by the engine (too long for it): it
         never took its slot."""
         self._taken -= 1
-        self.full = self._taken >= self.cap
 
     def wait_for_next(self, in_flight: int) -> None:
         """Sleep until the next request arrives, when nothing is in flight (an idle engine has nothing to do)."""

@@ -59,18 +59,36 @@ def _requests(offsets):
     return [Request((1, 2), 1, request_id=i, arrival_offset_s=t) for i, t in enumerate(offsets)]
 
 
-def test_the_queue_admits_what_has_arrived_up_to_the_cap():
-    start = time.perf_counter()
-    queue = ArrivalQueue(_requests([0.0, 0.0, 0.0, 60.0]), max_concurrency=2, start=start)
-    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0, 1]  # the cap
-    assert queue.admit(in_flight=2) == []  # full
-    assert [i for i, _, _ in queue.admit(in_flight=1)] == [2]
-    assert queue.admit(in_flight=0) == []  # request 3 has not arrived
+@pytest.fixture
+def clock(monkeypatch):
+    """The queue's clock, set by hand: `clock.now = t`."""
+    import types
+
+    from harness import arrivals
+
+    fake = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(arrivals, "time", types.SimpleNamespace(perf_counter=lambda: fake.now, sleep=time.sleep))
+    return fake
+
+
+def _admitted(queue, in_flight, at, clock):
+    clock.now = at
+    return [(i, when) for i, _, when in queue.admit(in_flight)]
+
+
+def test_the_queue_admits_what_has_arrived_up_to_the_cap(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.0, 0.0, 60.0]), max_concurrency=2, start=0.0)
+    assert [i for i, _ in _admitted(queue, 0, 0.0, clock)] == [0, 1]  # the cap
+    assert _admitted(queue, 2, 0.1, clock) == []  # full
+    assert [i for i, _ in _admitted(queue, 1, 0.2, clock)] == [2]
+    assert _admitted(queue, 0, 0.3, clock) == []  # request 3 has not arrived
     assert queue  # ... but is still to come
+
+
+def test_an_idle_engine_sleeps_until_the_next_arrival():
     begun = time.perf_counter()
     late = ArrivalQueue(_requests([0.05]), max_concurrency=0, start=begun)
-    assert late.admit(in_flight=0) == []  # not yet
-    late.wait_for_next(in_flight=0)  # an idle engine sleeps until the next arrival
+    late.wait_for_next(in_flight=0)
     ((_, _, admitted),) = late.admit(in_flight=0)
     assert admitted >= begun + 0.05
 
@@ -141,46 +159,48 @@ def test_an_engine_that_takes_everything_at_once_is_skipped_under_a_load_with_th
     assert loaded.id == "tiny-transformers-cb-mixed16-rate2"
 
 
-def test_waiting_for_the_engine_counts_in_ttft_and_waiting_for_the_cap_does_not():
-    start = time.perf_counter()
-    queue = ArrivalQueue(_requests([0.0, 0.0, 0.0]), max_concurrency=1, start=start)
-    ((_, _, first),) = queue.admit(in_flight=0)
-    assert first == start  # counts from its arrival
-    assert queue.admit(in_flight=1) == []  # the cap is full: the other two are held
-    time.sleep(0.01)
-    ((_, _, second),) = queue.admit(in_flight=0)
-    assert second >= start + 0.01  # counts from when the cap let it in
+def test_waiting_for_the_engine_counts_in_ttft_and_waiting_for_the_cap_does_not(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.0, 0.0]), max_concurrency=1, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]  # counts from its arrival
+    assert _admitted(queue, 1, 0.005, clock) == []  # the cap is full: the other two are held
+    assert _admitted(queue, 0, 0.01, clock) == [(1, 0.01)]  # counts from when the cap let it in
 
 
-def test_a_request_that_arrives_while_the_cap_is_full_counts_from_admission():
+def test_a_request_that_arrives_while_the_cap_is_full_counts_from_admission(clock):
     """The engine calls admit() only between steps: one arriving mid-step, with the cap full, waited for
     the step's end (vLLM's real engine was seen with three in flight under a cap of two without this)."""
-    start = time.perf_counter()
-    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=start)
-    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]  # the cap is now full
-    time.sleep(0.05)  # request 1 arrives during the step; no admit() call sees it arrive
-    ((_, _, admitted),) = queue.admit(in_flight=0)  # the step finished request 0
-    assert admitted >= start + 0.05  # not its arrival at start + 0.01: request 0 was running then
+    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]  # the cap is now full
+    assert _admitted(queue, 0, 0.05, clock) == [(1, 0.05)]  # the step finished request 0 and it came in
 
 
-def test_a_request_that_arrives_after_a_slot_opened_counts_from_its_arrival():
-    start = time.perf_counter()
-    queue = ArrivalQueue(_requests([0.0, 0.03]), max_concurrency=1, start=start)
-    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]  # the cap is now full
-    assert queue.admit(in_flight=0) == []  # request 0 finished: a slot is free, request 1 not here yet
-    time.sleep(0.05)
-    ((_, _, admitted),) = queue.admit(in_flight=0)
-    assert admitted == start + 0.03  # it never waited for the cap
+def test_of_several_arriving_in_one_step_only_as_many_as_slots_were_free_count_from_arrival(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.1, 0.15]), max_concurrency=2, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]  # one slot left free
+    # one long step: requests 1 and 2 arrive, request 0 finishes at its end
+    assert _admitted(queue, 0, 0.3, clock) == [(1, 0.1), (2, 0.3)]
 
 
-def test_a_request_the_engine_refused_at_once_leaves_its_slot_free():
-    start = time.perf_counter()
-    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=start)
-    assert [i for i, _, _ in queue.admit(in_flight=0)] == [0]
+def test_a_request_that_arrives_after_a_slot_opened_counts_from_its_arrival(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.03]), max_concurrency=1, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]  # the cap is now full
+    assert _admitted(queue, 0, 0.02, clock) == []  # request 0 finished: a slot is free, request 1 not here yet
+    assert _admitted(queue, 0, 0.05, clock) == [(1, 0.03)]  # it never waited for the cap
+
+
+def test_a_request_the_engine_refused_at_once_leaves_its_slot_free(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.01]), max_concurrency=1, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]
     queue.refused()  # too long for the engine: it never ran
-    time.sleep(0.03)
-    ((_, _, admitted),) = queue.admit(in_flight=0)
-    assert admitted == start + 0.01
+    assert _admitted(queue, 0, 0.03, clock) == [(1, 0.01)]
+
+
+def test_without_a_cap_every_request_counts_from_its_arrival(clock):
+    queue = ArrivalQueue(_requests([0.0, 0.01, 0.02, 0.5]), max_concurrency=0, start=0.0)
+    assert _admitted(queue, 0, 0.0, clock) == [(0, 0.0)]
+    assert _admitted(queue, 1, 0.3, clock) == [(1, 0.01), (2, 0.02)]
+    assert _admitted(queue, 3, 0.4, clock) == []  # request 3 has not arrived
+    assert queue
 
 
 def test_static_batch_requests_that_wait_for_an_earlier_batch_count_that_wait(tiny):

@@ -3,7 +3,7 @@ every slot 'holds' what its real KV depends on, the token at that position and e
 so a prefix hit or a swap that hands a sequence the wrong KV is caught, including a block whose own
 tokens match but whose prefix does not."""
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.engines.paged.block_manager import BlockManager
@@ -59,7 +59,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops, num_blocks=st.integers(4, 24))
 def test_block_manager_invariants(ops, num_blocks):
     sim = Sim(num_blocks, num_cpu=num_blocks)

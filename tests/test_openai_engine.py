@@ -38,7 +38,9 @@ def test_tokens_equal_hf_greedy_with_a_stamp_per_token(tiny):
         assert len(out.token_times) == len(out.token_ids)
         assert out.arrival_s < out.first_token_s <= out.finish_s
         assert len(out.itl_s) == len(out.token_ids) - 1  # one chunk per token: each stamped apart
-        assert out.finish_s - out.first_token_s >= 0.0095 * (len(out.token_ids) - 1)  # chunks 10 ms apart
+        # the server sends a chunk every 10 ms; stamped when each arrives, not all at the end (half of
+        # that, so a stall of the client on a busy machine cannot fail a correct stamp)
+        assert out.finish_s - out.first_token_s >= 0.5 * 0.01 * (len(out.token_ids) - 1)
     assert result.metrics["prefix_cache_reset"] == 1.0
     assert server.resets == 1
 
@@ -123,7 +125,8 @@ def test_every_round_starts_from_a_reset_cache(tiny):
 
 def test_a_request_due_while_others_run_is_sent_on_time(tiny):
     """Arrivals while calls are in flight and the cap is not full go out when they arrive, not when a
-    call happens to finish (the slow server keeps every call in flight for the whole round)."""
+    call happens to finish (the slow server keeps every call in flight for the whole round: a request
+    sent only when one ends would be 0.3 s late or more)."""
     base = mixed_requests(4, (4, 12), (8, 8), tiny.spec.vocab_size, seed=9)
     offsets = [0.0, 0.05, 0.1, 0.15]
     requests = [dataclasses.replace(r, arrival_offset_s=t) for r, t in zip(base, offsets, strict=True)]
@@ -132,4 +135,5 @@ def test_a_request_due_while_others_run_is_sent_on_time(tiny):
         result = engine_for(tiny, server).generate(requests)
     for req, out in zip(requests, result.outputs, strict=True):
         assert out.error is None
-        assert server.received[req.prompt_ids] - (start + req.arrival_offset_s) < 0.05
+        assert out.arrival_s == pytest.approx(start + req.arrival_offset_s, abs=0.2)  # counted from arrival
+        assert server.received[req.prompt_ids] - out.arrival_s < 0.2

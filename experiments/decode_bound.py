@@ -91,35 +91,26 @@ def _without_onednn(engine: ManualEngine) -> ManualEngine:
 
 
 def _every_row_on_onednn(x, w, bias=None):
+    """Every product on oneDNN, one row too: as the engines ran before harness/engines/onednn.py kept
+    one row on MKL on an Intel CPU and sent it to rowdot.py's C kernel elsewhere."""
     return onednn._onednn_linear(x, w, bias)
-
-
-def _all_on_onednn(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
-    """paged or manual with one-row products on oneDNN too, as they ran before harness/engines/onednn.py
-    kept those on MKL on an Intel CPU and sent them to rowdot.py's C kernel elsewhere."""
-    if isinstance(engine, ManualEngine):
-        engine.row_mode = onednn.LinearMode(_every_row_on_onednn)
-        engine._mode_for = lambda ids: engine.row_mode  # also for one-row forwards on an Intel CPU
-    else:
-        engine.runner.linear = _every_row_on_onednn
-    return engine
 
 
 def _one_row_in_c(x, w, bias=None):
+    """One row on rowdot.py's C kernel whatever the CPU (on an Intel CPU, where onednn.py keeps it on
+    MKL, the comparison that rule rests on); several rows on oneDNN."""
     if rowdot.fits(x, w) and rowdot.kernel() is not None:
-        y = rowdot.row_times_weight(x, w)
-        return y if bias is None else y + bias
+        return rowdot.row_times_weight(x, w, bias)
     return onednn._onednn_linear(x, w, bias)
 
 
-def _all_in_c(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
-    """paged or manual with one-row products on rowdot.py's C kernel whatever the CPU: on an Intel CPU,
-    where onednn.py keeps them on MKL, this is the comparison that rule rests on."""
+def _products_through(linear, engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
+    """paged or manual with every product through `linear` (for manual, one-row forwards included)."""
     if isinstance(engine, ManualEngine):
-        engine.row_mode = onednn.LinearMode(_one_row_in_c)
+        engine.row_mode = onednn.LinearMode(linear)
         engine._mode_for = lambda ids: engine.row_mode  # also for one-row forwards on an Intel CPU
     else:
-        engine.runner.linear = _one_row_in_c
+        engine.runner.linear = linear
     return engine
 
 
@@ -128,13 +119,13 @@ VARIANTS: dict[str, Callable] = {
     "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
     "paged-unstacked": lambda loaded: _unstacked(PagedEngine(loaded, EngineConfig())),
     "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
-    "paged-onednn": lambda loaded: _all_on_onednn(PagedEngine(loaded, EngineConfig())),
-    "paged-c": lambda loaded: _all_in_c(PagedEngine(loaded, EngineConfig())),
+    "paged-onednn": lambda loaded: _products_through(_every_row_on_onednn, PagedEngine(loaded, EngineConfig())),
+    "paged-c": lambda loaded: _products_through(_one_row_in_c, PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
     "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),
-    "manual-onednn": lambda loaded: _all_on_onednn(ManualEngine(loaded, EngineConfig())),
-    "manual-c": lambda loaded: _all_in_c(ManualEngine(loaded, EngineConfig())),
+    "manual-onednn": lambda loaded: _products_through(_every_row_on_onednn, ManualEngine(loaded, EngineConfig())),
+    "manual-c": lambda loaded: _products_through(_one_row_in_c, ManualEngine(loaded, EngineConfig())),
     "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
 }
 

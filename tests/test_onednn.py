@@ -55,7 +55,9 @@ def test_one_row_goes_to_the_blas_on_an_intel_cpu_and_to_the_c_kernel_elsewhere(
     calls = []
     real, real_row = onednn._onednn_linear, rowdot.row_times_weight
     monkeypatch.setattr(onednn, "_onednn_linear", lambda *a: calls.append(("onednn", *a[0].shape)) or real(*a))
-    monkeypatch.setattr(rowdot, "row_times_weight", lambda x, w: calls.append(("c", *x.shape)) or real_row(x, w))
+    monkeypatch.setattr(
+        rowdot, "row_times_weight", lambda x, w, bias=None: calls.append(("c", *x.shape)) or real_row(x, w, bias)
+    )
     monkeypatch.setattr(onednn, "one_row_on_blas", lambda: intel)
     if not kernel_built:
         monkeypatch.setattr(rowdot, "kernel", lambda: None)

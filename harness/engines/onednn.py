@@ -71,8 +71,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
     one_row = x.numel() == x.shape[-1]
     if available(x.device, x.dtype) and w.dtype == x.dtype and not (one_row and one_row_on_blas()):
         if one_row and rowdot.fits(x, w) and rowdot.kernel() is not None:
-            y = rowdot.row_times_weight(x, w)
-            return y if bias is None else y + bias
+            return rowdot.row_times_weight(x, w, bias)
         try:
             return _onednn_linear(x, w, bias)
         except (RuntimeError, AttributeError) as exc:  # a build without oneDNN, or an op it refuses

@@ -157,10 +157,10 @@ def fits(x: torch.Tensor, w: torch.Tensor) -> bool:
     )
 
 
-def row_times_weight(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """F.linear(x, w) for one float32 row x (shape (..., in), one row in all) through the C kernel:
+def row_times_weight(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, w, bias) for one float32 row x (shape (..., in), one row in all) through the C kernel:
     shape (..., out). The caller checks fits() and kernel() first."""
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype, device=x.device)
     kernel()(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
-    return y
+    return y if bias is None else y + bias

@@ -27,6 +27,32 @@ def test_the_kernel_gives_f_linear_in_float64_to_float32_rounding(out_features, 
 
 
 @built
+@pytest.mark.parametrize(
+    ("broken", "out_features", "in_features"),
+    [
+        ("    for (; k < K; k++) s[0] += w[k] * x[k];\n", 3, 17),  # the row's tail past 16 lanes dropped
+        ("    for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);\n", 5, 16),  # the last rows
+    ],
+)
+def test_a_kernel_that_skips_work_fails_the_same_comparison(tmp_path, monkeypatch, broken, out_features, in_features):
+    import ctypes
+
+    assert broken in rowdot.SOURCE
+    monkeypatch.setattr(rowdot, "SOURCE", rowdot.SOURCE.replace(broken, ""))
+    fn = ctypes.CDLL(str(rowdot._build(tmp_path))).row_times_weight
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    torch.manual_seed(0)
+    x, w = torch.randn(1, in_features), torch.randn(out_features, in_features)
+    got = torch.zeros(1, out_features)
+    fn(w.data_ptr(), x.data_ptr(), got.data_ptr(), out_features, in_features, 1)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(
+            got.double(), F.linear(x.double(), w.double()), rtol=1e-5, atol=1e-5 * in_features**0.5
+        )
+
+
+@built
 def test_each_output_sums_in_one_order_whatever_the_thread_count():
     torch.manual_seed(0)
     x, w = torch.randn(1, 1000), torch.randn(999, 1000)

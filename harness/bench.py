@@ -20,6 +20,8 @@ from harness.cases import Case, get_kind
 from harness.correctness.calibrate import CALIBRATION_FACTOR
 from harness.engine_cache import EngineCache
 from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
+from harness.engines.flops import unit_flops
+from harness.engines.work import round_work
 from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
@@ -93,18 +95,20 @@ class PerfSession:
         shape = kind.reference_shape(case)
         try:
             timing = self.timer.time(benchmark, step.run, loaded, shape, step.setup)
+            flops = unit_flops(engine, step.run, step.setup)  # untimed: one more unit, counted
         finally:
             if step.teardown is not None:
                 step.teardown()
         cost = kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config())
-        self.record(benchmark, case, kind.step_tokens(case), cost, timing)
+        work = {"work": flops} if flops else None
+        self.record(benchmark, case, kind.step_tokens(case), cost, timing, work)
 
         def make() -> PassRound:
             again = kind.step_case(engine, case, self.options.seed)
             return again.run, again.setup, again.teardown
 
         def finish(rounds_s: list[float], reference_ms: list[float]) -> None:
-            self.record(benchmark, case, kind.step_tokens(case), cost, merged(timing, rounds_s, reference_ms))
+            self.record(benchmark, case, kind.step_tokens(case), cost, merged(timing, rounds_s, reference_ms), work)
 
         self._later(benchmark, timing, make, loaded, shape, lambda: None, finish)
 
@@ -134,11 +138,12 @@ class PerfSession:
             benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
             pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
         cost = kind.cost(loaded.spec, self.dtype, case, list(requests), self.options.engine_config())
+        flops = unit_flops(engine, lambda: engine.generate(requests), requests=requests)  # untimed, counted
         timed = rounds[-timing.per_pass :] if benchmark.stats is not None else rounds[-1:]  # the rest: warm-up
         every, later = list(rounds), []  # later: what one later pass produced
 
         def record(timing: Timing) -> None:
-            extra = self._generate_extra(benchmark.name, case, requests, every, timed, ties_before)
+            extra = self._generate_extra(benchmark.name, case, requests, every, timed, ties_before, flops)
             self.record(benchmark, case, timed[-1].generated_tokens, cost, timing, extra, list(requests))
 
         record(timing)
@@ -155,7 +160,7 @@ class PerfSession:
         self._later(benchmark, timing, make, loaded, shape, check, lambda s, ref: record(merged(timing, s, ref)))
         return rounds[-1]
 
-    def _generate_extra(self, name: str, case: Case, requests, every: list, timed: list, ties: int) -> dict:
+    def _generate_extra(self, name: str, case: Case, requests, every, timed, ties: int, flops: dict) -> dict:
         """What a generate kind records beside its throughput: the last round's metrics, every timed round's
         latency (serving), the work counters (the same in `every` round) and the output check's summary."""
         kind, last = get_kind(case.kind), timed[-1]
@@ -173,7 +178,7 @@ class PerfSession:
             extra["round_latency"] = round_latency([r.latency_summary(self.options.slo_ms) for r in timed])
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
-        extra.update(round_work([r.work for r in every]))
+        extra.update(round_work([r.work for r in every], flops))
         if kind.keeps_round_latency:  # serving: the last round as a timeline, and as a trace file where asked
             extra["timeline"] = self._timeline(name, case, last)
         return extra
@@ -303,14 +308,6 @@ class PerfSession:
 
             info["cpu_products"] = onednn.library(torch.device("cpu"), getattr(torch, self.dtype))
         return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
-
-
-def round_work(works: list[dict | None]) -> dict:
-    """The case's work counters, recorded once: every round's must be the same (seeded, fixed work); where
-    they are not, the first round's are kept and `work_unsteady` says so (the gate then refuses them)."""
-    if not works or any(w is None for w in works):
-        return {}
-    return {"work": works[0], **({"work_unsteady": True} if any(w != works[0] for w in works) else {})}
 
 
 def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:

@@ -193,6 +193,20 @@ class UnsteadyWorkPaged(PagedEngine):
         return {**work, "steps": work["steps"] + UnsteadyWorkPaged.rounds}
 
 
+class ProjectsTwiceRunner(PagedModelRunner):
+    """Every layer projects Q, K and V a second time and keeps the second: the same tokens, the same
+    scheduler counters, more arithmetic (the flops counter, harness/engines/flops.py)."""
+
+    def _qkv(self, w, x, cos, sin):
+        super()._qkv(w, x, cos, sin)
+        return super()._qkv(w, x, cos, sin)
+
+
+class ProjectsTwicePaged(PagedEngine):
+    name = "paged"
+    runner_class = ProjectsTwiceRunner
+
+
 # --- plug-in variants, public protocol only ----------------------------------------------------
 
 

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from harness.baseline.gate import compare
-from harness.bench import round_work
 from harness.engines import EngineConfig
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.static_batch import StaticBatchEngine
-from harness.engines.work import COUNTERS, sequential_work
+from harness.engines.work import COUNTERS, round_work, sequential_work
 from harness.errors import EXIT_REGRESSION
 from harness.judge import Thresholds, exit_code
 from harness.judge.work import NOT_DETERMINISTIC, work_verdicts

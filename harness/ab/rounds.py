@@ -56,11 +56,12 @@ class CaseRecord:
     work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
 
     def count_work(self, opened: list[dict]) -> None:
-        """Keep each side's work counters from its first open; note when a later open differs."""
+        """Keep each side's work counters from its first open; note when a later open counts one of them
+        otherwise (flops are counted at the first open only)."""
         for side, reply in zip(("base", "head"), opened, strict=True):
             if "work" in reply:
-                first = self.work.setdefault(side, reply["work"])
-                self.work_unsteady |= first != reply["work"]
+                first, now = self.work.setdefault(side, reply["work"]), reply["work"]
+                self.work_unsteady |= any(first[k] != now[k] for k in first.keys() & now.keys())
 
     def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:
         """The pair logs of each visit of a stage (all stages: None)."""

@@ -15,7 +15,8 @@ It speaks JSON lines on stdout (everything else goes to stderr):
                                    builds the case outside any timing; with check, the engine's parity
                                    (prepare's, cached) and a generate kind's first round are compared
                                    with HF greedy; one warm-up unit (warm_s), whose work counters a
-                                   generate kind reports (harness/engines/work.py)
+                                   generate kind reports (harness/engines/work.py); with check, one
+                                   more unit, untimed, whose flops it counts (engines/flops.py)
   {"cmd": "round", "reps": k}   -> {"seconds": s}    k units of the open case, each timed, summed
   {"cmd": "close"}              -> {}
   {"cmd": "quit"}               -> exits
@@ -124,6 +125,7 @@ class Worker:
 
     def open(self, name: str, check: bool) -> dict:
         from harness.cases import get_kind
+        from harness.engines.flops import unit_flops
         from harness.timing import now
 
         cache, case = self.session.cache, self.cases[name]
@@ -137,7 +139,7 @@ class Worker:
         if kind.step:
             step = kind.step_case(engine, case, cache.options.seed)
             tokens, self.teardown = kind.step_tokens(case), step.teardown
-            unit, setup = step.run, step.setup
+            unit, setup, requests = step.run, step.setup, None
         else:
             requests = cache.requests(case)
             engine.prepare(requests)
@@ -160,7 +162,10 @@ class Worker:
             warm = run()
         self.round = run
         reply = {"tokens": tokens if tokens is not None else warm.generated_tokens, "warm_s": self.last}
-        return reply | ({"work": warm.work} if tokens is None and warm.work else {})
+        work = dict(warm.work or {}) if tokens is None else {}
+        if check:  # the case's first open: its floating-point operations, once (harness/engines/flops.py)
+            work |= unit_flops(engine, unit, setup, requests)
+        return reply | ({"work": work} if work else {})
 
     def run_round(self, reps: int) -> dict:
         total = 0.0

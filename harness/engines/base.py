@@ -207,6 +207,7 @@ class BaseEngine:
     takes_arrivals: bool = False  # generate() honours Request.arrival_offset_s and config.max_concurrency
     teacher_forced_logits: Callable | None = None
     keep_logits: bool = False  # the output check's probe is running (see the module docstring)
+    counts_flops: bool = False  # its unit runs here, op by op on the calling thread: flops can count it
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.loaded, self.config = loaded, config

@@ -15,6 +15,7 @@ from harness.workloads import Request
 
 class HFGenerateEngine(BaseEngine):
     name = "hf-generate"
+    counts_flops = True  # harness/engines/flops.py
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request]) -> GenerateResult:

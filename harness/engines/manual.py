@@ -31,6 +31,7 @@ def crop_to(cache: DynamicCache, length: int) -> None:
 
 class ManualEngine(BaseEngine):
     name = "manual"
+    counts_flops = True  # harness/engines/flops.py
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         super().__init__(loaded, config)

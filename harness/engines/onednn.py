@@ -20,6 +20,7 @@ same `linear`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -31,11 +32,24 @@ from harness.engines import rowdot
 from harness.hardware import cpu_vendor
 
 _problem: list[str] = []  # oneDNN failed once in this process: F.linear from then on
+_on_torch: list[bool] = []  # inside on_torch(): F.linear, whatever the device
+
+
+@contextlib.contextmanager
+def on_torch():
+    """Inside it, `linear` is F.linear: for counting a unit's operations (harness/engines/flops.py), as
+    neither the C kernel nor oneDNN's op is one torch's counter has a formula for."""
+    _on_torch.append(True)
+    try:
+        yield
+    finally:
+        _on_torch.pop()
 
 
 def available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `linear` takes the oneDNN path for weights of this device and dtype."""
-    return device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available() and not _problem
+    on_cpu = device.type == "cpu" and dtype == torch.float32
+    return on_cpu and torch.backends.mkldnn.is_available() and not (_problem or _on_torch)
 
 
 @functools.cache

@@ -44,6 +44,7 @@ def contiguous_kv_utilisation(batches: Sequence[Sequence[Request]]) -> float:
 class StaticBatchEngine(BaseEngine):
     name = "static-batch"
     takes_arrivals = True  # each batch takes what has arrived when the last one ends
+    counts_flops = True  # harness/engines/flops.py
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[Request], arrived: list[float]) -> list[RequestOutput]:

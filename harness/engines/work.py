@@ -20,6 +20,7 @@ COUNTERS = {
     "swapped_blocks": "KV blocks moved by swapping, out and in",
     "swap_bytes": "bytes of KV moved by swapping",
     "peak_kv_blocks": "the most KV blocks held at once",
+    "flops": "floating-point operations of the products and attention, counted by torch (harness/engines/flops.py)",
 }
 
 
@@ -41,7 +42,7 @@ class Work:
         return {k: v for k, v in asdict(self).items() if k in counted}
 
 
-assert set(COUNTERS) == set(Work.__dataclass_fields__)
+assert set(COUNTERS) == set(Work.__dataclass_fields__) | {"flops"}  # flops: counted by the session, not the engine
 
 
 def sequential_work(outputs) -> dict[str, int]:
@@ -52,3 +53,13 @@ def sequential_work(outputs) -> dict[str, int]:
         "prefill_tokens": sum(o.prompt_len for o in outputs if o.token_ids),
         "decode_tokens": sum(max(len(o.token_ids) - 1, 0) for o in outputs),
     }
+
+
+def round_work(works: list[dict | None], flops: dict | None = None) -> dict:
+    """The case's work counters, recorded once: every round's must be the same (seeded, fixed work); where
+    they are not, the first round's are kept and `work_unsteady` says so (the gate then refuses them).
+    `flops`: the counter of the untimed counted unit (harness/engines/flops.py), added to them."""
+    if not works or any(w is None for w in works):
+        return {"work": flops} if flops else {}
+    unsteady = {"work_unsteady": True} if any(w != works[0] for w in works) else {}
+    return {"work": works[0] | (flops or {}), **unsteady}

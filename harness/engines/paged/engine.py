@@ -45,6 +45,7 @@ class PagedEngine(BaseEngine):
     name = "paged"
     takes_arrivals = True  # generate() admits each request at its arrival time (harness/arrivals.py)
     own_forward = True  # its forward is its own code, not HF's: the gate's reference forward can correct it
+    counts_flops = True  # harness/engines/flops.py
     # the parts a variant may replace (the mutation tests swap in deliberately broken ones)
     runner_class: type[PagedModelRunner] = PagedModelRunner
     block_manager_class: type[BlockManager] = BlockManager

@@ -130,3 +130,10 @@ def test_a_baseline_of_runs_that_counted_differently_is_unsteady():
     assert rows["c work"].note == NOT_DETERMINISTIC
     steady = merge_runs([_doc({"steps": 10}), _doc({"steps": 10})]).to_dict()
     assert not steady["benchmarks"][0]["extra_info"].get("work_unsteady")
+
+
+def test_a_work_row_shows_whole_counts():
+    from harness.judge.table import table_row
+
+    (row,) = work_verdicts("c", {"flops": 3_457_613_824}, {"flops": 3_658_940_416})
+    assert table_row(row)[1:4] == ["3,457,613,824", "3,658,940,416", "count"]

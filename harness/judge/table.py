@@ -9,9 +9,11 @@ MARKS |= {"inconclusive": "inconclusive", MISSING: "missing"}
 
 
 def value(x: float | None) -> str:
-    """A cell: 3 significant digits below 100, else to 0.1 with thousands separated."""
+    """A cell: a count whole; 3 significant digits below 100, else to 0.1; thousands separated."""
     if x is None:
         return ""
+    if isinstance(x, int):
+        return f"{x:,}"
     return f"{x:#.3g}" if abs(x) < 100 else f"{x:,.1f}"
 
 

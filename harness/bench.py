@@ -26,7 +26,7 @@ from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.passes import LaterPasses, PassRound, merged, run_later_passes
-from harness.results import ROUND_LATENCY, CaseResult
+from harness.results import CaseResult, round_latency
 from harness.roofline import canonical_dtype
 from harness.settings import PerfOptions
 from harness.timer import CaseTimer, Timing, reference_forward_ms
@@ -95,12 +95,12 @@ class PerfSession:
         shape = kind.reference_shape(case)
         try:
             timing = self.timer.time(benchmark, step.run, loaded, shape, step.setup)
-            flops = unit_flops(engine, step.run, step.setup)  # untimed: one more unit, counted
+            flops = unit_flops(engine, step.run, step.setup) if recorded(benchmark) else {}  # untimed, counted
         finally:
             if step.teardown is not None:
                 step.teardown()
         cost = kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config())
-        work = {"work": flops} if flops else None
+        work = round_work([], flops)
         self.record(benchmark, case, kind.step_tokens(case), cost, timing, work)
 
         def make() -> PassRound:
@@ -114,7 +114,7 @@ class PerfSession:
 
     def _later(self, benchmark, timing: Timing, make, loaded, shape, check, finish) -> None:
         """With --perf-passes above 1, the case's later passes, to run after every case's first."""
-        if self.options.passes > 1 and benchmark.stats is not None and not benchmark.disabled:
+        if self.options.passes > 1 and recorded(benchmark):
             reference = (lambda: reference_forward_ms(loaded, shape)) if timing.reference_ms else list
             self.later.append(LaterPasses(benchmark.name, benchmark, timing.per_pass, make, reference, check, finish))
 
@@ -138,7 +138,7 @@ class PerfSession:
             benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
             pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
         cost = kind.cost(loaded.spec, self.dtype, case, list(requests), self.options.engine_config())
-        flops = unit_flops(engine, lambda: engine.generate(requests), requests=requests)  # untimed, counted
+        flops = unit_flops(engine, lambda: engine.generate(requests), requests=requests) if recorded(benchmark) else {}
         timed = rounds[-timing.per_pass :] if benchmark.stats is not None else rounds[-1:]  # the rest: warm-up
         every, later = list(rounds), []  # later: what one later pass produced
 
@@ -219,7 +219,7 @@ class PerfSession:
         extra: dict | None = None,
         requests: list[Request] | None = None,
     ) -> CaseResult | None:
-        if benchmark.disabled or benchmark.stats is None:
+        if not recorded(benchmark):
             return None
         median_s = benchmark.stats.stats.median
         peaks = self.hardware.peaks()
@@ -310,7 +310,6 @@ class PerfSession:
         return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
 
 
-def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:
-    """ROUND_LATENCY's values of every round (GenerateResult.latency_summary), for the metrics every round has."""
-    out = {k: [s[k] for s in summaries] for k in ROUND_LATENCY if summaries and all(k in s for s in summaries)}
-    return out or None
+def recorded(benchmark) -> bool:
+    """Whether pytest-benchmark keeps this case's numbers (not under --benchmark-disable)."""
+    return benchmark.stats is not None and not benchmark.disabled

@@ -190,6 +190,12 @@ assert ALWAYS <= {f.name for f in dataclasses.fields(CaseResult)}
 ROUND_LATENCY = ("ttft_ms_p99", "tpot_ms_p99", "goodput")
 
 
+def round_latency(summaries: list[dict[str, float]]) -> dict[str, list[float]] | None:
+    """ROUND_LATENCY's values of every round (GenerateResult.latency_summary), for the metrics every round has."""
+    out = {k: [s[k] for s in summaries] for k in ROUND_LATENCY if summaries and all(k in s for s in summaries)}
+    return out or None
+
+
 @dataclass
 class BenchRecord:
     """One case of a results file: pytest-benchmark's name and raw round times, and its CaseResult."""

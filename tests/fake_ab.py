@@ -20,7 +20,8 @@ class FakeSide:
 @dataclass
 class FakeWorker:
     """`unit_s[case]`: one unit of work's seconds; `refuse[case]`: why an open fails; `tokens[case]`:
-    the work a unit does (default 10); `lean`: this process's own speed (log), drawn at launch."""
+    the work a unit does (default 10); `flops[case]`: what a counting close reports (none: nothing, as
+    a side that cannot count); `lean`: this process's own speed (log), drawn at launch."""
 
     label: str
     unit_s: dict[str, float]
@@ -30,6 +31,7 @@ class FakeWorker:
     refuse: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
     skip: bool = False
+    flops: dict[str, int] = field(default_factory=dict)
     log: list[tuple] = field(default_factory=list)  # every command, in order
     journal: list[tuple] = field(default_factory=list)  # (side, command) of both sides of the pair, in order
     _reply: dict | None = None
@@ -74,9 +76,9 @@ class FakeWorker:
         noise = math.exp(self.lean + self.rng.gauss(0, self.round_sd))
         return {"seconds": reps * self.unit_s[self._case] * noise}
 
-    def _close(self) -> dict:
-        self._case = None
-        return {}
+    def _close(self, count: bool = False) -> dict:
+        case, self._case = self._case, None
+        return {"flops": self.flops[case]} if count and case in self.flops else {}
 
 
 @dataclass
@@ -92,6 +94,7 @@ class FakeLauncher:
     round_sd: float = 0.0
     refuse: dict[str, dict[str, str]] = field(default_factory=dict)  # side -> case -> why
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)  # side -> case -> tokens
+    flops: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> case -> flops
     head_cases: list[str] | None = None  # the head's own case list, where it differs
     skip: bool = False  # a refused open is an engine the side lacks ("skip"), not a failure ("error")
     pairs: list[list[FakeWorker]] = field(default_factory=list)
@@ -107,7 +110,8 @@ class FakeLauncher:
         }
         pair = [
             FakeWorker(label, units, self.rng, self.round_sd, self.rng.gauss(0, self.pair_sd),
-                       dict(self.refuse.get(label, {})), dict(self.tokens.get(label, {})), self.skip, journal=journal)
+                       dict(self.refuse.get(label, {})), dict(self.tokens.get(label, {})), self.skip,
+                       dict(self.flops.get(label, {})), journal=journal)
             for label, units in (("base", dict(self.unit_s)), ("head", head_s))
         ]  # fmt: skip
         self.pairs.append(pair)

@@ -14,11 +14,12 @@ from harness.results import ResultsFile
 TOKENS = 64
 
 
-def run(median_s: float, seed: int, names=("test_decode[a]", "test_decode[b]"), slug="m", n=5) -> ResultsFile:
+def run(median_s: float, seed: int, names=("test_decode[a]", "test_decode[b]"), slug="m", n=5, work=None):
     rng = np.random.default_rng(seed)
     benches = [
         {"name": name, "stats": {"data": rng.normal(median_s, 0.005 * median_s, n).tolist()},
-         "extra_info": {"tokens": TOKENS, "kind": "decode", "reference_ms": [10.0, 10.1]}}
+         "extra_info": {"tokens": TOKENS, "kind": "decode", "reference_ms": [10.0, 10.1],
+                        **({"work": work} if work else {})}}
         for name in names
     ]  # fmt: skip
     return ResultsFile.from_dict({"machine_info": {"slug": slug}, "benchmarks": benches})
@@ -58,6 +59,21 @@ def test_a_new_case_starts_its_own_history_and_a_missing_one_keeps_its_own():
     assert later.get("test_decode[a]").result.baseline_runs == 3
     assert later.get("test_decode[b]").result.baseline_runs == 2
     assert later.get("test_decode[c]").result.baseline_runs == 1
+
+
+def test_a_counter_a_newer_run_adds_is_not_unsteady_work_and_the_old_ones_stay_gated():
+    history = merge_runs([run(1.0, i, work={"steps": 10}) for i in range(3)])
+    history = append_runs(history, run(1.0, 3, work={"steps": 10, "flops": 500}))  # a version that counts flops
+    case = history.get("test_decode[a]")
+    assert case.result.work == {"steps": 10, "flops": 500}
+    assert not case.result.work_unsteady
+    grown = compare(history, run(1.0, 4, work={"steps": 12, "flops": 500}), Thresholds())
+    assert {v.name: v.status for v in grown if "work" in v.name} == {
+        "test_decode[a] work:steps": "regression",
+        "test_decode[b] work:steps": "regression",
+    }
+    unsteady = append_runs(history, run(1.0, 5, work={"steps": 11, "flops": 500})).get("test_decode[a]")
+    assert unsteady.result.work_unsteady  # a counter both runs hold, counted otherwise
 
 
 def test_another_machines_run_is_not_appended():

@@ -9,9 +9,10 @@ from torch.utils.flop_counter import sdpa_flop_count
 
 from harness.ab.rounds import CaseRecord
 from harness.engines import EngineConfig
-from harness.engines.flops import COUNTER, attention_flops, count_flops, unit_flops
+from harness.engines.flops import attention_flops, count_flops, unit_flops
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
+from harness.engines.work import FLOPS as COUNTER
 from harness.engines.work import round_work
 from harness.errors import EXIT_REGRESSION
 from harness.judge import exit_code
@@ -102,3 +103,11 @@ def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_uns
     assert not record.work_unsteady
     record.count_work([{"work": {"steps": 2, COUNTER: 11}}, {"work": {"steps": 2}}])
     assert record.work_unsteady
+
+
+def test_a_count_that_fails_warns_and_leaves_the_counter_out():
+    def unit():
+        raise RuntimeError("an op the counter cannot take")
+
+    with pytest.warns(RuntimeWarning, match="flops not counted"):
+        assert count_flops(unit) is None

@@ -15,6 +15,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from harness.engines.work import FLOPS, counts_differ
 from harness.judge.stats import Lean, LogTest, nested_test, pooled_lean
 
 
@@ -56,12 +57,18 @@ class CaseRecord:
     work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
 
     def count_work(self, opened: list[dict]) -> None:
-        """Keep each side's work counters from its first open; note when a later open counts one of them
-        otherwise (flops are counted at the first open only)."""
+        """Keep each side's work counters from its first open; note when a later open counts otherwise."""
         for side, reply in zip(("base", "head"), opened, strict=True):
             if "work" in reply:
-                first, now = self.work.setdefault(side, reply["work"]), reply["work"]
-                self.work_unsteady |= any(first[k] != now[k] for k in first.keys() & now.keys())
+                first = self.work.setdefault(side, dict(reply["work"]))
+                self.work_unsteady |= counts_differ(first, reply["work"])
+
+    def add_flops(self, closed: list[dict]) -> None:
+        """Each side's flops, counted once, at the close of the case's first visit (a side whose code
+        cannot count them says nothing, and the counter is then not compared)."""
+        for side, reply in zip(("base", "head"), closed, strict=True):
+            if FLOPS in reply:
+                self.work.setdefault(side, {})[FLOPS] = reply[FLOPS]
 
     def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:
         """The pair logs of each visit of a stage (all stages: None)."""

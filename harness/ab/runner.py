@@ -109,9 +109,8 @@ class Sweeps:
                 self.pair, visit, record.blocks_per_visit if stage == 1 else self.stage2_blocks[name], record.reps
             )
         record.visits.append(visit)
-        with self.timing("close"):
-            for w in self.pair:
-                w.ask("close")
+        with self.timing("close"):  # the first visit's close counts the case's flops on each side
+            record.add_flops([w.ask("close", count=len(record.visits) == 1) for w in self.pair])
 
     def first_open(self, name: str, opened: list[dict]) -> CaseRecord:
         """The case's stage-1 allocation, from both sides' warm-up units (plan.allocate)."""

@@ -15,10 +15,10 @@ It speaks JSON lines on stdout (everything else goes to stderr):
                                    builds the case outside any timing; with check, the engine's parity
                                    (prepare's, cached) and a generate kind's first round are compared
                                    with HF greedy; one warm-up unit (warm_s), whose work counters a
-                                   generate kind reports (harness/engines/work.py); with check, one
-                                   more unit, untimed, whose flops it counts (engines/flops.py)
+                                   generate kind reports (harness/engines/work.py)
   {"cmd": "round", "reps": k}   -> {"seconds": s}    k units of the open case, each timed, summed
-  {"cmd": "close"}              -> {}
+  {"cmd": "close", "count": b}  -> {} or, with count, {"flops": n} where the case can be counted:
+                                   one more unit, untimed, after the visit's rounds (engines/flops.py)
   {"cmd": "quit"}               -> exits
 """
 
@@ -64,6 +64,7 @@ class Worker:
         self.keyword, self.kinds = args.keyword, selected_kinds(args.paths)
         self.cases: dict = {}
         self.round = self.teardown = None
+        self.counted: tuple = ()  # the open case's (engine, unit, setup, requests), for close's count
         self.last = 0.0
 
     def list_cases(self) -> list[str]:
@@ -117,15 +118,16 @@ class Worker:
         if cmd == "round":
             return self.run_round(int(msg.get("reps", 1)))
         if cmd == "close":
+            reply = self.count() if msg.get("count") and self.counted else {}
             if self.teardown is not None:
                 self.teardown()
             self.round = self.teardown = None
-            return {}
+            self.counted = ()
+            return reply
         return {"error": f"unknown command {cmd!r}"}
 
     def open(self, name: str, check: bool) -> dict:
         from harness.cases import get_kind
-        from harness.engines.flops import unit_flops
         from harness.timing import now
 
         cache, case = self.session.cache, self.cases[name]
@@ -160,12 +162,15 @@ class Worker:
         warm = run()  # on CUDA a second warm-up: the first pays for lazy set-up and the clock's climb
         if cache.device.type == "cuda":
             warm = run()
-        self.round = run
+        self.round, self.counted = run, (engine, unit, setup, requests)
         reply = {"tokens": tokens if tokens is not None else warm.generated_tokens, "warm_s": self.last}
-        work = dict(warm.work or {}) if tokens is None else {}
-        if check:  # the case's first open: its floating-point operations, once (harness/engines/flops.py)
-            work |= unit_flops(engine, unit, setup, requests)
-        return reply | ({"work": work} if work else {})
+        return reply | ({"work": warm.work} if tokens is None and warm.work else {})
+
+    def count(self) -> dict:
+        """The open case's flops, counted over one more unit (harness/engines/flops.py), or {}."""
+        from harness.engines.flops import unit_flops
+
+        return unit_flops(*self.counted)
 
     def run_round(self, reps: int) -> dict:
         total = 0.0

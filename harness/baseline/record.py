@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.baseline.storage import baseline_path, load_results
+from harness.engines.work import counts_differ
 from harness.errors import BaselineError
 from harness.results import ROUND_LATENCY, BenchRecord, ResultsFile
 
@@ -93,7 +94,7 @@ def pooled(bench: BenchRecord, runs: list[Run]) -> BenchRecord:
         extra=dict(bench.result.extra),
         run_latency={m: [run.latency[m] for run in runs] for m in metrics} or None,
         work=runs[-1].work,
-        work_unsteady=any(run.work_unsteady or run.work != runs[-1].work for run in runs) or None,
+        work_unsteady=any(run.work_unsteady or counts_differ(run.work, runs[-1].work) for run in runs) or None,
         round_latency={m: [x for run in runs for x in run.round_latency.get(m, [])] for m in metrics} or None,
     )
     if all(run.reference_ms for run in runs):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 
 import torch
@@ -32,24 +33,25 @@ from harness.engines import rowdot
 from harness.hardware import cpu_vendor
 
 _problem: list[str] = []  # oneDNN failed once in this process: F.linear from then on
-_on_torch: list[bool] = []  # inside on_torch(): F.linear, whatever the device
+_on_torch = threading.local()  # .depth > 0 inside on_torch() on this thread: F.linear, whatever the device
 
 
 @contextlib.contextmanager
 def on_torch():
     """Inside it, `linear` is F.linear: for counting a unit's operations (harness/engines/flops.py), as
-    neither the C kernel nor oneDNN's op is one torch's counter has a formula for."""
-    _on_torch.append(True)
+    neither the C kernel nor oneDNN's op is one torch's counter has a formula for. On this thread only,
+    as the counter counts only its own."""
+    _on_torch.depth = getattr(_on_torch, "depth", 0) + 1
     try:
         yield
     finally:
-        _on_torch.pop()
+        _on_torch.depth -= 1
 
 
 def available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `linear` takes the oneDNN path for weights of this device and dtype."""
     on_cpu = device.type == "cpu" and dtype == torch.float32
-    return on_cpu and torch.backends.mkldnn.is_available() and not (_problem or _on_torch)
+    return on_cpu and torch.backends.mkldnn.is_available() and not (_problem or getattr(_on_torch, "depth", 0))
 
 
 @functools.cache

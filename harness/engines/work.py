@@ -22,6 +22,7 @@ COUNTERS = {
     "peak_kv_blocks": "the most KV blocks held at once",
     "flops": "floating-point operations of the products and attention, counted by torch (harness/engines/flops.py)",
 }
+FLOPS = "flops"  # counted by the session around the engine, not by the engine (harness/engines/flops.py)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Work:
         return {k: v for k, v in asdict(self).items() if k in counted}
 
 
-assert set(COUNTERS) == set(Work.__dataclass_fields__) | {"flops"}  # flops: counted by the session, not the engine
+assert set(COUNTERS) == set(Work.__dataclass_fields__) | {FLOPS}
 
 
 def sequential_work(outputs) -> dict[str, int]:
@@ -63,3 +64,10 @@ def round_work(works: list[dict | None], flops: dict | None = None) -> dict:
         return {"work": flops} if flops else {}
     unsteady = {"work_unsteady": True} if any(w != works[0] for w in works) else {}
     return {"work": works[0] | (flops or {}), **unsteady}
+
+
+def counts_differ(a: dict | None, b: dict | None) -> bool:
+    """Whether two records of one case's counters disagree on a counter both hold. A counter only one
+    holds (recorded by a version that did not count it, or counted once at a first open) is not a
+    disagreement."""
+    return any(a[k] != b[k] for k in (a or {}).keys() & (b or {}).keys())

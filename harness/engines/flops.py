@@ -56,8 +56,9 @@ _ATTENTION = {  # one formula for every attention op, whichever torch: older one
 }
 
 
-def countable(engine, config, requests: Sequence | None = None) -> bool:
+def countable(engine, requests: Sequence | None = None) -> bool:
     """Whether a case of this engine can be counted (the module text says when)."""
+    config = getattr(engine, "config", None)
     replayed = getattr(config, "compile", False) or getattr(config, "cuda_graphs", False)
     arriving = any(getattr(r, "arrival_offset_s", 0) for r in requests or ())
     return getattr(engine, "counts_flops", False) and not replayed and not arriving
@@ -80,7 +81,7 @@ def count_flops(unit: Callable[[], object], setup: Callable[[], object] | None =
 
 def unit_flops(engine, unit: Callable[[], object], setup=None, requests: Sequence | None = None) -> dict[str, int]:
     """{"flops": n} for one run of a countable case's unit (`requests`: a generate kind's), else {}."""
-    if not countable(engine, getattr(engine, "config", None), requests):
+    if not countable(engine, requests):
         return {}
     flops = count_flops(unit, setup)
     return {FLOPS: flops} if flops else {}

@@ -1,5 +1,5 @@
-"""The benchmark session: runs one case (its kind says how), checks what it produced, and records a
-CaseResult (harness/results.py) with its roofline in pytest-benchmark's extra_info.
+"""The benchmark session: runs one case (its kind says how), checks what it produced, and records its
+CaseResult (built by harness/recording.py) in pytest-benchmark's extra_info.
 
 It composes the pieces that do the work: EngineCache (models, engines, output checks), CaseTimer
 (rounds, reference forward, sampling) and the gate run (harness/baseline/run.py). The pytest plugin
@@ -26,6 +26,7 @@ from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
 from harness.nvml import NvmlUnavailable, load_nvml, nvml_handle
 from harness.passes import LaterPasses, PassRound, merged, run_later_passes
+from harness.recording import Measured, case_result
 from harness.results import CaseResult, round_latency
 from harness.roofline import canonical_dtype
 from harness.settings import PerfOptions
@@ -221,39 +222,18 @@ class PerfSession:
     ) -> CaseResult | None:
         if not recorded(benchmark):
             return None
-        median_s = benchmark.stats.stats.median
-        peaks = self.hardware.peaks()
-        result = CaseResult(
-            kind=case.kind,
-            model=case.model,
-            engine=case.engine,
-            dtype=self.dtype,
-            batch_size=case.batch_size,
-            prompt_len=case.prompt_len,
-            context_len=case.context_len,
-            new_tokens=case.new_tokens,
-            workload=case.workload,
-            tokens=tokens,
-            tokens_per_s=roofline.tokens_per_s(tokens, median_s),
-            median_ms=median_s * 1e3,
+        measured = Measured(tokens, benchmark.stats.stats.median, cost, timing)
+        result = case_result(
+            case,
+            measured,
+            self.hardware,
+            self.dtype,
+            self.cache.model(case.model).spec,
             own_forward=bool(self.cache.engine_class(case.engine).own_forward),
             seed=self.options.seed,
-            **self._machine_fields(peaks, timing),
+            extra=extra or {},
+            requests=requests or [],
         )
-        if get_kind(case.kind).step:
-            result.update({f"{case.kind}_ms": median_s * 1e3})
-        result.update(roofline.utilisation(cost, peaks, median_s))
-        self._working_set(result, case, requests or [], peaks)
-        result.update(timing.sampled)
-        result.update(timing.memory)
-        if timing.energy_j:
-            result.j_per_token = timing.energy_j / (tokens * timing.rounds_run)
-        if timing.reference_ms:
-            result.reference_ms, result.reference_shape = timing.reference_ms, list(timing.reference_shape)
-        result.update(extra or {})
-        if result.kv_pool_tokens:
-            kv = roofline.kv_bytes_per_token(self.cache.model(case.model).spec, self.dtype)
-            result.kv_pool_mb = result.kv_pool_tokens * kv / 2**20
         benchmark.extra_info.update(result.to_extra_info())
         self._keep(benchmark.name, result)
         return result
@@ -265,35 +245,6 @@ class PerfSession:
             self.records[names.index(name)] = (name, result)
         else:
             self.records.append((name, result))
-
-    def _machine_fields(self, peaks, timing: Timing) -> dict:
-        """What a case records about the machine it ran on: peaks, measured figures, GPU health."""
-        hw = self.hardware
-        return dict(
-            device=hw.name,
-            peak_bw_gbps=peaks.bw_bytes_s / 1e9,
-            peak_bw_source=peaks.bw_source,
-            peak_tflops=peaks.flops_s / 1e12,
-            peak_flops_source=peaks.flops_source,
-            theoretical_bw_gbps=hw.theoretical_bw_gbps,
-            measured_bw_gbps=hw.measured_bw_gbps,
-            theoretical_tflops=hw.theoretical_tflops,
-            measured_tflops=hw.measured_tflops,
-            measured_read_bw_gbps=hw.measured_read_bw_gbps,
-            llc_mb=hw.llc_bytes and hw.llc_bytes / 2**20,
-            bw_warning=hw.bw_warning,
-            gpu_healthy=None if hw.health is None else hw.health.healthy and not timing.gpu_problems,
-            health_problems=[] if hw.health is None else hw.health.problems + timing.gpu_problems,
-        )
-
-    def _working_set(self, result: CaseResult, case: Case, requests: list[Request], peaks) -> None:
-        """Does the case's working set fit in the last-level cache, and, above 100%, why."""
-        spec = self.cache.model(case.model).spec
-        working = roofline.working_set_bytes(spec, self.dtype, get_kind(case.kind).held_tokens(case, requests))
-        llc = self.hardware.llc_bytes
-        result.working_set_mb = working / 2**20
-        result.fits_llc = None if llc is None else working <= llc
-        result.roofline_note = roofline.over_roofline_note(result.pct_of_roofline, result.bound, working, llc, peaks)
 
     # --- the gate --------------------------------------------------------------------------------
     def machine_info(self) -> dict:

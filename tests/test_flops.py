@@ -2,6 +2,7 @@
 arithmetic, never zero-filled, and a variant that multiplies more is a work regression."""
 
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -83,8 +84,9 @@ def test_cases_it_cannot_count_leave_the_counter_out_never_zero(tiny):
     assert COUNTER in unit_flops(engine, unit, requests=requests)
     arriving = [dataclasses.replace(requests[0], arrival_offset_s=0.5)]
     assert unit_flops(engine, unit, requests=arriving) == {}  # its batches depend on timing
-    engine.config = EngineConfig(compile=True)
-    assert unit_flops(engine, unit, requests=requests) == {}  # compiled: not dispatched op by op
+    for replayed in (EngineConfig(compile=True), EngineConfig(cuda_graphs=True)):
+        engine.config = replayed
+        assert unit_flops(engine, unit, requests=requests) == {}  # not dispatched op by op
 
     class Elsewhere:  # an engine whose work runs in another process or thread
         config = EngineConfig()
@@ -92,17 +94,36 @@ def test_cases_it_cannot_count_leave_the_counter_out_never_zero(tiny):
     assert unit_flops(Elsewhere(), unit) == {}
     assert count_flops(lambda: torch.zeros(3).tolist()) is None
 
+    def on_another_thread():
+        worker = threading.Thread(target=lambda: torch.ones(8, 8) @ torch.ones(8, 8))
+        worker.start()
+        worker.join()
+
+    assert count_flops(on_another_thread) is None  # the counter sees this thread only: left out, not 0
+
 
 def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_unsteady():
     assert round_work([{"steps": 2}, {"steps": 2}], {COUNTER: 10}) == {"work": {"steps": 2, COUNTER: 10}}
     assert round_work([None], {COUNTER: 10}) == {"work": {COUNTER: 10}}
     assert round_work([None]) == {}
     record = CaseRecord("case")
-    record.count_work([{"work": {"steps": 2, COUNTER: 10}}, {"work": {"steps": 2, COUNTER: 12}}])
+    record.count_work([{"work": {"steps": 2}}, {"work": {"steps": 2}}])  # the first open: the engine's counters
+    record.add_flops([{COUNTER: 10}, {COUNTER: 12}])  # the first close: flops, once a side
     record.count_work([{"work": {"steps": 2}}, {"work": {"steps": 2}}])  # later opens do not count flops
     assert not record.work_unsteady
-    record.count_work([{"work": {"steps": 2, COUNTER: 11}}, {"work": {"steps": 2}}])
+    assert {v.name: v.status for v in record.work_rows()} == {"case work:flops": "regression"}
+    record.count_work([{"work": {"steps": 3}}, {"work": {"steps": 2}}])
     assert record.work_unsteady
+
+
+def test_flops_counted_with_another_torch_on_each_side_are_not_compared():
+    apart = CaseRecord("case")
+    apart.add_flops([{COUNTER: 10, "counter": "torch 2.13.0"}, {COUNTER: 12, "counter": "torch 2.14.0"}])
+    (row,) = apart.work_rows()
+    assert row.status == "inconclusive" and "another torch" in row.note
+    same = CaseRecord("case")
+    same.add_flops([{COUNTER: 10, "counter": "torch 2.13.0"}, {COUNTER: 12, "counter": "torch 2.13.0"}])
+    assert [v.status for v in same.work_rows()] == ["regression"]
 
 
 def test_a_count_that_fails_warns_and_leaves_the_counter_out():

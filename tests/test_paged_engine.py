@@ -49,6 +49,28 @@ def test_a_pool_so_small_that_preemption_happens_many_times(tiny, reference, pre
     assert engine.bm.num_free_blocks == engine.bm.num_blocks
 
 
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_a_generate_that_raises_part_way_leaves_an_empty_pool(tiny, reference, preemption):
+    reqs = mixed_requests(12, (10, 30), (20, 40), tiny.spec.vocab_size, seed=23)
+    engine = paged(tiny, num_blocks=10, block_size=8, max_num_seqs=8, preemption=preemption)
+    run, calls = engine._run, []
+
+    def failing(batch):
+        calls.append(1)
+        if len(calls) == 10:  # by then requests run, wait and (swap) one sits in the CPU pool
+            raise RuntimeError("a forward that failed")
+        return run(batch)
+
+    engine._run = failing
+    with pytest.raises(RuntimeError, match="a forward that failed"):
+        engine.generate(reqs)
+    assert not engine.has_unfinished() and not engine._outputs
+    assert engine.bm.num_free_blocks == engine.bm.num_blocks
+    assert len(engine.bm.free_cpu_block_ids) == engine.bm.num_cpu_blocks
+    engine._run = run
+    assert tokens(engine.generate(reqs)) == reference(reqs)
+
+
 def test_shared_prefixes_hit_the_cache_and_change_nothing(tiny, reference):
     reqs = shared_prefix_requests(6, 40, (1, 20), 12, tiny.spec.vocab_size, seed=24)
     engine = paged(tiny, max_num_seqs=3)  # later requests join after the first ones cached the prefix

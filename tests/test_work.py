@@ -81,10 +81,10 @@ def test_counters_that_differ_between_identical_rounds_are_refused(tiny):
     assert "work_unsteady" not in round_work([steady.generate(reqs([5], [3])).work for _ in range(3)])
 
 
-def _doc(work, seed=0, unsteady=None):
+def _doc(work, seed=0, unsteady=None, torch="2.13.0"):
     info = {"tokens": 10, "kind": "serving", "work": work, "seed": seed, "work_unsteady": unsteady}
     return {
-        "machine_info": {"slug": "m"},
+        "machine_info": {"slug": "m", "torch": torch},
         "benchmarks": [{"name": "c", "stats": {"data": [1.0] * 5}, "extra_info": info}],
     }
 
@@ -137,3 +137,27 @@ def test_a_work_row_shows_whole_counts():
 
     (row,) = work_verdicts("c", {"flops": 3_457_613_824}, {"flops": 3_658_940_416})
     assert table_row(row)[1:4] == ["3,457,613,824", "3,658,940,416", "count"]
+
+
+def test_a_counter_the_base_counted_and_this_run_did_not_is_never_passed_as_unchanged():
+    from harness.judge.table import format_table
+
+    rows = {v.name: v for v in compare(_doc({"steps": 10, "flops": 500}), _doc({"steps": 10}), Thresholds())}
+    assert rows["c work:flops"].status == "inconclusive"
+    assert "c work:steps" not in rows
+    (line,) = [x for x in format_table(list(rows.values()), "m") if x.startswith("c work:flops")]
+    assert "not compared" in line
+    assert [v.status for v in work_verdicts("c", {"steps": 10}, None)] == ["inconclusive"]  # nothing counted
+    assert work_verdicts("c", None, {"flops": 5}) == []  # a base older than the counter: nothing to compare
+    assert work_verdicts("c", {"steps": 10}, {"steps": 10, "flops": 5}) == []
+
+
+def test_flops_are_compared_only_when_both_runs_counted_them_with_the_same_torch():
+    from harness.baseline.gate import method_line
+
+    base, grown = _doc({"steps": 10, "flops": 500}), {"steps": 11, "flops": 600}
+    same = {v.name: v.status for v in compare(base, _doc(grown), Thresholds())}
+    assert same["c work:flops"] == same["c work:steps"] == "regression"
+    upgraded = {v.name: v.status for v in compare(base, _doc(grown, torch="2.14.0"), Thresholds())}
+    assert "c work:flops" not in upgraded and upgraded["c work:steps"] == "regression"
+    assert "flops not compared: torch differs" in method_line(base, _doc(grown, torch="2.14.0"))

@@ -16,7 +16,11 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from harness.engines.work import FLOPS, counts_differ
+from harness.judge.decide import Verdict
 from harness.judge.stats import Lean, LogTest, nested_test, pooled_lean
+from harness.judge.work import work_verdicts
+
+FLOPS_APART = "each side counted with another torch, whose formulas may differ: not compared"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class CaseRecord:
     note: str = ""
     work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
     work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
+    flops_apart: bool = False  # the sides counted flops with another torch each: not compared
 
     def count_work(self, opened: list[dict]) -> None:
         """Keep each side's work counters from its first open; note when a later open counts otherwise."""
@@ -65,10 +70,21 @@ class CaseRecord:
 
     def add_flops(self, closed: list[dict]) -> None:
         """Each side's flops, counted once, at the close of the case's first visit (a side whose code
-        cannot count them says nothing, and the counter is then not compared)."""
-        for side, reply in zip(("base", "head"), closed, strict=True):
-            if FLOPS in reply:
-                self.work.setdefault(side, {})[FLOPS] = reply[FLOPS]
+        cannot count them says nothing, and the counter is then not compared). Sides that counted with
+        another torch (two environments) are not compared either: its formulas may differ."""
+        counted = {side: reply for side, reply in zip(("base", "head"), closed, strict=True) if FLOPS in reply}
+        if len({reply.get("counter") for reply in counted.values()}) > 1:
+            self.flops_apart = True
+            return
+        for side, reply in counted.items():
+            self.work.setdefault(side, {})[FLOPS] = reply[FLOPS]
+
+    def work_rows(self) -> list[Verdict]:
+        """The case's exact work rows (harness/judge/work.py)."""
+        rows = work_verdicts(self.name, self.work.get("base"), self.work.get("head"), self.work_unsteady)
+        if self.flops_apart:
+            rows.append(Verdict(f"{self.name} work:{FLOPS}", "inconclusive", unit="count", note=FLOPS_APART))
+        return rows
 
     def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:
         """The pair logs of each visit of a stage (all stages: None)."""

@@ -27,7 +27,6 @@ from harness.errors import EXIT_CHECK_FAILED, EXIT_GATE_ERROR, PerfSuiteError
 from harness.files import write_json_atomic
 from harness.judge import TWO_STAGE, Estimate, Thresholds, Verdict, decide, exit_code, missing
 from harness.judge.table import format_markdown, format_table
-from harness.judge.work import work_verdicts
 
 SPENT = ("start", "prepare", "open", "rounds", "close")
 AB_KIND = "llm-perf-suite ab"  # what an --out document says it is (llm-perf report reads it)
@@ -241,11 +240,7 @@ def verdicts_of(run: Sweeps, thresholds: Thresholds) -> list[Verdict]:
     records = list(run.records.values())
     leans = {stage: stage_lean(records, stage) for stage in (1, 2, None)}
     rows = [estimate(r, thresholds.ab_threshold, leans) for r in records]
-    work = [
-        v
-        for r in run.records.values()
-        for v in work_verdicts(r.name, r.work.get("base"), r.work.get("head"), r.work_unsteady)
-    ]
+    work = [v for r in run.records.values() for v in r.work_rows()]
     gone = [missing(n, f"not compared: {why}") for n, why in run.missing]
     gone += [missing(n, f"FAILED: {why}") for n, why in run.failed]
     return decide(rows, thresholds.alpha, TWO_STAGE) + work + gone

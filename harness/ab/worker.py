@@ -118,12 +118,13 @@ class Worker:
         if cmd == "round":
             return self.run_round(int(msg.get("reps", 1)))
         if cmd == "close":
-            reply = self.count() if msg.get("count") and self.counted else {}
-            if self.teardown is not None:
-                self.teardown()
-            self.round = self.teardown = None
-            self.counted = ()
-            return reply
+            try:
+                return self.count() if msg.get("count") and self.counted else {}
+            finally:
+                if self.teardown is not None:
+                    self.teardown()
+                self.round = self.teardown = None
+                self.counted = ()
         return {"error": f"unknown command {cmd!r}"}
 
     def open(self, name: str, check: bool) -> dict:
@@ -168,9 +169,12 @@ class Worker:
 
     def count(self) -> dict:
         """The open case's flops, counted over one more unit (harness/engines/flops.py), or {}."""
+        import torch
+
         from harness.engines.flops import unit_flops
 
-        return unit_flops(*self.counted)
+        counted = unit_flops(*self.counted)
+        return {**counted, "counter": f"torch {torch.__version__}"} if counted else {}
 
     def run_round(self, reps: int) -> dict:
         total = 0.0

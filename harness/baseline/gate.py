@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from harness.baseline.latency import latency_estimates, latency_method
 from harness.baseline.rows import SUITE_ROW, case_row, suite_row
 from harness.baseline.speed import CaseData, Speed, run_noise
+from harness.engines.work import FLOPS
 from harness.judge import SINGLE, Thresholds, Verdict, decide, missing
 from harness.judge.stats import Prior
 from harness.judge.work import work_line, work_verdicts
@@ -33,6 +34,7 @@ class Prepared:
     speed: Speed
     data: dict[str, CaseData]  # the cases on both sides, sorted by name
     noise: Prior | None
+    same_torch: bool = True  # flops are counted by torch's own formulas: another torch may count otherwise
 
     @classmethod
     def of(cls, baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> Prepared:
@@ -40,7 +42,8 @@ class Prepared:
         base, now = baseline.by_name(), current.by_name()
         speed = Speed.of(baseline, current, thresholds.normalise)
         data = {name: CaseData.of(name, base[name], now[name], speed) for name in sorted(base.keys() & now.keys())}
-        return cls(base, now, speed, data, run_noise(list(data.values())))
+        same_torch = baseline.machine_info.get("torch") == current.machine_info.get("torch")
+        return cls(base, now, speed, data, run_noise(list(data.values())), same_torch)
 
 
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
@@ -77,21 +80,23 @@ def case_rows(prep: Prepared, thresholds: Thresholds) -> list:
 
 def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
     """(the work rows, how many cases' counters were compared, why some were not)."""
-    rows, compared, other_seed = [], 0, 0
+    rows, compared, other_seed, dropped = [], 0, 0, False
     for name in prep.data:
         b, n = prep.base[name].result, prep.now[name].result
-        if not (b.work and n.work):
+        base, now = dict(b.work or {}), dict(n.work or {})
+        if not prep.same_torch:
+            dropped |= base.pop(FLOPS, None) is not None
+            now.pop(FLOPS, None)
+        if not base:
             continue
         if b.seed != n.seed:
             other_seed += 1
             continue
         compared += 1
-        rows += work_verdicts(name, b.work, n.work, bool(b.work_unsteady or n.work_unsteady))
-    return (
-        rows,
-        compared,
-        f"{other_seed} case(s) with another seed on each side: work not compared" if other_seed else "",
-    )
+        rows += work_verdicts(name, base, now, bool(b.work_unsteady or n.work_unsteady))
+    why = [f"{other_seed} case(s) with another seed on each side: work not compared"] if other_seed else []
+    why += ["flops not compared: torch differs between the runs, and its counter with it"] if dropped else []
+    return rows, compared, "; ".join(why)
 
 
 def describe(prep: Prepared, thresholds: Thresholds, has_suite_row: bool, work: str) -> str:

@@ -68,9 +68,9 @@ def count_flops(unit: Callable[[], object], setup: Callable[[], object] | None =
     """Run `setup` (uncounted) and `unit` once, counting the unit's floating-point operations; None
     where nothing was counted (its work ran elsewhere: never reported as zero) or the counting failed
     (a warning says why: the case keeps its timing, without the counter)."""
-    if setup is not None:
-        setup()
     try:
+        if setup is not None:
+            setup()
         with onednn.on_torch(), FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
             unit()
     except Exception as exc:  # noqa: BLE001 - an op the counter cannot take: the case is still timed
@@ -84,4 +84,4 @@ def unit_flops(engine, unit: Callable[[], object], setup=None, requests: Sequenc
     if not countable(engine, requests):
         return {}
     flops = count_flops(unit, setup)
-    return {FLOPS: flops} if flops else {}
+    return {FLOPS: flops} if flops is not None else {}

@@ -29,6 +29,10 @@ class KeptLogits:
         rows = self._rows.pop(key)
         self._done.setdefault((tuple(prompt_ids), tuple(token_ids)), []).append(torch.stack(rows))
 
+    def forget(self, key: Hashable) -> None:
+        """Drop the rows of a request that will not finish."""
+        self._rows.pop(key, None)
+
     def take(self, requests, continuations: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
         """The kept logits of every (request, continuation), or None unless all were kept."""
         keys = [(tuple(r.prompt_ids), tuple(c)) for r, c in zip(requests, continuations, strict=True)]

@@ -11,17 +11,24 @@ import math
 from harness.judge.decide import Verdict
 
 FEWER_IS_WORSE = frozenset({"prefix_hit_tokens"})  # work saved (harness/engines/work.py); the rest is work done
+NOT_COUNTED = "counted by the base, not by this side: not compared"
 NOT_DETERMINISTIC = "its work counters differ between identical rounds: not deterministic, not compared"
 
 
 def work_verdicts(case: str, base: dict | None, now: dict | None, unsteady: bool = False) -> list[Verdict]:
     """A row for each counter that changed (none where every counter both sides count is equal); one
-    inconclusive row where a side's counters were not deterministic."""
-    if not base or not now:
+    inconclusive row where a side's counters were not deterministic, and one for each counter the base
+    counted and this run did not (a count that failed must not pass as "nothing changed"). A counter
+    only this run counts (a base older than it) is not compared."""
+    if not base:
         return []
-    if unsteady:
+    now = now or {}
+    if unsteady and now:
         return [Verdict(f"{case} work", "inconclusive", unit="count", note=NOT_DETERMINISTIC)]
-    rows = []
+    rows = [
+        Verdict(f"{case} work:{counter}", "inconclusive", unit="count", base=base[counter], note=NOT_COUNTED)
+        for counter in sorted(base.keys() - now.keys())
+    ]
     for counter in sorted(base.keys() & now.keys()):
         b, n = base[counter], now[counter]
         if b == n:

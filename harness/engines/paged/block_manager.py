@@ -150,6 +150,11 @@ class BlockManager:
         seq.cpu_block_table = []
         return pairs
 
+    def drop_swapped(self, seq: Sequence) -> None:
+        """Give a swapped-out sequence's CPU blocks back without bringing it in (it is abandoned)."""
+        self.free_cpu_block_ids.extend(seq.cpu_block_table)
+        seq.cpu_block_table = []
+
     def reset_prefix_cache(self) -> None:
         """Forget every cached block and hand blocks out in id order again, as a fresh pool does (only
         while no sequence holds blocks): a benchmark round that follows another must not reuse the KV of

@@ -219,22 +219,33 @@ class PagedEngine(BaseEngine):
         arrivals = ArrivalQueue(requests, self.config.max_concurrency, start)
         order: dict[int, RequestOutput] = {}
         by_request: dict[int, int] = {}
-        while arrivals or self.has_unfinished():
-            for i, req, t in arrivals.admit(len(self._outputs)):
-                try:
-                    seq_id = self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
-                    self._outputs[seq_id].arrival_s = t  # its arrival (or the slot the cap gave it), not this step
-                    by_request[req.request_id] = i
-                except RequestTooLargeError as exc:
-                    arrivals.refused()
-                    order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t, error=str(exc))
-            arrivals.wait_for_next(len(self._outputs))
-            for out in self.step():
-                order[by_request[out.request_id]] = out
+        try:
+            while arrivals or self.has_unfinished():
+                for i, req, t in arrivals.admit(len(self._outputs)):
+                    try:
+                        seq_id = self.add_request(req.prompt_ids, req.max_new_tokens, req.priority, req.request_id)
+                        self._outputs[seq_id].arrival_s = t  # its arrival (or the slot the cap gave), not this step
+                        by_request[req.request_id] = i
+                    except RequestTooLargeError as exc:
+                        arrivals.refused()
+                        order[i] = RequestOutput(req.request_id, len(req.prompt_ids), arrival_s=t, error=str(exc))
+                arrivals.wait_for_next(len(self._outputs))
+                for out in self.step():
+                    order[by_request[out.request_id]] = out
+        except BaseException:
+            self._abandon()
+            raise
         outputs = [order[i] for i in range(len(requests))]
         result = GenerateResult(outputs, now(self.device) - start, metrics=self.metrics(), work=self.counted_work())
         result.steps, result.start_s = self.steps, start
         return result
+
+    def _abandon(self) -> None:
+        """A generate that raised part-way (a failed forward, an interrupt, a failed flops count) leaves
+        nothing behind: its unfinished requests are dropped and their blocks given back."""
+        for seq in self.scheduler.abort_all():
+            self.kept.forget(seq.seq_id)
+        self._outputs.clear()
 
     def teacher_forced_logits(self, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
         """Per request, (len(continuation), vocab) float32 logits from this engine, fed the given

@@ -133,6 +133,19 @@ class Scheduler:
         self.add(seq)
         return []
 
+    def abort_all(self) -> list[Sequence]:
+        """Drop every unfinished sequence and give its blocks back, device and CPU pool alike (a generate
+        that raised part-way: the next one must start from an empty pool). Returns the dropped ones."""
+        for seq in self.running:
+            self.bm.free(seq)
+        for seq in self.swapped:
+            self.bm.drop_swapped(seq)
+        dropped = [*self.waiting, *self.running, *self.swapped]
+        for seq in dropped:
+            seq.status = SeqStatus.FINISHED
+        self.waiting, self.running, self.swapped = [], [], []
+        return dropped
+
     def finish(self, seq: Sequence) -> None:
         seq.status = SeqStatus.FINISHED
         self.running.remove(seq)

@@ -46,6 +46,8 @@ def test_ab_finds_a_real_regression_in_the_slowed_tree_and_nowhere_else(tmp_path
     assert verdicts["test_decode[tiny-manual-bs8-ctx128]"].status == "regression"
     assert verdicts["test_decode[tiny-paged-bs8-ctx128]"].status != "regression"
     assert verdicts["test_decode[tiny-manual-bs8-ctx128]"].change < -0.2
+    assert verdicts["test_decode[tiny-manual-bs8-ctx128] work:flops"].status == "regression"  # counted by the worker
+    assert "test_decode[tiny-paged-bs8-ctx128] work:flops" not in verdicts  # the same arithmetic: no row
     doc = result.doc
     assert set(doc["spent_s"]) == {"start", "prepare", "open", "rounds", "close"}
     visits = doc["cases"]["test_decode[tiny-manual-bs8-ctx128]"]["visits"]

@@ -64,7 +64,8 @@ def test_a_generate_that_raises_part_way_leaves_an_empty_pool(tiny, reference, p
     engine._run = failing
     with pytest.raises(RuntimeError, match="a forward that failed"):
         engine.generate(reqs)
-    assert not engine.has_unfinished() and not engine._outputs
+    assert not engine.has_unfinished()
+    assert not engine._outputs
     assert engine.bm.num_free_blocks == engine.bm.num_blocks
     assert len(engine.bm.free_cpu_block_ids) == engine.bm.num_cpu_blocks
     engine._run = run

@@ -1,5 +1,7 @@
 """A baseline that grows into a rolling history of accepted runs (`baseline update --append`)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,10 @@ def test_the_command_appends_and_a_corrupt_history_is_named_and_kept(tmp_path, m
     assert main(["baseline", "update", "--from", "r0.json", "--append"]) == EXIT_GATE_ERROR
     assert "baselines/m/baseline.json" in capsys.readouterr().err
     assert (tmp_path / "baselines" / "m" / "baseline.json").read_text() == "{broken"
+
+
+def test_baseline_update_runs_the_repositorys_cases_here_and_the_installed_ones_elsewhere(tmp_path):
+    from harness.baseline.record import suite_target
+
+    assert suite_target(Path(__file__).resolve().parent.parent) == ["perf_tests"]
+    assert suite_target(tmp_path) == ["--pyargs", "perf_tests"]  # a project that installed the suite

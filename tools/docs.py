@@ -69,7 +69,8 @@ def _subcommands(p: argparse.ArgumentParser) -> list[str]:
             if isinstance(a, argparse._SubParsersAction) or a.dest in ("help",):
                 continue
             flag = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.dest}`"
-            shown = "" if a.default in (None, False, argparse.SUPPRESS) or not a.option_strings else str(a.default)
+            switch = isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+            shown = "" if switch or a.default in (None, argparse.SUPPRESS) or not a.option_strings else str(a.default)
             rows.append([flag, (a.help or "").replace("%(default)s", str(a.default)), shown])
         if rows:
             lines += _table(["argument", "what", "default"], rows)
@@ -132,6 +133,12 @@ def _workload_text(w) -> str:
 
 ENVIRONMENT = [
     ["`GITHUB_STEP_SUMMARY`", "where the verdicts' markdown goes when no summary file is named (GitHub sets it)"],
+    [
+        "`LLM_PERF_CACHE`",
+        "the cache folder: converted checkpoints, stored output checks, the built C kernel "
+        "(default `~/.cache/llm-perf-suite`; delete it to rebuild them all)",
+    ],
+    ["`CC`", "the C compiler for the one-row kernel (default `cc`; without one, oneDNN's product is used)"],
     ["`PERF_INJECT_SLOWDOWN`", "experiments only: slow every engine's work by this fraction"],
     ["`PERF_INJECT_CASE`", "experiments only: with it, only the cases whose name contains it"],
 ]

@@ -28,8 +28,13 @@ DEFAULT_KEEP = 20  # runs a history keeps with --append (the oldest go first)
 
 
 def run_suite(pytest_args: list[str], json_path: Path, env: dict | None = None) -> int:
-    cmd = [sys.executable, "-m", "pytest", "perf_tests", "-q", "--benchmark-json", str(json_path), *pytest_args]
-    return subprocess.run(cmd, env=env).returncode
+    cmd = [sys.executable, "-m", "pytest", *suite_target(Path.cwd()), "-q", "--benchmark-json", str(json_path)]
+    return subprocess.run([*cmd, *pytest_args], env=env).returncode
+
+
+def suite_target(folder: Path) -> list[str]:
+    """The cases: this repository's folder where it is there, else the installed package."""
+    return ["perf_tests"] if (folder / "perf_tests" / "__init__.py").is_file() else ["--pyargs", "perf_tests"]
 
 
 @dataclass

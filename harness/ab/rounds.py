@@ -71,9 +71,10 @@ class CaseRecord:
     def add_flops(self, closed: list[dict]) -> None:
         """Each side's flops, counted once, at the close of the case's first visit (a side whose code
         cannot count them says nothing, and the counter is then not compared). Sides that counted with
-        another torch (two environments) are not compared either: its formulas may differ."""
+        another torch (two environments) are not compared either: its formulas may differ. A side of an
+        older suite names no counter; it runs the same interpreter as the other (a git ref or folder)."""
         counted = {side: reply for side, reply in zip(("base", "head"), closed, strict=True) if FLOPS in reply}
-        if len({reply.get("counter") for reply in counted.values()}) > 1:
+        if len({reply["counter"] for reply in counted.values() if "counter" in reply}) > 1:
             self.flops_apart = True
             return
         for side, reply in counted.items():

@@ -38,10 +38,17 @@ from harness.specs import get_spec
 PROBE_BYTES = 256 << 20
 
 
+def _torch_layers(engine: PagedEngine) -> PagedEngine:
+    """paged stepping a lone row through layers.py's torch ops, as it did before its batch-1 step ran
+    each layer as one C call (harness/engines/paged/row_step.py); the other variants of paged build on it."""
+    engine.runner.row_step = None
+    return engine
+
+
 def _on_the_blas(engine: PagedEngine) -> PagedEngine:
     """paged with every product through F.linear (the BLAS) and its LM head transposed: as it ran before
     it used oneDNN on CPU (harness/engines/onednn.py)."""
-    runner = engine.runner
+    runner = _torch_layers(engine).runner
     runner.linear, runner.lm_head_t = F.linear, runner.lm_head.t().contiguous()
     return engine
 
@@ -49,7 +56,7 @@ def _on_the_blas(engine: PagedEngine) -> PagedEngine:
 def _unstacked(engine: PagedEngine) -> PagedEngine:
     """paged with Q, K, V, the MLP's gate and up each its own product (7 a layer, not 4), as it ran
     before layers.py stacked their weights."""
-    runner = engine.runner
+    runner = _torch_layers(engine).runner
 
     def qkv(w, x, cos, sin):
         h = rms_norm(x, w.input_norm, runner.eps)
@@ -110,12 +117,13 @@ def _products_through(linear, engine: PagedEngine | ManualEngine) -> PagedEngine
         engine.row_mode = onednn.LinearMode(linear)
         engine._mode_for = lambda ids: engine.row_mode  # also for one-row forwards on an Intel CPU
     else:
-        engine.runner.linear = linear
+        _torch_layers(engine).runner.linear = linear
     return engine
 
 
 VARIANTS: dict[str, Callable] = {
     "paged": lambda loaded: PagedEngine(loaded, EngineConfig()),
+    "paged-torch-layers": lambda loaded: _torch_layers(PagedEngine(loaded, EngineConfig())),
     "paged-blas": lambda loaded: _on_the_blas(PagedEngine(loaded, EngineConfig())),
     "paged-unstacked": lambda loaded: _unstacked(PagedEngine(loaded, EngineConfig())),
     "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
@@ -196,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names if args.profile else ():
         print(f"\n{name}, {args.profile} steps, by self CPU time:\n{profile(cases[name], args.profile)}")
     for name, engine in engines.items() if args.split else ():
-        if isinstance(engine, PagedEngine) and engine.runner.compiled is None and engine.runner.lm_head_t is None:
+        if (
+            isinstance(engine, PagedEngine)
+            and engine.runner.compiled is None
+            and engine.runner.lm_head_t is None
+            and engine.runner.row_step is None
+        ):
             print(f"\n{name}, {args.split} steps, products apart:")
             print("\n".join(split(engine, cases[name], args.split, cases["read"])))
     return 0

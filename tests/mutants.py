@@ -195,7 +195,8 @@ class UnsteadyWorkPaged(PagedEngine):
 
 class ProjectsTwiceRunner(PagedModelRunner):
     """Every layer projects Q, K and V a second time and keeps the second: the same tokens, the same
-    scheduler counters, more arithmetic (the flops counter, harness/engines/flops.py)."""
+    scheduler counters, more arithmetic (the flops counter, harness/engines/flops.py). A lone row's
+    decode step runs its layers in C (row_step.py), without _qkv: there it does the same work."""
 
     def _qkv(self, w, x, cos, sin):
         super()._qkv(w, x, cos, sin)

@@ -12,8 +12,9 @@ not a torch op, and the count is of the arithmetic, not of the library doing it.
 the matrix products and attention (2 per multiply-add, causal masks not discounted); the norms and
 activations are not counted. Attention is counted by one formula here (`_ATTENTION`), the convention
 of torch's own, for every op torch may pick: CPU's has no formula in torch's table, and older torch
-refused keys with fewer heads than queries. Arithmetic an engine moves into an op of its own (a
-custom kernel) is not counted: the counter would read it as an improvement.
+refused keys with fewer heads than queries. The paged engine's batch-1 layer in C runs, while counted,
+as a torch op with its own formula (row_layer.py). Arithmetic an engine moves into an op of its own
+without a formula (a custom kernel) is not counted: the counter would read it as an improvement.
 
 A case is counted where its unit runs on the calling thread in this process and does the same
 arithmetic every time: the engine says `counts_flops = True` (the suite's own engines; a plug-in engine
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.engines import onednn
+from harness.engines import onednn, row_layer
 from harness.engines.work import FLOPS
 
 
@@ -71,7 +72,10 @@ def count_flops(unit: Callable[[], object], setup: Callable[[], object] | None =
     try:
         if setup is not None:
             setup()
-        with onednn.on_torch(), FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
+        with (
+            onednn.on_torch(),
+            FlopCounterMode(display=False, custom_mapping={**_ATTENTION, **row_layer.FLOP_FORMULAS}) as counter,
+        ):
             unit()
     except Exception as exc:  # noqa: BLE001 - an op the counter cannot take: the case is still timed
         warnings.warn(f"flops not counted ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)

@@ -31,6 +31,7 @@ import platform
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -108,36 +109,45 @@ def _cpu() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
-def _build(folder: Path) -> Path:
-    """The shared library for this source, flags, compiler and CPU, built into `folder` unless it is there."""
+def _build(folder: Path, source: str = "", name: str = "rowdot") -> Path:
+    """The shared library for this source (SOURCE when none is given), flags, compiler and CPU, built into
+    `folder` as `<name>-<digest>.so` unless it is there."""
+    source = source or SOURCE
     cc = _compiler()
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
-    digest = hashlib.sha256(repr((SOURCE, FLAGS, cc, version, _cpu())).encode()).hexdigest()[:16]
-    target = folder / f"rowdot-{digest}.so"
+    digest = hashlib.sha256(repr((source, FLAGS, cc, version, _cpu())).encode()).hexdigest()[:16]
+    target = folder / f"{name}-{digest}.so"
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        src, out = Path(tmp) / "rowdot.c", Path(tmp) / "rowdot.so"
-        src.write_text(SOURCE)
+        src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
+        src.write_text(source)
         subprocess.run([*cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, check=True, timeout=120)
         os.replace(out, target)  # atomic: a process beside this one sees the whole file or none
     return target
 
 
-@functools.cache
-def kernel():
-    """The compiled row_times_weight (a ctypes function), or None where it cannot be built (problem())."""
+def load(source: str, name: str, function: str, argtypes: list) -> Callable | None:
+    """`function` of the library built from `source` (a ctypes function returning nothing), or None where
+    it cannot be built (problem() says why)."""
     try:
-        fn = ctypes.CDLL(str(_build(cache_root() / "kernels"))).row_times_weight
+        fn = getattr(ctypes.CDLL(str(_build(cache_root() / "kernels", source, name))), function)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:  # ValueError: an unparsable $CC
         detail = getattr(exc, "stderr", "") or str(exc)
         cc = os.environ.get("CC", "cc")
         _problem.append(f"the C one-row product could not be built with {cc}: {detail.strip()[:300]}")
         return None
     fn.restype = None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_int]
+    fn.argtypes = argtypes
     return fn
+
+
+@functools.cache
+def kernel():
+    """The compiled row_times_weight (a ctypes function), or None where it cannot be built (problem())."""
+    c = ctypes
+    return load(SOURCE, "rowdot", "row_times_weight", [c.c_void_p] * 3 + [c.c_long] * 2 + [c.c_int])
 
 
 def problem() -> str | None:

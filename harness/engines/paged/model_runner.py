@@ -1,5 +1,6 @@
 """The paged engine's own forward for Qwen3 and Llama decoders, reading and writing K/V through
-block tables. Pure torch: runs on CPU and CUDA.
+block tables. Torch ops: runs on CPU and CUDA; a lone row's decode step on a CPU whose one-row
+products are the suite's C kernel runs each layer as one C call instead (row_step.py).
 
 Weights are the HF model's own tensors (built by harness/models.py or loaded from a checkpoint);
 the forward is written here: RMSNorm, RoPE, grouped-query attention over a paged cache, SwiGLU,
@@ -25,6 +26,7 @@ from harness.engines.paged.flex_decode import FlexDecode, worth_it
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
 from harness.engines.paged.matvec import PIECES, CompiledRow
+from harness.engines.paged.row_step import RowStep
 from harness.models import DTYPES, LoadedModel
 
 
@@ -91,6 +93,8 @@ class PagedModelRunner:
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._gather: tuple[torch.Tensor, torch.Tensor] | None = None
         self.graphs = DecodeGraphs(self) if cuda_graphs else None
+        plain = not (compile or cuda_graphs)  # a lone row's step in C (row_step.py) where it can
+        self.row_step = RowStep(self) if plain and RowStep.takes(self) else None
 
     # --- helpers ---------------------------------------------------------------------------
     def _rope(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +262,10 @@ class PagedModelRunner:
             captured = self.graphs.decode_logits(token_ids, positions, block_tables)
             if captured is not None:
                 return captured
+        if self.row_step is not None and len(token_ids) == 1:
+            first = consecutive_from(block_tables[0][: positions[0] // self.block_size + 1])
+            if first is not None:
+                return self.row_step.logits(token_ids[0], positions[0], first)
         batch, bs = len(token_ids), self.block_size
         pos = torch.tensor(positions, device=self.device)
         write = torch.tensor(

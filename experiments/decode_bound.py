@@ -39,9 +39,10 @@ PROBE_BYTES = 256 << 20
 
 
 def _torch_layers(engine: PagedEngine) -> PagedEngine:
-    """paged stepping a lone row through layers.py's torch ops, as it did before its batch-1 step ran
-    each layer as one C call (harness/engines/paged/row_step.py); the other variants of paged build on it."""
-    engine.runner.row_step = None
+    """paged stepping a lone row through layers.py's torch ops and torch's attention, as it did before
+    its batch-1 step ran each layer as one C call (harness/engines/paged/row_step.py) and its decode
+    attention read the pool in C (kv_attention.py); the other variants of paged build on it."""
+    engine.runner.row_step, engine.runner.kv_in_c = None, False
     return engine
 
 

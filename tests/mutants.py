@@ -65,7 +65,7 @@ class ReorderedRaggedRunner(PagedModelRunner):
             if g.mask is not None:
                 pos = torch.tensor(positions, device=g.mask.device)
                 mask = (torch.arange(g.ctx, device=g.mask.device)[None] <= pos[:, None])[:, None, None, :]
-            groups = [DecodeGroup(None, g.tables, g.ctx, mask, g.buffers)]
+            groups = [DecodeGroup(None, g.tables, g.ctx, mask, g.buffers, lengths=[p + 1 for p in positions])]
         return groups
 
 

@@ -168,14 +168,16 @@ ORDERS = {
 }
 
 
-def ragged_decode_error(loaded, lengths, order, runner_class=None):
+def ragged_decode_error(loaded, lengths, order, runner_class=None, attention="c"):
     """Max |logit difference| from HF of one paged decode step over sequences of these lengths, in this
-    row order (each row against HF's forward over that sequence alone)."""
+    row order (each row against HF's forward over that sequence alone); attention "c" where the C kernel
+    of kv_attention.py takes it, "torch" for the gathered length groups."""
     from harness.engines.paged.model_runner import PrefillChunk
     from harness.engines.paged.sequence import Sequence
 
     engine = paged(loaded, num_blocks=64, block_size=8)
     runner = engine.runner if runner_class is None else runner_class(loaded, 64, 8)
+    runner.kv_in_c = runner.kv_in_c and attention == "c"
     gen = torch.Generator().manual_seed(3)
     seqs = []
     for i, n in enumerate(ORDERS[order](LENGTHS[lengths])):
@@ -192,20 +194,22 @@ def ragged_decode_error(loaded, lengths, order, runner_class=None):
     return float((got - want).abs().max())
 
 
+@pytest.mark.parametrize("attention", ["c", "torch"])
 @pytest.mark.parametrize("order", list(ORDERS))
 @pytest.mark.parametrize("lengths", list(LENGTHS))
-def test_ragged_decode_logits_equal_hf_in_every_row_order(tiny, lengths, order):
+def test_ragged_decode_logits_equal_hf_in_every_row_order(tiny, lengths, order, attention):
     """The regression test for the bug that made paged wrong on mixed64: one decode step over sequences
     of different lengths, rows in ascending, descending and shuffled order, in one length group and in
     several. Every row's logits must be HF's for that sequence alone (float32: within 1e-4)."""
-    assert ragged_decode_error(tiny, lengths, order) < 1e-4
+    assert ragged_decode_error(tiny, lengths, order, attention=attention) < 1e-4
 
 
-def test_the_ragged_decode_test_fails_on_the_bug_it_guards_against(tiny):
+@pytest.mark.parametrize("attention", ["c", "torch"])
+def test_the_ragged_decode_test_fails_on_the_bug_it_guards_against(tiny, attention):
     from mutants import ReorderedRaggedRunner
 
-    assert ragged_decode_error(tiny, "one-group", "ascending", ReorderedRaggedRunner) > 1e-2
-    assert ragged_decode_error(tiny, "one-group", "shuffled", ReorderedRaggedRunner) > 1e-2
+    assert ragged_decode_error(tiny, "one-group", "ascending", ReorderedRaggedRunner, attention) > 1e-2
+    assert ragged_decode_error(tiny, "one-group", "shuffled", ReorderedRaggedRunner, attention) > 1e-2
 
 
 def test_teacher_forced_logits_of_a_shrinking_ragged_batch_equal_hf(tiny):
@@ -255,8 +259,14 @@ def test_stacked_projections_share_the_models_memory_and_are_built_once():
     ids=["consecutive", "a-gap", "two-rows", "one-block"],
 )
 def test_a_lone_row_on_consecutive_blocks_is_read_in_place(tiny, tables, in_place):
-    """Decode attends to such a row's K/V as a view of the pool (no gather copy); anything else gathers."""
+    """Decode through torch's attention attends to such a row's K/V as a view of the pool (no gather
+    copy); anything else gathers. Through kv_attention.py's C kernel nothing is gathered."""
     runner = paged(tiny).runner
+    if runner.kv_in_c:
+        groups = runner._decode_groups([len(t) * runner.block_size - 1 for t in tables], tables)
+        assert len(groups) == 1
+        assert groups[0].buffers is None
+    runner.kv_in_c = False
     positions = [len(t) * runner.block_size - 1 for t in tables]
     groups = runner._decode_groups(positions, tables)
     assert groups[0].first_block == in_place

@@ -12,8 +12,9 @@ not a torch op, and the count is of the arithmetic, not of the library doing it.
 the matrix products and attention (2 per multiply-add, causal masks not discounted); the norms and
 activations are not counted. Attention is counted by one formula here (`_ATTENTION`), the convention
 of torch's own, for every op torch may pick: CPU's has no formula in torch's table, and older torch
-refused keys with fewer heads than queries. The paged engine's batch-1 layer in C runs, while counted,
-as a torch op with its own formula (row_layer.py). Arithmetic an engine moves into an op of its own
+refused keys with fewer heads than queries. The paged engine's C kernels (its decode attention,
+kv_attention.py, over each row's own keys; its batch-1 layer, row_layer.py) run, while counted, as
+torch ops with their own formulas. Arithmetic an engine moves into an op of its own
 without a formula (a custom kernel) is not counted: the counter would read it as an improvement.
 
 A case is counted where its unit runs on the calling thread in this process and does the same
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.engines import onednn, row_layer
+from harness.engines import kv_attention, onednn, row_layer
 from harness.engines.work import FLOPS
 
 
@@ -57,6 +58,10 @@ _ATTENTION = {  # one formula for every attention op, whichever torch: older one
 }
 
 
+# torch's attention ops by one formula; the suite's own C kernels, run as torch ops while counted
+COUNTED = {**_ATTENTION, **kv_attention.FLOP_FORMULAS, **row_layer.FLOP_FORMULAS}
+
+
 def countable(engine, requests: Sequence | None = None) -> bool:
     """Whether a case of this engine can be counted (the module text says when)."""
     config = getattr(engine, "config", None)
@@ -74,7 +79,7 @@ def count_flops(unit: Callable[[], object], setup: Callable[[], object] | None =
             setup()
         with (
             onednn.on_torch(),
-            FlopCounterMode(display=False, custom_mapping={**_ATTENTION, **row_layer.FLOP_FORMULAS}) as counter,
+            FlopCounterMode(display=False, custom_mapping=COUNTED) as counter,
         ):
             unit()
     except Exception as exc:  # noqa: BLE001 - an op the counter cannot take: the case is still timed

@@ -6,7 +6,7 @@ norms, RoPE, the K/V write, attention, the residuals and Python around 40-60 sma
 0.2-0.4 ms a layer against products of 0.5-2 ms (docs/measurements.md, decode against the read bound).
 Here a whole layer is one call: RMSNorm, the stacked Q/K/V product, Qwen3's q/k norms, RoPE, the new
 token's K and V written into the pool, grouped-query attention of the one query over the row's
-consecutive cache slots, the output product and residual, RMSNorm, the stacked gate/up product, SiLU
+consecutive cache slots (kv_attention.py's), the output product and residual, RMSNorm, the stacked gate/up product, SiLU
 times up, the down product and residual. Each step follows transformers' modeling_qwen3 /
 modeling_llama in its order of operations (RMSNorm in float32, weight applied after; RoPE in its
 rotate-half form; softmax over scaled scores); sums run in other orders than torch's, so results
@@ -25,7 +25,7 @@ import functools
 
 import torch
 
-from harness.engines import rowdot
+from harness.engines import kv_attention, rowdot
 
 LAYER_SOURCE = r"""
 #include <math.h>
@@ -51,23 +51,6 @@ static void rope(float *v, const float *cos, const float *sin, long d) {
     }
 }
 
-/* one query head over ctx keys and values `stride` floats apart: softmax(q k / sqrt(d)) v */
-static void attend_head(const float *q, const float *K, const float *V, float *out, float *p, long ctx,
-                        long stride, long d, float scale) {
-    float top = -INFINITY, total = 0.0f;
-    for (long t = 0; t < ctx; t++) {
-        p[t] = one_row(K + t * stride, q, d) * scale;
-        if (p[t] > top) top = p[t];
-    }
-    for (long t = 0; t < ctx; t++) total += (p[t] = expf(p[t] - top));
-    for (long i = 0; i < d; i++) out[i] = 0.0f;
-    for (long t = 0; t < ctx; t++) {
-        const float *v = V + t * stride;
-        float share = p[t] / total;
-        for (long i = 0; i < d; i++) out[i] += share * v[i];
-    }
-}
-
 /* w: input_norm, qkv, o, q_norm (or 0), k_norm (or 0), post_norm, gate_up, down; dims: H, heads,
    kv heads, head dim, intermediate. x (H): the row's hidden state, updated in place. kc, vc: this
    layer's pool from the row's first slot, (ctx, kv heads, head dim); slot ctx - 1 is written here.
@@ -89,11 +72,8 @@ void row_decode_layer(const float *const *w, float *x, float *scratch, float *kc
         rope(kslot + g * d, cos, sin, d);
     }
     memcpy(vslot, k + nk, nk * sizeof(float));
-    long group = nh / nkv;
-    float scale = 1.0f / sqrtf((float)d);
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (long g = 0; g < nh; g++)
-        attend_head(q + g * d, kc + (g / group) * d, vc + (g / group) * d, att + g * d, p + g * ctx, ctx, nk, d, scale);
+    long table = 0, length = ctx, attention_dims[4] = {nh, nkv, d, ctx};  /* the row's slots as one block */
+    paged_decode_attention(q, kc, vc, &table, &length, att, p, 1, 1, ctx, attention_dims, threads);
     row_times_weight(w[2], att, y, H, nq, threads);
     for (long i = 0; i < H; i++) x[i] += y[i];
     rms_norm_row(x, w[5], h, H, eps);
@@ -111,7 +91,9 @@ def kernel():
     (rowdot.problem() says why)."""
     c = ctypes
     args = [c.c_void_p] * 7 + [c.c_long, c.c_void_p, c.c_float, c.c_int]
-    return rowdot.load(rowdot.SOURCE + LAYER_SOURCE, "rowlayer", "row_decode_layer", args)
+    return rowdot.load(
+        rowdot.SOURCE + kv_attention.ATTENTION_SOURCE + LAYER_SOURCE, "rowlayer", "row_decode_layer", args
+    )
 
 
 def layer_flops(ctx: int, dims: list[int]) -> int:

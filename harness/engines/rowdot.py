@@ -56,8 +56,9 @@ static float one_row(const float *restrict w, const float *restrict x, long K) {
     return lane_sum(s);
 }
 
-static void four_rows(const float *restrict w, const float *restrict x, float *restrict y, long K) {
-    const float *r0 = w, *r1 = w + K, *r2 = w + 2 * K, *r3 = w + 3 * K;
+/* four rows `stride` floats apart, each of K values, times x */
+static void four_rows_apart(const float *restrict w, long stride, const float *restrict x, float *restrict y, long K) {
+    const float *r0 = w, *r1 = w + stride, *r2 = w + 2 * stride, *r3 = w + 3 * stride;
     float s0[LANES] = {0}, s1[LANES] = {0}, s2[LANES] = {0}, s3[LANES] = {0};
     long k = 0;
     for (; k + LANES <= K; k += LANES)
@@ -85,7 +86,7 @@ void row_times_weight(const float *restrict w, const float *restrict x, float *r
                       int threads) {
     long blocks = N / 4;
     #pragma omp parallel for schedule(static) num_threads(threads)
-    for (long b = 0; b < blocks; b++) four_rows(w + 4 * b * K, x, y + 4 * b, K);
+    for (long b = 0; b < blocks; b++) four_rows_apart(w + 4 * b * K, K, x, y + 4 * b, K);
     for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);
 }
 """

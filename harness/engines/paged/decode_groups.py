@@ -23,6 +23,7 @@ class DecodeGroup:
     buffers: tuple[torch.Tensor, torch.Tensor] | None  # where the gather copies to; None when read in place
     first_block: int | None = None  # one row whose blocks are consecutive from here: read in place
     block_mask: object | None = None  # flex_decode.py's: the whole batch attended through its tables
+    lengths: list[int] | None = None  # each row's context (its position + 1), in the group's row order
 
 
 def consecutive_from(table: list[int]) -> int | None:
@@ -66,7 +67,8 @@ def whole_batch(positions: list[int], block_tables: list[list[int]], block_size:
     ctx = max(positions) + 1
     width = -(-ctx // block_size)
     tables = padded_tables(block_tables, width, device)
-    return DecodeGroup(None, tables, ctx, ragged_mask(positions, ctx, device), None, None, mask)
+    lengths = [p + 1 for p in positions]
+    return DecodeGroup(None, tables, ctx, ragged_mask(positions, ctx, device), None, None, mask, lengths)
 
 
 def plan_groups(
@@ -74,13 +76,15 @@ def plan_groups(
     block_tables: list[list[int]],
     block_size: int,
     device: torch.device,
-    gather_buffers: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    gather_buffers: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None],
+    most: int = 8,
 ) -> list[DecodeGroup]:
     """Length groups of a decode step whose row b attends to positions 0 .. positions[b]. Every per-row
     tensor of a group (block tables, mask positions, queries, outputs) is taken in that group's row
-    order, which length_buckets makes longest first. gather_buffers(blocks) gives a group's K/V copy."""
+    order, which length_buckets makes longest first, in at most `most` groups. gather_buffers(blocks)
+    gives a group's K/V copy (None: attended to in place, kv_attention.py)."""
     batch, groups = len(positions), []
-    for rows in length_buckets([p + 1 for p in positions]):
+    for rows in length_buckets([p + 1 for p in positions], most=most):
         ctx = max(positions[b] for b in rows) + 1
         width = -(-ctx // block_size)
         tables = padded_tables([block_tables[b] for b in rows], width, device)
@@ -89,5 +93,5 @@ def plan_groups(
         mask = ragged_mask([positions[b] for b in rows], ctx, device)  # ragged contexts: hide each row's tail
         lone = consecutive_from(block_tables[rows[0]][:width]) if len(rows) == 1 else None
         buffers = gather_buffers(tables.numel()) if lone is None else None
-        groups.append(DecodeGroup(index, tables, ctx, mask, buffers, lone))
+        groups.append(DecodeGroup(index, tables, ctx, mask, buffers, lone, lengths=[positions[b] + 1 for b in rows]))
     return groups

@@ -1,6 +1,7 @@
 """The paged engine's own forward for Qwen3 and Llama decoders, reading and writing K/V through
-block tables. Torch ops: runs on CPU and CUDA; a lone row's decode step on a CPU whose one-row
-products are the suite's C kernel runs each layer as one C call instead (row_step.py).
+block tables. Torch ops: runs on CPU and CUDA; on a float32 CPU, decode attention reads each row's
+blocks in place in C (kv_attention.py), and where one-row products are the suite's C kernel a lone
+row's decode step runs each layer as one C call (row_step.py).
 
 Weights are the HF model's own tensors (built by harness/models.py or loaded from a checkpoint);
 the forward is written here: RMSNorm, RoPE, grouped-query attention over a paged cache, SwiGLU,
@@ -8,8 +9,8 @@ and Qwen3's q/k norms. Each op follows the order of operations of transformers' 
 modeling_llama (RMSNorm in float32, weight applied after casting back), so greedy tokens match.
 
 KV pool layout per layer: (num_blocks, block_size, n_kv, head_dim); token slot = block * bs + offset.
-Reads gather whole blocks with index_select (one contiguous copy per block: on CPU about 20x faster
-than indexing token slots one by one), or view a lone row's consecutive blocks in place
+Torch's attention reads gathered whole blocks (index_select, one contiguous copy per block: on CPU
+about 20x faster than indexing token slots one by one), or a view of a lone row's consecutive blocks
 (decode_groups.py); writes index_copy_ token slots.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.engines import onednn
+from harness.engines import kv_attention, onednn
 from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups, whole_batch
 from harness.engines.paged.flex_decode import FlexDecode, worth_it
 from harness.engines.paged.graphs import DecodeGraphs
@@ -66,10 +67,8 @@ class PagedModelRunner:
         self.lm_head = hf.lm_head.weight
         # float32 on CPU: every product through oneDNN (onednn.py), not the BLAS
         self.linear = onednn.linear if onednn.available(self.device, self.dtype) else F.linear
-        # Else on CPU the LM head is the largest GEMM of a decode step (vocab x hidden, far beyond the
-        # caches). Given its weight as (hidden, vocab), contiguous, MKL computes it 1.5-2.4x faster
-        # than F.linear's (vocab, hidden) form (`small`, 32000 x 512: 6.1 -> 2.6 ms at 1 row, 16.9 ->
-        # 11.3 ms at 24 rows). One transposed copy of the head; on CUDA cuBLAS takes either layout.
+        # Else on CPU the LM head, a decode step's largest GEMM, stored (hidden, vocab): MKL ran it 1.5-2.4x
+        # faster than F.linear's (vocab, hidden) form on `small`. One transposed copy; cuBLAS takes either.
         blas_head = self.device.type == "cpu" and self.linear is F.linear
         self.lm_head_t = self.lm_head.t().contiguous() if blas_head else None
         on_cpu = compile and self.device.type == "cpu"
@@ -93,8 +92,9 @@ class PagedModelRunner:
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._gather: tuple[torch.Tensor, torch.Tensor] | None = None
         self.graphs = DecodeGraphs(self) if cuda_graphs else None
-        plain = not (compile or cuda_graphs)  # a lone row's step in C (row_step.py) where it can
-        self.row_step = RowStep(self) if plain and RowStep.takes(self) else None
+        # in C where they can: a lone row's step (row_step.py), decode attention in place (kv_attention.py)
+        self.row_step = RowStep(self) if not (compile or cuda_graphs) and RowStep.takes(self) else None
+        self.kv_in_c = not (compile or cuda_graphs) and kv_attention.takes(self.device, self.dtype)
 
     # --- helpers ---------------------------------------------------------------------------
     def _rope(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +241,8 @@ class PagedModelRunner:
         if self.flex is not None and self.flex.problem is None and worth_it(positions):
             mask = self.flex.block_mask(positions, block_tables)
             return [whole_batch(positions, block_tables, self.block_size, self.device, mask)]
+        if self.kv_in_c:  # one group, each row read in place through its table over its own length
+            return plan_groups(positions, block_tables, self.block_size, self.device, lambda blocks: None, most=1)
         return plan_groups(positions, block_tables, self.block_size, self.device, self._gather_buffers)
 
     def _decode_attention(self, layer: int, q: torch.Tensor, g: DecodeGroup, out: torch.Tensor | None) -> torch.Tensor:
@@ -249,8 +251,11 @@ class PagedModelRunner:
             o = self.flex.attend(q, self.k_cache[layer], self.v_cache[layer], g.block_mask)
             if o is not None:
                 return o
-        keys, values = self._group_kv(layer, g)  # (b, n_kv, ctx, d)
         rows_q = q if g.index is None else q.index_select(0, g.index)
+        if self.kv_in_c:
+            o = kv_attention.attend(rows_q, self.k_cache[layer], self.v_cache[layer], g.tables, g.lengths)
+            return o if out is None else out.index_copy_(0, g.index, o)
+        keys, values = self._group_kv(layer, g)  # (b, n_kv, ctx, d)
         o = self._attend(rows_q[:, :, None], keys, values, g.mask, causal=False).reshape(len(g.tables), -1)
         return o if out is None else out.index_copy_(0, g.index, o)
 

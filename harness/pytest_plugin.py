@@ -132,14 +132,17 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def _products_line(hw) -> list[str]:
-    """On CPU, which library the engines multiply with (their speed depends on it: onednn.py)."""
+    """On CPU, which library the engines multiply with and whether paged's decode attention is C's
+    (their speed depends on it: onednn.py, kv_attention.py)."""
     if hw.device != "cpu":
         return []
     import torch
 
-    from harness.engines import onednn
+    from harness.engines import kv_attention, onednn
 
-    return [f"CPU products ({hw.dtype}): {onednn.described(torch.device('cpu'), getattr(torch, hw.dtype))}"]
+    cpu, dtype = torch.device("cpu"), getattr(torch, hw.dtype)
+    attention = "in c" if kv_attention.takes(cpu, dtype) else "torch's"
+    return [f"CPU products ({hw.dtype}): {onednn.described(cpu, dtype)}; paged decode attention {attention}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

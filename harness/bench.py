@@ -255,9 +255,11 @@ class PerfSession:
         if self.hardware.device == "cpu":  # what multiplies the weights (engines/onednn.py): it sets their speed
             import torch
 
-            from harness.engines import onednn
+            from harness.engines import kv_attention, onednn
 
-            info["cpu_products"] = onednn.library(torch.device("cpu"), getattr(torch, self.dtype))
+            cpu, dtype = torch.device("cpu"), getattr(torch, self.dtype)
+            info["cpu_products"] = onednn.library(cpu, dtype)
+            info["cpu_attention"] = "c" if kv_attention.takes(cpu, dtype) else "torch"  # paged's decode attention
         return info | ({"engine_options": self.options.engine_options} if self.options.engine_options else {})
 
 

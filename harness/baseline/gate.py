@@ -22,6 +22,9 @@ from harness.judge.stats import Prior
 from harness.judge.work import work_line, work_verdicts
 from harness.results import BenchRecord, ResultsFile
 
+# what the flops count depends on besides the code: the machine_info keys both runs must share
+COUNTED_WITH = ("torch", "cpu_products", "cpu_attention")
+
 __all__ = ["SUITE_ROW", "Thresholds", "compare", "method_line"]
 
 
@@ -34,7 +37,9 @@ class Prepared:
     speed: Speed
     data: dict[str, CaseData]  # the cases on both sides, sorted by name
     noise: Prior | None
-    same_torch: bool = True  # flops are counted by torch's own formulas: another torch may count otherwise
+    # flops are counted by torch's formulas, over the kernels the run had: another torch, another
+    # product library or attention kernel (a host without a C compiler) may count otherwise
+    same_counter: bool = True
 
     @classmethod
     def of(cls, baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> Prepared:
@@ -42,8 +47,8 @@ class Prepared:
         base, now = baseline.by_name(), current.by_name()
         speed = Speed.of(baseline, current, thresholds.normalise)
         data = {name: CaseData.of(name, base[name], now[name], speed) for name in sorted(base.keys() & now.keys())}
-        same_torch = baseline.machine_info.get("torch") == current.machine_info.get("torch")
-        return cls(base, now, speed, data, run_noise(list(data.values())), same_torch)
+        same = all(baseline.machine_info.get(k) == current.machine_info.get(k) for k in COUNTED_WITH)
+        return cls(base, now, speed, data, run_noise(list(data.values())), same)
 
 
 def compare(baseline: ResultsFile | dict, current: ResultsFile | dict, thresholds: Thresholds) -> list[Verdict]:
@@ -84,7 +89,7 @@ def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
     for name in prep.data:
         b, n = prep.base[name].result, prep.now[name].result
         base, now = dict(b.work or {}), dict(n.work or {})
-        if not prep.same_torch:
+        if not prep.same_counter:
             dropped |= base.pop(FLOPS, None) is not None
             now.pop(FLOPS, None)
         if not base:
@@ -95,7 +100,11 @@ def work_rows(prep: Prepared) -> tuple[list[Verdict], int, str]:
         compared += 1
         rows += work_verdicts(name, base, now, bool(b.work_unsteady or n.work_unsteady))
     why = [f"{other_seed} case(s) with another seed on each side: work not compared"] if other_seed else []
-    why += ["flops not compared: torch differs between the runs, and its counter with it"] if dropped else []
+    why += (
+        ["flops not compared: torch or the CPU kernels differ between the runs, and the count with them"]
+        if dropped
+        else []
+    )
     return rows, compared, "; ".join(why)
 
 

@@ -28,17 +28,19 @@ from harness.engines import onednn, rowdot
 ATTENTION_SOURCE = r"""
 #include <math.h>
 
-/* e^x for x <= 0 (a softmax's shifted scores), to about 2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its
-   Taylor polynomial to r^7, times 2^n built in the exponent bits. Arithmetic only, so a loop of it
-   vectorizes (libm's expf does not). */
+/* e^x for x <= 0 (a softmax's shifted scores), within 1 ulp down to -87 and 0 below (where e^x is
+   under float's smallest normal): x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7,
+   times 2^n built in the exponent bits. Arithmetic only, so a loop of it vectorizes (libm's expf does
+   not). */
 static inline float exp_neg(float x) {
+    float below = x < -87.0f ? 0.0f : 1.0f;
     x = x < -87.0f ? -87.0f : x;
     float n = __builtin_roundf(x * 1.44269504089f);
     float r = x - n * 0.693145752f - n * 1.42860677e-6f;
     float e = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f
               + r * (0.00138888889f + r * 0.000198412698f))))));
     union { float f; int i; } scale = {.i = ((int)n + 127) << 23};
-    return e * scale.f;
+    return e * scale.f * below;
 }
 
 static void softmax(float *p, long n) {
@@ -125,7 +127,7 @@ def attend(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tables: 
     if onednn_counting():
         counted(*args, dims, sum(lengths), max(lengths))
     else:
-        scratch = torch.empty(rows * heads * max(lengths))
+        scratch = torch.empty(rows * heads * max(lengths), dtype=torch.float32)
         ptrs = [t.data_ptr() for t in (*args, scratch)]
         kernel()(*ptrs, rows, tables.shape[1], max(lengths), (ctypes.c_long * 4)(*dims), torch.get_num_threads())
     return out
@@ -143,7 +145,7 @@ def counted(
 ) -> None:  # fmt: skip
     """The kernel as a torch op, so FlopCounterMode sees it; `keys`, the sum of the lengths, is what its
     formula counts."""
-    scratch = torch.empty(q.shape[0] * q.shape[1] * most)
+    scratch = torch.empty(q.shape[0] * q.shape[1] * most, dtype=torch.float32)
     ptrs = [t.data_ptr() for t in (q, k_pool, v_pool, tables, lengths, out, scratch)]
     kernel()(*ptrs, q.shape[0], tables.shape[1], most, (ctypes.c_long * 4)(*dims), torch.get_num_threads())
 

@@ -107,7 +107,9 @@ def layer_flops(ctx: int, dims: list[int]) -> int:
 @torch.library.custom_op("llm_perf::row_decode_layer", mutates_args=("x",))
 def counted_layer(x: torch.Tensor, pointers: list[int], ctx: int, dims: list[int], eps: float, threads: int) -> None:
     """The C layer as a torch op, so FlopCounterMode sees it; pointers: weights' array, scratch, kc, vc,
-    cos, sin (the order of row_decode_layer's arguments)."""
+    cos, sin (the order of row_decode_layer's arguments). It also writes the K/V pool and the scratch
+    through those pointers, which its schema cannot say: an op to run eagerly under the counter only,
+    never to trace or compile."""
     weights, scratch, kc, vc, cos, sin = pointers
     kernel()(weights, x.data_ptr(), scratch, kc, vc, cos, sin, ctx, (ctypes.c_long * 5)(*dims), eps, threads)
 

@@ -137,7 +137,8 @@ def load(source: str, name: str, function: str, argtypes: list) -> Callable | No
     except (OSError, subprocess.SubprocessError, ValueError) as exc:  # ValueError: an unparsable $CC
         detail = getattr(exc, "stderr", "") or str(exc)
         cc = os.environ.get("CC", "cc")
-        _problem.append(f"the C one-row product could not be built with {cc}: {detail.strip()[:300]}")
+        what = "one-row product" if name == "rowdot" else f"kernel {name}"
+        _problem.append(f"the C {what} could not be built with {cc}: {detail.strip()[:300]}")
         return None
     fn.restype = None
     fn.argtypes = argtypes

@@ -32,7 +32,7 @@ class RowStep:
         self.dims = [runner.embed.shape[1], runner.n_heads, runner.n_kv, runner.head_dim, intermediate]
         self._dims = (ctypes.c_long * 5)(*self.dims)
         self._weights = [(ctypes.c_void_p * 8)(*(_address(getattr(w, n)) for n in ORDER)) for w in runner.layers]
-        self._scratch = torch.empty(0)
+        self._scratch = torch.empty(0, dtype=torch.float32)
 
     @staticmethod
     def takes(runner) -> bool:
@@ -46,7 +46,7 @@ class RowStep:
         hidden, heads, kv_heads, head_dim, intermediate = self.dims
         need = 2 * hidden + 2 * (heads + kv_heads) * head_dim + 3 * intermediate + heads * ctx
         if self._scratch.numel() < need:
-            self._scratch = torch.empty(max(need, 2 * self._scratch.numel()))
+            self._scratch = torch.empty(max(need, 2 * self._scratch.numel()), dtype=torch.float32)
         return self._scratch
 
     def logits(self, token: int, position: int, first_block: int) -> torch.Tensor:

@@ -16,8 +16,9 @@ refused keys with fewer heads than queries. The paged engine's C kernels (its de
 kv_attention.py, over each row's own keys; its batch-1 layer, row_layer.py) run, while counted, as
 torch ops with their own formulas. Where they do not build (no C compiler), paged attends in torch
 over length groups padded to their longest row, and the count includes the padding: the stored gate
-compares flops only between runs of the same torch and CPU kernels (their `machine_info`). Arithmetic an engine moves into an op of its own
-without a formula (a custom kernel) is not counted: the counter would read it as an improvement.
+compares flops only between runs of the same torch and CPU kernels (their `machine_info`).
+Arithmetic an engine moves into an op of its own without a formula (a custom kernel) is not counted:
+the counter would read it as an improvement.
 
 A case is counted where its unit runs on the calling thread in this process and does the same
 arithmetic every time: the engine says `counts_flops = True` (the suite's own engines; a plug-in engine

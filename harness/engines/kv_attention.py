@@ -27,29 +27,37 @@ from harness.engines import onednn, rowdot
 
 ATTENTION_SOURCE = r"""
 #include <math.h>
+#include <string.h>
 
 /* e^x for x <= 0 (a softmax's shifted scores), within 1 ulp down to -87 and 0 below (where e^x is
    under float's smallest normal): x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7,
    times 2^n built in the exponent bits. Arithmetic only, so a loop of it vectorizes (libm's expf does
    not). */
 static inline float exp_neg(float x) {
-    float below = x < -87.0f ? 0.0f : 1.0f;
-    x = x < -87.0f ? -87.0f : x;
-    float n = __builtin_roundf(x * 1.44269504089f);
+    float below = (float)(x >= -87.0f);  /* selects by arithmetic, not branches: so the loop vectorizes */
+    x = x * below - 87.0f * (1.0f - below);
+    float n = (float)(int)(x * 1.44269504089f - 0.5f);  /* round to nearest: x <= 0 */
     float r = x - n * 0.693145752f - n * 1.42860677e-6f;
     float e = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666667f + r * (0.0416666667f + r * (0.00833333333f
               + r * (0.00138888889f + r * 0.000198412698f))))));
-    union { float f; int i; } scale = {.i = ((int)n + 127) << 23};
-    return e * scale.f * below;
+    int bits = ((int)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale * below;
 }
 
 static void softmax(float *p, long n) {
-    float top = -INFINITY, total = 0.0f;
-    for (long t = 0; t < n; t++) top = p[t] > top ? p[t] : top;
-    for (long t = 0; t < n; t++) p[t] = exp_neg(p[t] - top);
-    for (long t = 0; t < n; t++) total += p[t];
+    float lanes[LANES], top = -INFINITY, total = 0.0f;
+    for (int j = 0; j < LANES; j++) lanes[j] = -INFINITY;
+    long t = 0;
+    for (; t + LANES <= n; t += LANES)  /* the largest score, in lanes: a loop that vectorizes */
+        for (int j = 0; j < LANES; j++) lanes[j] = p[t + j] > lanes[j] ? p[t + j] : lanes[j];
+    for (; t < n; t++) top = p[t] > top ? p[t] : top;
+    for (int j = 0; j < LANES; j++) top = lanes[j] > top ? lanes[j] : top;
+    for (t = 0; t < n; t++) p[t] = exp_neg(p[t] - top);
+    for (t = 0; t < n; t++) total += p[t];
     float inverse = 1.0f / total;
-    for (long t = 0; t < n; t++) p[t] *= inverse;
+    for (t = 0; t < n; t++) p[t] *= inverse;
 }
 
 /* the next block of a row, asked for while this one is computed: the blocks of a row lie anywhere in the

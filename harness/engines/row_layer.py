@@ -6,8 +6,8 @@ norms, RoPE, the K/V write, attention, the residuals and Python around 40-60 sma
 0.2-0.4 ms a layer against products of 0.5-2 ms (docs/measurements.md, decode against the read bound).
 Here a whole layer is one call: RMSNorm, the stacked Q/K/V product, Qwen3's q/k norms, RoPE, the new
 token's K and V written into the pool, grouped-query attention of the one query over the row's
-consecutive cache slots (kv_attention.py's), the output product and residual, RMSNorm, the stacked gate/up product, SiLU
-times up, the down product and residual. Each step follows transformers' modeling_qwen3 /
+consecutive cache slots (kv_attention.py's), the output product and residual, RMSNorm, the stacked
+gate/up product, SiLU times up, the down product and residual. Each step follows transformers' modeling_qwen3 /
 modeling_llama in its order of operations (RMSNorm in float32, weight applied after; RoPE in its
 rotate-half form; softmax over scaled scores); sums run in other orders than torch's, so results
 differ in the last bits, as the C product's do (the output check's float32 tolerance is calibrated

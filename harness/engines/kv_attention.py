@@ -140,19 +140,23 @@ def attend(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tables: 
     out = q.new_empty(rows, heads * head_dim)
     dims = [heads, k_pool.shape[2], head_dim, k_pool.shape[1]]
     lengths_t, tables = torch.tensor(lengths, dtype=torch.long), tables.to(torch.long).contiguous()
-    args = (q.contiguous(), k_pool, v_pool, tables, lengths_t, out)
+    args = (q.contiguous(), k_pool, v_pool, tables, lengths_t, out, dims)
     if onednn_counting():
-        counted(*args, dims, sum(lengths), max(lengths))
+        counted(*args, sum(lengths), max(lengths))
     else:
-        scratch = torch.empty(rows * heads * max(lengths), dtype=torch.float32)
-        ptrs = [t.data_ptr() for t in (*args, scratch)]
-        kernel()(*ptrs, rows, tables.shape[1], max(lengths), (ctypes.c_long * 4)(*dims), torch.get_num_threads())
+        _call(*args, max(lengths))
     return out
 
 
 def onednn_counting() -> bool:
     """Inside onednn.on_torch(): flops.py is counting, so the kernel runs as the torch op it can see."""
     return not onednn.available(torch.device("cpu"), torch.float32)
+
+
+def _call(q, k_pool, v_pool, tables, lengths, out, dims: list[int], most: int) -> None:
+    scratch = torch.empty(q.shape[0] * q.shape[1] * most, dtype=torch.float32)
+    ptrs = [t.data_ptr() for t in (q, k_pool, v_pool, tables, lengths, out, scratch)]
+    kernel()(*ptrs, q.shape[0], tables.shape[1], most, (ctypes.c_long * 4)(*dims), torch.get_num_threads())
 
 
 @torch.library.custom_op("llm_perf::paged_decode_attention", mutates_args=("out",))
@@ -162,9 +166,7 @@ def counted(
 ) -> None:  # fmt: skip
     """The kernel as a torch op, so FlopCounterMode sees it; `keys`, the sum of the lengths, is what its
     formula counts."""
-    scratch = torch.empty(q.shape[0] * q.shape[1] * most, dtype=torch.float32)
-    ptrs = [t.data_ptr() for t in (q, k_pool, v_pool, tables, lengths, out, scratch)]
-    kernel()(*ptrs, q.shape[0], tables.shape[1], most, (ctypes.c_long * 4)(*dims), torch.get_num_threads())
+    _call(q, k_pool, v_pool, tables, lengths, out, dims, most)
 
 
 def attention_flops(heads: int, keys: int, head_dim: int) -> int:

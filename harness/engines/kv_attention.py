@@ -141,16 +141,11 @@ def attend(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, tables: 
     dims = [heads, k_pool.shape[2], head_dim, k_pool.shape[1]]
     lengths_t, tables = torch.tensor(lengths, dtype=torch.long), tables.to(torch.long).contiguous()
     args = (q.contiguous(), k_pool, v_pool, tables, lengths_t, out, dims)
-    if onednn_counting():
+    if onednn.counting():
         counted(*args, sum(lengths), max(lengths))
     else:
         _call(*args, max(lengths))
     return out
-
-
-def onednn_counting() -> bool:
-    """Inside onednn.on_torch(): flops.py is counting, so the kernel runs as the torch op it can see."""
-    return not onednn.available(torch.device("cpu"), torch.float32)
 
 
 def _call(q, k_pool, v_pool, tables, lengths, out, dims: list[int], most: int) -> None:

@@ -48,10 +48,16 @@ def on_torch():
         _on_torch.depth -= 1
 
 
+def counting() -> bool:
+    """Whether this thread is inside on_torch(): flops.py is counting, so the suite's C kernels run as
+    the torch ops it can see (kv_attention.py, row_layer.py)."""
+    return getattr(_on_torch, "depth", 0) > 0
+
+
 def available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `linear` takes the oneDNN path for weights of this device and dtype."""
     on_cpu = device.type == "cpu" and dtype == torch.float32
-    return on_cpu and torch.backends.mkldnn.is_available() and not (_problem or getattr(_on_torch, "depth", 0))
+    return on_cpu and torch.backends.mkldnn.is_available() and not (_problem or counting())
 
 
 @functools.cache

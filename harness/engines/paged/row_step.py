@@ -56,11 +56,9 @@ class RowStep:
         cos, sin = (t.contiguous() for t in r._rope(torch.tensor([position]), position))
         x = r.embed[token].clone()
         ctx, scratch = position + 1, self._scratch_for(position + 1)
-        first_slot = first_block * r.block_size * r.n_kv * r.head_dim * r.k_cache.element_size()
-        counting = not onednn.available(r.device, r.dtype)  # inside onednn.on_torch(): flops.py counts
-        threads = torch.get_num_threads()
-        per_layer = r.k_cache.stride(0) * r.k_cache.element_size()
-        k0, v0 = r.k_cache.data_ptr() + first_slot, r.v_cache.data_ptr() + first_slot
+        size, threads, counting = r.k_cache.element_size(), torch.get_num_threads(), onednn.counting()
+        first, per_layer = first_block * r.k_cache.stride(1) * size, r.k_cache.stride(0) * size  # bytes
+        k0, v0 = r.k_cache.data_ptr() + first, r.v_cache.data_ptr() + first
         x_at, scratch_at, cos_at, sin_at = x.data_ptr(), scratch.data_ptr(), cos.data_ptr(), sin.data_ptr()
         for layer, weights in enumerate(self._weights):
             kc, vc = k0 + layer * per_layer, v0 + layer * per_layer

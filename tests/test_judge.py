@@ -269,3 +269,27 @@ def test_config_refuses_unknown_keys_and_bad_values(tmp_path):
     t = Thresholds.from_pyproject(path)
     assert (t.default, t.strict, t.for_case("test_serving[x]", "serving")) == (0.07, True, 0.1)
     assert Thresholds.from_pyproject(tmp_path / "absent.toml") == Thresholds()
+
+
+def test_weighted_holm_steps_by_p_over_weight():
+    assert holm([0.01, 0.04, 0.03, 0.005], [1, 1, 1, 1]) == holm([0.01, 0.04, 0.03, 0.005])
+    # weight 2 beside two rows of 1: first step 0.004 x 4 / 2, then the others over what is left
+    assert holm([0.004, 0.01, 0.3], [2, 1, 1]) == pytest.approx([0.008, 0.02, 0.3])
+    with pytest.raises(ValueError, match="positive weight"):
+        holm([0.1, 0.2], [1, 0])
+
+
+def _weighted_fwer(rule, cases: int, trials: int, seed: int, alpha: float = 0.01) -> float:
+    """How often any of 1 + cases null rows is rejected, the first weighted as all the cases."""
+    rng = random.Random(seed)
+    weights = [cases] + [1] * cases
+    return sum(min(rule([rng.random() for _ in weights], weights)) < alpha for _ in range(trials)) / trials
+
+
+def _free_first_row(p, w):  # a broken rule: the weighted row gets alpha / 2 and the rest Holm as before
+    return [p[0] * 2, *holm(p[1:])]
+
+
+def test_weighted_holm_keeps_the_family_error_and_a_free_share_does_not():
+    assert _weighted_fwer(holm, cases=10, trials=20000, seed=1) <= 0.0115
+    assert _weighted_fwer(_free_first_row, cases=10, trials=20000, seed=1) > 0.0125

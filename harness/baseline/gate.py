@@ -3,7 +3,8 @@
 `pytest perf_tests --benchmark-compare` and `llm-perf compare A.json B.json` both come here. The rows
 are built in rows.py (throughput per case, the suite's geometric mean) and latency.py (serving at a
 fixed rate), on numbers corrected for machine speed (speed.py); harness/judge decides them all at
-once (Holm over the rows, each direction at alpha) into four verdicts. Cases on one side only are
+once (Holm over the rows, each direction at alpha, the suite row weighted as all the others together)
+into four verdicts. Cases on one side only are
 listed as missing. A row states the smallest change it could have called: on a shared machine with a
 few baseline runs that is often far above the threshold, and the row is then "inconclusive".
 """
@@ -11,7 +12,7 @@ few baseline runs that is often far above the threshold, and the row is then "in
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.baseline.latency import latency_estimates, latency_method
 from harness.baseline.rows import SUITE_ROW, case_row, suite_row
@@ -69,6 +70,8 @@ def judged(
     rows = case_rows(prep, thresholds)
     suite = suite_row(prep.data, rows, thresholds)
     rows += latency_estimates(prep.base, prep.now, thresholds)
+    if suite:  # half of alpha for "everything slowed a little", the other half shared by the rows
+        suite = replace(suite, weight=max(1, sum(not r.why_not for r in rows)))
     decided = decide(rows + ([suite] if suite else []), thresholds.alpha, SINGLE, thresholds.large_drop)
     work, compared, skipped = work_rows(prep)
     verdicts = sorted([*(v for v in decided if v.name != SUITE_ROW), *work], key=lambda v: v.name)
@@ -126,7 +129,8 @@ def describe(prep: Prepared, thresholds: Thresholds, has_suite_row: bool, work: 
             else "no suite row (it needs 3 cases judged, each with the same number of baseline runs)"
         )
     test += (
-        f"; Holm over the rows, alpha {thresholds.alpha} each way; a regression needs a drop beyond the threshold "
+        f"; Holm over the rows{' (the suite row weighted as the rest together)' if has_suite_row else ''}, "
+        f"alpha {thresholds.alpha} each way; a regression needs a drop beyond the threshold "
         f"and adjusted p < alpha, or a drop beyond {thresholds.large_drop:.0%} with p < alpha alone; unchanged: the "
         "95% interval inside +-threshold"
     )

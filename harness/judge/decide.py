@@ -12,12 +12,13 @@ verdicts:
   its test could have called (`detectable`), so a reader knows what more data would buy.
 
 Adjustment: a single-stage comparison (a results file against a baseline) uses Holm over the rows
-judged; the A/B's two-stage plan uses stats.two_stage_p, whose stage 1 alone spends half of alpha.
-Either way the chance that any row is called a regression when nothing changed is at most alpha, and
-likewise for improvements. One guard sits beside it: a change for the worse larger than `large_drop`
-(and than the row's threshold) whose own test gives p < alpha is a regression whatever the
-adjustment asks: a row that lost a fifth of its speed must not pass because twenty others were
-compared with it.
+judged, each row carrying its Estimate's `weight` (the stored gate gives its suite row as much as
+all the cases together: harness/baseline/gate.py); the A/B's two-stage plan uses stats.two_stage_p,
+whose stage 1 alone spends half of alpha. Either way the chance that any row is called a regression
+when nothing changed is at most alpha, and likewise for improvements. One guard sits beside it: a
+change for the worse larger than `large_drop` (and than the row's threshold) whose own test gives p
+< alpha is a regression whatever the adjustment asks: a row that lost a fifth of its speed must not
+pass because twenty others were compared with it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Estimate:
     pooled: LogTest | None = None
     note: str = ""
     why_not: str = ""
+    weight: float = 1.0  # its share of alpha beside the other rows' (single-stage design only)
 
     @property
     def shown(self) -> LogTest:
@@ -88,8 +90,9 @@ def adjusted(estimates: list[Estimate], design: str) -> dict[str, tuple[float, f
     """(worse, better) adjusted p-values of the rows that can be judged, by name."""
     judged = [e for e in estimates if not e.why_not]
     if design == SINGLE:
-        worse = holm([e.p_worse(e.test) for e in judged])
-        better = holm([e.p_better(e.test) for e in judged])
+        weights = [e.weight for e in judged]
+        worse = holm([e.p_worse(e.test) for e in judged], weights)
+        better = holm([e.p_better(e.test) for e in judged], weights)
         return {e.name: (w, b) for e, w, b in zip(judged, worse, better, strict=True)}
     m, k = len(judged), sum(e.stage2 is not None for e in judged)
     out = {}
@@ -100,18 +103,19 @@ def adjusted(estimates: list[Estimate], design: str) -> dict[str, tuple[float, f
     return out
 
 
-def first_level(alpha: float, rows: int, design: str) -> float:
-    """The one-sided level a row's own test must reach when it is the likeliest row: Holm's first step,
-    or the two-stage plan's stage-1 share."""
-    share = 1.0 if design == SINGLE else STAGE1_SHARE
-    return share * alpha / max(rows, 1)
+def first_level(alpha: float, row: Estimate, judged: list[Estimate], design: str) -> float:
+    """The one-sided level `row`'s own test must reach when it is the likeliest row: Holm's first step
+    (its weight's share of alpha), or the two-stage plan's stage-1 share split evenly."""
+    if design == SINGLE:
+        return alpha * row.weight / max(sum(e.weight for e in judged), row.weight)
+    return STAGE1_SHARE * alpha / max(len(judged), 1)
 
 
 def decide(estimates: list[Estimate], alpha: float, design: str = SINGLE, large_drop: float = 0.0) -> list[Verdict]:
     """The verdict of every row, in the order given (see the module docstring for the rule)."""
     p = adjusted(estimates, design)
-    level = first_level(alpha, len(p), design)
-    return [_verdict(e, p.get(e.name), alpha, level, large_drop) for e in estimates]
+    judged = [e for e in estimates if not e.why_not]
+    return [_verdict(e, p.get(e.name), alpha, first_level(alpha, e, judged, design), large_drop) for e in estimates]
 
 
 def limits(threshold: float) -> tuple[float, float]:

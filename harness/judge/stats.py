@@ -26,8 +26,9 @@ change and its interval are symmetric in log space and read as fractions: exp(x)
 - `rounds_test`: a single-run baseline has no run-to-run spread: Mann-Whitney U on the rounds
   (Mann & Whitney 1947) and a Welch interval. Rounds of one run agree better than runs do, so this
   test is too sure on a shared machine; the method line says so.
-- `holm`: Holm's step-down adjustment (Holm 1979): family-wise error at most alpha under any
-  dependence between the rows.
+- `holm`: Holm's step-down adjustment (Holm 1979), weighted where some rows should get more of alpha
+  than others (Benjamini & Hochberg 1997, "Multiple hypotheses testing with weights"): family-wise
+  error at most alpha under any dependence between the rows.
 - `two_stage_p`: the A/B's two-stage design, an adaptive combination test with early rejection
   (Bauer & Koehne 1994; Lehmacher & Wassmer 1999, inverse normal method), inside a closed test with
   Bonferroni intersection tests (Bauer & Kieser 1999; Posch et al. 2005), which keeps the
@@ -226,14 +227,23 @@ def rounds_test(base_rounds: list[float], now_rounds: list[float]) -> TTest:
     return TTest(mean, lower, higher, min(len(b), len(n)), se, df)
 
 
-def holm(p_values: list[float]) -> list[float]:
+def holm(p_values: list[float], weights: list[float] | None = None) -> list[float]:
     """Holm's adjusted p-values: rejecting where adjusted p < alpha keeps the chance of any false
-    rejection among the rows below alpha, whatever their dependence (Holm 1979)."""
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+    rejection among the rows below alpha, whatever their dependence (Holm 1979).
+
+    `weights` (positive; all 1 when absent) share alpha unequally: the rows are taken in order of p / w,
+    and a row's step multiplies its p by (the weight of the rows not yet rejected) / (its own weight).
+    Equal weights give the plain procedure; a row of weight W beside m rows of weight 1 is first
+    tested at alpha W / (W + m)."""
+    weights = [1.0] * len(p_values) if weights is None else list(weights)
+    if any(w <= 0 for w in weights) or len(weights) != len(p_values):
+        raise ValueError(f"holm: one positive weight per p-value, got {weights} for {len(p_values)}")
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i] / weights[i])
+    adjusted, running, left = [0.0] * len(p_values), 0.0, sum(weights)
+    for i in order:
+        running = max(running, min(1.0, p_values[i] * left / weights[i]))
         adjusted[i] = running
+        left -= weights[i]
     return adjusted
 
 

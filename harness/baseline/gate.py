@@ -1,12 +1,12 @@
 """The stored-baseline gate: this run's results against a baseline's, through the judge.
 
-`pytest perf_tests --benchmark-compare` and `llm-perf compare A.json B.json` both come here. The rows
-are built in rows.py (throughput per case, the suite's geometric mean) and latency.py (serving at a
-fixed rate), on numbers corrected for machine speed (speed.py); harness/judge decides them all at
-once (Holm over the rows, each direction at alpha, the suite row weighted as all the others together)
-into four verdicts. Cases on one side only are
-listed as missing. A row states the smallest change it could have called: on a shared machine with a
-few baseline runs that is often far above the threshold, and the row is then "inconclusive".
+`pytest perf_tests --benchmark-compare` and `llm-perf compare A.json B.json` both come here. The
+rows are built in rows.py (throughput per case, the suite's geometric mean) and latency.py (serving
+at a fixed rate), on numbers corrected for machine speed (speed.py); harness/judge decides them all
+at once (Holm over the rows, each direction at alpha, the suite row weighted as all the others
+together) into four verdicts. Cases on one side only are listed as missing. A row states the
+smallest change it could have called: on a shared machine with a few baseline runs that is often far
+above the threshold, and the row is then "inconclusive".
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def layer_flops(ctx: int, dims: list[int]) -> int:
     counts the same layer written in torch ops (its norms and activations are not counted)."""
     hidden, heads, kv_heads, head_dim, intermediate = dims
     products = hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden + 3 * hidden * intermediate
-    return 2 * products + 2 * heads * ctx * 2 * head_dim
+    return 2 * products + kv_attention.attention_flops(heads, ctx, head_dim)
 
 
 @torch.library.custom_op("llm_perf::row_decode_layer", mutates_args=("x",))

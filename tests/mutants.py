@@ -208,6 +208,27 @@ class ProjectsTwicePaged(PagedEngine):
     runner_class = ProjectsTwiceRunner
 
 
+class UnsteadyFlopsRunner(PagedModelRunner):
+    twice = False
+
+    def _qkv(self, w, x, cos, sin):
+        if self.twice:
+            super()._qkv(w, x, cos, sin)
+        return super()._qkv(w, x, cos, sin)
+
+
+class UnsteadyFlopsPaged(PagedEngine):
+    """Projects Q, K and V a second time in every other round (work that depends on earlier calls): the
+    same tokens and scheduler counters, and a flops count that differs between identical rounds."""
+
+    name = "paged"
+    runner_class = UnsteadyFlopsRunner
+
+    def generate(self, requests):
+        self.runner.twice = not self.runner.twice
+        return super().generate(requests)
+
+
 # --- plug-in variants, public protocol only ----------------------------------------------------
 
 

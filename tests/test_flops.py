@@ -10,18 +10,18 @@ from torch.utils.flop_counter import sdpa_flop_count
 
 from harness.ab.rounds import CaseRecord
 from harness.engines import EngineConfig
-from harness.engines.flops import attention_flops, count_flops, unit_flops
+from harness.engines.flops import attention_flops, count_flops, steady_flops, unit_flops
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.work import FLOPS as COUNTER
 from harness.engines.work import round_work
 from harness.errors import EXIT_REGRESSION
 from harness.judge import exit_code
-from harness.judge.work import work_verdicts
+from harness.judge.work import NOT_DETERMINISTIC, work_verdicts
 from harness.models import build_model
 from harness.specs import get_spec
 from harness.workloads import Request
-from tests.mutants import ProjectsTwicePaged
+from tests.mutants import ProjectsTwicePaged, UnsteadyFlopsPaged
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,22 @@ def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_uns
     assert {v.name: v.status for v in record.work_rows()} == {"case work:flops": "regression"}
     record.count_work([{"work": {"steps": 3}}, {"work": {"steps": 2}}])
     assert record.work_unsteady
+
+
+def test_flops_that_differ_between_identical_units_are_refused_as_not_deterministic(tiny):
+    requests = [Request(tuple(range(1, 12)), 6, request_id=0)]
+    for engine_class, unsteady in ((PagedEngine, False), (UnsteadyFlopsPaged, True)):
+        engine = engine_class(tiny, EngineConfig())
+        flops, differed = steady_flops(engine, lambda e=engine: e.generate(requests), requests=requests)
+        assert COUNTER in flops
+        assert differed is unsteady
+        recorded = round_work([engine.generate(requests).work, engine.generate(requests).work], flops, differed)
+        assert recorded.get("work_unsteady", False) is unsteady  # the scheduler's counters alone are steady
+    (row,) = work_verdicts("case", recorded["work"], recorded["work"], unsteady=True)
+    assert (row.status, row.note) == ("inconclusive", NOT_DETERMINISTIC)
+    record = CaseRecord("case")  # an A/B side whose two counted units differed
+    record.add_flops([{COUNTER: 10}, {COUNTER: 10, "unsteady": True}])
+    assert [(v.status, v.note) for v in record.work_rows()] == [("inconclusive", NOT_DETERMINISTIC)]
 
 
 def test_flops_counted_with_another_torch_on_each_side_are_not_compared():

@@ -58,7 +58,7 @@ class CaseRecord:
     visits: list[Visit] = field(default_factory=list)
     note: str = ""
     work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
-    work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
+    work_unsteady: bool = False  # a side counted other work on a later open or a second unit
     flops_apart: bool = False  # the sides counted flops with another torch each: not compared
 
     def count_work(self, opened: list[dict]) -> None:
@@ -69,11 +69,13 @@ class CaseRecord:
                 self.work_unsteady |= counts_differ(first, reply["work"])
 
     def add_flops(self, closed: list[dict]) -> None:
-        """Each side's flops, counted once, at the close of the case's first visit (a side whose code
-        cannot count them says nothing, and the counter is then not compared). Sides that counted with
+        """Each side's flops, counted at the close of the case's first visit (a side whose code cannot
+        count them says nothing, and the counter is then not compared; a side whose two counted units
+        differed marks the case's work unsteady). Sides that counted with
         another torch (two environments) are not compared either: its formulas may differ. A side of an
         older suite names no counter; it runs the same interpreter as the other (a git ref or folder)."""
         counted = {side: reply for side, reply in zip(("base", "head"), closed, strict=True) if FLOPS in reply}
+        self.work_unsteady |= any(reply.get("unsteady") for reply in counted.values())
         if len({reply["counter"] for reply in counted.values() if "counter" in reply}) > 1:
             self.flops_apart = True
             return

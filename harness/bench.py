@@ -20,7 +20,7 @@ from harness.cases import Case, get_kind
 from harness.correctness.calibrate import CALIBRATION_FACTOR
 from harness.engine_cache import EngineCache
 from harness.engines import BUILTIN_ENGINES, EngineSource, GenerateResult
-from harness.engines.flops import steady_flops
+from harness.engines.flops import unit_flops
 from harness.engines.work import round_work
 from harness.hardware import HardwareInfo, probe
 from harness.models import default_dtype, resolve_device
@@ -96,12 +96,12 @@ class PerfSession:
         shape = kind.reference_shape(case)
         try:
             timing = self.timer.time(benchmark, step.run, loaded, shape, step.setup)
-            flops = steady_flops(engine, step.run, step.setup) if recorded(benchmark) else ({}, False)  # untimed
+            flops = unit_flops(engine, step.run, step.setup) if recorded(benchmark) else {}  # untimed, counted
         finally:
             if step.teardown is not None:
                 step.teardown()
         cost = kind.cost(loaded.spec, self.dtype, case, [], self.options.engine_config())
-        work = round_work([], *flops)
+        work = round_work([], flops)
         self.record(benchmark, case, kind.step_tokens(case), cost, timing, work)
 
         def make() -> PassRound:
@@ -139,8 +139,7 @@ class PerfSession:
             benchmark.has_error = True  # pytest-benchmark then leaves it out of its JSON: the numbers never count
             pytest.fail(f"output check failed: {problem}; a fast wrong engine is not timed", pytrace=False)
         cost = kind.cost(loaded.spec, self.dtype, case, list(requests), self.options.engine_config())
-        unit = lambda: engine.generate(requests)  # noqa: E731 - counted, untimed
-        flops = steady_flops(engine, unit, requests=requests) if recorded(benchmark) else ({}, False)
+        flops = unit_flops(engine, lambda: engine.generate(requests), requests=requests) if recorded(benchmark) else {}
         timed = rounds[-timing.per_pass :] if benchmark.stats is not None else rounds[-1:]  # the rest: warm-up
         every, later = list(rounds), []  # later: what one later pass produced
 
@@ -162,7 +161,7 @@ class PerfSession:
         self._later(benchmark, timing, make, loaded, shape, check, lambda s, ref: record(merged(timing, s, ref)))
         return rounds[-1]
 
-    def _generate_extra(self, name: str, case: Case, requests, every, timed, ties: int, flops: tuple) -> dict:
+    def _generate_extra(self, name: str, case: Case, requests, every, timed, ties: int, flops: dict) -> dict:
         """What a generate kind records beside its throughput: the last round's metrics, every timed round's
         latency (serving), the work counters (the same in `every` round) and the output check's summary."""
         kind, last = get_kind(case.kind), timed[-1]
@@ -180,7 +179,7 @@ class PerfSession:
             extra["round_latency"] = round_latency([r.latency_summary(self.options.slo_ms) for r in timed])
         if last.step_ms:  # per decode step of the last round, for the report's per-step plot
             extra["decode_step_ms"] = [round(ms, 4) for ms in last.step_ms]
-        extra.update(round_work([r.work for r in every], *flops))
+        extra.update(round_work([r.work for r in every], flops))
         if kind.keeps_round_latency:  # serving: the last round as a timeline, and as a trace file where asked
             extra["timeline"] = self._timeline(name, case, last)
         return extra

@@ -21,7 +21,8 @@ class FakeSide:
 class FakeWorker:
     """`unit_s[case]`: one unit of work's seconds; `refuse[case]`: why an open fails; `tokens[case]`:
     the work a unit does (default 10); `flops[case]`: what a counting close reports (none: nothing, as
-    a side that cannot count); `lean`: this process's own speed (log), drawn at launch."""
+    a side that cannot count; a list: one count per counting close, in turn); `lean`: this process's
+    own speed (log), drawn at launch."""
 
     label: str
     unit_s: dict[str, float]
@@ -78,7 +79,10 @@ class FakeWorker:
 
     def _close(self, count: bool = False) -> dict:
         case, self._case = self._case, None
-        return {"flops": self.flops[case]} if count and case in self.flops else {}
+        if not count or case not in self.flops:
+            return {}
+        held = self.flops[case]  # a list: one count per counting close, in turn (not deterministic)
+        return {"flops": held.pop(0) if isinstance(held, list) else held}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from harness.ab.plan import Plan
 from harness.ab.runner import ABResult, Sweeps, ab_exit_code, run_comparison, verdicts_of
 from harness.errors import EXIT_CHECK_FAILED, EXIT_GATE_ERROR, EXIT_REGRESSION, PerfSuiteError
 from harness.judge import Thresholds
+from harness.judge.work import NOT_DETERMINISTIC
 from tests.fake_ab import FakeLauncher, FakeSide
 
 CASES = {f"test_decode[c{i}]": 0.004 for i in range(6)} | {"test_serving[s]": 3.0}
@@ -123,17 +124,21 @@ def test_sides_that_do_different_work_are_not_compared():
     assert ab_exit_code(run, list(verdicts.values()), strict=False) == 0
 
 
-def test_flops_are_counted_once_after_a_first_visit_and_compared_exactly_where_both_sides_count():
+def test_flops_are_counted_at_a_first_visit_again_where_the_sides_differ_and_compared_exactly():
     cases = {"test_decode[more]": 0.01, "test_decode[same]": 0.01, "test_decode[old-base]": 0.01}
-    flops = {"base": {"test_decode[more]": 100, "test_decode[same]": 100}}
+    cases["test_decode[drifts]"] = 0.01
+    flops = {"base": {"test_decode[more]": 100, "test_decode[same]": 100, "test_decode[drifts]": 100}}
     flops["head"] = {"test_decode[more]": 101, "test_decode[same]": 100, "test_decode[old-base]": 100}
+    flops["head"]["test_decode[drifts]"] = [101, 102]  # its second count, in a fresh process, differs
     launcher = FakeLauncher(cases, flops=flops)
     run, _, verdicts = compare(launcher, Plan(sweeps=3, case_s=1.0, stage2_s=0))
     assert verdicts["test_decode[more] work:flops"].status == "regression"  # exact: +1%, no noise
-    assert {n for n in verdicts if "work:" in n} == {"test_decode[more] work:flops"}
+    assert verdicts["test_decode[drifts] work"].status == "inconclusive"  # refused, not called
+    assert verdicts["test_decode[drifts] work"].note == NOT_DETERMINISTIC
+    assert {n for n in verdicts if "work" in n} == {"test_decode[more] work:flops", "test_decode[drifts] work"}
     assert ab_exit_code(run, list(verdicts.values()), strict=False) == EXIT_REGRESSION
     counted = [kw for pair in launcher.pairs for c, kw in pair[1].log if c == "close" and kw.get("count")]
-    assert len(counted) == len(cases)  # once a case, at its first visit's close
+    assert len(counted) == len(cases) + 2  # once a case, and again for the two whose sides differed
 
 
 def test_cases_only_one_side_has_are_listed_and_none_in_common_is_an_error():

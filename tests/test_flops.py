@@ -10,7 +10,7 @@ from torch.utils.flop_counter import sdpa_flop_count
 
 from harness.ab.rounds import CaseRecord
 from harness.engines import EngineConfig
-from harness.engines.flops import attention_flops, count_flops, steady_flops, unit_flops
+from harness.engines.flops import attention_flops, count_flops, unit_flops
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.work import FLOPS as COUNTER
@@ -117,19 +117,27 @@ def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_uns
 
 
 def test_flops_that_differ_between_identical_units_are_refused_as_not_deterministic(tiny):
+    """Sides whose counts differ count again (an A/B's second visit): a variant that projects twice does
+    so every time (a regression), one that does so every other round is refused."""
     requests = [Request(tuple(range(1, 12)), 6, request_id=0)]
-    for engine_class, unsteady in ((PagedEngine, False), (UnsteadyFlopsPaged, True)):
-        engine = engine_class(tiny, EngineConfig())
-        flops, differed = steady_flops(engine, lambda e=engine: e.generate(requests), requests=requests)
-        assert COUNTER in flops
-        assert differed is unsteady
-        recorded = round_work([engine.generate(requests).work, engine.generate(requests).work], flops, differed)
-        assert recorded.get("work_unsteady", False) is unsteady  # the scheduler's counters alone are steady
-    (row,) = work_verdicts("case", recorded["work"], recorded["work"], unsteady=True)
-    assert (row.status, row.note) == ("inconclusive", NOT_DETERMINISTIC)
-    record = CaseRecord("case")  # an A/B side whose two counted units differed
-    record.add_flops([{COUNTER: 10}, {COUNTER: 10, "unsteady": True}])
-    assert [(v.status, v.note) for v in record.work_rows()] == [("inconclusive", NOT_DETERMINISTIC)]
+
+    def count(engine) -> dict:
+        return unit_flops(engine, lambda: engine.generate(requests), requests=requests)
+
+    right = PagedEngine(tiny, EngineConfig())
+    for variant, row in ((ProjectsTwicePaged, ("case work:flops", "regression")), (UnsteadyFlopsPaged, None)):
+        record, head = CaseRecord("case"), variant(tiny, EngineConfig())
+        record.add_flops([count(right), count(head)])
+        assert record.recount_flops()
+        record.add_flops([count(right), count(head)])
+        (verdict,) = record.work_rows()
+        if row is None:
+            assert (verdict.status, verdict.note) == ("inconclusive", NOT_DETERMINISTIC)
+        else:
+            assert (verdict.name, verdict.status) == row
+    same = CaseRecord("case")
+    same.add_flops([count(right), count(PagedEngine(tiny, EngineConfig()))])
+    assert not same.recount_flops()
 
 
 def test_flops_counted_with_another_torch_on_each_side_are_not_compared():

@@ -58,7 +58,7 @@ class CaseRecord:
     visits: list[Visit] = field(default_factory=list)
     note: str = ""
     work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
-    work_unsteady: bool = False  # a side counted other work on a later open or a second unit
+    work_unsteady: bool = False  # a side counted other work on a later open or recount: not deterministic
     flops_apart: bool = False  # the sides counted flops with another torch each: not compared
 
     def count_work(self, opened: list[dict]) -> None:
@@ -70,17 +70,25 @@ class CaseRecord:
 
     def add_flops(self, closed: list[dict]) -> None:
         """Each side's flops, counted at the close of the case's first visit (a side whose code cannot
-        count them says nothing, and the counter is then not compared; a side whose two counted units
-        differed marks the case's work unsteady). Sides that counted with
-        another torch (two environments) are not compared either: its formulas may differ. A side of an
-        older suite names no counter; it runs the same interpreter as the other (a git ref or folder)."""
+        count them says nothing, and the counter is then not compared), and again at its second where
+        the sides' counts differed (recount_flops): a side whose second count, in a fresh process,
+        differs from its first does arithmetic that is not deterministic, and the case's counters are
+        refused rather than a difference called. Sides that counted with another torch (two environments)
+        are not compared either: its formulas may differ. A side of an older suite names no counter; it
+        runs the same interpreter as the other (a git ref or folder)."""
         counted = {side: reply for side, reply in zip(("base", "head"), closed, strict=True) if FLOPS in reply}
-        self.work_unsteady |= any(reply.get("unsteady") for reply in counted.values())
         if len({reply["counter"] for reply in counted.values() if "counter" in reply}) > 1:
             self.flops_apart = True
             return
         for side, reply in counted.items():
-            self.work.setdefault(side, {})[FLOPS] = reply[FLOPS]
+            held = self.work.setdefault(side, {})
+            self.work_unsteady |= held.setdefault(FLOPS, reply[FLOPS]) != reply[FLOPS]
+
+    def recount_flops(self) -> bool:
+        """Whether the sides' flops differ: before the gate calls that a regression or an improvement,
+        each side counts again (add_flops)."""
+        base, head = self.work.get("base", {}), self.work.get("head", {})
+        return FLOPS in base and FLOPS in head and base[FLOPS] != head[FLOPS]
 
     def work_rows(self) -> list[Verdict]:
         """The case's exact work rows (harness/judge/work.py)."""

@@ -108,8 +108,10 @@ class Sweeps:
                 self.pair, visit, record.blocks_per_visit if stage == 1 else self.stage2_blocks[name], record.reps
             )
         record.visits.append(visit)
-        with self.timing("close"):  # the first visit's close counts the case's flops on each side
-            record.add_flops([w.ask("close", count=len(record.visits) == 1) for w in self.pair])
+        # the first visit's close counts the case's flops on each side; the second's again where they differ
+        count = len(record.visits) == 1 or (len(record.visits) == 2 and record.recount_flops())
+        with self.timing("close"):
+            record.add_flops([w.ask("close", count=count) for w in self.pair])
 
     def first_open(self, name: str, opened: list[dict]) -> CaseRecord:
         """The case's stage-1 allocation, from both sides' warm-up units (plan.allocate)."""

@@ -18,8 +18,7 @@ It speaks JSON lines on stdout (everything else goes to stderr):
                                    generate kind reports (harness/engines/work.py)
   {"cmd": "round", "reps": k}   -> {"seconds": s}    k units of the open case, each timed, summed
   {"cmd": "close", "count": b}  -> {} or, with count, {"flops": n} where the case can be counted:
-                                   two more units, untimed, after the visit's rounds, and "unsteady":
-                                   true where they counted otherwise (engines/flops.py, steady_flops)
+                                   one more unit, untimed, after the visit's rounds (engines/flops.py)
   {"cmd": "quit"}               -> exits
 """
 
@@ -169,15 +168,13 @@ class Worker:
         return reply | ({"work": warm.work} if tokens is None and warm.work else {})
 
     def count(self) -> dict:
-        """The open case's flops, counted over two more units (harness/engines/flops.py, steady_flops), or {}."""
+        """The open case's flops, counted over one more unit (harness/engines/flops.py), or {}."""
         import torch
 
-        from harness.engines.flops import steady_flops
+        from harness.engines.flops import unit_flops
 
-        counted, unsteady = steady_flops(*self.counted)
-        if not counted:
-            return {}
-        return {**counted, "counter": f"torch {torch.__version__}", **({"unsteady": True} if unsteady else {})}
+        counted = unit_flops(*self.counted)
+        return {**counted, "counter": f"torch {torch.__version__}"} if counted else {}
 
     def run_round(self, reps: int) -> dict:
         total = 0.0

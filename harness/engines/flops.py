@@ -6,10 +6,9 @@ the last) leaves them all equal and costs a few percent of time, at the edge of 
 resolves. Its floating-point operations are a count like the others: on a seeded case they are the same
 in every run, so the exact gate (harness/judge/work.py) sees the change on any machine, with no noise.
 
-They are counted by torch's own FlopCounterMode (torch.utils.flop_counter) over two extra, untimed runs
-of the case's unit (steady_flops: where the two differ, the counters are refused), with the products
-on torch's ops (onednn.on_torch): the C kernel of rowdot.py is not a torch op, and the count is of the
-arithmetic, not of the library doing it. FlopCounterMode counts
+They are counted by torch's own FlopCounterMode (torch.utils.flop_counter) over one extra, untimed run
+of the case's unit, with the products on torch's ops (onednn.on_torch): the C kernel of rowdot.py is
+not a torch op, and the count is of the arithmetic, not of the library doing it. FlopCounterMode counts
 the matrix products and attention (2 per multiply-add, causal masks not discounted); the norms and
 activations are not counted. Attention is counted by one formula here (`_ATTENTION`), the convention
 of torch's own, for every op torch may pick: CPU's has no formula in torch's table, and older torch
@@ -98,12 +97,3 @@ def unit_flops(engine, unit: Callable[[], object], setup=None, requests: Sequenc
         return {}
     flops = count_flops(unit, setup)
     return {FLOPS: flops} if flops is not None else {}
-
-
-def steady_flops(engine, unit: Callable[[], object], setup=None, requests: Sequence | None = None) -> tuple[dict, bool]:
-    """unit_flops counted over two units: (the first's {"flops": n} or {}, whether the second counted
-    otherwise). A seeded case does the same arithmetic every time; one that does not (work that depends
-    on timing or on earlier calls) would make the exact gate call noise a regression, so its counters
-    are marked unsteady and refused (harness/judge/work.py)."""
-    first = unit_flops(engine, unit, setup, requests)
-    return first, bool(first) and unit_flops(engine, unit, setup, requests) != first

@@ -56,17 +56,14 @@ def sequential_work(outputs) -> dict[str, int]:
     }
 
 
-def round_work(works: list[dict | None], flops: dict | None = None, flops_unsteady: bool = False) -> dict:
+def round_work(works: list[dict | None], flops: dict | None = None) -> dict:
     """The case's work counters, recorded once: every round's must be the same (seeded, fixed work); where
     they are not, the first round's are kept and `work_unsteady` says so (the gate then refuses them).
-    `flops`: the counter of the untimed counted units (harness/engines/flops.py, steady_flops), added to
-    them; `flops_unsteady`: those units counted differently."""
-    engine_counted = bool(works) and all(w is not None for w in works)
-    work = (works[0] if engine_counted else {}) | (flops or {})
-    if not work:
-        return {}
-    unsteady = flops_unsteady or (engine_counted and any(w != works[0] for w in works))
-    return {"work": work, **({"work_unsteady": True} if unsteady else {})}
+    `flops`: the counter of the untimed counted unit (harness/engines/flops.py), added to them."""
+    if not works or any(w is None for w in works):
+        return {"work": flops} if flops else {}
+    unsteady = {"work_unsteady": True} if any(w != works[0] for w in works) else {}
+    return {"work": works[0] | (flops or {}), **unsteady}
 
 
 def counts_differ(a: dict | None, b: dict | None) -> bool:

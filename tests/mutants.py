@@ -59,6 +59,9 @@ class ReorderedRaggedRunner(PagedModelRunner):
 
     def _decode_groups(self, positions, block_tables):
         groups = super()._decode_groups(positions, block_tables)
+        if self.kv_in_c:  # one group in batch order, read in place: its tables sorted, its lengths not
+            g, order = groups[0], sorted(range(len(positions)), key=lambda b: -positions[b])
+            return [DecodeGroup(None, g.tables[order], g.ctx, None, None, lengths=g.lengths)]
         if len(groups) == 1 and groups[0].index is not None:
             g = groups[0]
             mask = None

@@ -1,7 +1,8 @@
 """How a decode step's rows meet their K/V: grouped by context length, each group gathered from the
 pool into reused buffers and attended to at its own longest context, or, for a lone row whose blocks
 lie one after another in the pool, read in place; under --perf-compile, a step of many rows as one
-group read through their block tables (flex_decode.py)."""
+group read through their block tables (flex_decode.py). With the C decode attention, the whole step
+is one group read in place (in_place)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ def whole_batch(positions: list[int], block_tables: list[list[int]], block_size:
     tables = padded_tables(block_tables, width, device)
     lengths = [p + 1 for p in positions]
     return DecodeGroup(None, tables, ctx, ragged_mask(positions, ctx, device), None, None, mask, lengths)
+
+
+def in_place(positions: list[int], block_tables: list[list[int]], block_size: int, device) -> DecodeGroup:
+    """The whole batch as one group in batch order, each row read in place through its table over its
+    own length (kv_attention.py): no mask, no gather, no reordering."""
+    lengths = [p + 1 for p in positions]
+    tables = padded_tables(block_tables, -(-max(lengths) // block_size), device)
+    return DecodeGroup(None, tables, max(lengths), None, None, lengths=lengths)
 
 
 def plan_groups(

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.engines import kv_attention, onednn
-from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, plan_groups, whole_batch
+from harness.engines.paged.decode_groups import DecodeGroup, consecutive_from, in_place, plan_groups, whole_batch
 from harness.engines.paged.flex_decode import FlexDecode, worth_it
 from harness.engines.paged.graphs import DecodeGraphs
 from harness.engines.paged.layers import LayerWeights, layer_weights, rms_norm
@@ -242,7 +242,7 @@ class PagedModelRunner:
             mask = self.flex.block_mask(positions, block_tables)
             return [whole_batch(positions, block_tables, self.block_size, self.device, mask)]
         if self.kv_in_c:  # one group, each row read in place through its table over its own length
-            return plan_groups(positions, block_tables, self.block_size, self.device, lambda blocks: None, most=1)
+            return [in_place(positions, block_tables, self.block_size, self.device)]
         return plan_groups(positions, block_tables, self.block_size, self.device, self._gather_buffers)
 
     def _decode_attention(self, layer: int, q: torch.Tensor, g: DecodeGroup, out: torch.Tensor | None) -> torch.Tensor:

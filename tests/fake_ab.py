@@ -21,7 +21,7 @@ class FakeSide:
 class FakeWorker:
     """`unit_s[case]`: one unit of work's seconds; `refuse[case]`: why an open fails; `tokens[case]`:
     the work a unit does (default 10); `flops[case]`: what a counting close reports (none: nothing, as
-    a side that cannot count; a list: one count per counting close, in turn); `lean`: this process's
+    a side that cannot count; a list: one count per counting close, in turn, None a failed one); `lean`: this process's
     own speed (log), drawn at launch."""
 
     label: str
@@ -81,8 +81,9 @@ class FakeWorker:
         case, self._case = self._case, None
         if not count or case not in self.flops:
             return {}
-        held = self.flops[case]  # a list: one count per counting close, in turn (not deterministic)
-        return {"flops": held.pop(0) if isinstance(held, list) else held}
+        held = self.flops[case]  # a list (shared by the launcher's pairs): one count per counting close
+        n = held.pop(0) if isinstance(held, list) else held
+        return {} if n is None else {"flops": n}  # None: a count that failed
 
 
 @dataclass
@@ -98,7 +99,7 @@ class FakeLauncher:
     round_sd: float = 0.0
     refuse: dict[str, dict[str, str]] = field(default_factory=dict)  # side -> case -> why
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)  # side -> case -> tokens
-    flops: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> case -> flops
+    flops: dict[str, dict[str, int | list]] = field(default_factory=dict)  # side -> case -> flops (FakeWorker)
     head_cases: list[str] | None = None  # the head's own case list, where it differs
     skip: bool = False  # a refused open is an engine the side lacks ("skip"), not a failure ("error")
     pairs: list[list[FakeWorker]] = field(default_factory=list)

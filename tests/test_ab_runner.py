@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 
 from harness.ab.plan import Plan
+from harness.ab.rounds import FLOPS_NOT_RECOUNTED, FLOPS_UNSTEADY
 from harness.ab.runner import ABResult, Sweeps, ab_exit_code, run_comparison, verdicts_of
 from harness.errors import EXIT_CHECK_FAILED, EXIT_GATE_ERROR, EXIT_REGRESSION, PerfSuiteError
 from harness.judge import Thresholds
-from harness.judge.work import NOT_DETERMINISTIC
 from tests.fake_ab import FakeLauncher, FakeSide
 
 CASES = {f"test_decode[c{i}]": 0.004 for i in range(6)} | {"test_serving[s]": 3.0}
@@ -124,21 +124,45 @@ def test_sides_that_do_different_work_are_not_compared():
     assert ab_exit_code(run, list(verdicts.values()), strict=False) == 0
 
 
-def test_flops_are_counted_at_a_first_visit_again_where_the_sides_differ_and_compared_exactly():
-    cases = {"test_decode[more]": 0.01, "test_decode[same]": 0.01, "test_decode[old-base]": 0.01}
-    cases["test_decode[drifts]"] = 0.01
-    flops = {"base": {"test_decode[more]": 100, "test_decode[same]": 100, "test_decode[drifts]": 100}}
-    flops["head"] = {"test_decode[more]": 101, "test_decode[same]": 100, "test_decode[old-base]": 100}
-    flops["head"]["test_decode[drifts]"] = [101, 102]  # its second count, in a fresh process, differs
-    launcher = FakeLauncher(cases, flops=flops)
+def counting_closes(launcher: FakeLauncher) -> dict[str, list[int]]:
+    """case -> the pairs (sweeps) whose head worker counted its flops at the case's close."""
+    found: dict[str, list[int]] = {}
+    for number, pair in enumerate(launcher.pairs):
+        case = None
+        for cmd, kw in pair[1].log:
+            case = kw.get("case", case)
+            if cmd == "close" and kw.get("count"):
+                found.setdefault(case, []).append(number)
+    return found
+
+
+def test_flops_are_counted_at_a_first_visit_again_at_the_second_where_the_sides_differ():
+    flops = {"more": (100, 101), "same": (100, 100), "old-base": (None, 100), "drifts": (100, [101, 102])}
+    flops["recount-failed"] = (100, [101, None])
+    cases = {f"test_decode[{c}]": 0.01 for c in flops}
+    side = {label: {f"test_decode[{c}]": f[i] for c, f in flops.items() if f[i] is not None} for i, label in
+            enumerate(("base", "head"))}  # fmt: skip
+    launcher = FakeLauncher(cases, flops=side)
     run, _, verdicts = compare(launcher, Plan(sweeps=3, case_s=1.0, stage2_s=0))
-    assert verdicts["test_decode[more] work:flops"].status == "regression"  # exact: +1%, no noise
-    assert verdicts["test_decode[drifts] work"].status == "inconclusive"  # refused, not called
-    assert verdicts["test_decode[drifts] work"].note == NOT_DETERMINISTIC
-    assert {n for n in verdicts if "work" in n} == {"test_decode[more] work:flops", "test_decode[drifts] work"}
+    work = {n: (v.status, v.note) for n, v in verdicts.items() if "work" in n}
+    assert work == {
+        "test_decode[more] work:flops": ("regression", "exact: the same case on the same seed"),  # +1%, no noise
+        "test_decode[drifts] work:flops": ("inconclusive", FLOPS_UNSTEADY),  # refused, not called
+        "test_decode[recount-failed] work:flops": ("inconclusive", FLOPS_NOT_RECOUNTED),
+    }
     assert ab_exit_code(run, list(verdicts.values()), strict=False) == EXIT_REGRESSION
-    counted = [kw for pair in launcher.pairs for c, kw in pair[1].log if c == "close" and kw.get("count")]
-    assert len(counted) == len(cases) + 2  # once a case, and again for the two whose sides differed
+    closes = counting_closes(launcher)
+    assert {c: len(p) for c, p in closes.items()} == {c: 2 if c[12:-1] in ("more", "drifts", "recount-failed") else 1
+                                                      for c in cases}  # fmt: skip
+    assert all(len(set(p)) == len(p) for p in closes.values())  # the recount in a fresh pair of processes
+
+
+def test_flops_that_differed_in_a_case_of_one_visit_are_not_called():
+    launcher = FakeLauncher({"test_decode[more]": 0.01}, flops={"base": {"test_decode[more]": 100},
+                                                               "head": {"test_decode[more]": 101}})  # fmt: skip
+    _, _, verdicts = compare(launcher, Plan(sweeps=1, case_s=1.0, stage2_s=0))
+    row = verdicts["test_decode[more] work:flops"]
+    assert (row.status, row.note) == ("inconclusive", FLOPS_NOT_RECOUNTED)
 
 
 def test_cases_only_one_side_has_are_listed_and_none_in_common_is_an_error():

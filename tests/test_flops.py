@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import sdpa_flop_count
 
-from harness.ab.rounds import CaseRecord
+from harness.ab.rounds import FLOPS_UNSTEADY, CaseRecord
 from harness.engines import EngineConfig
 from harness.engines.flops import attention_flops, count_flops, unit_flops
 from harness.engines.manual import ManualEngine
@@ -17,7 +17,7 @@ from harness.engines.work import FLOPS as COUNTER
 from harness.engines.work import round_work
 from harness.errors import EXIT_REGRESSION
 from harness.judge import exit_code
-from harness.judge.work import NOT_DETERMINISTIC, work_verdicts
+from harness.judge.work import work_verdicts
 from harness.models import build_model
 from harness.specs import get_spec
 from harness.workloads import Request
@@ -110,6 +110,7 @@ def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_uns
     record.count_work([{"work": {"steps": 2}}, {"work": {"steps": 2}}])  # the first open: the engine's counters
     record.add_flops([{COUNTER: 10}, {COUNTER: 12}])  # the first close: flops, once a side
     record.count_work([{"work": {"steps": 2}}, {"work": {"steps": 2}}])  # later opens do not count flops
+    record.add_flops([{COUNTER: 10}, {COUNTER: 12}])  # the second close counts again: they differed
     assert not record.work_unsteady
     assert {v.name: v.status for v in record.work_rows()} == {"case work:flops": "regression"}
     record.count_work([{"work": {"steps": 3}}, {"work": {"steps": 2}}])
@@ -117,27 +118,28 @@ def test_flops_join_the_engine_counters_and_a_later_open_without_them_is_not_uns
 
 
 def test_flops_that_differ_between_identical_units_are_refused_as_not_deterministic(tiny):
-    """Sides whose counts differ count again (an A/B's second visit): a variant that projects twice does
-    so every time (a regression), one that does so every other round is refused."""
+    """Where the sides' flops differ, each counts again (an A/B's second visit; here the same engine
+    counted twice stands in for it): a variant that projects twice does so every time (a regression),
+    one that does so every other round is refused, and the scheduler's counters are still judged."""
     requests = [Request(tuple(range(1, 12)), 6, request_id=0)]
 
     def count(engine) -> dict:
         return unit_flops(engine, lambda: engine.generate(requests), requests=requests)
 
     right = PagedEngine(tiny, EngineConfig())
-    for variant, row in ((ProjectsTwicePaged, ("case work:flops", "regression")), (UnsteadyFlopsPaged, None)):
+    for variant, row in ((ProjectsTwicePaged, "regression"), (UnsteadyFlopsPaged, "inconclusive")):
         record, head = CaseRecord("case"), variant(tiny, EngineConfig())
+        record.count_work([{"work": {"steps": 2}}, {"work": {"steps": 3}}])
         record.add_flops([count(right), count(head)])
-        assert record.recount_flops()
+        assert record.flops_differ()
         record.add_flops([count(right), count(head)])
-        (verdict,) = record.work_rows()
-        if row is None:
-            assert (verdict.status, verdict.note) == ("inconclusive", NOT_DETERMINISTIC)
-        else:
-            assert (verdict.name, verdict.status) == row
+        rows = {v.name: v for v in record.work_rows()}
+        assert rows["case work:steps"].status == "regression"
+        assert rows["case work:flops"].status == row
+    assert rows["case work:flops"].note == FLOPS_UNSTEADY
     same = CaseRecord("case")
     same.add_flops([count(right), count(PagedEngine(tiny, EngineConfig()))])
-    assert not same.recount_flops()
+    assert not same.flops_differ()
 
 
 def test_flops_counted_with_another_torch_on_each_side_are_not_compared():
@@ -149,6 +151,9 @@ def test_flops_counted_with_another_torch_on_each_side_are_not_compared():
     for other in ({COUNTER: 12, "counter": "torch 2.13.0"}, {COUNTER: 12}):  # the same torch; an older suite's side
         same = CaseRecord("case")
         same.add_flops([{COUNTER: 10, "counter": "torch 2.13.0"}, other])
+        assert not apart.flops_differ()  # nothing to count again: not compared anyway
+        assert same.flops_differ()
+        same.add_flops([{COUNTER: 10, "counter": "torch 2.13.0"}, other])  # the recount agrees
         assert [v.status for v in same.work_rows()] == ["regression"]
 
 

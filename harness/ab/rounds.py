@@ -21,6 +21,8 @@ from harness.judge.stats import Lean, LogTest, nested_test, pooled_lean
 from harness.judge.work import work_verdicts
 
 FLOPS_APART = "each side counted with another torch, whose formulas may differ: not compared"
+FLOPS_NOT_RECOUNTED = "the sides counted different flops and did not count again (one visit, or a recount failed)"
+FLOPS_UNSTEADY = "a side counted other flops in a fresh process: not deterministic, not compared"
 
 
 @dataclass
@@ -58,7 +60,8 @@ class CaseRecord:
     visits: list[Visit] = field(default_factory=list)
     note: str = ""
     work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
-    work_unsteady: bool = False  # a side counted other work on a later open or recount: not deterministic
+    work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
+    flops_counts: dict[str, list] = field(default_factory=dict)  # side -> its flops at each counting close
     flops_apart: bool = False  # the sides counted flops with another torch each: not compared
 
     def count_work(self, opened: list[dict]) -> None:
@@ -69,32 +72,46 @@ class CaseRecord:
                 self.work_unsteady |= counts_differ(first, reply["work"])
 
     def add_flops(self, closed: list[dict]) -> None:
-        """Each side's flops, counted at the close of the case's first visit (a side whose code cannot
-        count them says nothing, and the counter is then not compared), and again at its second where
-        the sides' counts differed (recount_flops): a side whose second count, in a fresh process,
-        differs from its first does arithmetic that is not deterministic, and the case's counters are
-        refused rather than a difference called. Sides that counted with another torch (two environments)
-        are not compared either: its formulas may differ. A side of an older suite names no counter; it
-        runs the same interpreter as the other (a git ref or folder)."""
-        counted = {side: reply for side, reply in zip(("base", "head"), closed, strict=True) if FLOPS in reply}
-        if len({reply["counter"] for reply in counted.values() if "counter" in reply}) > 1:
+        """Each side's flops at a counting close: the case's first visit, and its second where the sides'
+        counts differed (flops_differ), in fresh processes. A side whose code cannot count them says
+        nothing, and the counter is then not compared. Sides that counted with another torch (two
+        environments) are not compared either: its formulas may differ. A side of an older suite names
+        no counter; it runs the same interpreter as the other (a git ref or folder)."""
+        if len({reply["counter"] for reply in closed if "counter" in reply}) > 1:
             self.flops_apart = True
-            return
-        for side, reply in counted.items():
-            held = self.work.setdefault(side, {})
-            self.work_unsteady |= held.setdefault(FLOPS, reply[FLOPS]) != reply[FLOPS]
+        for side, reply in zip(("base", "head"), closed, strict=True):
+            self.flops_counts.setdefault(side, []).append(reply.get(FLOPS))
+            if FLOPS in reply and not self.flops_apart:
+                self.work.setdefault(side, {}).setdefault(FLOPS, reply[FLOPS])
 
-    def recount_flops(self) -> bool:
-        """Whether the sides' flops differ: before the gate calls that a regression or an improvement,
-        each side counts again (add_flops)."""
-        base, head = self.work.get("base", {}), self.work.get("head", {})
-        return FLOPS in base and FLOPS in head and base[FLOPS] != head[FLOPS]
+    def flops_differ(self) -> bool:
+        """Whether the sides' first flops differ: before that is called a change, both count again."""
+        firsts = [self.flops_counts.get(side, [None])[0] for side in ("base", "head")]
+        return not self.flops_apart and None not in firsts and firsts[0] != firsts[1]
+
+    def flops_problem(self) -> str:
+        """Why the flops row cannot be called, or "": the sides differed and were not counted again, or
+        a side's second count differed from its first."""
+        if self.flops_apart:
+            return FLOPS_APART
+        if not self.flops_differ():
+            return ""
+        again = [counts[1] if len(counts) > 1 else None for counts in self.flops_counts.values()]
+        if None in again:
+            return FLOPS_NOT_RECOUNTED
+        return FLOPS_UNSTEADY if again != [counts[0] for counts in self.flops_counts.values()] else ""
 
     def work_rows(self) -> list[Verdict]:
-        """The case's exact work rows (harness/judge/work.py)."""
-        rows = work_verdicts(self.name, self.work.get("base"), self.work.get("head"), self.work_unsteady)
-        if self.flops_apart:
-            rows.append(Verdict(f"{self.name} work:{FLOPS}", "inconclusive", unit="count", note=FLOPS_APART))
+        """The case's exact work rows (harness/judge/work.py); flops in its own row where it cannot be
+        called (flops_problem), the other counters judged as they are."""
+        problem = self.flops_problem()
+        base, head = (dict(self.work.get(side) or {}) for side in ("base", "head"))
+        if problem:
+            base.pop(FLOPS, None)
+            head.pop(FLOPS, None)
+        rows = work_verdicts(self.name, base, head, self.work_unsteady)
+        if problem:
+            rows.append(Verdict(f"{self.name} work:{FLOPS}", "inconclusive", unit="count", note=problem))
         return rows
 
     def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:

@@ -109,9 +109,11 @@ class Sweeps:
             )
         record.visits.append(visit)
         # the first visit's close counts the case's flops on each side; the second's again where they differ
-        count = len(record.visits) == 1 or (len(record.visits) == 2 and record.recount_flops())
+        count = len(record.visits) == 1 or (len(record.visits) == 2 and record.flops_differ())
         with self.timing("close"):
-            record.add_flops([w.ask("close", count=count) for w in self.pair])
+            closed = [w.ask("close", count=count) for w in self.pair]
+        if count:
+            record.add_flops(closed)
 
     def first_open(self, name: str, opened: list[dict]) -> CaseRecord:
         """The case's stage-1 allocation, from both sides' warm-up units (plan.allocate)."""

@@ -16,6 +16,11 @@ from harness.judge import Thresholds
 ONE = "test_prefill[small-paged-bs1-prompt128]"
 
 
+def read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def right(label: str, flagged: list[str]) -> bool:
     if label == "unchanged":
         return not flagged
@@ -25,16 +30,19 @@ def right(label: str, flagged: list[str]) -> bool:
 
 
 def main(baseline_file: str, folder: str) -> None:
-    base = json.load(open(baseline_file))
+    base, last = read(baseline_file), None
     for label in ("unchanged", "one-case-25", "every-case-10"):
         marks = []
         for path in sorted(glob.glob(f"{folder}/{label}-*.json")):
-            verdicts = compare(base, json.load(open(path)), Thresholds())
+            last = read(path)
+            verdicts = compare(base, last, Thresholds())
             good = right(label, [v.name for v in verdicts if v.status == "regression"])
             suite = next(v for v in verdicts if v.name.startswith("suite"))
             marks.append(("." if good else "X") + f"{suite.change:+.3f}")
         print(label, sum(m.startswith(".") for m in marks), len(marks), " ".join(marks))
-    print(method_line(base, json.load(open(path))))
+    if last is None:
+        raise SystemExit(f"no trial runs in {folder}")
+    print(method_line(base, last))
 
 
 if __name__ == "__main__":

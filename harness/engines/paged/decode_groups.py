@@ -85,15 +85,13 @@ def plan_groups(
     block_tables: list[list[int]],
     block_size: int,
     device: torch.device,
-    gather_buffers: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None],
-    most: int = 8,
+    gather_buffers: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
 ) -> list[DecodeGroup]:
     """Length groups of a decode step whose row b attends to positions 0 .. positions[b]. Every per-row
     tensor of a group (block tables, mask positions, queries, outputs) is taken in that group's row
-    order, which length_buckets makes longest first, in at most `most` groups. gather_buffers(blocks)
-    gives a group's K/V copy (None: attended to in place, kv_attention.py)."""
+    order, which length_buckets makes longest first. gather_buffers(blocks) gives a group's K/V copy."""
     batch, groups = len(positions), []
-    for rows in length_buckets([p + 1 for p in positions], most=most):
+    for rows in length_buckets([p + 1 for p in positions]):
         ctx = max(positions[b] for b in rows) + 1
         width = -(-ctx // block_size)
         tables = padded_tables([block_tables[b] for b in rows], width, device)

@@ -237,7 +237,8 @@ class PagedModelRunner:
 
     def _decode_groups(self, positions: list[int], block_tables: list[list[int]]) -> list[DecodeGroup]:
         """Under --perf-compile on CPU, a step of many rows is one group read through their block tables
-        (flex_decode.py); else length groups, each gathered or, a lone row, read in place."""
+        (flex_decode.py); with the C decode attention, one group in batch order read in place; else
+        length groups, each gathered or, a lone row, read in place."""
         if self.flex is not None and self.flex.problem is None and worth_it(positions):
             mask = self.flex.block_mask(positions, block_tables)
             return [whole_batch(positions, block_tables, self.block_size, self.device, mask)]
@@ -251,10 +252,9 @@ class PagedModelRunner:
             o = self.flex.attend(q, self.k_cache[layer], self.v_cache[layer], g.block_mask)
             if o is not None:
                 return o
+        if self.kv_in_c:  # the whole step in batch order (decode_groups.in_place)
+            return kv_attention.attend(q, self.k_cache[layer], self.v_cache[layer], g.tables, g.lengths)
         rows_q = q if g.index is None else q.index_select(0, g.index)
-        if self.kv_in_c:
-            o = kv_attention.attend(rows_q, self.k_cache[layer], self.v_cache[layer], g.tables, g.lengths)
-            return o if out is None else out.index_copy_(0, g.index, o)
         keys, values = self._group_kv(layer, g)  # (b, n_kv, ctx, d)
         o = self._attend(rows_q[:, :, None], keys, values, g.mask, causal=False).reshape(len(g.tables), -1)
         return o if out is None else out.index_copy_(0, g.index, o)

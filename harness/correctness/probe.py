@@ -54,7 +54,8 @@ def probe_requests(vocab_size: int, seed: int = PROBE_SEED, text: tuple[int, ...
     ]
     # B ends first, and the next request to need a block (after one more) takes the block B shared
     # with A, if the engine freed it; no other request ends in between. The last two to end are the
-    # first two, close in length: one length group whose rows are not in batch order.
+    # first two, close in length: one length group whose rows are not in batch order (where paged's
+    # decode attention runs in torch; in C the step is one group in batch order).
     new_tokens = [24, 23, 12, 12, 22, 10, 3, 17]
     return [Request(p, n, request_id=i) for i, (p, n) in enumerate(zip(prompts, new_tokens, strict=True))]
 

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def forced_logits(engine: PagedEngine, requests: Seq[Request], continuations: Seq[Seq[int]]) -> list[torch.Tensor]:
     """Per request, (len(continuation), vocab) float32 logits from the engine's runner, fed the given
     continuation instead of its own picks. All requests run as one batch: one packed prefill, then
-    decode steps over a ragged batch that shrinks as continuations end (rows in request order, so the
-    runner's length groups reorder them), reading and writing K/V through the block tables."""
+    decode steps over a ragged batch that shrinks as continuations end (rows in request order, which
+    the runner's length groups reorder where its decode attention runs in torch), reading and writing
+    K/V through the block tables."""
     seqs = [
         Sequence(-1 - i, list(r.prompt_ids), len(c))
         for i, (r, c) in enumerate(zip(requests, continuations, strict=True))

@@ -21,8 +21,8 @@ class FakeSide:
 class FakeWorker:
     """`unit_s[case]`: one unit of work's seconds; `refuse[case]`: why an open fails; `tokens[case]`:
     the work a unit does (default 10); `flops[case]`: what a counting close reports (none: nothing, as
-    a side that cannot count; a list: one count per counting close, in turn, None a failed one); `lean`: this process's
-    own speed (log), drawn at launch."""
+    a side that cannot count; a list: one count per counting close in turn, None a failed one);
+    `lean`: this process's own speed (log), drawn at launch."""
 
     label: str
     unit_s: dict[str, float]

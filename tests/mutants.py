@@ -211,13 +211,11 @@ class ProjectsTwicePaged(PagedEngine):
     runner_class = ProjectsTwiceRunner
 
 
-class UnsteadyFlopsRunner(PagedModelRunner):
+class UnsteadyFlopsRunner(ProjectsTwiceRunner):
     twice = False
 
     def _qkv(self, w, x, cos, sin):
-        if self.twice:
-            super()._qkv(w, x, cos, sin)
-        return super()._qkv(w, x, cos, sin)
+        return super()._qkv(w, x, cos, sin) if self.twice else PagedModelRunner._qkv(self, w, x, cos, sin)
 
 
 class UnsteadyFlopsPaged(PagedEngine):

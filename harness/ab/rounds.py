@@ -59,7 +59,7 @@ class CaseRecord:
     blocks_per_visit: int = 1
     visits: list[Visit] = field(default_factory=list)
     note: str = ""
-    work: dict[str, dict] = field(default_factory=dict)  # side -> its work counters at its first open
+    work: dict[str, dict] = field(default_factory=dict)  # side -> its engine's work counters at its first open
     work_unsteady: bool = False  # a later open of a side counted other work: not deterministic
     flops_counts: dict[str, list] = field(default_factory=dict)  # side -> its flops at each counting close
     flops_apart: bool = False  # the sides counted flops with another torch each: not compared
@@ -81,8 +81,6 @@ class CaseRecord:
             self.flops_apart = True
         for side, reply in zip(("base", "head"), closed, strict=True):
             self.flops_counts.setdefault(side, []).append(reply.get(FLOPS))
-            if FLOPS in reply and not self.flops_apart:
-                self.work.setdefault(side, {}).setdefault(FLOPS, reply[FLOPS])
 
     def flops_differ(self) -> bool:
         """Whether the sides' first flops differ: before that is called a change, both count again."""
@@ -105,14 +103,17 @@ class CaseRecord:
         """The case's exact work rows (harness/judge/work.py); flops in its own row where it cannot be
         called (flops_problem), the other counters judged as they are."""
         problem = self.flops_problem()
-        base, head = (dict(self.work.get(side) or {}) for side in ("base", "head"))
-        if problem:
-            base.pop(FLOPS, None)
-            head.pop(FLOPS, None)
+        base, head = (self._counters(side, with_flops=not problem) for side in ("base", "head"))
         rows = work_verdicts(self.name, base, head, self.work_unsteady)
         if problem:
             rows.append(Verdict(f"{self.name} work:{FLOPS}", "inconclusive", unit="count", note=problem))
         return rows
+
+    def _counters(self, side: str, with_flops: bool) -> dict:
+        """A side's engine counters from its first open, with its first flops count where it has one."""
+        first = self.flops_counts.get(side, [None])[0]
+        flops = {FLOPS: first} if with_flops and first is not None else {}
+        return {**self.work.get(side, {}), **flops}
 
     def pairs(self, stage: int | None = None) -> list[list[tuple[float, int]]]:
         """The pair logs of each visit of a stage (all stages: None)."""

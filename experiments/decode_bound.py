@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from harness.engines import EngineConfig, onednn, rowdot
+from harness.engines import EngineConfig, onednn, row_layer, rowdot
 from harness.engines.base import StepCase
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
@@ -112,6 +112,29 @@ def _one_row_in_c(x, w, bias=None):
     return onednn._onednn_linear(x, w, bias)
 
 
+def _four_rows_a_block(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
+    """paged or manual with rowdot.py's kernel as it was before it took eight weight rows a block (four),
+    in paged's C layer, its LM head and manual's one-row products alike; several rows on oneDNN."""
+    from experiments.gemv_bandwidth import rows_a_block, rows_source
+
+    product = rows_a_block(4)
+    if product is None:
+        raise SystemExit(f"no C kernel here: {rowdot.problem()}")
+
+    def linear(x, w, bias=None):
+        if rowdot.fits(x, w):
+            y = product(x.reshape(1, -1), w).reshape(*x.shape[:-1], w.shape[0])
+            return y if bias is None else y + bias
+        return onednn._onednn_linear(x, w, bias)
+
+    if isinstance(engine, PagedEngine):
+        engine.runner.linear = linear
+        if engine.runner.row_step is not None:
+            engine.runner.row_step.kernel = row_layer.build(rows_source(4), "rowlayer4")
+        return engine
+    return _products_through(linear, engine)
+
+
 def _products_through(linear, engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
     """paged or manual with every product through `linear` (for manual, one-row forwards included)."""
     if isinstance(engine, ManualEngine):
@@ -131,11 +154,13 @@ VARIANTS: dict[str, Callable] = {
     "paged-onednn": lambda loaded: _products_through(_every_row_on_onednn, PagedEngine(loaded, EngineConfig())),
     "paged-c": lambda loaded: _products_through(_one_row_in_c, PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
+    "paged-rows4": lambda loaded: _four_rows_a_block(PagedEngine(loaded, EngineConfig())),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),
     "manual-blas": lambda loaded: _without_onednn(ManualEngine(loaded, EngineConfig())),
     "manual-onednn": lambda loaded: _products_through(_every_row_on_onednn, ManualEngine(loaded, EngineConfig())),
     "manual-c": lambda loaded: _products_through(_one_row_in_c, ManualEngine(loaded, EngineConfig())),
     "manual-compiled": lambda loaded: ManualEngine(loaded, EngineConfig(compile=True)),
+    "manual-rows4": lambda loaded: _four_rows_a_block(ManualEngine(loaded, EngineConfig())),
 }
 
 

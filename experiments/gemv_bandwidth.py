@@ -1,7 +1,8 @@
 """How fast this machine's torch reads a model's weights, by the operation that reads them: the
 probe's kind of read (a sum), the matrix-vector product the engines run at batch 1 through either
-library (`F.linear`: the BLAS; oneDNN's linear), the suite's C kernel (rowdot.py), the BLAS's with the
-weight stored transposed, and a few rows through each library. Best of `--reps` each, in GB/s.
+library (`F.linear`: the BLAS; oneDNN's linear), the suite's C kernel (rowdot.py) and the same kernel
+with four weight rows a block (as it was before eight), the BLAS's with the weight stored transposed,
+and a few rows through each library. Best of `--reps` each, in GB/s.
 
     python -m experiments.gemv_bandwidth --model qwen3-0.6b [--reps 7] [--rows 8]
 
@@ -36,6 +37,26 @@ def best_seconds(fn, reps: int) -> float:
     return best
 
 
+def rows_source(rows: int) -> str:
+    """rowdot.py's SOURCE with `rows` weight rows a block instead of its own ROWS."""
+    return rowdot.SOURCE.replace(f"#define ROWS {rowdot.ROWS}", f"#define ROWS {rows}")
+
+
+def rows_a_block(rows: int):
+    """rowdot.py's kernel built with `rows` weight rows a block instead of its own ROWS: (x, w) -> x w^T
+    for one row x, or None where it does not build."""
+    fn = rowdot.build(rows_source(rows), f"rowdot{rows}")
+    if fn is None:
+        return None
+
+    def product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        y = torch.empty(1, w.shape[0])
+        fn(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
+        return y
+
+    return product
+
+
 def rates(weights: list[torch.Tensor], reps: int, rows: int, compiled: bool = True) -> dict[str, float]:
     """GB/s of each way of reading `weights` (each (out, in)), counting every weight byte once; with
     compiled, also the paged engine's `--perf-compile` product (harness/engines/paged/matvec.py)."""
@@ -55,6 +76,10 @@ def rates(weights: list[torch.Tensor], reps: int, rows: int, compiled: bool = Tr
     if rowdot.kernel() is not None:
         ways["C kernel (rowdot.py), 1 row"] = lambda: [
             rowdot.row_times_weight(x, w) for x, w in zip(one, weights, strict=True)
+        ]
+        four = rows_a_block(4)
+        ways["C kernel, 4 rows a block (before), 1 row"] = lambda: [
+            four(x, w) for x, w in zip(one, weights, strict=True)
         ]
     if compiled:
         kernel = torch.compile(row_times_weight, dynamic=True, fullgraph=True)

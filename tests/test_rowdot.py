@@ -14,7 +14,7 @@ built = pytest.mark.skipif(rowdot.kernel() is None, reason=f"no C kernel here: {
 
 
 @built
-@pytest.mark.parametrize("out_features", [1, 3, 4, 5, 7, 4097])
+@pytest.mark.parametrize("out_features", [1, 3, 7, 8, 9, 15, 4097])  # blocks of 8 rows and tails
 @pytest.mark.parametrize("in_features", [1, 15, 16, 17, 33, 1024])
 def test_the_kernel_gives_f_linear_in_float64_to_float32_rounding(out_features, in_features):
     torch.manual_seed(out_features * 1000 + in_features)
@@ -31,7 +31,8 @@ def test_the_kernel_gives_f_linear_in_float64_to_float32_rounding(out_features, 
     ("broken", "out_features", "in_features"),
     [
         ("    for (; k < K; k++) s[0] += w[k] * x[k];\n", 3, 17),  # the row's tail past 16 lanes dropped
-        ("    for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);\n", 5, 16),  # the last rows
+        ("    for (long n = ROWS * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);\n", 9, 16),  # the last rows
+        ("        for (int r = 0; r < ROWS; r++) s[r][0] += w[r * stride + k] * x[k];\n", 8, 17),  # a block's tail
     ],
 )
 def test_a_kernel_that_skips_work_fails_the_same_comparison(tmp_path, monkeypatch, broken, out_features, in_features):

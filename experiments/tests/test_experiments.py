@@ -105,9 +105,22 @@ def test_every_way_of_reading_the_weights_is_timed_and_counts_their_bytes():
     if torch.backends.mkldnn.is_available():
         ways += ["oneDNN, 1 row", "oneDNN, 4 rows"]
     if rowdot.kernel() is not None:
-        ways += ["C kernel (rowdot.py), 1 row"]
+        ways += ["C kernel (rowdot.py), 1 row", "C kernel, 4 rows a block (before), 1 row"]
     assert list(got) == ways
     assert all(v > 0 for v in got.values())
+
+
+def test_the_kernel_with_four_rows_a_block_gives_the_same_bits_as_the_kernel():
+    import pytest
+    import torch
+
+    from experiments.gemv_bandwidth import rows_a_block
+    from harness.engines import rowdot
+
+    if rowdot.kernel() is None:
+        pytest.skip(f"no C kernel here: {rowdot.problem()}")
+    x, w = torch.randn(1, 40), torch.randn(27, 40)  # blocks of 4 and of 8, and tails of both
+    assert torch.equal(rows_a_block(4)(x, w), rowdot.row_times_weight(x, w))  # each output: one order
 
 
 def test_every_eager_decode_bound_variant_runs_a_step_and_gives_hf_greedy_tokens():

@@ -67,15 +67,15 @@ static void prefetch_block(const float *block, long floats) {
     for (long at = 0; at < floats; at += 16) __builtin_prefetch(block + at);
 }
 
-/* scores of heads [h0, h1) of a row against its keys: the keys of a block lie nk floats apart, four at a time */
+/* scores of heads [h0, h1) of a row against its keys: the keys of a block lie nk floats apart, ROWS at a time */
 static void scores(const float *kp, const long *table, const float *q, float *p, long n, long most, long h0,
                    long h1, long group, long nk, long d, long bs) {
     for (long t0 = 0; t0 < n; t0 += bs) {
         const float *k = kp + table[t0 / bs] * bs * nk;
         long t = t0, end = n < t0 + bs ? n : t0 + bs;
         if (t0 + bs < n) prefetch_block(kp + table[t0 / bs + 1] * bs * nk, bs * nk);
-        for (; t + 4 <= end; t += 4, k += 4 * nk)
-            for (long h = h0; h < h1; h++) four_rows_apart(k + (h / group) * d, nk, q + h * d, p + h * most + t, d);
+        for (; t + ROWS <= end; t += ROWS, k += ROWS * nk)
+            for (long h = h0; h < h1; h++) rows_apart(k + (h / group) * d, nk, q + h * d, p + h * most + t, d);
         for (; t < end; t++, k += nk)
             for (long h = h0; h < h1; h++) p[h * most + t] = one_row(k + (h / group) * d, q + h * d, d);
     }

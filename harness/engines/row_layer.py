@@ -89,11 +89,15 @@ void row_decode_layer(const float *const *w, float *x, float *scratch, float *kc
 def kernel():
     """The compiled row_decode_layer (a ctypes function), or None where it cannot be built
     (rowdot.problem() says why)."""
+    return build(rowdot.SOURCE, "rowlayer")
+
+
+def build(product_source: str, name: str):
+    """row_decode_layer over the products of `product_source` (rowdot.SOURCE, or a variant of it for
+    experiments), built as `name`."""
     c = ctypes
     args = [c.c_void_p] * 7 + [c.c_long, c.c_void_p, c.c_float, c.c_int]
-    return rowdot.load(
-        rowdot.SOURCE + kv_attention.ATTENTION_SOURCE + LAYER_SOURCE, "rowlayer", "row_decode_layer", args
-    )
+    return rowdot.load(product_source + kv_attention.ATTENTION_SOURCE + LAYER_SOURCE, name, "row_decode_layer", args)
 
 
 def layer_flops(ctx: int, dims: list[int]) -> int:

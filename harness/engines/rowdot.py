@@ -4,9 +4,11 @@ A decode step at batch 1 multiplies one row by every weight matrix, so its speed
 the weights are read. On the AMD EPYC hosts oneDNN's one-row product read the models' weights at
 68-80% of a plain sum's rate and MKL's at about half; this kernel read them at 86-93% of it, 1.10-1.30x
 oneDNN's rate (docs/measurements.md, decode against the read bound; `python -m
-experiments.gemv_bandwidth`). Each output is a dot product of the row with one weight row; here four
-weight rows share each load of the row, so nearly every load is of weights, as in a sum (the likely
-reason it is faster; not measured apart).
+experiments.gemv_bandwidth`). Each output is a dot product of the row with one weight row; here ROWS
+(8) weight rows share each load of the row, so nearly every load is of weights, as in a sum. Eight
+rather than four made paged's batch-1 step on `smollm2-135m` 1.04-1.07x faster and left `qwen3-0.6b`'s
+as it was (`python -m experiments.decode_bound --variants paged,paged-rows4`); each output sums in the
+same order either way, so the results are the same bits.
 
 The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP and
 -march=native into the cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest
@@ -38,7 +40,10 @@ import torch
 
 from harness.checkpoints import cache_root
 
-SOURCE = r"""
+ROWS = 8  # the weight rows each block of row_times_weight computes at once, sharing each load of the row
+SOURCE = (
+    f"#define ROWS {ROWS}\n"
+    + r"""
 #define LANES 16
 
 static float lane_sum(const float *s) {
@@ -56,40 +61,30 @@ static float one_row(const float *restrict w, const float *restrict x, long K) {
     return lane_sum(s);
 }
 
-/* four rows `stride` floats apart, each of K values, times x */
-static void four_rows_apart(const float *restrict w, long stride, const float *restrict x, float *restrict y, long K) {
-    const float *r0 = w, *r1 = w + stride, *r2 = w + 2 * stride, *r3 = w + 3 * stride;
-    float s0[LANES] = {0}, s1[LANES] = {0}, s2[LANES] = {0}, s3[LANES] = {0};
+/* ROWS rows `stride` floats apart, each of K values, times x */
+static void rows_apart(const float *restrict w, long stride, const float *restrict x, float *restrict y, long K) {
+    float s[ROWS][LANES] = {{0}};
     long k = 0;
     for (; k + LANES <= K; k += LANES)
         for (int j = 0; j < LANES; j++) {
             float xv = x[k + j];
-            s0[j] += r0[k + j] * xv;
-            s1[j] += r1[k + j] * xv;
-            s2[j] += r2[k + j] * xv;
-            s3[j] += r3[k + j] * xv;
+            for (int r = 0; r < ROWS; r++) s[r][j] += w[r * stride + k + j] * xv;
         }
-    for (; k < K; k++) {
-        s0[0] += r0[k] * x[k];
-        s1[0] += r1[k] * x[k];
-        s2[0] += r2[k] * x[k];
-        s3[0] += r3[k] * x[k];
-    }
-    y[0] = lane_sum(s0);
-    y[1] = lane_sum(s1);
-    y[2] = lane_sum(s2);
-    y[3] = lane_sum(s3);
+    for (; k < K; k++)
+        for (int r = 0; r < ROWS; r++) s[r][0] += w[r * stride + k] * x[k];
+    for (int r = 0; r < ROWS; r++) y[r] = lane_sum(s[r]);
 }
 
-/* y[n] = sum_k w[n * K + k] * x[k] for n < N: four rows at a time, blocks of rows over `threads` */
+/* y[n] = sum_k w[n * K + k] * x[k] for n < N: ROWS rows at a time, blocks of rows over `threads` */
 void row_times_weight(const float *restrict w, const float *restrict x, float *restrict y, long N, long K,
                       int threads) {
-    long blocks = N / 4;
+    long blocks = N / ROWS;
     #pragma omp parallel for schedule(static) num_threads(threads)
-    for (long b = 0; b < blocks; b++) four_rows_apart(w + 4 * b * K, K, x, y + 4 * b, K);
-    for (long n = 4 * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);
+    for (long b = 0; b < blocks; b++) rows_apart(w + ROWS * b * K, K, x, y + ROWS * b, K);
+    for (long n = ROWS * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);
 }
 """
+)
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 _problem: list[str] = []
@@ -148,8 +143,13 @@ def load(source: str, name: str, function: str, argtypes: list) -> Callable | No
 @functools.cache
 def kernel():
     """The compiled row_times_weight (a ctypes function), or None where it cannot be built (problem())."""
+    return build(SOURCE, "rowdot")
+
+
+def build(source: str, name: str):
+    """row_times_weight of `source` (SOURCE, or a variant of it for experiments) built as `name`."""
     c = ctypes
-    return load(SOURCE, "rowdot", "row_times_weight", [c.c_void_p] * 3 + [c.c_long] * 2 + [c.c_int])
+    return load(source, name, "row_times_weight", [c.c_void_p] * 3 + [c.c_long] * 2 + [c.c_int])
 
 
 def problem() -> str | None:

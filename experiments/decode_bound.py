@@ -211,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each variant")
     parser.add_argument(
-        "--split", type=int, default=0, metavar="N", help="then time N steps of paged's eager variants, products apart"
+        "--split",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then time N steps of paged's eager variants, products apart"
+        " (the layers, the LM head and the rest where each layer is one C call)",
     )
     args = parser.parse_args(argv)
     names = args.variants.split(",")
@@ -230,15 +235,61 @@ def main(argv: list[str] | None = None) -> int:
     for name in names if args.profile else ():
         print(f"\n{name}, {args.profile} steps, by self CPU time:\n{profile(cases[name], args.profile)}")
     for name, engine in engines.items() if args.split else ():
-        if (
-            isinstance(engine, PagedEngine)
-            and engine.runner.compiled is None
-            and engine.runner.lm_head_t is None
-            and engine.runner.row_step is None
-        ):
-            print(f"\n{name}, {args.split} steps, products apart:")
-            print("\n".join(split(engine, cases[name], args.split, cases["read"])))
+        if not isinstance(engine, PagedEngine) or engine.runner.compiled or engine.runner.lm_head_t is not None:
+            continue
+        print(f"\n{name}, {args.split} steps, products apart:")
+        pieces = split_c_step if engine.runner.row_step is not None else split
+        print("\n".join(pieces(engine, cases[name], args.split, cases["read"])))
     return 0
+
+
+def split_c_step(engine: PagedEngine, case: StepCase, steps: int, read: StepCase) -> list[str]:
+    """paged's step where each layer is one C call (row_step.py): each step's time in the layers, in the
+    final norm and LM head (the runner's `_logits`) and in the rest, and beside it a step whose layers'
+    products only write zeros (the same C layer otherwise), which leaves the layers' other work."""
+    runner, kernel = engine.runner, engine.runner.row_step.kernel
+    zeros = row_layer.build(
+        rowdot.SOURCE.replace("void row_times_weight(", "void unused_product(") + ZERO_PRODUCT, "zeros"
+    )
+    logits, spent = runner._logits, {}
+
+    def timed(name, fn):
+        def call(*args):
+            start = time.perf_counter()
+            out = fn(*args)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        return call
+
+    lines = []
+    try:
+        runner._logits = timed("head", logits)
+        for _ in range(steps):
+            spent.clear()
+            runner.row_step.kernel = timed("layers", zeros)
+            seconds(case)
+            bare = spent["layers"]
+            spent.clear()
+            runner.row_step.kernel = timed("layers", kernel)
+            step = seconds(case)
+            layers, head = spent["layers"], spent["head"]
+            lines.append(
+                f"step {step * 1e3:.2f} ms: layers {layers * 1e3:.2f} ms (without their products {bare * 1e3:.2f}), "
+                f"final norm and LM head {head * 1e3:.2f} ms, the rest {(step - layers - head) * 1e3:.2f} ms; "
+                f"read {PROBE_BYTES / seconds(read) / 1e9:.1f} GB/s"
+            )
+    finally:
+        runner._logits, runner.row_step.kernel = logits, kernel
+    return lines
+
+
+# a product that only writes zeros: split_c_step's layer without its products
+ZERO_PRODUCT = """
+void row_times_weight(const float *w, const float *x, float *y, long N, long K, int threads) {
+    for (long n = 0; n < N; n++) y[n] = 0.0f;
+}
+"""
 
 
 def split(engine: PagedEngine, case: StepCase, steps: int, read: StepCase) -> list[str]:

@@ -155,6 +155,26 @@ def test_decode_bound_splits_paged_steps_into_products_and_the_rest():
     assert engine.runner.linear is linear  # put back
 
 
+def test_decode_bound_splits_a_step_in_c_into_layers_lm_head_and_the_rest():
+    from experiments.decode_bound import split_c_step
+    from harness.engines import EngineConfig
+    from harness.engines.base import StepCase
+    from harness.engines.paged.engine import PagedEngine
+    from harness.models import build_model
+    from harness.specs import get_spec
+
+    engine = PagedEngine(build_model(get_spec("tiny")), EngineConfig())
+    if engine.runner.row_step is None:
+        pytest.skip("a lone row's step is not in C here")
+    case = engine.decode_case(1, 16, seed=0)
+    kernel, logits, before = engine.runner.row_step.kernel, engine.runner._logits, case.run()
+    lines = split_c_step(engine, case, 2, StepCase(run=lambda: None))
+    assert len(lines) == 2
+    assert all("layers" in line and "without their products" in line and "LM head" in line for line in lines)
+    assert (engine.runner.row_step.kernel, engine.runner._logits) == (kernel, logits)  # put back
+    assert case.run() == before  # and the step computes what it did
+
+
 def test_decode_bound_reports_each_variant_against_the_interleaved_reads():
     from experiments.decode_bound import interleaved, report
     from harness.engines.base import StepCase

@@ -4,11 +4,11 @@ A decode step at batch 1 multiplies one row by every weight matrix, so its speed
 the weights are read. On the AMD EPYC hosts oneDNN's one-row product read the models' weights at
 68-80% of a plain sum's rate and MKL's at about half; this kernel, with four rows a block, read them at
 86-93% of it, 1.10-1.30x oneDNN's rate, and with eight at 92-100% (docs/measurements.md, decode
-against the read bound; `python -m experiments.gemv_bandwidth`). Each output is a dot product of the row with one weight row; here ROWS
-(8) weight rows share each load of the row, so nearly every load is of weights, as in a sum. Eight
-rather than four made paged's batch-1 step on `smollm2-135m` 1.04-1.07x faster and left `qwen3-0.6b`'s
-as it was (`python -m experiments.decode_bound --variants paged,paged-rows4`); each output sums in the
-same order either way, so the results are the same bits.
+against the read bound; `python -m experiments.gemv_bandwidth`). Each output is a dot product of the
+row with one weight row; here ROWS (8) weight rows share each load of the row, so nearly every load
+is of weights, as in a sum. Eight rather than four made paged's batch-1 step on `smollm2-135m`
+1.04-1.07x faster and left `qwen3-0.6b`'s as it was (`python -m experiments.decode_bound --variants
+paged,paged-rows4`); each output sums in the same order either way, so the results are the same bits.
 
 The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP and
 -march=native into the cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest

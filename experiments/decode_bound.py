@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import random
 import statistics
 import sys
@@ -104,29 +105,25 @@ def _every_row_on_onednn(x, w, bias=None):
     return onednn._onednn_linear(x, w, bias)
 
 
-def _one_row_in_c(x, w, bias=None):
-    """One row on rowdot.py's C kernel whatever the CPU (on an Intel CPU, where onednn.py keeps it on
-    MKL, the comparison that rule rests on); several rows on oneDNN."""
-    if rowdot.fits(x, w) and rowdot.kernel() is not None:
-        return rowdot.row_times_weight(x, w, bias)
+def _one_row_in_c(x, w, bias=None, product=None):
+    """One row on rowdot.py's C kernel (or `product`, a variant of it) whatever the CPU (on an Intel CPU,
+    where onednn.py keeps it on MKL, the comparison that rule rests on); several rows on oneDNN."""
+    if rowdot.fits(x, w) and (product or rowdot.kernel()) is not None:
+        return (product or rowdot.row_times_weight)(x, w, bias)
     return onednn._onednn_linear(x, w, bias)
 
 
 def _four_rows_a_block(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
     """paged or manual with rowdot.py's kernel as it was before it took eight weight rows a block (four),
-    in paged's C layer, its LM head and manual's one-row products alike; several rows on oneDNN."""
+    in paged's C layer, its LM head and manual's one-row products alike; several rows on oneDNN. On an
+    Intel CPU, where the engines keep one row on MKL, compare it with the `-c` variants, not the plain
+    ones."""
     from experiments.gemv_bandwidth import rows_a_block, rows_source
 
     product = rows_a_block(4)
     if product is None:
         raise SystemExit(f"no C kernel here: {rowdot.problem()}")
-
-    def linear(x, w, bias=None):
-        if rowdot.fits(x, w):
-            y = product(x.reshape(1, -1), w).reshape(*x.shape[:-1], w.shape[0])
-            return y if bias is None else y + bias
-        return onednn._onednn_linear(x, w, bias)
-
+    linear = functools.partial(_one_row_in_c, product=product)
     if isinstance(engine, PagedEngine):
         engine.runner.linear = linear
         if engine.runner.row_step is not None:
@@ -269,18 +266,19 @@ def split_c_step(engine: PagedEngine, case: StepCase, steps: int, read: StepCase
             spent.clear()
             runner.row_step.kernel = timed("layers", zeros)
             seconds(case)
-            bare = spent["layers"]
+            bare = spent.get("layers", 0.0)  # none where the step did not go through the C layer
             spent.clear()
             runner.row_step.kernel = timed("layers", kernel)
             step = seconds(case)
-            layers, head = spent["layers"], spent["head"]
+            layers, head = spent.get("layers", 0.0), spent["head"]
             lines.append(
                 f"step {step * 1e3:.2f} ms: layers {layers * 1e3:.2f} ms (without their products {bare * 1e3:.2f}), "
                 f"final norm and LM head {head * 1e3:.2f} ms, the rest {(step - layers - head) * 1e3:.2f} ms; "
                 f"read {PROBE_BYTES / seconds(read) / 1e9:.1f} GB/s"
             )
     finally:
-        runner._logits, runner.row_step.kernel = logits, kernel
+        del runner._logits  # the class's method again
+        runner.row_step.kernel = kernel
     return lines
 
 

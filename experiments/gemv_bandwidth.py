@@ -13,6 +13,7 @@ an engine built on torch's BLAS can reach (docs/measurements.md, decode against 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -39,22 +40,17 @@ def best_seconds(fn, reps: int) -> float:
 
 def rows_source(rows: int) -> str:
     """rowdot.py's SOURCE with `rows` weight rows a block instead of its own ROWS."""
-    return rowdot.SOURCE.replace(f"#define ROWS {rowdot.ROWS}", f"#define ROWS {rows}")
+    define = f"#define ROWS {rowdot.ROWS}\n"
+    if define not in rowdot.SOURCE:
+        raise ValueError(f"rowdot.SOURCE has no {define.strip()!r} to replace")
+    return rowdot.SOURCE.replace(define, f"#define ROWS {rows}\n")
 
 
 def rows_a_block(rows: int):
-    """rowdot.py's kernel built with `rows` weight rows a block instead of its own ROWS: (x, w) -> x w^T
-    for one row x, or None where it does not build."""
-    fn = rowdot.build(rows_source(rows), f"rowdot{rows}")
-    if fn is None:
-        return None
-
-    def product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        y = torch.empty(1, w.shape[0])
-        fn(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
-        return y
-
-    return product
+    """rowdot.py's kernel built with `rows` weight rows a block instead of its own ROWS, as a function
+    (x, w[, bias]) -> F.linear for one row x; None where it does not build."""
+    built = rowdot.build(rows_source(rows), f"rowdot{rows}")
+    return None if built is None else functools.partial(rowdot.row_times_weight, built=built)
 
 
 def rates(weights: list[torch.Tensor], reps: int, rows: int, compiled: bool = True) -> dict[str, float]:

@@ -32,7 +32,11 @@ def test_the_kernel_gives_f_linear_in_float64_to_float32_rounding(out_features, 
     [
         ("    for (; k < K; k++) s[0] += w[k] * x[k];\n", 3, 17),  # the row's tail past 16 lanes dropped
         ("    for (long n = ROWS * blocks; n < N; n++) y[n] = one_row(w + n * K, x, K);\n", 9, 16),  # the last rows
-        ("        for (int r = 0; r < ROWS; r++) s[r][0] += w[r * stride + k] * x[k];\n", 8, 17),  # a block's tail
+        (  # a block's rows' tails past 16 lanes dropped
+            "    for (; k < K; k++)\n        for (int r = 0; r < ROWS; r++) s[r][0] += w[r * stride + k] * x[k];\n",
+            8,
+            17,
+        ),
     ],
 )
 def test_a_kernel_that_skips_work_fails_the_same_comparison(tmp_path, monkeypatch, broken, out_features, in_features):

@@ -8,8 +8,8 @@ weights as fast as a plain sum (1.1-1.5x oneDNN's rate on the models' own weight
 stayed ahead from 8 rows up on the large ones (docs/measurements.md, decode against the read bound).
 So: oneDNN, the op TorchInductor itself emits for CPU linear layers, for every product of several
 rows. A one-row product (batch-1 decode) stays on MKL on an Intel CPU; elsewhere it goes to the C
-kernel of rowdot.py, which read the models' weights at 86-93% of a sum's rate, 1.10-1.30x oneDNN's
-(on oneDNN where that kernel could not be built).
+kernel of rowdot.py, which (with four weight rows a block, before eight) read the models' weights at
+86-93% of a sum's rate, 1.10-1.30x oneDNN's (on oneDNN where that kernel could not be built).
 
 `linear` is F.linear's drop-in for the paged engine: that choice for float32 on CPU where torch has
 oneDNN, F.linear for anything else or once oneDNN has failed (a warning says why, once). oneDNN's and

@@ -2,13 +2,15 @@
 
 A decode step at batch 1 multiplies one row by every weight matrix, so its speed is the speed at which
 the weights are read. On the AMD EPYC hosts oneDNN's one-row product read the models' weights at
-68-80% of a plain sum's rate and MKL's at about half; this kernel, with four rows a block, read them at
-86-93% of it, 1.10-1.30x oneDNN's rate, and with eight at 92-100% (docs/measurements.md, decode
-against the read bound; `python -m experiments.gemv_bandwidth`). Each output is a dot product of the
-row with one weight row; here ROWS (8) weight rows share each load of the row, so nearly every load
-is of weights, as in a sum. Eight rather than four made paged's batch-1 step on `smollm2-135m`
-1.04-1.07x faster and left `qwen3-0.6b`'s as it was (`python -m experiments.decode_bound --variants
-paged,paged-rows4`); each output sums in the same order either way, so the results are the same bits.
+68-80% of a plain sum's rate and MKL's at about half; this kernel, with four weight rows a block, read
+them at 86-93% of it, 1.10-1.30x oneDNN's rate (docs/measurements.md, decode against the read bound;
+`python -m experiments.gemv_bandwidth`). Each output is a dot product of the row with one weight row;
+here ROWS (8) weight rows share each load of the row, so nearly every load is of weights, as in a sum.
+Eight rather than four made paged's batch-1 step on `smollm2-135m` 1.04-1.07x faster and left
+`qwen3-0.6b`'s as it was (`python -m experiments.decode_bound --variants paged,paged-rows4`). Each
+output sums in one order whatever the block: for rows of a multiple of 16 values (every model's), the
+same bits; for other lengths the compiler may fuse multiply-adds differently from one block size to
+another, so the last bit can differ.
 
 The C source below is compiled by the machine's C compiler (`$CC`, else `cc`) with OpenMP and
 -march=native into the cache folder (`<cache>/kernels/`, see harness/checkpoints.py), named by a digest
@@ -169,10 +171,13 @@ def fits(x: torch.Tensor, w: torch.Tensor) -> bool:
     )
 
 
-def row_times_weight(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, w, bias) for one float32 row x (shape (..., in), one row in all) through the C kernel:
-    shape (..., out). The caller checks fits() and kernel() first."""
+def row_times_weight(
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, built: Callable | None = None
+) -> torch.Tensor:
+    """F.linear(x, w, bias) for one float32 row x (shape (..., in), one row in all) through the C kernel
+    (kernel(), or `built`: a variant from build()): shape (..., out). The caller checks fits() and that
+    the kernel exists first."""
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype, device=x.device)
-    kernel()(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
+    (built or kernel())(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads())
     return y if bias is None else y + bias

@@ -32,6 +32,7 @@ from harness.engines.base import StepCase
 from harness.engines.manual import ManualEngine
 from harness.engines.paged.engine import PagedEngine
 from harness.engines.paged.layers import apply_rope, rms_norm
+from harness.engines.paged.row_step import RowStep
 from harness.models import build_model
 from harness.roofline import decode_cost
 from harness.specs import get_spec
@@ -113,6 +114,18 @@ def _one_row_in_c(x, w, bias=None, product=None):
     return onednn._onednn_linear(x, w, bias)
 
 
+def _step_in_c(engine: PagedEngine) -> PagedEngine:
+    """paged with a lone row's step as one C call a layer (row_step.py) and its one-row products on the
+    C kernel whatever the CPU: on an Intel CPU, where onednn.py keeps one row on MKL and so the step on
+    torch's ops, what the step in C would give there."""
+    if row_layer.kernel() is None:
+        raise SystemExit(f"no C layer here: {rowdot.problem()}")
+    engine.runner.linear = _one_row_in_c
+    if engine.runner.row_step is None:
+        engine.runner.row_step = RowStep(engine.runner)
+    return engine
+
+
 def _four_rows_a_block(engine: PagedEngine | ManualEngine) -> PagedEngine | ManualEngine:
     """paged or manual with rowdot.py's kernel as it was before it took eight weight rows a block (four),
     in paged's C layer, its LM head and manual's one-row products alike; several rows on oneDNN. On an
@@ -150,6 +163,7 @@ VARIANTS: dict[str, Callable] = {
     "paged-before": lambda loaded: _gathered(PagedEngine(loaded, EngineConfig())),
     "paged-onednn": lambda loaded: _products_through(_every_row_on_onednn, PagedEngine(loaded, EngineConfig())),
     "paged-c": lambda loaded: _products_through(_one_row_in_c, PagedEngine(loaded, EngineConfig())),
+    "paged-c-step": lambda loaded: _step_in_c(PagedEngine(loaded, EngineConfig())),
     "paged-compiled": lambda loaded: PagedEngine(loaded, EngineConfig(compile=True)),
     "paged-rows4": lambda loaded: _four_rows_a_block(PagedEngine(loaded, EngineConfig())),
     "manual": lambda loaded: ManualEngine(loaded, EngineConfig()),

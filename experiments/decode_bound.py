@@ -106,11 +106,13 @@ def _every_row_on_onednn(x, w, bias=None):
     return onednn._onednn_linear(x, w, bias)
 
 
-def _one_row_in_c(x, w, bias=None, product=None):
-    """One row on rowdot.py's C kernel (or `product`, a variant of it) whatever the CPU (on an Intel CPU,
-    where onednn.py keeps it on MKL, the comparison that rule rests on); several rows on oneDNN."""
-    if rowdot.fits(x, w) and (product or rowdot.kernel()) is not None:
-        return (product or rowdot.row_times_weight)(x, w, bias)
+def _one_row_in_c(x, w, bias=None, built=None):
+    """One row on rowdot.py's C kernel (or `built`, a variant of it from rowdot.build) whatever the CPU
+    (on an Intel CPU, where onednn.py keeps it on MKL, the comparison that rule rests on); several rows
+    on oneDNN."""
+    kernel = built or rowdot.kernel()
+    if rowdot.fits(x, w) and kernel is not None:
+        return rowdot.row_times_weight(x, w, bias, built=kernel)
     return onednn._onednn_linear(x, w, bias)
 
 
@@ -131,12 +133,12 @@ def _four_rows_a_block(engine: PagedEngine | ManualEngine) -> PagedEngine | Manu
     in paged's C layer, its LM head and manual's one-row products alike; several rows on oneDNN. On an
     Intel CPU, where the engines keep one row on MKL, compare it with the `-c` variants, not the plain
     ones."""
-    from experiments.gemv_bandwidth import rows_a_block, rows_source
+    from experiments.gemv_bandwidth import rows_source
 
-    product = rows_a_block(4)
-    if product is None:
+    built = rowdot.build(rows_source(4), "rowdot4")
+    if built is None:
         raise SystemExit(f"no C kernel here: {rowdot.problem()}")
-    linear = functools.partial(_one_row_in_c, product=product)
+    linear = functools.partial(_one_row_in_c, built=built)
     if isinstance(engine, PagedEngine):
         engine.runner.linear = linear
         if engine.runner.row_step is not None:
